@@ -1,0 +1,79 @@
+# Wrenn — build, run and test. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash
+GO ?= go
+BUILDS := builds
+TOOLS := $(CURDIR)/bin
+GOLANGCI_LINT_VERSION := v2.15.0
+BUF_VERSION := v1.75.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_CONNECT_GO_VERSION := v1.19.1
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/wrenn-dev/wrenn/internal/version.Version=$(VERSION)
+
+# Settings from .env (copy .env.example) reach every target.
+-include .env
+export
+
+.PHONY: help build wrenn-cp wrenn-agent envd proto migrate-up migrate-down migrate-status \
+	dev dev-agent fmt vet lint test check bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: wrenn-cp wrenn-agent envd ## build the three binaries into builds/
+
+wrenn-cp: ## build the control plane
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILDS)/wrenn-cp ./cmd/wrenn-cp
+
+wrenn-agent: ## build the host agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILDS)/wrenn-agent ./cmd/wrenn-agent
+
+envd: ## build the guest agent (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILDS)/envd ./cmd/envd
+
+proto: ## regenerate Go code from proto/ (committed)
+	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_GO_VERSION)
+	PATH=$(TOOLS):$$PATH $(TOOLS)/buf generate
+
+migrate-up: wrenn-cp ## apply database migrations (DATABASE_URL)
+	$(BUILDS)/wrenn-cp migrate up
+
+migrate-down: wrenn-cp ## roll back the last migration (DATABASE_URL)
+	$(BUILDS)/wrenn-cp migrate down
+
+migrate-status: wrenn-cp ## show applied migrations (DATABASE_URL)
+	$(BUILDS)/wrenn-cp migrate status
+
+dev: ## run everything on this machine (PostgreSQL, control plane); Ctrl-C stops
+	scripts/dev.sh
+
+dev-agent: ## register and start a local agent against `make dev`
+	scripts/dev-agent.sh
+
+fmt: ## format Go code
+	gofmt -l -w $$(git ls-files '*.go')
+
+vet: ## go vet
+	$(GO) vet ./...
+
+$(TOOLS)/golangci-lint:
+	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+lint: $(TOOLS)/golangci-lint ## golangci-lint (pinned, installed into bin/)
+	$(TOOLS)/golangci-lint run ./...
+
+test: ## the whole suite against a throw-away PostgreSQL
+	scripts/test.sh
+
+check: ## fmt check + vet + lint + test
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(MAKE) vet lint test
+
+bench: ## benchmarks (medians and ratios against baselines)
+	scripts/test.sh -run '^$$' -bench . -benchtime 1x ./...
+
+clean: ## remove build output
+	rm -rf $(BUILDS)

@@ -1,0 +1,198 @@
+// Package hostauth proves to a wrenn-agent that an RPC comes from the control
+// plane.
+//
+// The control plane holds an Ed25519 key pair (kept in PostgreSQL so that every
+// replica signs with the same key) and hands the public half to each agent when
+// it registers. For every call the control plane signs a short-lived token bound
+// to one host (audience) and one RPC procedure (subject); the agent verifies the
+// signature, the audience, the procedure and the expiry, and refuses anything
+// else. A token captured on the wire is therefore useless for another host,
+// another procedure, or after a minute.
+package hostauth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+const (
+	issuer   = "wrenn-cp"
+	tokenTTL = time.Minute
+)
+
+// ErrUnauthenticated is returned by Verifier.Verify for a missing, malformed,
+// expired or foreign token.
+var ErrUnauthenticated = errors.New("hostauth: caller is not the control plane")
+
+// EncodePublicKey returns the text form of a public key that registration
+// hands to the agent.
+func EncodePublicKey(pub ed25519.PublicKey) string {
+	return base64.StdEncoding.EncodeToString(pub)
+}
+
+// DecodePublicKey parses the text form produced by EncodePublicKey.
+func DecodePublicKey(s string) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("decoding control-plane public key: %w", err)
+	}
+	if len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("decoding control-plane public key: got %d bytes, want %d", len(b), ed25519.PublicKeySize)
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+// Signer mints tokens for calls from the control plane to agents. It is safe
+// for concurrent use.
+type Signer struct {
+	key ed25519.PrivateKey
+	now func() time.Time
+}
+
+// NewSigner returns a Signer using key.
+func NewSigner(key ed25519.PrivateKey) *Signer {
+	return &Signer{key: key, now: time.Now}
+}
+
+// PublicKey returns the key agents verify tokens with.
+func (s *Signer) PublicKey() ed25519.PublicKey {
+	return s.key.Public().(ed25519.PublicKey)
+}
+
+// Token returns a token valid for one minute for calling procedure on host.
+func (s *Signer) Token(hostID, procedure string) (string, error) {
+	now := s.now()
+	claims := jwt.RegisteredClaims{
+		Issuer:    issuer,
+		Subject:   procedure,
+		Audience:  jwt.ClaimStrings{hostID},
+		IssuedAt:  jwt.NewNumericDate(now),
+		NotBefore: jwt.NewNumericDate(now.Add(-5 * time.Second)),
+		ExpiresAt: jwt.NewNumericDate(now.Add(tokenTTL)),
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims).SignedString(s.key)
+	if err != nil {
+		return "", fmt.Errorf("signing host token: %w", err)
+	}
+	return tok, nil
+}
+
+// ClientInterceptor returns a Connect interceptor that attaches a token for
+// hostID to every outgoing unary and streaming call.
+func (s *Signer) ClientInterceptor(hostID string) connect.Interceptor {
+	return &clientInterceptor{signer: s, hostID: hostID}
+}
+
+type clientInterceptor struct {
+	signer *Signer
+	hostID string
+}
+
+func (c *clientInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		tok, err := c.signer.Token(c.hostID, req.Spec().Procedure)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, err)
+		}
+		req.Header().Set("Authorization", "Bearer "+tok)
+		return next(ctx, req)
+	}
+}
+
+func (c *clientInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		if tok, err := c.signer.Token(c.hostID, spec.Procedure); err == nil {
+			conn.RequestHeader().Set("Authorization", "Bearer "+tok)
+		}
+		return conn
+	}
+}
+
+func (c *clientInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// Verifier checks tokens on the agent side. It is safe for concurrent use.
+type Verifier struct {
+	pub    ed25519.PublicKey
+	hostID string
+	parser *jwt.Parser
+}
+
+// NewVerifier returns a Verifier accepting tokens signed by the control plane
+// key pub and addressed to hostID.
+func NewVerifier(pub ed25519.PublicKey, hostID string) *Verifier {
+	return &Verifier{
+		pub:    pub,
+		hostID: hostID,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+			jwt.WithIssuer(issuer),
+			jwt.WithAudience(hostID),
+			jwt.WithExpirationRequired(),
+			jwt.WithIssuedAt(),
+			jwt.WithLeeway(5*time.Second),
+		),
+	}
+}
+
+// Verify reports an error wrapping ErrUnauthenticated unless header carries a
+// valid control-plane token for this host and procedure.
+func (v *Verifier) Verify(header http.Header, procedure string) error {
+	raw, ok := strings.CutPrefix(header.Get("Authorization"), "Bearer ")
+	if !ok || raw == "" {
+		return fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
+	}
+	var claims jwt.RegisteredClaims
+	_, err := v.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return v.pub, nil })
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	if claims.Subject != procedure {
+		return fmt.Errorf("%w: token is for %q, not %q", ErrUnauthenticated, claims.Subject, procedure)
+	}
+	if claims.ExpiresAt.Sub(claims.IssuedAt.Time) > tokenTTL+time.Second {
+		return fmt.Errorf("%w: token lifetime too long", ErrUnauthenticated)
+	}
+	return nil
+}
+
+// Interceptor returns a Connect server interceptor that rejects every call
+// that Verify does not accept with CodeUnauthenticated.
+func (v *Verifier) Interceptor() connect.Interceptor {
+	return &serverInterceptor{v: v}
+}
+
+type serverInterceptor struct{ v *Verifier }
+
+func (s *serverInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := s.v.Verify(req.Header(), req.Spec().Procedure); err != nil {
+			return nil, connect.NewError(connect.CodeUnauthenticated, err)
+		}
+		return next(ctx, req)
+	}
+}
+
+func (s *serverInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (s *serverInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := s.v.Verify(conn.RequestHeader(), conn.Spec().Procedure); err != nil {
+			return connect.NewError(connect.CodeUnauthenticated, err)
+		}
+		return next(ctx, conn)
+	}
+}

@@ -1,0 +1,90 @@
+# shellcheck shell=bash
+# Shared helpers for Wrenn's scripts: installing what a fresh Debian machine
+# lacks and running a private PostgreSQL cluster. Source it; do not run it.
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+apt_updated=""
+# apt_install PKG... installs Debian packages that are not installed yet.
+apt_install() {
+	local missing=()
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	[ "$(id -u)" -eq 0 ] || die "need root to install: ${missing[*]}"
+	if [ -z "$apt_updated" ]; then
+		log "apt-get update"
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+		apt_updated=1
+	fi
+	log "installing ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# pg_bindir prints the directory holding initdb/pg_ctl, installing PostgreSQL
+# from Debian when it is missing.
+pg_bindir() {
+	local d
+	d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+	if [ -z "$d" ] || [ ! -x "$d/initdb" ]; then
+		apt_install postgresql >&2
+		d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+	fi
+	[ -x "$d/initdb" ] || die "PostgreSQL's initdb not found after installing postgresql"
+	echo "$d"
+}
+
+# free_port prints a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+	local p
+	for _ in $(seq 1 200); do
+		p=$((20000 + RANDOM % 40000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+# pg_run_as prints the command prefix that runs a PostgreSQL tool as the
+# cluster owner: initdb and postgres refuse to run as root.
+pg_owner() {
+	if [ "$(id -u)" -eq 0 ]; then
+		id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /usr/sbin/nologin postgres
+		echo postgres
+	else
+		id -un
+	fi
+}
+
+# pg_start DATADIR PORT initialises DATADIR when empty and starts a private
+# PostgreSQL on 127.0.0.1:PORT (sockets inside DATADIR), trusting local
+# connections only. It prints the admin connection URL.
+pg_start() {
+	local datadir=$1 port=$2 bindir owner
+	bindir=$(pg_bindir)
+	owner=$(pg_owner)
+	mkdir -p "$datadir"
+	chown "$owner" "$datadir"
+	chmod 700 "$datadir"
+	if [ ! -f "$datadir/PG_VERSION" ]; then
+		runuser -u "$owner" -- "$bindir/initdb" -D "$datadir" -U postgres --auth=trust \
+			--encoding=UTF8 --locale=C >"$datadir.initdb.log" 2>&1 || { cat "$datadir.initdb.log" >&2; die "initdb failed"; }
+	fi
+	runuser -u "$owner" -- "$bindir/pg_ctl" -D "$datadir" -l "$datadir/server.log" -w -t 60 \
+		-o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$datadir -c fsync=${PG_FSYNC:-on} -c max_connections=300" \
+		start >/dev/null || { tail -n 30 "$datadir/server.log" >&2; die "PostgreSQL did not start"; }
+	echo "postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+}
+
+# pg_stop DATADIR stops the cluster in DATADIR if it runs.
+pg_stop() {
+	local datadir=$1 bindir owner
+	[ -f "$datadir/postmaster.pid" ] || return 0
+	bindir=$(pg_bindir)
+	owner=$(pg_owner)
+	runuser -u "$owner" -- "$bindir/pg_ctl" -D "$datadir" -m fast -w stop >/dev/null 2>&1 || true
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs Wrenn's whole test suite: installs what the tests need, starts a
+# throw-away PostgreSQL cluster in a temporary directory on a free port, runs
+# `go test`, and removes the cluster afterwards whatever happened.
+#
+# Extra arguments go to `go test` (default: ./...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+command -v go >/dev/null || die "Go is not installed (see README, Prerequisites)"
+
+tmp=$(mktemp -d /var/tmp/wrenn-test.XXXXXX)
+chmod 755 "$tmp"
+cleanup() {
+	pg_stop "$tmp/pg"
+	rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+port=$(free_port)
+log "starting throw-away PostgreSQL on 127.0.0.1:$port"
+# fsync off: the cluster is discarded after the run, and it makes the suite faster.
+WRENN_TEST_DATABASE_URL=$(PG_FSYNC=off pg_start "$tmp/pg" "$port")
+export WRENN_TEST_DATABASE_URL
+
+if [ $# -eq 0 ]; then set -- ./...; fi
+log "go test $*"
+go test -count=1 -timeout 25m "$@"
