@@ -1,0 +1,85 @@
+package hostauth
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+)
+
+func newKey(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv
+}
+
+func header(tok string) http.Header {
+	h := http.Header{}
+	if tok != "" {
+		h.Set("Authorization", "Bearer "+tok)
+	}
+	return h
+}
+
+func TestVerify(t *testing.T) {
+	const proc = "/wrenn.hostagent.v1.HostAgentService/HostInfo"
+	key := newKey(t)
+	signer := NewSigner(key)
+	other := NewSigner(newKey(t))
+	v := NewVerifier(signer.PublicKey(), "host-a")
+
+	mint := func(s *Signer, host, procedure string) string {
+		tok, err := s.Token(host, procedure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	expired := NewSigner(key)
+	expired.now = func() time.Time { return time.Now().Add(-2 * time.Minute) }
+
+	tests := []struct {
+		name   string
+		header http.Header
+		ok     bool
+	}{
+		{"valid", header(mint(signer, "host-a", proc)), true},
+		{"no header", header(""), false},
+		{"not bearer", http.Header{"Authorization": {"Basic abc"}}, false},
+		{"garbage", header("not-a-jwt"), false},
+		{"other key", header(mint(other, "host-a", proc)), false},
+		{"other host", header(mint(signer, "host-b", proc)), false},
+		{"other procedure", header(mint(signer, "host-a", "/x/Y")), false},
+		{"expired", header(mint(expired, "host-a", proc)), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := v.Verify(tt.header, proc)
+			if tt.ok && err != nil {
+				t.Fatalf("Verify: got %v, want nil", err)
+			}
+			if !tt.ok && !errors.Is(err, ErrUnauthenticated) {
+				t.Fatalf("Verify: got %v, want ErrUnauthenticated", err)
+			}
+		})
+	}
+}
+
+func TestPublicKeyRoundTrip(t *testing.T) {
+	pub := NewSigner(newKey(t)).PublicKey()
+	got, err := DecodePublicKey(EncodePublicKey(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Equal(pub) {
+		t.Fatal("decoded key differs from the encoded one")
+	}
+	if _, err := DecodePublicKey("c2hvcnQ="); err == nil {
+		t.Fatal("DecodePublicKey accepted a short key")
+	}
+}
