@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# `make dev`: runs Wrenn on this machine for development. Installs what is
+# missing, starts a private PostgreSQL under $WRENN_DIR/postgres (unless
+# DATABASE_URL is set), builds, migrates, starts the control plane, makes sure
+# an admin account exists, and prints how to use it. Ctrl-C stops everything
+# this script started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+WRENN_DIR=${WRENN_DIR:-/var/lib/wrenn}
+DEV_DIR=$WRENN_DIR/dev
+WRENN_CP_LISTEN_ADDR=${WRENN_CP_LISTEN_ADDR:-127.0.0.1:8000}
+PG_PORT=${WRENN_DEV_PG_PORT:-54329}
+export WRENN_DIR WRENN_CP_LISTEN_ADDR
+
+command -v go >/dev/null || die "Go is not installed (see README, Prerequisites)"
+apt_install curl jq ca-certificates
+mkdir -p "$DEV_DIR"
+chmod 700 "$WRENN_DIR" "$DEV_DIR"
+
+pids=()
+started_pg=""
+cleanup() {
+	trap - EXIT INT TERM
+	log "stopping"
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	[ -n "$started_pg" ] && pg_stop "$WRENN_DIR/postgres"
+	exit 0
+}
+trap cleanup EXIT INT TERM
+
+if [ -z "${DATABASE_URL:-}" ]; then
+	if [ -f "$WRENN_DIR/postgres/postmaster.pid" ]; then
+		log "PostgreSQL already running in $WRENN_DIR/postgres"
+	else
+		log "starting PostgreSQL on 127.0.0.1:$PG_PORT (data in $WRENN_DIR/postgres)"
+		pg_start "$WRENN_DIR/postgres" "$PG_PORT" >/dev/null
+		started_pg=1
+	fi
+	bindir=$(pg_bindir)
+	if ! "$bindir/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='wrenn'" | grep -q 1; then
+		"$bindir/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE wrenn" >/dev/null
+	fi
+	DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/wrenn?sslmode=disable"
+fi
+export DATABASE_URL
+
+if [ -z "${WRENN_JWT_SECRET:-}" ]; then
+	[ -s "$DEV_DIR/jwt-secret" ] || (umask 077 && head -c 48 /dev/urandom | base64 -w0 >"$DEV_DIR/jwt-secret")
+	WRENN_JWT_SECRET=$(cat "$DEV_DIR/jwt-secret")
+fi
+export WRENN_JWT_SECRET
+
+log "building"
+make --no-print-directory build >/dev/null
+
+log "migrating"
+builds/wrenn-cp migrate up
+
+log "starting wrenn-cp on $WRENN_CP_LISTEN_ADDR (log: $DEV_DIR/cp.log)"
+builds/wrenn-cp >"$DEV_DIR/cp.log" 2>&1 &
+pids+=($!)
+url="http://$WRENN_CP_LISTEN_ADDR"
+url=${url/http:\/\/:/http:\/\/127.0.0.1:}
+for _ in $(seq 1 100); do
+	curl -fsS "$url/health" >/dev/null 2>&1 && break
+	kill -0 "${pids[0]}" 2>/dev/null || { tail -n 30 "$DEV_DIR/cp.log" >&2; die "wrenn-cp exited"; }
+	sleep 0.1
+done
+curl -fsS "$url/health" >/dev/null || die "wrenn-cp did not become healthy"
+echo "$url" >"$DEV_DIR/cp-url"
+
+# The admin account: created on the first run, its credentials kept in $DEV_DIR.
+admin_email=admin@wrenn.local
+if [ ! -s "$DEV_DIR/admin-password" ]; then
+	password=$(head -c 18 /dev/urandom | base64 -w0 | tr '+/' '-_')
+	code=$(curl -sS -o "$DEV_DIR/signup.json" -w '%{http_code}' -X POST "$url/v1/auth/signup" \
+		-H 'Content-Type: application/json' \
+		-d "$(jq -n --arg e "$admin_email" --arg p "$password" '{email:$e,password:$p,name:"Admin"}')")
+	case $code in
+	201) (umask 077 && echo "$password" >"$DEV_DIR/admin-password") ;;
+	409) die "an account $admin_email exists but its password is not in $DEV_DIR/admin-password" ;;
+	*) cat "$DEV_DIR/signup.json" >&2; die "signup failed ($code)" ;;
+	esac
+	rm -f "$DEV_DIR/signup.json"
+fi
+password=$(cat "$DEV_DIR/admin-password")
+token=$(curl -fsS -X POST "$url/v1/auth/login" -H 'Content-Type: application/json' \
+	-d "$(jq -n --arg e "$admin_email" --arg p "$password" '{email:$e,password:$p}')" | jq -r .token)
+[ -n "$token" ] && [ "$token" != null ] || die "cannot log in as $admin_email"
+
+# An API key, created once and reused while it works.
+if [ ! -s "$DEV_DIR/api-key" ] || ! curl -fsS "$url/v1/me" -H "X-API-Key: $(cat "$DEV_DIR/api-key")" >/dev/null 2>&1; then
+	(umask 077 && curl -fsS -X POST "$url/v1/api-keys" -H "Authorization: Bearer $token" \
+		-H 'Content-Type: application/json' -d '{"name":"dev"}' | jq -r .key >"$DEV_DIR/api-key")
+fi
+
+cat <<MSG
+
+  Wrenn control plane:  $url
+  Admin account:        $admin_email / $password
+  API key:              $(cat "$DEV_DIR/api-key")
+
+  Next, in another terminal:  make dev-agent
+  Then:  curl -s $url/v1/hosts -H "X-API-Key: $(cat "$DEV_DIR/api-key")"
+
+  Logs: $DEV_DIR/cp.log — Ctrl-C stops everything.
+
+MSG
+wait "${pids[0]}"
