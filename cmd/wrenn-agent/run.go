@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/wrenn-dev/wrenn/internal/agent"
+	"github.com/wrenn-dev/wrenn/internal/config"
+	"github.com/wrenn-dev/wrenn/internal/version"
+)
+
+const usage = `Usage:
+  wrenn-agent --register <token> --address <ip:port>   register this host, then run
+  wrenn-agent                                          run with the saved credential
+  wrenn-agent --version
+
+Settings come from the environment (WRENN_CP_URL is required); see docs/agent.md.
+
+Flags:
+`
+
+// run is the whole program; main only reports its error. It returns nil
+// after SIGINT or SIGTERM once the agent has shut down cleanly.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	fs := flag.NewFlagSet(filepath.Base(args[0]), flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	token := fs.String("register", "", "registration `token` from POST /v1/hosts or POST /v1/hosts/{id}/token")
+	address := fs.String("address", "", "`ip:port` where the control plane reaches this agent (with --register)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Version)
+		return nil
+	}
+	// Check the flags before anything touches the network: a registration
+	// token is single use and should not be spent on a doomed start.
+	switch {
+	case *token != "" && *address == "":
+		return errors.New("--register needs --address <ip:port>, the address the control plane reaches this agent on")
+	case *token == "" && *address != "":
+		return errors.New("--address is only used with --register; the registered address is kept by the control plane")
+	case *token != "":
+		if err := agent.ValidateAddress(*address); err != nil {
+			return fmt.Errorf("--address: %w", err)
+		}
+	}
+
+	cfg, err := config.LoadAgent(getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+
+	// Bind before registering, for the same reason: a port already taken
+	// should fail the start while the token is still unused.
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listening on WRENN_HOST_LISTEN_ADDR: %w", err)
+	}
+	defer ln.Close()
+
+	var cred agent.Credential
+	if *token != "" {
+		cred, err = agent.Register(ctx, cfg, *token, *address, log)
+		if errors.Is(err, agent.ErrRegistrationTokenRejected) {
+			return fmt.Errorf("registration token invalid, expired or already used; create a new one with POST /v1/hosts/{id}/token (%w)", err)
+		}
+		if err != nil {
+			return err
+		}
+	} else {
+		cred, err = agent.LoadCredential(cfg.Dir)
+		if errors.Is(err, agent.ErrNotRegistered) {
+			return fmt.Errorf("this host is not registered (no %s): register it once with `wrenn-agent --register <token> --address <ip:port>`",
+				filepath.Join(cfg.Dir, agent.CredentialFile))
+		}
+		if err != nil {
+			return err
+		}
+		// The credential is a secret for one control plane; sending it to
+		// another because WRENN_CP_URL changed would leak it.
+		if cred.CPURL != cfg.CPURL {
+			return fmt.Errorf("the host was registered with %s but WRENN_CP_URL is %s: set WRENN_CP_URL back, or re-register with --register <token>",
+				cred.CPURL, cfg.CPURL)
+		}
+	}
+
+	srv, err := agent.NewServer(cfg, cred, log)
+	if err != nil {
+		return err
+	}
+	log.Info("wrenn-agent starting", "version", version.Version, "host_id", srv.HostID(),
+		"cp_url", cfg.CPURL, "dir", cfg.Dir, "runtime", cfg.Runtime,
+		"heartbeat_interval", cfg.HeartbeatInterval.String())
+
+	// After the first signal, a second one should kill the agent at once
+	// rather than wait for the graceful shutdown.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	if err := srv.Run(ctx, ln); err != nil {
+		return err
+	}
+	log.Info("wrenn-agent stopped")
+	return nil
+}
+
+func newLogger(cfg config.Agent, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

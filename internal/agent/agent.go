@@ -1,0 +1,124 @@
+// Package agent is wrenn-agent, the program that runs on every sandbox host:
+// it registers the host with the control plane, keeps proving it is alive
+// with heartbeats (refreshing its credential when the control plane asks),
+// and serves the RPC API that only the control plane may call.
+//
+// A Server holds the agent's configuration and state; the capsule manager
+// that a later issue adds hangs off it, and its RPCs join routes.go.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wrenn-dev/wrenn/internal/config"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+)
+
+// shutdownTimeout bounds how long in-flight RPCs may take to finish after
+// the agent is asked to stop.
+const shutdownTimeout = 10 * time.Second
+
+// Server is a running host agent. It is safe for concurrent use.
+type Server struct {
+	cfg     config.Agent
+	log     *slog.Logger
+	cp      *cpClient
+	hostID  string
+	started time.Time
+
+	// verifier checks control-plane call tokens. It is swapped, not
+	// mutated, when a credential refresh brings a new control-plane key.
+	verifier atomic.Pointer[hostauth.Verifier]
+
+	mu   sync.Mutex
+	cred Credential // the latest credential, as saved on disk
+}
+
+// NewServer returns a Server for the host that cred identifies.
+func NewServer(cfg config.Agent, cred Credential, log *slog.Logger) (*Server, error) {
+	s := &Server{
+		cfg:     cfg,
+		log:     log.With("host_id", cred.HostID),
+		cp:      newCPClient(cfg.CPURL),
+		hostID:  cred.HostID,
+		started: time.Now(),
+		cred:    cred,
+	}
+	if err := s.setVerifier(cred.CPPublicKey); err != nil {
+		return nil, fmt.Errorf("creating agent: %w", err)
+	}
+	return s, nil
+}
+
+func (s *Server) setVerifier(encodedKey string) error {
+	pub, err := hostauth.DecodePublicKey(encodedKey)
+	if err != nil {
+		return err
+	}
+	s.verifier.Store(hostauth.NewVerifier(pub, s.hostID))
+	return nil
+}
+
+// HostID returns the id the control plane knows this host by.
+func (s *Server) HostID() string { return s.hostID }
+
+func (s *Server) credential() Credential {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cred
+}
+
+// Run serves RPCs on ln and heartbeats until ctx is done, then shuts the RPC
+// server down gracefully. It returns nil after a requested stop.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.Serve(ctx, ln) })
+	g.Go(func() error {
+		s.heartbeatLoop(ctx)
+		return nil
+	})
+	return g.Wait()
+}
+
+// Serve answers RPCs from the control plane on ln until ctx is done. Both
+// HTTP/1.1 and unencrypted HTTP/2 (h2c) are spoken: Connect's unary calls
+// work over either, streams need HTTP/2.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.log.Info("serving control-plane RPCs", "addr", ln.Addr().String())
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving RPCs: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutting down RPC server: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving RPCs: %w", err)
+	}
+	return nil
+}

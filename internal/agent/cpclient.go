@@ -1,0 +1,208 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Errors the control plane answers with, for calls the agent makes. Each
+// wraps an *APIError carrying the details.
+var (
+	// ErrRegistrationTokenRejected: the registration token is unknown,
+	// expired, already used or superseded by a newer one.
+	ErrRegistrationTokenRejected = errors.New("registration token invalid, expired or already used")
+	// ErrCredentialRejected: the host credential is unknown, expired or
+	// revoked (401).
+	ErrCredentialRejected = errors.New("host credential rejected")
+	// ErrCredentialForeign: the credential is valid but belongs to another
+	// host than the one the call names (403).
+	ErrCredentialForeign = errors.New("host credential belongs to another host")
+	// ErrRefreshTokenRejected: the refresh token is unknown, expired, used
+	// or revoked.
+	ErrRefreshTokenRejected = errors.New("refresh token rejected")
+)
+
+// APIError is an error answer from the control plane in its one JSON shape,
+// {"error": {"code": …, "message": …}}.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("control plane answered %d %s", e.Status, e.Code)
+	}
+	return fmt.Sprintf("control plane answered %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// cpClient calls the control plane's host endpoints (docs/host-protocol.md).
+// It is safe for concurrent use.
+type cpClient struct {
+	base string
+	http *http.Client
+}
+
+func newCPClient(base string) *cpClient {
+	// The timeout bounds one call so that a control plane that accepts
+	// connections but never answers cannot stall the heartbeat loop.
+	return &cpClient{base: base, http: &http.Client{Timeout: 15 * time.Second}}
+}
+
+type registerRequest struct {
+	Token        string `json:"token"`
+	Address      string `json:"address"`
+	Arch         string `json:"arch"`
+	CPUs         int    `json:"cpus"`
+	MemoryMB     int64  `json:"memory_mb"`
+	DiskMB       int64  `json:"disk_mb"`
+	Runtime      string `json:"runtime"`
+	AgentVersion string `json:"agent_version"`
+	Hostname     string `json:"hostname"`
+}
+
+type registerResponse struct {
+	Host struct {
+		ID string `json:"id"`
+	} `json:"host"`
+	Credential          string    `json:"credential"`
+	CredentialExpiresAt time.Time `json:"credential_expires_at"`
+	RefreshToken        string    `json:"refresh_token"`
+	CPPublicKey         string    `json:"cp_public_key"`
+}
+
+type heartbeatRequest struct {
+	FreeCPUs     int             `json:"free_cpus"`
+	FreeMemoryMB int64           `json:"free_memory_mb"`
+	FreeDiskMB   int64           `json:"free_disk_mb"`
+	Capsules     []capsuleReport `json:"capsules"`
+}
+
+type heartbeatResponse struct {
+	Status               string `json:"status"`
+	HeartbeatIntervalSec int    `json:"heartbeat_interval_sec"`
+}
+
+type refreshRequest struct {
+	RefreshToken string `json:"refresh_token"`
+}
+
+type refreshResponse struct {
+	HostID              string    `json:"host_id"`
+	Credential          string    `json:"credential"`
+	CredentialExpiresAt time.Time `json:"credential_expires_at"`
+	RefreshToken        string    `json:"refresh_token"`
+	CPPublicKey         string    `json:"cp_public_key"`
+}
+
+func (c *cpClient) register(ctx context.Context, req registerRequest) (registerResponse, error) {
+	var resp registerResponse
+	err := c.post(ctx, "/v1/hosts/register", "", req, &resp)
+	if statusOf(err) == http.StatusUnauthorized {
+		err = fmt.Errorf("%w: %w", ErrRegistrationTokenRejected, err)
+	}
+	if err != nil {
+		return registerResponse{}, fmt.Errorf("registering host: %w", err)
+	}
+	if resp.Host.ID == "" || resp.Credential == "" || resp.RefreshToken == "" || resp.CPPublicKey == "" {
+		return registerResponse{}, errors.New("registering host: control plane's answer lacks host.id, credential, refresh_token or cp_public_key")
+	}
+	return resp, nil
+}
+
+func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req heartbeatRequest) (heartbeatResponse, error) {
+	var resp heartbeatResponse
+	err := c.post(ctx, "/v1/hosts/"+url.PathEscape(hostID)+"/heartbeat", credential, req, &resp)
+	switch {
+	case statusOf(err) == http.StatusUnauthorized:
+		err = fmt.Errorf("%w: %w", ErrCredentialRejected, err)
+	case statusOf(err) == http.StatusForbidden:
+		err = fmt.Errorf("%w: %w", ErrCredentialForeign, err)
+	}
+	if err != nil {
+		return heartbeatResponse{}, fmt.Errorf("sending heartbeat: %w", err)
+	}
+	return resp, nil
+}
+
+func (c *cpClient) refresh(ctx context.Context, refreshToken string) (refreshResponse, error) {
+	var resp refreshResponse
+	err := c.post(ctx, "/v1/hosts/auth/refresh", "", refreshRequest{RefreshToken: refreshToken}, &resp)
+	if statusOf(err) == http.StatusUnauthorized {
+		err = fmt.Errorf("%w: %w", ErrRefreshTokenRejected, err)
+	}
+	if err != nil {
+		return refreshResponse{}, fmt.Errorf("refreshing credential: %w", err)
+	}
+	if resp.Credential == "" || resp.RefreshToken == "" {
+		return refreshResponse{}, errors.New("refreshing credential: control plane's answer lacks credential or refresh_token")
+	}
+	return resp, nil
+}
+
+// statusOf returns the HTTP status of an error answer from the control
+// plane, or 0 when err is not one (a network error, for instance).
+func statusOf(err error) int {
+	var api *APIError
+	if errors.As(err, &api) {
+		return api.Status
+	}
+	return 0
+}
+
+// maxAnswer bounds what the agent reads from the control plane: every answer
+// in the protocol is a small JSON object.
+const maxAnswer = 1 << 20
+
+func (c *cpClient) post(ctx context.Context, path, bearer string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encoding request: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return fmt.Errorf("reading answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		api := &APIError{Status: resp.StatusCode}
+		var shape struct {
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(b, &shape) == nil {
+			api.Code, api.Message = shape.Error.Code, shape.Error.Message
+		}
+		if api.Code == "" {
+			api.Code = http.StatusText(resp.StatusCode)
+		}
+		return api
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("decoding answer: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,17 @@
+//go:build !linux
+
+package agent
+
+import (
+	"errors"
+	"fmt"
+)
+
+type diskUsage struct {
+	total, free uint64
+}
+
+// statDisk is only implemented on Linux, the one system wrenn-agent runs on.
+func statDisk(path string) (diskUsage, error) {
+	return diskUsage{}, fmt.Errorf("statfs %s: %w", path, errors.ErrUnsupported)
+}

@@ -1,0 +1,41 @@
+package agent
+
+import (
+	"context"
+	"net/http"
+
+	"connectrpc.com/connect"
+
+	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
+)
+
+// Handler returns every route the agent serves. Each Connect service is
+// mounted with the control-plane check; anything else is a plain 404.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	auth := connect.WithInterceptors(&controlPlaneOnly{s: s})
+	mux.Handle(hostagentv1connect.NewHostAgentServiceHandler(s, auth))
+	return mux
+}
+
+// controlPlaneOnly refuses every call that does not carry a valid token
+// signed by the control plane for this host and this procedure. It defers to
+// hostauth's interceptor of the Server's current verifier, so that a key
+// received on a credential refresh takes effect for the next call.
+type controlPlaneOnly struct{ s *Server }
+
+func (c *controlPlaneOnly) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		return c.s.verifier.Load().Interceptor().WrapUnary(next)(ctx, req)
+	}
+}
+
+func (c *controlPlaneOnly) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (c *controlPlaneOnly) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return c.s.verifier.Load().Interceptor().WrapStreamingHandler(next)(ctx, conn)
+	}
+}

@@ -1,0 +1,221 @@
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/wrenn-dev/wrenn/internal/config"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
+	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
+)
+
+const testHostID = "7d0c5f0e-host-under-test"
+
+// startRPC runs the agent's RPC server on a loopback port for the test's
+// duration, trusting the control-plane key of cp, and returns its base URL.
+func startRPC(t *testing.T, cp *hostauth.Signer) string {
+	t.Helper()
+	cfg := config.Agent{
+		CPURL:             "http://127.0.0.1:1",
+		Dir:               t.TempDir(),
+		ListenAddr:        "127.0.0.1:0",
+		HeartbeatInterval: time.Minute,
+		Runtime:           config.RuntimeGVisor,
+		LogFormat:         "text",
+	}
+	cred := Credential{
+		HostID:      testHostID,
+		CPURL:       cfg.CPURL,
+		Credential:  "wrnh_unused",
+		CPPublicKey: hostauth.EncodePublicKey(cp.PublicKey()),
+	}
+	srv, err := NewServer(cfg, cred, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+func newSigner(t *testing.T) *hostauth.Signer {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hostauth.NewSigner(key)
+}
+
+// h2cClient speaks HTTP/2 without TLS only, so that a call succeeding
+// through it proves the server offers h2c.
+func h2cClient() *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: p}}
+}
+
+// bearer is a client interceptor attaching a fixed Authorization header.
+func bearer(tok string) connect.Interceptor {
+	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+tok)
+			return next(ctx, req)
+		}
+	})
+}
+
+func TestRPCRefusesAllButTheControlPlane(t *testing.T) {
+	cp := newSigner(t)
+	impostor := newSigner(t)
+	base := startRPC(t, cp)
+
+	mint := func(s *hostauth.Signer, host, procedure string) string {
+		tok, err := s.Token(host, procedure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	const proc = hostagentv1connect.HostAgentServiceHostInfoProcedure
+	tests := []struct {
+		name string
+		opts []connect.ClientOption
+		want connect.Code // 0 means success
+	}{
+		{"no token", nil, connect.CodeUnauthenticated},
+		{"token signed by another key", []connect.ClientOption{connect.WithInterceptors(bearer(mint(impostor, testHostID, proc)))}, connect.CodeUnauthenticated},
+		{"token for another host", []connect.ClientOption{connect.WithInterceptors(bearer(mint(cp, "some-other-host", proc)))}, connect.CodeUnauthenticated},
+		{"token for another procedure", []connect.ClientOption{connect.WithInterceptors(bearer(mint(cp, testHostID, "/wrenn.hostagent.v1.HostAgentService/DestroyEverything")))}, connect.CodeUnauthenticated},
+		{"garbage token", []connect.ClientOption{connect.WithInterceptors(bearer("not-a-jwt"))}, connect.CodeUnauthenticated},
+		{"valid control-plane token", []connect.ClientOption{connect.WithInterceptors(cp.ClientInterceptor(testHostID))}, 0},
+	}
+	for _, tt := range tests {
+		for _, transport := range []struct {
+			name   string
+			client *http.Client
+		}{{"http1", http.DefaultClient}, {"h2c", h2cClient()}} {
+			t.Run(tt.name+"/"+transport.name, func(t *testing.T) {
+				client := hostagentv1connect.NewHostAgentServiceClient(transport.client, base, tt.opts...)
+				resp, err := client.HostInfo(context.Background(), connect.NewRequest(&hostagentv1.HostInfoRequest{}))
+				if tt.want != 0 {
+					if got := connect.CodeOf(err); got != tt.want {
+						t.Fatalf("HostInfo error = %v (code %v), want code %v", err, got, tt.want)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("HostInfo: %v", err)
+				}
+				got := resp.Msg
+				specs, err := ReadSpecs(t.TempDir(), config.RuntimeGVisor)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.HostId != testHostID || got.Arch != specs.Arch || int(got.Cpus) != specs.CPUs ||
+					got.MemoryMb != specs.MemoryMB || got.Hostname != specs.Hostname || got.Runtime != "gvisor" ||
+					got.KernelVersion != specs.KernelVersion || got.AgentVersion == "" {
+					t.Errorf("HostInfo = %+v, want this machine's specs %+v", got, specs)
+				}
+				if got.FreeMemoryMb <= 0 || got.FreeMemoryMb > got.MemoryMb || got.DiskMb <= 0 || got.UptimeSec <= 0 {
+					t.Errorf("HostInfo capacity = %+v, not plausible", got)
+				}
+			})
+		}
+	}
+}
+
+func TestRPCPlainHTTP(t *testing.T) {
+	base := startRPC(t, newSigner(t))
+	tests := []struct {
+		name, method, path, body string
+		want                     int
+	}{
+		{"unknown path", http.MethodGet, "/", "", http.StatusNotFound},
+		{"unknown path with post", http.MethodPost, "/v1/hosts", "{}", http.StatusNotFound},
+		{"unknown procedure", http.MethodPost, "/wrenn.hostagent.v1.HostAgentService/Nope", "{}", http.StatusNotFound},
+		{"HostInfo without token", http.MethodPost, hostagentv1connect.HostAgentServiceHostInfoProcedure, "{}", http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, base+tt.path, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("%s %s = %d %s, want %d", tt.method, tt.path, resp.StatusCode, body, tt.want)
+			}
+			if strings.Contains(string(body), "host_id") {
+				t.Errorf("refused call leaked host data: %s", body)
+			}
+		})
+	}
+}
+
+// TestVerifierSwap checks that a refreshed control-plane key takes
+// effect for the very next call, and the old key stops working.
+func TestVerifierSwap(t *testing.T) {
+	oldKey, newKey := newSigner(t), newSigner(t)
+	srv, err := NewServer(config.Agent{Dir: t.TempDir(), Runtime: config.RuntimeGVisor},
+		Credential{HostID: testHostID, CPPublicKey: hostauth.EncodePublicKey(oldKey.PublicKey())},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Serve(ctx, ln)
+	call := func(s *hostauth.Signer) error {
+		c := hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, "http://"+ln.Addr().String(),
+			connect.WithInterceptors(s.ClientInterceptor(testHostID)))
+		_, err := c.HostInfo(context.Background(), connect.NewRequest(&hostagentv1.HostInfoRequest{}))
+		return err
+	}
+	if err := call(oldKey); err != nil {
+		t.Fatalf("old key before swap: %v", err)
+	}
+	if err := srv.setVerifier(hostauth.EncodePublicKey(newKey.PublicKey())); err != nil {
+		t.Fatal(err)
+	}
+	if err := call(newKey); err != nil {
+		t.Errorf("new key after swap: %v", err)
+	}
+	var cerr *connect.Error
+	if err := call(oldKey); !errors.As(err, &cerr) || cerr.Code() != connect.CodeUnauthenticated {
+		t.Errorf("old key after swap = %v, want unauthenticated", err)
+	}
+}

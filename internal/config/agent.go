@@ -1,0 +1,180 @@
+package config
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Runtime names accepted in WRENN_RUNTIME, besides "auto".
+const (
+	RuntimeGVisor      = "gvisor"
+	RuntimeFirecracker = "firecracker"
+)
+
+// Agent is the configuration of wrenn-agent.
+type Agent struct {
+	// CPURL is the control plane's base URL (WRENN_CP_URL), without a
+	// trailing slash.
+	CPURL string
+	// Dir is the agent's working directory (WRENN_DIR), absolute.
+	Dir string
+	// ListenAddr is where the RPC server for the control plane listens
+	// (WRENN_HOST_LISTEN_ADDR).
+	ListenAddr string
+	// HeartbeatInterval is the time between two heartbeats
+	// (WRENN_HEARTBEAT_INTERVAL).
+	HeartbeatInterval time.Duration
+	// Runtime is the resolved runtime driver: RuntimeGVisor or
+	// RuntimeFirecracker, never "auto".
+	Runtime string
+	// FirecrackerBin is the Firecracker binary (WRENN_FIRECRACKER_BIN).
+	FirecrackerBin string
+	// LogLevel and LogFormat ("text" or "json") shape the agent's log
+	// (WRENN_LOG_LEVEL, WRENN_LOG_FORMAT).
+	LogLevel  slog.Level
+	LogFormat string
+}
+
+// agentProbe holds the files that decide WRENN_RUNTIME=auto, so that tests
+// can point them at fixtures instead of this machine's /dev and /proc.
+type agentProbe struct {
+	kvm     string
+	cpuinfo string
+}
+
+// LoadAgent reads wrenn-agent's settings from getenv. WRENN_RUNTIME=auto is
+// resolved here by looking at this machine.
+func LoadAgent(getenv func(string) string) (Agent, error) {
+	return loadAgent(getenv, agentProbe{kvm: "/dev/kvm", cpuinfo: "/proc/cpuinfo"})
+}
+
+func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
+	r := &reader{getenv: getenv}
+	var c Agent
+
+	c.CPURL = agentURL(r, "WRENN_CP_URL")
+	c.Dir = agentDir(r, "WRENN_DIR", "/var/lib/wrenn")
+	c.ListenAddr = agentListenAddr(r, "WRENN_HOST_LISTEN_ADDR", ":50051")
+	c.HeartbeatInterval = r.duration("WRENN_HEARTBEAT_INTERVAL", 30*time.Second)
+	c.FirecrackerBin = r.string("WRENN_FIRECRACKER_BIN", "/usr/local/bin/firecracker")
+	c.LogLevel = agentLogLevel(r, "WRENN_LOG_LEVEL")
+	c.LogFormat = agentLogFormat(r, "WRENN_LOG_FORMAT")
+
+	switch rt := strings.ToLower(r.string("WRENN_RUNTIME", "auto")); rt {
+	case "auto":
+		c.Runtime = RuntimeGVisor
+		if firecrackerUsable(probe, c.FirecrackerBin) {
+			c.Runtime = RuntimeFirecracker
+		}
+	case RuntimeGVisor, RuntimeFirecracker:
+		c.Runtime = rt
+	default:
+		r.fail("WRENN_RUNTIME", rt, "must be auto, gvisor or firecracker")
+	}
+
+	if r.err != nil {
+		return Agent{}, r.err
+	}
+	return c, nil
+}
+
+// firecrackerUsable reports whether this machine can run Firecracker
+// microVMs: /dev/kvm alone is not enough, because a kernel may offer a
+// paravirtual KVM without the CPU's VMX/SVM extensions, and Firecracker needs
+// the hardware ones.
+func firecrackerUsable(probe agentProbe, bin string) bool {
+	if _, err := os.Stat(probe.kvm); err != nil {
+		return false
+	}
+	info, err := os.ReadFile(probe.cpuinfo)
+	if err != nil || !hasVirtFlag(info) {
+		return false
+	}
+	fi, err := os.Stat(bin)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+// hasVirtFlag reports whether a /proc/cpuinfo "flags" line lists vmx (Intel)
+// or svm (AMD).
+func hasVirtFlag(cpuinfo []byte) bool {
+	for line := range bytes.Lines(cpuinfo) {
+		key, flags, ok := bytes.Cut(line, []byte(":"))
+		if !ok || string(bytes.TrimSpace(key)) != "flags" {
+			continue
+		}
+		for _, f := range bytes.Fields(flags) {
+			if string(f) == "vmx" || string(f) == "svm" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func agentURL(r *reader, name string) string {
+	v := r.required(name)
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		r.fail(name, v, "must be an http:// or https:// URL, like https://wrenn.example.com")
+		return ""
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		r.fail(name, v, "must not have a query or fragment")
+		return ""
+	}
+	return strings.TrimRight(v, "/")
+}
+
+func agentDir(r *reader, name, def string) string {
+	v := r.string(name, def)
+	abs, err := filepath.Abs(v)
+	if err != nil {
+		r.fail(name, v, "not a usable path: "+err.Error())
+		return ""
+	}
+	return abs
+}
+
+func agentListenAddr(r *reader, name, def string) string {
+	v := r.string(name, def)
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		r.fail(name, v, "must be host:port or :port")
+		return ""
+	}
+	// Port 0 is allowed: the kernel picks one and the agent logs it.
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		r.fail(name, v, "port must be a number from 0 to 65535")
+		return ""
+	}
+	return v
+}
+
+func agentLogLevel(r *reader, name string) slog.Level {
+	v := r.string(name, "info")
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		r.fail(name, v, "must be debug, info, warn or error")
+		return slog.LevelInfo
+	}
+	return l
+}
+
+func agentLogFormat(r *reader, name string) string {
+	v := strings.ToLower(r.string(name, "text"))
+	if v != "text" && v != "json" {
+		r.fail(name, v, "must be text or json")
+		return "text"
+	}
+	return v
+}

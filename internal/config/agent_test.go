@@ -1,0 +1,165 @@
+package config
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func agentEnv(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// noFirecracker is a probe that never finds hardware virtualization.
+func noFirecracker(t *testing.T) agentProbe {
+	dir := t.TempDir()
+	return agentProbe{kvm: filepath.Join(dir, "kvm"), cpuinfo: filepath.Join(dir, "cpuinfo")}
+}
+
+func TestLoadAgentDefaults(t *testing.T) {
+	got, err := loadAgent(agentEnv(map[string]string{"WRENN_CP_URL": "https://cp.example.com/"}), noFirecracker(t))
+	if err != nil {
+		t.Fatalf("loadAgent: %v", err)
+	}
+	want := Agent{
+		CPURL:             "https://cp.example.com",
+		Dir:               "/var/lib/wrenn",
+		ListenAddr:        ":50051",
+		HeartbeatInterval: 30 * time.Second,
+		Runtime:           RuntimeGVisor,
+		FirecrackerBin:    "/usr/local/bin/firecracker",
+		LogLevel:          slog.LevelInfo,
+		LogFormat:         "text",
+	}
+	if got != want {
+		t.Errorf("loadAgent = %+v, want %+v", got, want)
+	}
+}
+
+func TestLoadAgentSet(t *testing.T) {
+	got, err := loadAgent(agentEnv(map[string]string{
+		"WRENN_CP_URL":             "http://127.0.0.1:8000",
+		"WRENN_DIR":                "/srv/wrenn",
+		"WRENN_HOST_LISTEN_ADDR":   "10.0.0.5:6000",
+		"WRENN_HEARTBEAT_INTERVAL": "300ms",
+		"WRENN_RUNTIME":            "firecracker",
+		"WRENN_FIRECRACKER_BIN":    "/opt/fc",
+		"WRENN_LOG_LEVEL":          "debug",
+		"WRENN_LOG_FORMAT":         "JSON",
+	}), noFirecracker(t))
+	if err != nil {
+		t.Fatalf("loadAgent: %v", err)
+	}
+	want := Agent{
+		CPURL:             "http://127.0.0.1:8000",
+		Dir:               "/srv/wrenn",
+		ListenAddr:        "10.0.0.5:6000",
+		HeartbeatInterval: 300 * time.Millisecond,
+		Runtime:           RuntimeFirecracker,
+		FirecrackerBin:    "/opt/fc",
+		LogLevel:          slog.LevelDebug,
+		LogFormat:         "json",
+	}
+	if got != want {
+		t.Errorf("loadAgent = %+v, want %+v", got, want)
+	}
+}
+
+func TestLoadAgentBadValues(t *testing.T) {
+	tests := []struct {
+		name, value string
+	}{
+		{"WRENN_CP_URL", ""},
+		{"WRENN_CP_URL", "cp.example.com"},
+		{"WRENN_CP_URL", "ftp://cp.example.com"},
+		{"WRENN_CP_URL", "https://"},
+		{"WRENN_CP_URL", "https://cp.example.com/?x=1"},
+		{"WRENN_HOST_LISTEN_ADDR", "50051"},
+		{"WRENN_HOST_LISTEN_ADDR", ":http"},
+		{"WRENN_HOST_LISTEN_ADDR", ":70000"},
+		{"WRENN_HEARTBEAT_INTERVAL", "30"},
+		{"WRENN_HEARTBEAT_INTERVAL", "-1s"},
+		{"WRENN_RUNTIME", "docker"},
+		{"WRENN_LOG_LEVEL", "loud"},
+		{"WRENN_LOG_FORMAT", "xml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			vars := map[string]string{"WRENN_CP_URL": "http://127.0.0.1:8000"}
+			vars[tt.name] = tt.value
+			_, err := loadAgent(agentEnv(vars), noFirecracker(t))
+			if err == nil {
+				t.Fatalf("loadAgent accepted %s=%q", tt.name, tt.value)
+			}
+			if !strings.Contains(err.Error(), tt.name) {
+				t.Errorf("error %q does not name %s", err, tt.name)
+			}
+		})
+	}
+}
+
+func TestLoadAgentAutoRuntime(t *testing.T) {
+	const (
+		withVMX = "processor\t: 0\nflags\t\t: fpu vme de pse vmx sse\n\nprocessor\t: 1\nflags\t\t: fpu vmx\n"
+		withSVM = "flags\t\t: fpu svm lm\n"
+		plain   = "flags\t\t: fpu vme de pse hypervisor\nvmx flags\t: ept\n"
+	)
+	tests := []struct {
+		name          string
+		kvm, fcBinary bool
+		cpuinfo       string
+		want          string
+	}{
+		{"intel with kvm and binary", true, true, withVMX, RuntimeFirecracker},
+		{"amd with kvm and binary", true, true, withSVM, RuntimeFirecracker},
+		{"no kvm device", false, true, withVMX, RuntimeGVisor},
+		{"no binary", true, false, withVMX, RuntimeGVisor},
+		{"paravirtual kvm without vmx or svm", true, true, plain, RuntimeGVisor},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			probe := agentProbe{kvm: filepath.Join(dir, "kvm"), cpuinfo: filepath.Join(dir, "cpuinfo")}
+			bin := filepath.Join(dir, "firecracker")
+			write := func(path, content string, mode os.FileMode) {
+				if err := os.WriteFile(path, []byte(content), mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write(probe.cpuinfo, tt.cpuinfo, 0o644)
+			if tt.kvm {
+				write(probe.kvm, "", 0o600)
+			}
+			if tt.fcBinary {
+				write(bin, "#!/bin/sh\n", 0o755)
+			}
+			got, err := loadAgent(agentEnv(map[string]string{
+				"WRENN_CP_URL":          "http://127.0.0.1:8000",
+				"WRENN_FIRECRACKER_BIN": bin,
+			}), probe)
+			if err != nil {
+				t.Fatalf("loadAgent: %v", err)
+			}
+			if got.Runtime != tt.want {
+				t.Errorf("runtime = %q, want %q", got.Runtime, tt.want)
+			}
+		})
+	}
+}
+
+// TestLoadAgentThisMachine checks the real probe: the machines this project
+// is tested on have /dev/kvm but no VMX/SVM, so auto must not pick
+// Firecracker there.
+func TestLoadAgentThisMachine(t *testing.T) {
+	got, err := LoadAgent(agentEnv(map[string]string{"WRENN_CP_URL": "http://127.0.0.1:8000"}))
+	if err != nil {
+		t.Fatalf("LoadAgent: %v", err)
+	}
+	info, _ := os.ReadFile("/proc/cpuinfo")
+	if !hasVirtFlag(info) && got.Runtime != RuntimeGVisor {
+		t.Errorf("runtime = %q on a CPU without vmx/svm, want %q", got.Runtime, RuntimeGVisor)
+	}
+}
