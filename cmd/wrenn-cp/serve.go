@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wrenn-dev/wrenn/internal/api"
+	"github.com/wrenn-dev/wrenn/internal/auth"
+	"github.com/wrenn-dev/wrenn/internal/config"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosts"
+	"github.com/wrenn-dev/wrenn/internal/store"
+	"github.com/wrenn-dev/wrenn/internal/version"
+)
+
+// shutdownTimeout bounds how long in-flight requests get after SIGTERM.
+const shutdownTimeout = 15 * time.Second
+
+// serve runs the control plane until ctx is done. passwords overrides the
+// password hasher (tests lower its cost); nil means the production default.
+func serve(ctx context.Context, cfg config.ControlPlane, log *slog.Logger, passwords *auth.Passwords) error {
+	if cfg.AutoMigrate {
+		if err := store.MigrateUp(ctx, cfg.DatabaseURL); err != nil {
+			return err
+		}
+	} else if err := refuseIfPending(ctx, cfg.DatabaseURL); err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	key, err := st.SigningKey(ctx)
+	if err != nil {
+		return err
+	}
+	deps := api.Deps{Store: st, Logger: log, Config: cfg, Signer: hostauth.NewSigner(key)}
+	if passwords != nil {
+		deps.Passwords = *passwords
+	}
+	srv := &http.Server{
+		Handler:           api.NewServer(deps),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.ListenAddr, err)
+	}
+	// Tests and scripts that listen on port 0 read the real address here.
+	log.Info("listening", "addr", ln.Addr().String(), "version", version.Version)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving HTTP: %w", err)
+		}
+		return nil
+	})
+	monitor := &hosts.Monitor{Store: st, Log: log, Interval: cfg.HostMonitorInterval, Timeout: cfg.HostTimeout}
+	g.Go(func() error { return monitor.Run(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutting down HTTP server: %w", err)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// refuseIfPending returns an error when the database lacks migrations, so
+// that a server never runs against a schema older than its code.
+func refuseIfPending(ctx context.Context, url string) error {
+	m, err := store.NewMigrator(url)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	pending, err := m.HasPending(ctx)
+	if err != nil {
+		return fmt.Errorf("checking migrations: %w", err)
+	}
+	if pending {
+		return errors.New("database has pending migrations: run `wrenn-cp migrate up` or set WRENN_AUTO_MIGRATE=true")
+	}
+	return nil
+}

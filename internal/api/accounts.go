@@ -1,0 +1,209 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"net/mail"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/wrenn-dev/wrenn/internal/auth"
+	"github.com/wrenn-dev/wrenn/internal/store"
+)
+
+type userJSON struct {
+	ID              string    `json:"id"`
+	Email           string    `json:"email"`
+	Name            string    `json:"name"`
+	IsPlatformAdmin bool      `json:"is_platform_admin"`
+	CreatedAt       time.Time `json:"created_at"`
+}
+
+func toUserJSON(u store.User) userJSON {
+	return userJSON{ID: u.ID, Email: u.Email, Name: u.Name, IsPlatformAdmin: u.IsPlatformAdmin, CreatedAt: u.CreatedAt}
+}
+
+type teamJSON struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+type sessionJSON struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+	User      userJSON  `json:"user"`
+	Team      *teamJSON `json:"team,omitempty"`
+}
+
+const maxNameLen = 100
+
+// normalizeEmail returns the lower-cased address, or an error when email is
+// not a bare address.
+func normalizeEmail(email string) (string, error) {
+	email = strings.ToLower(strings.TrimSpace(email))
+	if email == "" {
+		return "", errorf(codeInvalid, "email is required")
+	}
+	a, err := mail.ParseAddress(email)
+	if err != nil || a.Address != email || len(email) > 254 {
+		return "", errorf(codeInvalid, "email %q is not a valid address", email)
+	}
+	return email, nil
+}
+
+func (s *server) handleSignup() http.Handler {
+	type request struct {
+		Email    string `json:"email"`
+		Password string `json:"password"`
+		Name     string `json:"name"`
+	}
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		req, err := decode[request](w, r, maxBody)
+		if err != nil {
+			return err
+		}
+		email, err := normalizeEmail(req.Email)
+		if err != nil {
+			return err
+		}
+		switch n := len(req.Password); {
+		case n < auth.MinPasswordLen:
+			return errorf(codeInvalid, "password must be at least %d characters", auth.MinPasswordLen)
+		case n > auth.MaxPasswordLen:
+			return errorf(codeInvalid, "password must be at most %d bytes", auth.MaxPasswordLen)
+		}
+		name := strings.TrimSpace(req.Name)
+		if utf8.RuneCountInString(name) > maxNameLen {
+			return errorf(codeInvalid, "name must be at most %d characters", maxNameLen)
+		}
+		hash, err := s.passwords.Hash(req.Password)
+		if err != nil {
+			return err
+		}
+		teamName := name
+		if teamName == "" {
+			teamName, _, _ = strings.Cut(email, "@")
+		}
+		u, m, err := s.store.CreateUser(r.Context(), store.NewUser{
+			Email: email, Name: name, PasswordHash: hash, TeamName: teamName + "'s team",
+		}, store.Event{Action: "auth.signup", IP: s.clientIP(r)})
+		if errors.Is(err, store.ErrConflict) {
+			return errorf(codeConflict, "an account with email %s already exists", email)
+		}
+		if err != nil {
+			return err
+		}
+		tok, exp, err := s.sessions.Issue(u.ID)
+		if err != nil {
+			return err
+		}
+		s.log.InfoContext(r.Context(), "user signed up", "user_id", u.ID, "team_id", m.TeamID, "platform_admin", u.IsPlatformAdmin)
+		encode(w, http.StatusCreated, sessionJSON{
+			Token: tok, ExpiresAt: exp, User: toUserJSON(u),
+			Team: &teamJSON{ID: m.TeamID, Name: m.TeamName, Role: m.Role},
+		})
+		return nil
+	})
+}
+
+func (s *server) handleLogin() http.Handler {
+	type request struct {
+		Email    string `json:"email"`
+		Password string `json:"password"`
+	}
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		req, err := decode[request](w, r, maxBody)
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(req.Email) == "" || req.Password == "" {
+			return errorf(codeInvalid, "email and password are required")
+		}
+		wrong := errorf(codeInvalidCredentials, "wrong email or password")
+		email := strings.ToLower(strings.TrimSpace(req.Email))
+		u, err := s.store.UserByEmail(r.Context(), email)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		// An unknown email is checked against a dummy hash (u.PasswordHash
+		// is empty) so that it costs the same time as a wrong password.
+		if err := s.passwords.Check(u.PasswordHash, req.Password); errors.Is(err, auth.ErrWrongPassword) {
+			return wrong
+		} else if err != nil {
+			return err
+		}
+		ms, err := s.store.Memberships(r.Context(), u.ID)
+		if err != nil {
+			return err
+		}
+		var team *teamJSON
+		ev := store.Event{ActorType: store.ActorUser, ActorID: u.ID, Action: "auth.login", ResourceID: u.ID, IP: s.clientIP(r)}
+		if len(ms) > 0 {
+			team = &teamJSON{ID: ms[0].TeamID, Name: ms[0].TeamName, Role: ms[0].Role}
+			ev.TeamID = ms[0].TeamID
+		}
+		tok, exp, err := s.sessions.Issue(u.ID)
+		if err != nil {
+			return err
+		}
+		if err := s.store.Audit(r.Context(), ev); err != nil {
+			return err
+		}
+		encode(w, http.StatusOK, sessionJSON{Token: tok, ExpiresAt: exp, User: toUserJSON(u), Team: team})
+		return nil
+	})
+}
+
+func (s *server) handleMe() http.Handler {
+	type response struct {
+		User            *userJSON  `json:"user"`
+		Team            teamJSON   `json:"team"`
+		Teams           []teamJSON `json:"teams"`
+		IsPlatformAdmin bool       `json:"is_platform_admin"`
+		// AuthMethod is "session" or "api_key".
+		AuthMethod string `json:"auth_method"`
+		APIKeyID   string `json:"api_key_id,omitempty"`
+	}
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		p := caller(r)
+		resp := response{IsPlatformAdmin: p.PlatformAdmin, AuthMethod: "session", Teams: []teamJSON{}}
+		if p.APIKeyID != "" {
+			resp.AuthMethod, resp.APIKeyID = "api_key", p.APIKeyID
+		}
+		if p.UserID != "" {
+			u, err := s.store.UserByID(r.Context(), p.UserID)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if err == nil {
+				uj := toUserJSON(u)
+				resp.User = &uj
+			}
+			ms, err := s.store.Memberships(r.Context(), p.UserID)
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				t := teamJSON{ID: m.TeamID, Name: m.TeamName, Role: m.Role}
+				resp.Teams = append(resp.Teams, t)
+				if m.TeamID == p.TeamID && p.APIKeyID == "" {
+					resp.Team = t
+				}
+			}
+		}
+		if resp.Team.ID == "" {
+			// An API key acts as a member of its team, whatever its
+			// creator's role.
+			resp.Team = teamJSON{ID: p.TeamID, Role: p.Role}
+			for _, t := range resp.Teams {
+				if t.ID == p.TeamID {
+					resp.Team.Name = t.Name
+				}
+			}
+		}
+		encode(w, http.StatusOK, resp)
+		return nil
+	})
+}

@@ -1,0 +1,116 @@
+package api_test
+
+import (
+	"github.com/wrenn-dev/wrenn/internal/config"
+	"net/http"
+	"testing"
+)
+
+func TestSignupLoginMe(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("Admin@Example.com")
+	bob := e.signup("bob@example.com")
+	if admin.teamID == bob.teamID {
+		t.Fatalf("users share team %s, want a team each", admin.teamID)
+	}
+
+	tests := []struct {
+		email     string
+		wantAdmin bool
+	}{
+		{"admin@example.com", true},
+		{"bob@example.com", false},
+	}
+	for _, tt := range tests {
+		r := e.call("POST", "/v1/auth/login", map[string]string{"email": tt.email, "password": "correct horse"}).
+			want(t, "login "+tt.email, http.StatusOK)
+		if r.str("token") == "" || r.str("expires_at") == "" {
+			t.Errorf("login %s: got %s, want token and expires_at", tt.email, r.raw)
+		}
+		me := e.call("GET", "/v1/me", nil, "Authorization", "Bearer "+r.str("token")).want(t, "me", http.StatusOK)
+		user := me.body["user"].(map[string]any)
+		if got := user["email"]; got != tt.email {
+			t.Errorf("me: got email %v, want %s", got, tt.email)
+		}
+		if got := me.body["is_platform_admin"]; got != tt.wantAdmin {
+			t.Errorf("me %s: got is_platform_admin %v, want %v", tt.email, got, tt.wantAdmin)
+		}
+		team := me.body["team"].(map[string]any)
+		if team["role"] != "owner" {
+			t.Errorf("me %s: got role %v, want owner", tt.email, team["role"])
+		}
+	}
+
+	if got := e.call("POST", "/v1/auth/signup", map[string]string{"email": "BOB@example.com", "password": "whatever123"}); got.status != http.StatusConflict || got.errCode() != "conflict" {
+		t.Errorf("duplicate signup: got %d %s, want 409 conflict", got.status, got.raw)
+	}
+	for _, c := range []struct{ email, password string }{
+		{"bob@example.com", "wrong password"},
+		{"nobody@example.com", "correct horse"},
+	} {
+		r := e.call("POST", "/v1/auth/login", map[string]string{"email": c.email, "password": c.password})
+		if r.status != http.StatusUnauthorized || r.errCode() != "invalid_credentials" {
+			t.Errorf("login %s/%s: got %d %s, want 401 invalid_credentials", c.email, c.password, r.status, r.raw)
+		}
+	}
+	// signup ×2 + login ×2 audited.
+	var n int
+	if err := e.db.QueryRow(t.Context(), `SELECT count(*) FROM audit_log WHERE action IN ('auth.signup', 'auth.login')`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 {
+		t.Errorf("got %d auth audit rows, want 4", n)
+	}
+}
+
+func TestTeamSelection(t *testing.T) {
+	e := newEnv(t)
+	a := e.signup("a@example.com")
+	b := e.signup("b@example.com")
+	e.exec(`INSERT INTO team_members (team_id, user_id, role) VALUES ($1, $2, 'member')`, b.teamID, a.id)
+
+	tests := []struct {
+		name       string
+		teamHeader string
+		wantStatus int
+		wantTeam   string
+		wantRole   string
+	}{
+		{"default is own team", "", http.StatusOK, a.teamID, "owner"},
+		{"other team a member of", b.teamID, http.StatusOK, b.teamID, "member"},
+		{"team not a member of", "00000000-0000-0000-0000-000000000001", http.StatusForbidden, "", ""},
+		{"not a uuid", "nope", http.StatusBadRequest, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := a.bearer()
+			if tt.teamHeader != "" {
+				h = append(h, "X-Team-ID", tt.teamHeader)
+			}
+			r := e.call("GET", "/v1/me", nil, h...).want(t, "me", tt.wantStatus)
+			if tt.wantStatus != http.StatusOK {
+				return
+			}
+			team := r.body["team"].(map[string]any)
+			if team["id"] != tt.wantTeam || team["role"] != tt.wantRole {
+				t.Errorf("got team %v role %v, want %s %s", team["id"], team["role"], tt.wantTeam, tt.wantRole)
+			}
+		})
+	}
+}
+
+func TestAuthRateLimit(t *testing.T) {
+	e := newEnv(t, func(c *config.ControlPlane) { c.AuthRateLimit = 3 })
+	for i := range 3 {
+		e.call("POST", "/v1/auth/login", map[string]string{"email": "x@example.com", "password": "whatever1"}).
+			want(t, "login within budget", http.StatusUnauthorized)
+		_ = i
+	}
+	r := e.call("POST", "/v1/auth/signup", map[string]string{"email": "x@example.com", "password": "whatever1"})
+	if r.status != http.StatusTooManyRequests || r.errCode() != "rate_limited" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("over budget: got %d %s Retry-After=%q, want 429 rate_limited with Retry-After", r.status, r.raw, r.header.Get("Retry-After"))
+	}
+	if n := e.count("users"); n != 0 {
+		t.Errorf("got %d users after a refused signup, want 0", n)
+	}
+}

@@ -1,0 +1,92 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/wrenn-dev/wrenn/internal/store"
+)
+
+// Error is an error the client is meant to see: a stable code and a message
+// saying what is wrong.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Error codes.
+const (
+	codeInvalid                  = "invalid_request"
+	codeUnauthenticated          = "unauthenticated"
+	codeInvalidCredentials       = "invalid_credentials"
+	codeInvalidRegistrationToken = "invalid_registration_token"
+	codeInvalidHostCredential    = "invalid_host_credential"
+	codeInvalidRefreshToken      = "invalid_refresh_token"
+	codeForbidden                = "forbidden"
+	codeNotFound                 = "not_found"
+	codeMethodNotAllowed         = "method_not_allowed"
+	codeConflict                 = "conflict"
+	codeTooLarge                 = "payload_too_large"
+	codeRateLimited              = "rate_limited"
+	codeInternal                 = "internal"
+	codeUnavailable              = "unavailable"
+)
+
+// statusOf maps every error code to its HTTP status: the one place where
+// that mapping lives.
+var statusOf = map[string]int{
+	codeInvalid:                  http.StatusBadRequest,
+	codeUnauthenticated:          http.StatusUnauthorized,
+	codeInvalidCredentials:       http.StatusUnauthorized,
+	codeInvalidRegistrationToken: http.StatusUnauthorized,
+	codeInvalidHostCredential:    http.StatusUnauthorized,
+	codeInvalidRefreshToken:      http.StatusUnauthorized,
+	codeForbidden:                http.StatusForbidden,
+	codeNotFound:                 http.StatusNotFound,
+	codeMethodNotAllowed:         http.StatusMethodNotAllowed,
+	codeConflict:                 http.StatusConflict,
+	codeTooLarge:                 http.StatusRequestEntityTooLarge,
+	codeRateLimited:              http.StatusTooManyRequests,
+	codeInternal:                 http.StatusInternalServerError,
+	codeUnavailable:              http.StatusServiceUnavailable,
+}
+
+// errorf returns an *Error with a formatted message.
+func errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// writeError answers err in the JSON error shape. Errors that are not an
+// *Error are internal: the client gets a generic message and only the log
+// gets the cause.
+func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, store.ErrNotFound):
+		e = errorf(codeNotFound, "not found")
+	case errors.Is(err, store.ErrConflict):
+		e = errorf(codeConflict, "conflicts with existing data")
+	default:
+		s.log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path,
+			"request_id", w.Header().Get("X-Request-ID"), "err", err)
+		e = errorf(codeInternal, "internal error; see the control plane log (request id %s)", w.Header().Get("X-Request-ID"))
+	}
+	status, ok := statusOf[e.Code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	var body errorBody
+	body.Error.Code, body.Error.Message = e.Code, e.Message
+	encode(w, status, body)
+}

@@ -1,0 +1,211 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/wrenn-dev/wrenn/internal/api"
+	"github.com/wrenn-dev/wrenn/internal/auth"
+	"github.com/wrenn-dev/wrenn/internal/config"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/store"
+	"github.com/wrenn-dev/wrenn/internal/testdb"
+)
+
+// env is a running API on a fresh, migrated database.
+type env struct {
+	t     *testing.T
+	url   string
+	dbURL string
+	store *store.Store
+	db    *pgx.Conn
+	cfg   config.ControlPlane
+	key   ed25519.PrivateKey
+}
+
+// newEnv starts the API with test-sized settings; tweak adjusts them.
+func newEnv(t *testing.T, tweak ...func(*config.ControlPlane)) *env {
+	t.Helper()
+	ctx := context.Background()
+	dbURL := testdb.New(t)
+	if err := store.MigrateUp(ctx, dbURL); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	key, err := st.SigningKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.ControlPlane{
+		DatabaseURL:          dbURL,
+		JWTSecret:            []byte("0123456789abcdef0123456789abcdef"),
+		JWTTTL:               time.Hour,
+		HostTimeout:          90 * time.Second,
+		HostMonitorInterval:  10 * time.Second,
+		RegistrationTokenTTL: time.Hour,
+		HostCredentialTTL:    24 * time.Hour,
+		AuthRateLimit:        1000,
+	}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	srv := httptest.NewServer(api.NewServer(api.Deps{
+		Store: st, Config: cfg, Signer: hostauth.NewSigner(key),
+		Passwords: auth.Passwords{Cost: bcrypt.MinCost},
+	}))
+	t.Cleanup(srv.Close)
+	return &env{t: t, url: srv.URL, dbURL: dbURL, store: st, db: conn, cfg: cfg, key: key}
+}
+
+// response is a decoded answer.
+type response struct {
+	status int
+	header http.Header
+	raw    []byte
+	body   map[string]any
+	list   []any
+}
+
+// str returns a top-level string field.
+func (r response) str(k string) string { s, _ := r.body[k].(string); return s }
+
+// errCode returns error.code of an error answer.
+func (r response) errCode() string {
+	e, _ := r.body["error"].(map[string]any)
+	c, _ := e["code"].(string)
+	return c
+}
+
+// call sends body (a string is sent as is, anything else as JSON) with
+// headers given as name, value pairs.
+func (e *env) call(method, path string, body any, headers ...string) response {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, e.url+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	r := response{status: res.StatusCode, header: res.Header, raw: raw}
+	if len(raw) > 0 && strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
+		if raw[0] == '[' {
+			_ = json.Unmarshal(raw, &r.list)
+		} else if err := json.Unmarshal(raw, &r.body); err != nil {
+			e.t.Fatalf("%s %s: answer is not JSON: %v: %s", method, path, err, raw)
+		}
+	}
+	return r
+}
+
+// want fails the test unless r has status.
+func (r response) want(t *testing.T, what string, status int) response {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("%s: got status %d, want %d; body %s", what, r.status, status, r.raw)
+	}
+	return r
+}
+
+// account is a signed-up user.
+type account struct {
+	id, email, token, teamID string
+}
+
+func (a account) bearer() []string { return []string{"Authorization", "Bearer " + a.token} }
+
+func (e *env) signup(email string) account {
+	e.t.Helper()
+	r := e.call("POST", "/v1/auth/signup", map[string]string{"email": email, "password": "correct horse", "name": "Test"}).
+		want(e.t, "signup "+email, http.StatusCreated)
+	user := r.body["user"].(map[string]any)
+	team := r.body["team"].(map[string]any)
+	return account{id: user["id"].(string), email: email, token: r.str("token"), teamID: team["id"].(string)}
+}
+
+// count returns the number of rows in table.
+func (e *env) count(table string) int {
+	e.t.Helper()
+	var n int
+	if err := e.db.QueryRow(context.Background(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// exec runs SQL on the test database.
+func (e *env) exec(sql string, args ...any) {
+	e.t.Helper()
+	if _, err := e.db.Exec(context.Background(), sql, args...); err != nil {
+		e.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// registration is a host created by an admin, not yet registered.
+type registration struct {
+	hostID, token string
+}
+
+func (e *env) createHost(admin account) registration {
+	e.t.Helper()
+	r := e.call("POST", "/v1/hosts", map[string]string{"type": "regular"}, admin.bearer()...).
+		want(e.t, "create host", http.StatusCreated)
+	return registration{hostID: r.str("id"), token: r.str("registration_token")}
+}
+
+func registerBody(token string) map[string]any {
+	return map[string]any{
+		"token": token, "address": "127.0.0.1:1", "arch": "amd64", "cpus": 8,
+		"memory_mb": 32000, "disk_mb": 500000, "runtime": "gvisor", "agent_version": "test", "hostname": "node-1",
+	}
+}
+
+func heartbeatBody() map[string]any {
+	return map[string]any{"free_cpus": 6, "free_memory_mb": 20000, "free_disk_mb": 400000, "capsules": []any{}}
+}

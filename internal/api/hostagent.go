@@ -1,0 +1,248 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wrenn-dev/wrenn/internal/auth"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/store"
+)
+
+// This file serves the agent's side of docs/host-protocol.md: registration,
+// heartbeats and credential refresh.
+
+// runtimes are the runtime drivers an agent may report.
+var runtimes = map[string]bool{"gvisor": true, "firecracker": true}
+
+// maxLabelLen bounds the free-text fields an agent reports.
+const maxLabelLen = 255
+
+// credentialsJSON is what registration and refresh hand to the agent.
+type credentialsJSON struct {
+	Credential          string    `json:"credential"`
+	CredentialExpiresAt time.Time `json:"credential_expires_at"`
+	RefreshToken        string    `json:"refresh_token"`
+	CPPublicKey         string    `json:"cp_public_key"`
+}
+
+// newCredentials returns a fresh credential and refresh token for an agent
+// and their stored forms.
+func (s *server) newCredentials() (credentialsJSON, store.Secret, store.Secret, error) {
+	cred, credHash, err := auth.NewToken(auth.HostCredentialPrefix)
+	if err != nil {
+		return credentialsJSON{}, store.Secret{}, store.Secret{}, err
+	}
+	refresh, refreshHash, err := auth.NewToken(auth.RefreshTokenPrefix)
+	if err != nil {
+		return credentialsJSON{}, store.Secret{}, store.Secret{}, err
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	j := credentialsJSON{
+		Credential:          cred,
+		CredentialExpiresAt: now.Add(s.cfg.HostCredentialTTL),
+		RefreshToken:        refresh,
+		CPPublicKey:         hostauth.EncodePublicKey(s.signer.PublicKey()),
+	}
+	return j, store.Secret{Hash: credHash, ExpiresAt: j.CredentialExpiresAt},
+		store.Secret{Hash: refreshHash, ExpiresAt: now.Add(refreshTokenTTL)}, nil
+}
+
+// validAddress reports whether addr is host:port with a non-empty host and a
+// port in 1..65535.
+func validAddress(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || strings.ContainsAny(host, "/ ") {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+func (s *server) handleRegister() http.Handler {
+	type request struct {
+		Token        string `json:"token"`
+		Address      string `json:"address"`
+		Arch         string `json:"arch"`
+		CPUs         int    `json:"cpus"`
+		MemoryMB     int64  `json:"memory_mb"`
+		DiskMB       int64  `json:"disk_mb"`
+		Runtime      string `json:"runtime"`
+		AgentVersion string `json:"agent_version"`
+		Hostname     string `json:"hostname"`
+	}
+	type response struct {
+		Host hostJSON `json:"host"`
+		credentialsJSON
+	}
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		req, err := decode[request](w, r, maxBody)
+		if err != nil {
+			return err
+		}
+		// Fields are checked before the token, so that a bad request does
+		// not use the token up.
+		switch {
+		case req.Token == "":
+			return errorf(codeInvalid, "token is required")
+		case req.Address == "":
+			return errorf(codeInvalid, "address is required: the host:port the control plane reaches the agent at")
+		case !validAddress(req.Address):
+			return errorf(codeInvalid, "address %q is not host:port", req.Address)
+		case req.Arch == "" || len(req.Arch) > 32:
+			return errorf(codeInvalid, "arch is required (e.g. amd64)")
+		case req.CPUs < 1:
+			return errorf(codeInvalid, "cpus must be at least 1")
+		case req.MemoryMB < 1:
+			return errorf(codeInvalid, "memory_mb must be at least 1")
+		case req.DiskMB < 1:
+			return errorf(codeInvalid, "disk_mb must be at least 1")
+		case !runtimes[req.Runtime]:
+			return errorf(codeInvalid, "runtime must be gvisor or firecracker, not %q", req.Runtime)
+		case len(req.AgentVersion) > maxLabelLen || len(req.Hostname) > maxLabelLen:
+			return errorf(codeInvalid, "agent_version and hostname must be at most %d bytes", maxLabelLen)
+		}
+		invalid := errorf(codeInvalidRegistrationToken, "registration token is unknown, used, expired or superseded; issue a new one with POST /v1/hosts/{id}/token")
+		if !auth.HasPrefix(req.Token, auth.RegistrationTokenPrefix) {
+			return invalid
+		}
+		creds, cred, refresh, err := s.newCredentials()
+		if err != nil {
+			return err
+		}
+		h, err := s.store.Register(r.Context(), auth.HashToken(req.Token), store.HostSpec{
+			Address: req.Address, Arch: req.Arch, CPUs: req.CPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskMB,
+			Runtime: req.Runtime, AgentVersion: req.AgentVersion, Hostname: req.Hostname,
+		}, cred, refresh, store.Event{
+			Action: "host.register", IP: s.clientIP(r),
+			Metadata: map[string]any{"address": req.Address, "runtime": req.Runtime, "hostname": req.Hostname},
+		})
+		if errors.Is(err, store.ErrNotFound) {
+			return invalid
+		}
+		if err != nil {
+			return err
+		}
+		s.log.InfoContext(r.Context(), "host registered", "host_id", h.ID, "address", h.Address, "runtime", h.Runtime)
+		encode(w, http.StatusCreated, response{Host: toHostJSON(h), credentialsJSON: creds})
+		return nil
+	})
+}
+
+// heartbeatInterval is what the control plane asks agents to heartbeat at:
+// 30 s, or less when the timeout is short enough that 30 s would make a
+// live host look dead.
+func (s *server) heartbeatInterval() int {
+	return max(1, min(30, int(math.Floor(s.cfg.HostTimeout.Seconds()/3))))
+}
+
+func (s *server) handleHeartbeat() http.Handler {
+	type request struct {
+		FreeCPUs     *int              `json:"free_cpus"`
+		FreeMemoryMB *int64            `json:"free_memory_mb"`
+		FreeDiskMB   *int64            `json:"free_disk_mb"`
+		Capsules     []json.RawMessage `json:"capsules"`
+	}
+	type response struct {
+		Status               string `json:"status"`
+		HeartbeatIntervalSec int    `json:"heartbeat_interval_sec"`
+	}
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		invalid := errorf(codeInvalidHostCredential, "host credential is unknown, expired or revoked; refresh it or register again")
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !auth.HasPrefix(tok, auth.HostCredentialPrefix) {
+			return invalid
+		}
+		hostID, err := s.store.HostByCredential(r.Context(), auth.HashToken(tok))
+		if errors.Is(err, store.ErrNotFound) {
+			return invalid
+		}
+		if err != nil {
+			return err
+		}
+		if id, err := uuid.Parse(r.PathValue("id")); err != nil || id.String() != hostID {
+			return errorf(codeForbidden, "this credential belongs to another host")
+		}
+		req, err := decode[request](w, r, maxHeartbeatBody)
+		if err != nil {
+			return err
+		}
+		switch {
+		case req.FreeCPUs == nil || req.FreeMemoryMB == nil || req.FreeDiskMB == nil:
+			return errorf(codeInvalid, "free_cpus, free_memory_mb and free_disk_mb are required")
+		case *req.FreeCPUs < 0 || *req.FreeMemoryMB < 0 || *req.FreeDiskMB < 0:
+			return errorf(codeInvalid, "free_cpus, free_memory_mb and free_disk_mb must not be negative")
+		}
+		for i, c := range req.Capsules {
+			if t := strings.TrimSpace(string(c)); !strings.HasPrefix(t, "{") {
+				return errorf(codeInvalid, "capsules[%d] must be an object", i)
+			}
+		}
+		capsules, err := json.Marshal(req.Capsules)
+		if err != nil {
+			return err
+		}
+		if req.Capsules == nil {
+			capsules = []byte("[]")
+		}
+		revived, err := s.store.Heartbeat(r.Context(), hostID, store.Capacity{
+			FreeCPUs: *req.FreeCPUs, FreeMemoryMB: *req.FreeMemoryMB, FreeDiskMB: *req.FreeDiskMB, Capsules: capsules,
+		})
+		if errors.Is(err, store.ErrNotFound) {
+			return invalid
+		}
+		if err != nil {
+			return err
+		}
+		if revived {
+			s.log.InfoContext(r.Context(), "host back online", "host_id", hostID)
+		}
+		encode(w, http.StatusOK, response{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()})
+		return nil
+	})
+}
+
+func (s *server) handleRefresh() http.Handler {
+	type request struct {
+		RefreshToken string `json:"refresh_token"`
+	}
+	type response struct {
+		HostID string `json:"host_id"`
+		credentialsJSON
+	}
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		req, err := decode[request](w, r, maxBody)
+		if err != nil {
+			return err
+		}
+		if req.RefreshToken == "" {
+			return errorf(codeInvalid, "refresh_token is required")
+		}
+		invalid := errorf(codeInvalidRefreshToken, "refresh token is unknown, used, expired or revoked; register the host again")
+		if !auth.HasPrefix(req.RefreshToken, auth.RefreshTokenPrefix) {
+			return invalid
+		}
+		creds, cred, refresh, err := s.newCredentials()
+		if err != nil {
+			return err
+		}
+		hostID, err := s.store.Refresh(r.Context(), auth.HashToken(req.RefreshToken), cred, refresh,
+			store.Event{Action: "host.refresh", IP: s.clientIP(r)})
+		if errors.Is(err, store.ErrNotFound) {
+			return invalid
+		}
+		if err != nil {
+			return err
+		}
+		encode(w, http.StatusOK, response{HostID: hostID, credentialsJSON: creds})
+		return nil
+	})
+}

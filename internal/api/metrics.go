@@ -1,0 +1,73 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wrenn-dev/wrenn/internal/store"
+)
+
+// metrics are the API's Prometheus metrics. Route labels are patterns, not
+// paths, so that ids do not explode the series count.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg *prometheus.Registry, st *store.Store, log *slog.Logger) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wrenn_http_requests_total",
+			Help: "HTTP requests answered, by method, route pattern and status code.",
+		}, []string{"method", "route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wrenn_http_request_duration_seconds",
+			Help:    "Time to answer HTTP requests, by method and route pattern.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"method", "route"}),
+	}
+	reg.MustRegister(m.requests, m.duration, &hostCollector{store: st, log: log},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) observe(method, route string, status int, elapsed time.Duration) {
+	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(method, route).Observe(elapsed.Seconds())
+}
+
+// hostCollector reports hosts by status, read from the database at scrape
+// time so that every replica reports the same truth.
+type hostCollector struct {
+	store *store.Store
+	log   *slog.Logger
+}
+
+var hostsDesc = prometheus.NewDesc("wrenn_hosts", "Hosts by status.", []string{"status"}, nil)
+
+func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) { ch <- hostsDesc }
+
+func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	counts, err := c.store.HostCounts(ctx)
+	if err != nil {
+		c.log.Warn("metrics: counting hosts", "err", err)
+		ch <- prometheus.NewInvalidMetric(hostsDesc, err)
+		return
+	}
+	for status, n := range counts {
+		ch <- prometheus.MustNewConstMetric(hostsDesc, prometheus.GaugeValue, float64(n), status)
+	}
+}
+
+func (s *server) handleMetrics() http.Handler {
+	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)})
+}

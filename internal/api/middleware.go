@@ -1,0 +1,252 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wrenn-dev/wrenn/internal/auth"
+	"github.com/wrenn-dev/wrenn/internal/store"
+)
+
+// handle adapts a handler that returns an error to http.Handler; the error
+// is answered by writeError.
+func (s *server) handle(fn func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+// recorder remembers the status a handler wrote.
+type recorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (rec *recorder) WriteHeader(status int) {
+	if rec.status == 0 {
+		rec.status = status
+	}
+	rec.ResponseWriter.WriteHeader(status)
+}
+
+func (rec *recorder) Write(b []byte) (int, error) {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	return rec.ResponseWriter.Write(b)
+}
+
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
+
+// instrument gives each request an id, counts and times it under its route
+// pattern, logs it at debug level and turns a panic into a 500.
+func (s *server) instrument(pattern string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := make([]byte, 8)
+		_, _ = rand.Read(id)
+		w.Header().Set("X-Request-ID", hex.EncodeToString(id))
+		rec := &recorder{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.writeError(rec, r, fmt.Errorf("panic: %v", v))
+			}
+			if rec.status == 0 {
+				rec.status = http.StatusOK
+			}
+			elapsed := time.Since(start)
+			s.metrics.observe(r.Method, pattern, rec.status, elapsed)
+			s.log.DebugContext(r.Context(), "request", "method", r.Method, "route", pattern,
+				"status", rec.status, "duration_ms", elapsed.Milliseconds(), "request_id", w.Header().Get("X-Request-ID"))
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// clientIP returns the caller's IP: the first X-Forwarded-For entry when the
+// proxy in front is trusted, else the connection's peer.
+func (s *server) clientIP(r *http.Request) string {
+	if s.cfg.TrustProxy {
+		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+			first, _, _ := strings.Cut(xff, ",")
+			if ip := net.ParseIP(strings.TrimSpace(first)); ip != nil {
+				return ip.String()
+			}
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.String()
+	}
+	return ""
+}
+
+// rateLimit refuses callers over the per-IP signup/login budget with 429
+// and Retry-After.
+func (s *server) rateLimit(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ok, wait := s.limiter.Allow(s.clientIP(r))
+		if !ok {
+			secs := int(math.Ceil(wait.Seconds()))
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			s.writeError(w, r, errorf(codeRateLimited, "too many attempts from this address; retry in %d s", secs))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// principal is who makes a request and for which team.
+type principal struct {
+	UserID        string // the session's user, or the API key's creator ("" if gone)
+	APIKeyID      string // set when authenticated by API key
+	TeamID        string
+	Role          string
+	PlatformAdmin bool
+}
+
+// actor returns the audit actor of the principal.
+func (p principal) actor() (typ, id string) {
+	if p.APIKeyID != "" {
+		return store.ActorAPIKey, p.APIKeyID
+	}
+	return store.ActorUser, p.UserID
+}
+
+// event returns an audit event by p for action, with the caller's IP.
+func (s *server) event(r *http.Request, p principal, action string, meta map[string]any) store.Event {
+	typ, id := p.actor()
+	return store.Event{TeamID: p.TeamID, ActorType: typ, ActorID: id, Action: action, Metadata: meta, IP: s.clientIP(r)}
+}
+
+type principalKey struct{}
+
+// caller returns the principal authenticate stored in the request.
+func caller(r *http.Request) principal {
+	p, _ := r.Context().Value(principalKey{}).(principal)
+	return p
+}
+
+// authenticate accepts `Authorization: Bearer <session JWT>` or
+// `X-API-Key: wrn_…` and stores the principal in the request context.
+func (s *server) authenticate(next http.Handler) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		var (
+			p   principal
+			err error
+		)
+		if key := r.Header.Get("X-API-Key"); key != "" {
+			p, err = s.apiKeyPrincipal(r, key)
+		} else if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+			p, err = s.sessionPrincipal(r, tok)
+		} else {
+			err = errorf(codeUnauthenticated, "send `Authorization: Bearer <token>` or `X-API-Key: <key>`")
+		}
+		if err != nil {
+			return err
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		return nil
+	})
+}
+
+func (s *server) apiKeyPrincipal(r *http.Request, key string) (principal, error) {
+	ctx := r.Context()
+	if !auth.HasPrefix(key, auth.APIKeyPrefix) {
+		return principal{}, errorf(codeUnauthenticated, "invalid API key")
+	}
+	k, err := s.store.APIKeyByHash(ctx, auth.HashToken(key))
+	if errors.Is(err, store.ErrNotFound) {
+		return principal{}, errorf(codeUnauthenticated, "invalid API key")
+	}
+	if err != nil {
+		return principal{}, err
+	}
+	if t := r.Header.Get("X-Team-ID"); t != "" && !strings.EqualFold(t, k.TeamID) {
+		return principal{}, errorf(codeForbidden, "this API key belongs to another team than X-Team-ID")
+	}
+	if err := s.store.TouchAPIKey(ctx, k.ID); err != nil {
+		return principal{}, err
+	}
+	p := principal{UserID: k.CreatedBy, APIKeyID: k.ID, TeamID: k.TeamID, Role: store.RoleMember}
+	// The key acts with its creator's standing, read now, so that revoking
+	// someone's admin rights also takes them from their keys.
+	if k.CreatedBy != "" {
+		u, err := s.store.UserByID(ctx, k.CreatedBy)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return principal{}, err
+		}
+		p.PlatformAdmin = err == nil && u.IsPlatformAdmin
+	}
+	return p, nil
+}
+
+func (s *server) sessionPrincipal(r *http.Request, tok string) (principal, error) {
+	ctx := r.Context()
+	userID, err := s.sessions.Parse(tok)
+	if err != nil {
+		return principal{}, errorf(codeUnauthenticated, "invalid or expired session token; log in again")
+	}
+	u, err := s.store.UserByID(ctx, userID)
+	if errors.Is(err, store.ErrNotFound) {
+		return principal{}, errorf(codeUnauthenticated, "the account of this session no longer exists")
+	}
+	if err != nil {
+		return principal{}, err
+	}
+	ms, err := s.store.Memberships(ctx, u.ID)
+	if err != nil {
+		return principal{}, err
+	}
+	p := principal{UserID: u.ID, PlatformAdmin: u.IsPlatformAdmin}
+	want := r.Header.Get("X-Team-ID")
+	if want != "" {
+		id, err := uuid.Parse(want)
+		if err != nil {
+			return principal{}, errorf(codeInvalid, "X-Team-ID is not a team id")
+		}
+		want = id.String()
+	}
+	for _, m := range ms {
+		if want == "" || m.TeamID == want {
+			p.TeamID, p.Role = m.TeamID, m.Role
+			break
+		}
+	}
+	if p.TeamID == "" {
+		if want != "" {
+			return principal{}, errorf(codeForbidden, "you are not a member of team %s", want)
+		}
+		return principal{}, errorf(codeForbidden, "your account belongs to no team")
+	}
+	return p, nil
+}
+
+// pathID returns the {id} path value as a canonical UUID; anything else is
+// an unknown resource.
+func pathID(r *http.Request, what string) (string, error) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return "", errorf(codeNotFound, "no %s with id %q", what, r.PathValue("id"))
+	}
+	return id.String(), nil
+}

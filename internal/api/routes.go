@@ -1,0 +1,84 @@
+package api
+
+import "net/http"
+
+// access says who may call a route.
+type access int
+
+const (
+	// public routes need no credentials (registration and refresh carry
+	// their token in the body).
+	public access = iota
+	// limited routes are public but rate-limited per client IP.
+	limited
+	// member routes need a user session or an API key.
+	member
+	// host routes need a host credential, checked by the handler because it
+	// must match the host in the path.
+	host
+)
+
+// route is one endpoint. The same table registers the mux and feeds the test
+// that keeps openapi.yaml true.
+type route struct {
+	method  string
+	pattern string
+	access  access
+	handler func(*server) http.Handler
+}
+
+// routeTable lists every route of the API.
+func routeTable() []route {
+	return []route{
+		{"GET", "/health", public, (*server).handleHealth},
+		{"GET", "/metrics", public, (*server).handleMetrics},
+		{"GET", "/openapi.yaml", public, (*server).handleOpenAPI},
+
+		{"POST", "/v1/auth/signup", limited, (*server).handleSignup},
+		{"POST", "/v1/auth/login", limited, (*server).handleLogin},
+		{"GET", "/v1/me", member, (*server).handleMe},
+
+		{"POST", "/v1/api-keys", member, (*server).handleCreateAPIKey},
+		{"GET", "/v1/api-keys", member, (*server).handleListAPIKeys},
+		{"DELETE", "/v1/api-keys/{id}", member, (*server).handleDeleteAPIKey},
+
+		{"POST", "/v1/hosts", member, (*server).handleCreateHost},
+		{"GET", "/v1/hosts", member, (*server).handleListHosts},
+		{"GET", "/v1/hosts/{id}", member, (*server).handleGetHost},
+		{"DELETE", "/v1/hosts/{id}", member, (*server).handleDeleteHost},
+		{"POST", "/v1/hosts/{id}/token", member, (*server).handleHostToken},
+
+		{"POST", "/v1/hosts/register", public, (*server).handleRegister},
+		{"POST", "/v1/hosts/{id}/heartbeat", host, (*server).handleHeartbeat},
+		{"POST", "/v1/hosts/auth/refresh", public, (*server).handleRefresh},
+	}
+}
+
+// routes builds the mux. Paths that exist with other methods answer 405,
+// everything else 404, both in the JSON error shape.
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	paths := http.NewServeMux() // method-less patterns, to tell 405 from 404
+	seen := map[string]bool{}
+	for _, rt := range routeTable() {
+		h := rt.handler(s)
+		switch rt.access {
+		case limited:
+			h = s.rateLimit(h)
+		case member:
+			h = s.authenticate(h)
+		}
+		mux.Handle(rt.method+" "+rt.pattern, s.instrument(rt.pattern, h))
+		if !seen[rt.pattern] {
+			seen[rt.pattern] = true
+			paths.Handle(rt.pattern, http.NotFoundHandler())
+		}
+	}
+	mux.Handle("/", s.instrument("unmatched", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if _, pattern := paths.Handler(r); pattern != "" {
+			return errorf(codeMethodNotAllowed, "%s is not allowed on %s", r.Method, r.URL.Path)
+		}
+		return errorf(codeNotFound, "no route for %s %s", r.Method, r.URL.Path)
+	})))
+	return mux
+}

@@ -1,0 +1,84 @@
+// Package api is the control plane's REST API: NewServer returns the whole
+// HTTP surface as one http.Handler. Every route is listed in routes.go; each
+// resource has its own file; errors leave through one table (errors.go) and
+// bodies through one encode/decode pair (encode.go).
+package api
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wrenn-dev/wrenn/internal/auth"
+	"github.com/wrenn-dev/wrenn/internal/config"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/store"
+)
+
+// Deps is what the API needs from the rest of the control plane.
+type Deps struct {
+	Store  *store.Store
+	Logger *slog.Logger
+	// Config supplies the token lifetimes, the JWT secret, the rate limit
+	// and whether to trust X-Forwarded-For.
+	Config config.ControlPlane
+	// Signer authenticates calls to agents; its public key is handed to
+	// agents at registration.
+	Signer *hostauth.Signer
+	// Passwords hashes passwords; tests lower its cost.
+	Passwords auth.Passwords
+	// Registry receives the API's metrics and is served on /metrics; nil
+	// means a fresh registry.
+	Registry *prometheus.Registry
+	// AgentClient calls agents; nil means a client without its own timeout
+	// (each call has one).
+	AgentClient *http.Client
+}
+
+// server holds the dependencies shared by the handlers.
+type server struct {
+	store       *store.Store
+	log         *slog.Logger
+	cfg         config.ControlPlane
+	signer      *hostauth.Signer
+	passwords   auth.Passwords
+	sessions    *auth.Sessions
+	limiter     *auth.RateLimiter
+	registry    *prometheus.Registry
+	metrics     *metrics
+	agentClient *http.Client
+}
+
+// refreshTokenTTL is the lifetime of a host refresh token (host protocol).
+const refreshTokenTTL = 90 * 24 * time.Hour
+
+// agentCallTimeout bounds a call to an agent made while answering a request.
+const agentCallTimeout = 2 * time.Second
+
+// NewServer returns the control plane's HTTP handler.
+func NewServer(d Deps) http.Handler {
+	s := &server{
+		store:       d.Store,
+		log:         d.Logger,
+		cfg:         d.Config,
+		signer:      d.Signer,
+		passwords:   d.Passwords,
+		sessions:    auth.NewSessions(d.Config.JWTSecret, d.Config.JWTTTL),
+		limiter:     auth.NewRateLimiter(d.Config.AuthRateLimit),
+		registry:    d.Registry,
+		agentClient: d.AgentClient,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.registry == nil {
+		s.registry = prometheus.NewRegistry()
+	}
+	if s.agentClient == nil {
+		s.agentClient = &http.Client{}
+	}
+	s.metrics = newMetrics(s.registry, s.store, s.log)
+	return s.routes()
+}

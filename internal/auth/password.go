@@ -1,0 +1,67 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Password limits. bcrypt reads at most 72 bytes; a longer password would
+// be silently truncated, so it is refused instead.
+const (
+	MinPasswordLen = 8
+	MaxPasswordLen = 72
+)
+
+// DefaultBcryptCost is the production work factor.
+const DefaultBcryptCost = 12
+
+// ErrWrongPassword is returned by Passwords.Check for a mismatch.
+var ErrWrongPassword = errors.New("wrong password")
+
+// Passwords hashes and checks passwords with bcrypt. The zero value uses
+// DefaultBcryptCost; tests lower Cost to stay fast. It is safe for
+// concurrent use.
+type Passwords struct {
+	Cost int
+}
+
+func (p Passwords) cost() int {
+	if p.Cost == 0 {
+		return DefaultBcryptCost
+	}
+	return p.Cost
+}
+
+// Hash returns the bcrypt hash of password.
+func (p Passwords) Hash(password string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), p.cost())
+	if err != nil {
+		return "", fmt.Errorf("hashing password: %w", err)
+	}
+	return string(h), nil
+}
+
+// Check returns ErrWrongPassword unless password matches hash. An empty hash
+// (unknown user) is checked against a dummy hash, so that the answer takes
+// as long as for a real user and does not reveal which emails exist.
+func (p Passwords) Check(hash, password string) error {
+	h := []byte(hash)
+	if hash == "" {
+		h = p.dummy()
+	}
+	err := bcrypt.CompareHashAndPassword(h, []byte(password))
+	if hash == "" || errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+		return ErrWrongPassword
+	}
+	if err != nil {
+		return fmt.Errorf("checking password: %w", err)
+	}
+	return nil
+}
+
+func (p Passwords) dummy() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("wrenn-dummy-password"), p.cost())
+	return h
+}

@@ -1,0 +1,91 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// ControlPlane holds the settings of wrenn-cp. Every field names its
+// environment variable and default in its tag, so that .env.example and the
+// README can be written from this one place.
+type ControlPlane struct {
+	// DatabaseURL is the PostgreSQL connection URL. Never log it: it may
+	// carry a password.
+	DatabaseURL string `env:"DATABASE_URL" default:"(required)"`
+	// ListenAddr is where the REST API listens; "127.0.0.1:0" picks a free
+	// port, reported in the "listening" log line.
+	ListenAddr string `env:"WRENN_CP_LISTEN_ADDR" default:":8000"`
+	// JWTSecret signs user sessions (HS256); at least 32 bytes.
+	JWTSecret []byte `env:"WRENN_JWT_SECRET" default:"(required)"`
+	// JWTTTL is how long a login session lasts; at most 30 days.
+	JWTTTL time.Duration `env:"WRENN_JWT_TTL" default:"24h"`
+	// HostTimeout is how long a host may stay silent before it is marked
+	// unreachable.
+	HostTimeout time.Duration `env:"WRENN_HOST_TIMEOUT" default:"90s"`
+	// HostMonitorInterval is how often the host monitor looks for silent
+	// hosts; at most HostTimeout.
+	HostMonitorInterval time.Duration `env:"WRENN_HOST_MONITOR_INTERVAL" default:"10s"`
+	// RegistrationTokenTTL is how long a host registration token is valid.
+	RegistrationTokenTTL time.Duration `env:"WRENN_REGISTRATION_TOKEN_TTL" default:"1h"`
+	// HostCredentialTTL is how long a host credential is valid before the
+	// agent must refresh it.
+	HostCredentialTTL time.Duration `env:"WRENN_HOST_CREDENTIAL_TTL" default:"24h"`
+	// AuthRateLimit is how many signup and login requests one client IP may
+	// make per minute (also the burst).
+	AuthRateLimit int `env:"WRENN_AUTH_RATE_LIMIT" default:"10"`
+	// TrustProxy makes the client IP come from X-Forwarded-For; enable it
+	// only behind a proxy that sets that header itself.
+	TrustProxy bool `env:"WRENN_TRUST_PROXY" default:"false"`
+	// AutoMigrate makes serve apply pending migrations at start-up; when
+	// false, serve refuses to start while migrations are pending.
+	AutoMigrate bool `env:"WRENN_AUTO_MIGRATE" default:"true"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel slog.Level `env:"WRENN_LOG_LEVEL" default:"info"`
+	// LogFormat is text or json.
+	LogFormat string `env:"WRENN_LOG_FORMAT" default:"text"`
+}
+
+// maxJWTTTL bounds sessions so that a stolen token cannot live for ever.
+const maxJWTTTL = 30 * 24 * time.Hour
+
+// LoadControlPlane reads and validates the control plane's settings.
+func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
+	r := &reader{getenv: getenv}
+	c := ControlPlane{
+		DatabaseURL:          r.required("DATABASE_URL"),
+		ListenAddr:           r.string("WRENN_CP_LISTEN_ADDR", ":8000"),
+		JWTSecret:            []byte(r.required("WRENN_JWT_SECRET")),
+		JWTTTL:               r.duration("WRENN_JWT_TTL", 24*time.Hour),
+		HostTimeout:          r.duration("WRENN_HOST_TIMEOUT", 90*time.Second),
+		HostMonitorInterval:  r.duration("WRENN_HOST_MONITOR_INTERVAL", 10*time.Second),
+		RegistrationTokenTTL: r.duration("WRENN_REGISTRATION_TOKEN_TTL", time.Hour),
+		HostCredentialTTL:    r.duration("WRENN_HOST_CREDENTIAL_TTL", 24*time.Hour),
+		AuthRateLimit:        r.int("WRENN_AUTH_RATE_LIMIT", 10),
+		TrustProxy:           r.bool("WRENN_TRUST_PROXY", false),
+		AutoMigrate:          r.bool("WRENN_AUTO_MIGRATE", true),
+		LogFormat:            strings.ToLower(r.string("WRENN_LOG_FORMAT", "text")),
+	}
+	if v := r.getenv("WRENN_LOG_LEVEL"); v != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			r.fail("WRENN_LOG_LEVEL", v, "want debug, info, warn or error")
+		}
+	}
+	if r.err != nil {
+		return ControlPlane{}, r.err
+	}
+	switch {
+	case len(c.JWTSecret) < 32:
+		return ControlPlane{}, fmt.Errorf("config: WRENN_JWT_SECRET must be at least 32 bytes (got %d); generate one with `openssl rand -hex 32`", len(c.JWTSecret))
+	case c.JWTTTL > maxJWTTTL:
+		return ControlPlane{}, fmt.Errorf("config: WRENN_JWT_TTL=%s: at most %s", c.JWTTTL, maxJWTTTL)
+	case c.HostMonitorInterval > c.HostTimeout:
+		return ControlPlane{}, fmt.Errorf("config: WRENN_HOST_MONITOR_INTERVAL=%s must not exceed WRENN_HOST_TIMEOUT=%s", c.HostMonitorInterval, c.HostTimeout)
+	case c.AuthRateLimit < 1:
+		return ControlPlane{}, fmt.Errorf("config: WRENN_AUTH_RATE_LIMIT=%d: must be at least 1", c.AuthRateLimit)
+	case c.LogFormat != "text" && c.LogFormat != "json":
+		return ControlPlane{}, fmt.Errorf("config: WRENN_LOG_FORMAT=%q: want text or json", c.LogFormat)
+	}
+	return c, nil
+}

@@ -1,0 +1,92 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// Actor types for audit events.
+const (
+	ActorUser   = "user"
+	ActorAPIKey = "api_key"
+	ActorHost   = "host"
+	ActorSystem = "system"
+)
+
+// Event is one audit log row. Empty strings are stored as NULL.
+type Event struct {
+	TeamID     string
+	ActorType  string
+	ActorID    string
+	Action     string
+	ResourceID string
+	Metadata   map[string]any
+	IP         string
+}
+
+// AuditEntry is an Event as stored.
+type AuditEntry struct {
+	Event
+	ID string
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func writeEvent(ctx context.Context, q querier, ev Event) error {
+	meta := ev.Metadata
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return fmt.Errorf("encoding audit metadata: %w", err)
+	}
+	_, err = q.Exec(ctx, `
+		INSERT INTO audit_log (team_id, actor_type, actor_id, action, resource_id, metadata, ip)
+		VALUES ($1, $2, $3, $4, $5, $6, $7::inet)`,
+		nullable(ev.TeamID), ev.ActorType, nullable(ev.ActorID), ev.Action,
+		nullable(ev.ResourceID), b, nullable(ev.IP))
+	if err != nil {
+		return fmt.Errorf("writing audit event %s: %w", ev.Action, err)
+	}
+	return nil
+}
+
+// Audit records ev on its own, for actions that change nothing else (login).
+func (s *Store) Audit(ctx context.Context, ev Event) error {
+	return writeEvent(ctx, s.pool, ev)
+}
+
+// AuditLog returns the newest events of a team, newest first; teamID ""
+// returns events of every team (platform view).
+func (s *Store) AuditLog(ctx context.Context, teamID string, limit int) ([]AuditEntry, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT id::text, coalesce(team_id::text, ''), actor_type, coalesce(actor_id::text, ''),
+		       action, coalesce(resource_id::text, ''), metadata, coalesce(host(ip), '')
+		FROM audit_log
+		WHERE $1::uuid IS NULL OR team_id = $1
+		ORDER BY created_at DESC, id
+		LIMIT $2`, nullable(teamID), limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing audit log: %w", err)
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var e AuditEntry
+		if err := rows.Scan(&e.ID, &e.TeamID, &e.ActorType, &e.ActorID, &e.Action, &e.ResourceID, &e.Metadata, &e.IP); err != nil {
+			return nil, fmt.Errorf("listing audit log: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing audit log: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,390 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Host types and statuses.
+const (
+	HostRegular = "regular"
+	HostBYOC    = "byoc"
+
+	HostPending     = "pending"
+	HostOnline      = "online"
+	HostUnreachable = "unreachable"
+)
+
+// Host is a machine that runs capsules, as the control plane knows it.
+type Host struct {
+	ID              string
+	Type            string
+	TeamID          string // "" for regular hosts
+	Status          string
+	Arch            string
+	CPUs            int
+	MemoryMB        int64
+	DiskMB          int64
+	Runtime         string
+	Address         string
+	Hostname        string
+	AgentVersion    string
+	FreeCPUs        int
+	FreeMemoryMB    int64
+	FreeDiskMB      int64
+	Capsules        json.RawMessage // as last reported by the agent
+	LastHeartbeatAt *time.Time
+	RegisteredAt    *time.Time
+	CreatedAt       time.Time
+	CreatedBy       string
+}
+
+// NewHost is what creating a host stores.
+type NewHost struct {
+	Type      string
+	TeamID    string
+	CreatedBy string
+}
+
+// Secret is a token's hash and expiry; the token itself is never stored.
+type Secret struct {
+	Hash      string
+	ExpiresAt time.Time
+}
+
+// HostSpec is what an agent reports about its machine when it registers.
+type HostSpec struct {
+	Address      string
+	Arch         string
+	CPUs         int
+	MemoryMB     int64
+	DiskMB       int64
+	Runtime      string
+	AgentVersion string
+	Hostname     string
+}
+
+// Capacity is what an agent reports in a heartbeat.
+type Capacity struct {
+	FreeCPUs     int
+	FreeMemoryMB int64
+	FreeDiskMB   int64
+	Capsules     json.RawMessage
+}
+
+const hostColumns = `id::text, type, coalesce(team_id::text, ''), status, arch, cpus, memory_mb, disk_mb,
+	runtime, address, hostname, agent_version, free_cpus, free_memory_mb, free_disk_mb, capsules,
+	last_heartbeat_at, registered_at, created_at, coalesce(created_by::text, '')`
+
+func scanHost(row pgx.Row) (Host, error) {
+	var h Host
+	err := row.Scan(&h.ID, &h.Type, &h.TeamID, &h.Status, &h.Arch, &h.CPUs, &h.MemoryMB, &h.DiskMB,
+		&h.Runtime, &h.Address, &h.Hostname, &h.AgentVersion, &h.FreeCPUs, &h.FreeMemoryMB, &h.FreeDiskMB,
+		&h.Capsules, &h.LastHeartbeatAt, &h.RegisteredAt, &h.CreatedAt, &h.CreatedBy)
+	return h, err
+}
+
+// CreateHost stores a pending host with its first registration token and
+// writes ev (ResourceID filled in).
+func (s *Store) CreateHost(ctx context.Context, nh NewHost, token Secret, ev Event) (Host, error) {
+	var h Host
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		h, err = scanHost(tx.QueryRow(ctx, `
+			INSERT INTO hosts (type, team_id, created_by) VALUES ($1, $2, $3)
+			RETURNING `+hostColumns, nh.Type, nullable(nh.TeamID), nullable(nh.CreatedBy)))
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO host_registration_tokens (host_id, token_hash, expires_at) VALUES ($1, $2, $3)`,
+			h.ID, token.Hash, token.ExpiresAt); err != nil {
+			return err
+		}
+		ev.ResourceID = h.ID
+		return writeEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return Host{}, fmt.Errorf("creating host: %w", err)
+	}
+	return h, nil
+}
+
+// Hosts lists hosts, oldest first: every host when teamID is "", else the
+// BYOC hosts of that team.
+func (s *Store) Hosts(ctx context.Context, teamID string) ([]Host, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT `+hostColumns+` FROM hosts
+		WHERE $1::uuid IS NULL OR team_id = $1
+		ORDER BY created_at, id`, nullable(teamID))
+	if err != nil {
+		return nil, fmt.Errorf("listing hosts: %w", err)
+	}
+	hosts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Host, error) { return scanHost(row) })
+	if err != nil {
+		return nil, fmt.Errorf("listing hosts: %w", err)
+	}
+	return hosts, nil
+}
+
+// Host returns one host, or ErrNotFound.
+func (s *Store) Host(ctx context.Context, id string) (Host, error) {
+	h, err := scanHost(s.pool.QueryRow(ctx, `SELECT `+hostColumns+` FROM hosts WHERE id = $1`, id))
+	if err != nil {
+		return Host{}, notFound("looking up host", err)
+	}
+	return h, nil
+}
+
+// DeleteHost deletes a host together with its tokens and credentials, so
+// its agent is refused from then on, and writes ev.
+func (s *Store) DeleteHost(ctx context.Context, id string, ev Event) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM hosts WHERE id = $1`, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		ev.ResourceID = id
+		return writeEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return fmt.Errorf("deleting host: %w", err)
+	}
+	return nil
+}
+
+// IssueRegistrationToken stores a new registration token for a host,
+// revoking every older unused one, and writes ev. An unknown host returns
+// ErrNotFound.
+func (s *Store) IssueRegistrationToken(ctx context.Context, hostID string, token Secret, ev Event) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		// Locking the host row orders concurrent issues, so exactly one
+		// token stays valid.
+		var id string
+		if err := tx.QueryRow(ctx, `SELECT id::text FROM hosts WHERE id = $1 FOR UPDATE`, hostID).Scan(&id); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `
+			UPDATE host_registration_tokens SET revoked_at = now()
+			WHERE host_id = $1 AND used_at IS NULL AND revoked_at IS NULL`, hostID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO host_registration_tokens (host_id, token_hash, expires_at) VALUES ($1, $2, $3)`,
+			hostID, token.Hash, token.ExpiresAt); err != nil {
+			return err
+		}
+		ev.ResourceID = hostID
+		return writeEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return notFound("issuing registration token", err)
+	}
+	return nil
+}
+
+// Register consumes a registration token, records the host's spec, marks it
+// online, replaces its credentials with cred and refresh, and writes ev
+// (actor, team and resource filled in). An unknown, used, revoked or expired
+// token returns ErrNotFound. The token is consumed by a conditional UPDATE
+// whose row lock makes concurrent registrations with one token wait for each
+// other, so exactly one succeeds.
+func (s *Store) Register(ctx context.Context, tokenHash string, spec HostSpec, cred, refresh Secret, ev Event) (Host, error) {
+	var h Host
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var hostID string
+		err := tx.QueryRow(ctx, `
+			UPDATE host_registration_tokens SET used_at = now()
+			WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
+			RETURNING host_id::text`, tokenHash).Scan(&hostID)
+		if err != nil {
+			return err
+		}
+		h, err = scanHost(tx.QueryRow(ctx, `
+			UPDATE hosts SET status = 'online', address = $2, arch = $3, cpus = $4, memory_mb = $5,
+			       disk_mb = $6, runtime = $7, agent_version = $8, hostname = $9,
+			       free_cpus = $4, free_memory_mb = $5, free_disk_mb = $6,
+			       registered_at = now(), last_heartbeat_at = now()
+			WHERE id = $1
+			RETURNING `+hostColumns, hostID, spec.Address, spec.Arch, spec.CPUs, spec.MemoryMB,
+			spec.DiskMB, spec.Runtime, spec.AgentVersion, spec.Hostname))
+		if err != nil {
+			return err
+		}
+		if err := replaceCredentials(ctx, tx, hostID, cred, refresh, true); err != nil {
+			return err
+		}
+		ev.TeamID, ev.ActorType, ev.ActorID, ev.ResourceID = h.TeamID, ActorHost, h.ID, h.ID
+		return writeEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return Host{}, notFound("registering host", err)
+	}
+	return h, nil
+}
+
+// replaceCredentials revokes a host's credentials (and, on registration, its
+// refresh tokens) and stores new ones.
+func replaceCredentials(ctx context.Context, tx pgx.Tx, hostID string, cred, refresh Secret, revokeRefresh bool) error {
+	if _, err := tx.Exec(ctx, `
+		UPDATE host_credentials SET revoked_at = now() WHERE host_id = $1 AND revoked_at IS NULL`, hostID); err != nil {
+		return err
+	}
+	if revokeRefresh {
+		if _, err := tx.Exec(ctx, `
+			UPDATE host_refresh_tokens SET revoked_at = now()
+			WHERE host_id = $1 AND used_at IS NULL AND revoked_at IS NULL`, hostID); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO host_credentials (host_id, token_hash, expires_at) VALUES ($1, $2, $3)`,
+		hostID, cred.Hash, cred.ExpiresAt); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO host_refresh_tokens (host_id, token_hash, expires_at) VALUES ($1, $2, $3)`,
+		hostID, refresh.Hash, refresh.ExpiresAt)
+	return err
+}
+
+// HostByCredential returns the id of the host holding a live credential with
+// that hash, or ErrNotFound.
+func (s *Store) HostByCredential(ctx context.Context, hash string) (string, error) {
+	var id string
+	err := s.pool.QueryRow(ctx, `
+		SELECT host_id::text FROM host_credentials
+		WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()`, hash).Scan(&id)
+	if err != nil {
+		return "", notFound("looking up host credential", err)
+	}
+	return id, nil
+}
+
+// Heartbeat records that a host is alive with capacity c and marks it
+// online. An unknown host returns ErrNotFound. It reports whether the host
+// was unreachable before.
+func (s *Store) Heartbeat(ctx context.Context, hostID string, c Capacity) (revived bool, err error) {
+	capsules := c.Capsules
+	if len(capsules) == 0 {
+		capsules = json.RawMessage("[]")
+	}
+	var prev string
+	err = s.pool.QueryRow(ctx, `
+		UPDATE hosts h SET status = 'online', last_heartbeat_at = now(),
+		       free_cpus = $2, free_memory_mb = $3, free_disk_mb = $4, capsules = $5
+		FROM (SELECT id, status FROM hosts WHERE id = $1 FOR UPDATE) old
+		WHERE h.id = old.id
+		RETURNING old.status`, hostID, c.FreeCPUs, c.FreeMemoryMB, c.FreeDiskMB, []byte(capsules)).Scan(&prev)
+	if err != nil {
+		return false, notFound("recording heartbeat", err)
+	}
+	return prev == HostUnreachable, nil
+}
+
+// Refresh consumes a refresh token, revokes the host's credentials, stores
+// cred and refresh in their place and writes ev (actor, team and resource
+// filled in). It returns the host's id; an unknown, used, revoked or expired
+// token returns ErrNotFound.
+func (s *Store) Refresh(ctx context.Context, tokenHash string, cred, refresh Secret, ev Event) (string, error) {
+	var hostID, teamID string
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `
+			UPDATE host_refresh_tokens t SET used_at = now()
+			FROM hosts h
+			WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > now()
+			  AND h.id = t.host_id
+			RETURNING t.host_id::text, coalesce(h.team_id::text, '')`, tokenHash).Scan(&hostID, &teamID)
+		if err != nil {
+			return err
+		}
+		if err := replaceCredentials(ctx, tx, hostID, cred, refresh, false); err != nil {
+			return err
+		}
+		ev.TeamID, ev.ActorType, ev.ActorID, ev.ResourceID = teamID, ActorHost, hostID, hostID
+		return writeEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return "", notFound("refreshing host credential", err)
+	}
+	return hostID, nil
+}
+
+// monitorLock is the advisory lock that lets one replica at a time run the
+// host monitor.
+const monitorLock = 0x5772656e6e02 // "Wrenn" 2
+
+// ErrLocked means another replica holds the lock of a periodic job.
+var ErrLocked = errors.New("held by another replica")
+
+// MarkUnreachable marks online hosts silent for longer than timeout
+// unreachable and returns their ids. It returns ErrLocked without doing
+// anything while another replica runs it.
+func (s *Store) MarkUnreachable(ctx context.Context, timeout time.Duration) ([]string, error) {
+	var ids []string
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var locked bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, monitorLock).Scan(&locked); err != nil {
+			return err
+		}
+		if !locked {
+			return ErrLocked
+		}
+		rows, err := tx.Query(ctx, `
+			UPDATE hosts SET status = 'unreachable'
+			WHERE status = 'online' AND last_heartbeat_at < now() - make_interval(secs => $1)
+			RETURNING id::text`, timeout.Seconds())
+		if err != nil {
+			return err
+		}
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if err := writeEvent(ctx, tx, Event{
+				ActorType: ActorSystem, Action: "host.unreachable", ResourceID: id,
+				Metadata: map[string]any{"timeout_sec": timeout.Seconds()},
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("marking silent hosts unreachable: %w", err)
+	}
+	return ids, nil
+}
+
+// HostCounts returns how many hosts are in each status.
+func (s *Store) HostCounts(ctx context.Context) (map[string]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT status, count(*) FROM hosts GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("counting hosts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{HostPending: 0, HostOnline: 0, HostUnreachable: 0}
+	for rows.Next() {
+		var (
+			status string
+			n      int
+		)
+		if err := rows.Scan(&status, &n); err != nil {
+			return nil, fmt.Errorf("counting hosts: %w", err)
+		}
+		out[status] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("counting hosts: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,141 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Roles a user can have in a team.
+const (
+	RoleOwner  = "owner"
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+)
+
+// User is an account.
+type User struct {
+	ID              string
+	Email           string
+	Name            string
+	PasswordHash    string
+	IsPlatformAdmin bool
+	CreatedAt       time.Time
+}
+
+// Membership is a user's role in one team.
+type Membership struct {
+	TeamID   string
+	TeamName string
+	Role     string
+}
+
+// NewUser is what signup stores.
+type NewUser struct {
+	Email        string // already lower-cased
+	Name         string
+	PasswordHash string
+	TeamName     string
+}
+
+// signupLock serialises signups so that exactly one user becomes the first
+// (platform admin) even when several sign up at once.
+const signupLock = 0x5772656e6e01 // "Wrenn" 1
+
+const userColumns = `id::text, email, name, password_hash, is_platform_admin, created_at`
+
+func scanUser(row pgx.Row) (User, error) {
+	var u User
+	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.PasswordHash, &u.IsPlatformAdmin, &u.CreatedAt)
+	return u, err
+}
+
+// CreateUser stores a new user with a team of its own (as owner) and writes
+// ev (its ActorID, TeamID and ResourceID are filled in). The first user ever
+// becomes platform admin. A taken email returns ErrConflict.
+func (s *Store) CreateUser(ctx context.Context, nu NewUser, ev Event) (User, Membership, error) {
+	var (
+		u User
+		m Membership
+	)
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, signupLock); err != nil {
+			return err
+		}
+		var err error
+		u, err = scanUser(tx.QueryRow(ctx, `
+			INSERT INTO users (email, name, password_hash, is_platform_admin)
+			VALUES ($1, $2, $3, NOT EXISTS (SELECT 1 FROM users))
+			RETURNING `+userColumns, nu.Email, nu.Name, nu.PasswordHash))
+		if err != nil {
+			return err
+		}
+		m = Membership{TeamName: nu.TeamName, Role: RoleOwner}
+		if err := tx.QueryRow(ctx, `INSERT INTO teams (name) VALUES ($1) RETURNING id::text`, nu.TeamName).Scan(&m.TeamID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO team_members (team_id, user_id, role) VALUES ($1, $2, $3)`, m.TeamID, u.ID, m.Role); err != nil {
+			return err
+		}
+		ev.TeamID, ev.ActorType, ev.ActorID, ev.ResourceID = m.TeamID, ActorUser, u.ID, u.ID
+		return writeEvent(ctx, tx, ev)
+	})
+	if isUniqueViolation(err) {
+		return User{}, Membership{}, fmt.Errorf("creating user: email taken: %w", ErrConflict)
+	}
+	if err != nil {
+		return User{}, Membership{}, fmt.Errorf("creating user: %w", err)
+	}
+	return u, m, nil
+}
+
+// UserByEmail returns the user with that (lower-case) email, or ErrNotFound.
+func (s *Store) UserByEmail(ctx context.Context, email string) (User, error) {
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE email = $1`, email))
+	if err != nil {
+		return User{}, notFound("looking up user by email", err)
+	}
+	return u, nil
+}
+
+// UserByID returns the user, or ErrNotFound.
+func (s *Store) UserByID(ctx context.Context, id string) (User, error) {
+	u, err := scanUser(s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id))
+	if err != nil {
+		return User{}, notFound("looking up user", err)
+	}
+	return u, nil
+}
+
+// Memberships returns the teams of a user, the one they own first (oldest
+// first after that), so that the first is the user's default team.
+func (s *Store) Memberships(ctx context.Context, userID string) ([]Membership, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT t.id::text, t.name, m.role
+		FROM team_members m JOIN teams t ON t.id = m.team_id
+		WHERE m.user_id = $1
+		ORDER BY m.role <> 'owner', m.created_at, t.id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("listing memberships: %w", err)
+	}
+	ms, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Membership, error) {
+		var m Membership
+		err := row.Scan(&m.TeamID, &m.TeamName, &m.Role)
+		return m, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing memberships: %w", err)
+	}
+	return ms, nil
+}
+
+// TeamExists reports whether a team with that id exists.
+func (s *Store) TeamExists(ctx context.Context, id string) (bool, error) {
+	var ok bool
+	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM teams WHERE id = $1)`, id).Scan(&ok); err != nil {
+		return false, fmt.Errorf("looking up team: %w", err)
+	}
+	return ok, nil
+}
