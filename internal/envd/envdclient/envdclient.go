@@ -1,0 +1,347 @@
+// Package envdclient is the Go client of envd, the guest agent inside a
+// capsule: the Connect clients of its process and filesystem services, with
+// the access token attached, and helpers for its plain HTTP routes (init,
+// file upload and download, metrics, prepare-pause, health).
+//
+// A Client is safe for concurrent use.
+package envdclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/wrenn-dev/wrenn/proto/envd/v1/envdv1connect"
+)
+
+// TokenHeader is the header that carries the access token on every call.
+const TokenHeader = "X-Access-Token"
+
+// DefaultPort is the port envd listens on.
+const DefaultPort = 49983
+
+// InitRequest is the body of POST /init.
+type InitRequest struct {
+	// AccessToken becomes the token every later call must carry. Required.
+	AccessToken string `json:"access_token"`
+	// EnvVars are added to the environment of every process.
+	EnvVars map[string]string `json:"env_vars,omitempty"`
+	// DefaultUser is the user of calls that name none.
+	DefaultUser string `json:"default_user,omitempty"`
+	// DefaultWorkdir is the working directory of processes that name none.
+	DefaultWorkdir string `json:"default_workdir,omitempty"`
+	// Hostname is set as the capsule's hostname (only when envd is init).
+	Hostname string `json:"hostname,omitempty"`
+}
+
+// Metrics is the answer of GET /metrics: the capsule's resource use.
+type Metrics struct {
+	CPUCount          int     `json:"cpu_count"`
+	CPUUsedPercent    float64 `json:"cpu_used_pct"`
+	MemTotalBytes     uint64  `json:"mem_total_bytes"`
+	MemUsedBytes      uint64  `json:"mem_used_bytes"`
+	MemAvailableBytes uint64  `json:"mem_available_bytes"`
+	DiskTotalBytes    uint64  `json:"disk_total_bytes"`
+	DiskUsedBytes     uint64  `json:"disk_used_bytes"`
+	Load1             float64 `json:"load_1"`
+	Processes         int     `json:"processes"`
+	Timestamp         string  `json:"timestamp"`
+}
+
+// UploadResult is the answer of POST /files.
+type UploadResult struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+}
+
+// Error is an error answer of an HTTP route:
+// {"error":{"code":"not_found","message":"..."}}.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("envd: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Client talks to one envd.
+type Client struct {
+	base       string
+	rpcHTTP    *http.Client
+	fileHTTP   *http.Client
+	tokenMu    sync.RWMutex
+	token      string
+	Process    envdv1connect.ProcessServiceClient
+	Filesystem envdv1connect.FilesystemServiceClient
+}
+
+// New returns a client for the envd at baseURL (e.g. "http://10.11.0.2:49983")
+// that sends token (which may be empty before /init).
+//
+// RPCs go over unencrypted HTTP/2 (h2c), which client-streaming input needs;
+// file transfers go over HTTP/1.1, which streams large bodies faster.
+func New(baseURL, token string) *Client {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	rpcTransport := &http.Transport{
+		DialContext:     dialer.DialContext,
+		Protocols:       new(http.Protocols),
+		IdleConnTimeout: 90 * time.Second,
+	}
+	rpcTransport.Protocols.SetUnencryptedHTTP2(true)
+	fileTransport := &http.Transport{
+		DialContext:         dialer.DialContext,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		WriteBufferSize:     256 << 10,
+		ReadBufferSize:      256 << 10,
+		DisableCompression:  true,
+	}
+	c := &Client{
+		base:     strings.TrimRight(baseURL, "/"),
+		rpcHTTP:  &http.Client{Transport: rpcTransport},
+		fileHTTP: &http.Client{Transport: fileTransport},
+		token:    token,
+	}
+	opts := connect.WithInterceptors(tokenInterceptor{c})
+	c.Process = envdv1connect.NewProcessServiceClient(c.rpcHTTP, c.base, opts)
+	c.Filesystem = envdv1connect.NewFilesystemServiceClient(c.rpcHTTP, c.base, opts)
+	return c
+}
+
+// SetToken changes the token sent from now on.
+func (c *Client) SetToken(token string) {
+	c.tokenMu.Lock()
+	c.token = token
+	c.tokenMu.Unlock()
+}
+
+func (c *Client) currentToken() string {
+	c.tokenMu.RLock()
+	defer c.tokenMu.RUnlock()
+	return c.token
+}
+
+// Close releases idle connections.
+func (c *Client) Close() {
+	c.rpcHTTP.CloseIdleConnections()
+	c.fileHTTP.CloseIdleConnections()
+}
+
+// tokenInterceptor adds the access token to every RPC.
+type tokenInterceptor struct{ c *Client }
+
+func (i tokenInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if t := i.c.currentToken(); t != "" {
+			req.Header().Set(TokenHeader, t)
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i tokenInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		if t := i.c.currentToken(); t != "" {
+			conn.RequestHeader().Set(TokenHeader, t)
+		}
+		return conn
+	}
+}
+
+func (i tokenInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// do sends an HTTP request with the token and turns error answers into *Error.
+func (c *Client) do(hc *http.Client, req *http.Request) (*http.Response, error) {
+	if t := c.currentToken(); t != "" {
+		req.Header.Set(TokenHeader, t)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, readError(resp)
+	}
+	return resp, nil
+}
+
+func readError(resp *http.Response) error {
+	e := &Error{Status: resp.StatusCode}
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(b, &body) == nil && body.Error.Code != "" {
+		e.Code, e.Message = body.Error.Code, body.Error.Message
+	} else {
+		e.Code, e.Message = strings.ReplaceAll(strings.ToLower(http.StatusText(resp.StatusCode)), " ", "_"), strings.TrimSpace(string(b))
+	}
+	return e
+}
+
+// Health reports nil when envd answers GET /health.
+func (c *Client) Health(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/health", nil)
+	if err != nil {
+		return fmt.Errorf("checking health: %w", err)
+	}
+	resp, err := c.do(c.fileHTTP, req)
+	if err != nil {
+		return fmt.Errorf("checking health: %w", err)
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// Init calls POST /init and, on success, sends the new token from then on.
+func (c *Client) Init(ctx context.Context, in InitRequest) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("initializing envd: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/init", bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("initializing envd: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.do(c.fileHTTP, req)
+	if err != nil {
+		return fmt.Errorf("initializing envd: %w", err)
+	}
+	resp.Body.Close()
+	c.SetToken(in.AccessToken)
+	return nil
+}
+
+// UploadOptions are the optional settings of Upload.
+type UploadOptions struct {
+	// Mode is the new file's permission bits (default 0644).
+	Mode uint32
+	// User owns the file and must be allowed to create it (default: envd's default user).
+	User string
+	// Size, when positive, is sent as Content-Length.
+	Size int64
+}
+
+// Upload streams r into the file at path (absolute), replacing it atomically.
+func (c *Client) Upload(ctx context.Context, path string, r io.Reader, opts UploadOptions) (*UploadResult, error) {
+	q := url.Values{"path": {path}}
+	if opts.Mode != 0 {
+		q.Set("mode", strconv.FormatUint(uint64(opts.Mode), 8))
+	}
+	if opts.User != "" {
+		q.Set("user", opts.User)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/files?"+q.Encode(), io.NopCloser(r))
+	if err != nil {
+		return nil, fmt.Errorf("uploading %s: %w", path, err)
+	}
+	if opts.Size > 0 {
+		req.ContentLength = opts.Size
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.do(c.fileHTTP, req)
+	if err != nil {
+		return nil, fmt.Errorf("uploading %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	var out UploadResult
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("uploading %s: reading answer: %w", path, err)
+	}
+	return &out, nil
+}
+
+// Download opens the file at path; the caller must close the body. user may
+// be empty for the default user.
+func (c *Client) Download(ctx context.Context, path, user string) (io.ReadCloser, error) {
+	return c.DownloadRange(ctx, path, user, 0, -1)
+}
+
+// DownloadRange opens length bytes of the file at path from offset on
+// (length < 0: to the end).
+func (c *Client) DownloadRange(ctx context.Context, path, user string, offset, length int64) (io.ReadCloser, error) {
+	q := url.Values{"path": {path}}
+	if user != "" {
+		q.Set("user", user)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/files?"+q.Encode(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("downloading %s: %w", path, err)
+	}
+	switch {
+	case length == 0:
+		return io.NopCloser(strings.NewReader("")), nil
+	case length > 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, offset+length-1))
+	case offset > 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", offset))
+	}
+	resp, err := c.do(c.fileHTTP, req)
+	if err != nil {
+		return nil, fmt.Errorf("downloading %s: %w", path, err)
+	}
+	if (offset > 0 || length > 0) && resp.StatusCode != http.StatusPartialContent {
+		resp.Body.Close()
+		return nil, fmt.Errorf("downloading %s: range not honoured (status %d)", path, resp.StatusCode)
+	}
+	return resp.Body, nil
+}
+
+// Metrics calls GET /metrics.
+func (c *Client) Metrics(ctx context.Context) (*Metrics, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading metrics: %w", err)
+	}
+	resp, err := c.do(c.fileHTTP, req)
+	if err != nil {
+		return nil, fmt.Errorf("reading metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct != "application/json" {
+		return nil, errors.New("reading metrics: answer is not JSON")
+	}
+	var m Metrics
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return nil, fmt.Errorf("reading metrics: %w", err)
+	}
+	return &m, nil
+}
+
+// PreparePause calls POST /prepare-pause, which flushes the capsule's
+// filesystems to disk before a snapshot.
+func (c *Client) PreparePause(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/prepare-pause", nil)
+	if err != nil {
+		return fmt.Errorf("preparing pause: %w", err)
+	}
+	resp, err := c.do(c.fileHTTP, req)
+	if err != nil {
+		return fmt.Errorf("preparing pause: %w", err)
+	}
+	resp.Body.Close()
+	return nil
+}
