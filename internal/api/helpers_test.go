@@ -209,3 +209,14 @@ func registerBody(token string) map[string]any {
 func heartbeatBody() map[string]any {
 	return map[string]any{"free_cpus": 6, "free_memory_mb": 20000, "free_disk_mb": 400000, "capsules": []any{}}
 }
+
+// foreignToken returns a well-formed session token for userID signed with
+// a secret the server does not know.
+func foreignToken(t *testing.T, userID string) string {
+	t.Helper()
+	tok, _, err := auth.NewSessions([]byte("another secret another secret 00"), time.Hour).Issue(userID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}

@@ -1,0 +1,199 @@
+package api_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
+	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
+)
+
+func TestHostLifecycle(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("admin@example.com")
+	reg := e.createHost(admin)
+	if !strings.HasPrefix(reg.token, "wrnreg_") {
+		t.Fatalf("got registration token %q, want wrnreg_ prefix", reg.token)
+	}
+	h := e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get pending host", http.StatusOK)
+	if got := h.str("status"); got != "pending" {
+		t.Errorf("new host: got status %q, want pending", got)
+	}
+
+	r := e.call("POST", "/v1/hosts/register", registerBody(reg.token)).want(t, "register", http.StatusCreated)
+	host := r.body["host"].(map[string]any)
+	if host["id"] != reg.hostID || host["status"] != "online" || host["runtime"] != "gvisor" {
+		t.Errorf("register: got host %v, want %s online gvisor", host, reg.hostID)
+	}
+	if pk, err := hostauth.DecodePublicKey(r.str("cp_public_key")); err != nil || !pk.Equal(e.key.Public()) {
+		t.Errorf("register: cp_public_key %q is not the control plane's key (%v)", r.str("cp_public_key"), err)
+	}
+	cred, refresh := r.str("credential"), r.str("refresh_token")
+	if !strings.HasPrefix(cred, "wrnh_") || !strings.HasPrefix(refresh, "wrnr_") || r.str("credential_expires_at") == "" {
+		t.Fatalf("register: got %s, want wrnh_ credential, wrnr_ refresh token and expiry", r.raw)
+	}
+
+	again := e.call("POST", "/v1/hosts/register", registerBody(reg.token))
+	if again.status != http.StatusUnauthorized || again.errCode() != "invalid_registration_token" {
+		t.Errorf("token reuse: got %d %s, want 401 invalid_registration_token", again.status, again.raw)
+	}
+
+	hb := e.call("POST", "/v1/hosts/"+reg.hostID+"/heartbeat", heartbeatBody(), "Authorization", "Bearer "+cred).
+		want(t, "heartbeat", http.StatusOK)
+	if hb.str("status") != "online" || hb.body["heartbeat_interval_sec"] != float64(30) {
+		t.Errorf("heartbeat: got %s, want online every 30 s", hb.raw)
+	}
+
+	rf := e.call("POST", "/v1/hosts/auth/refresh", map[string]string{"refresh_token": refresh}).want(t, "refresh", http.StatusOK)
+	if rf.str("host_id") != reg.hostID || rf.str("credential") == cred || rf.str("refresh_token") == refresh {
+		t.Errorf("refresh: got %s, want new credentials for %s", rf.raw, reg.hostID)
+	}
+	checks := []struct {
+		name     string
+		method   string
+		path     string
+		body     any
+		headers  []string
+		status   int
+		wantCode string
+	}{
+		{"old credential after refresh", "POST", "/v1/hosts/" + reg.hostID + "/heartbeat", heartbeatBody(), []string{"Authorization", "Bearer " + cred}, 401, "invalid_host_credential"},
+		{"new credential", "POST", "/v1/hosts/" + reg.hostID + "/heartbeat", heartbeatBody(), []string{"Authorization", "Bearer " + rf.str("credential")}, 200, ""},
+		{"refresh token reuse", "POST", "/v1/hosts/auth/refresh", map[string]string{"refresh_token": refresh}, nil, 401, "invalid_refresh_token"},
+		{"new refresh token", "POST", "/v1/hosts/auth/refresh", map[string]string{"refresh_token": rf.str("refresh_token")}, nil, 200, ""},
+	}
+	for _, c := range checks {
+		got := e.call(c.method, c.path, c.body, c.headers...)
+		if got.status != c.status || got.errCode() != c.wantCode {
+			t.Errorf("%s: got %d %s, want %d %q", c.name, got.status, got.raw, c.status, c.wantCode)
+		}
+	}
+
+	var actions []string
+	rows, err := e.db.Query(t.Context(), `SELECT action FROM audit_log WHERE resource_id = $1 ORDER BY created_at`, reg.hostID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var a string
+		_ = rows.Scan(&a)
+		actions = append(actions, a)
+	}
+	if got, want := strings.Join(actions, ","), "host.create,host.register,host.refresh,host.refresh"; got != want {
+		t.Errorf("audit: got %s, want %s", got, want)
+	}
+}
+
+func TestRegistrationTokens(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("admin@example.com")
+
+	t.Run("expired", func(t *testing.T) {
+		reg := e.createHost(admin)
+		e.exec(`UPDATE host_registration_tokens SET expires_at = now() - interval '1 second' WHERE host_id = $1`, reg.hostID)
+		r := e.call("POST", "/v1/hosts/register", registerBody(reg.token))
+		if r.status != http.StatusUnauthorized || r.errCode() != "invalid_registration_token" {
+			t.Errorf("got %d %s, want 401 invalid_registration_token", r.status, r.raw)
+		}
+	})
+	t.Run("regenerated", func(t *testing.T) {
+		reg := e.createHost(admin)
+		nt := e.call("POST", "/v1/hosts/"+reg.hostID+"/token", nil, admin.bearer()...).want(t, "new token", http.StatusCreated)
+		if old := e.call("POST", "/v1/hosts/register", registerBody(reg.token)); old.status != http.StatusUnauthorized {
+			t.Errorf("old token: got %d %s, want 401", old.status, old.raw)
+		}
+		e.call("POST", "/v1/hosts/register", registerBody(nt.str("registration_token"))).want(t, "new token", http.StatusCreated)
+	})
+	t.Run("concurrent", func(t *testing.T) {
+		reg := e.createHost(admin)
+		var (
+			wg     sync.WaitGroup
+			mu     sync.Mutex
+			counts = map[int]int{}
+		)
+		for range 10 {
+			wg.Go(func() {
+				r := e.call("POST", "/v1/hosts/register", registerBody(reg.token))
+				mu.Lock()
+				counts[r.status]++
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if counts[201] != 1 || counts[401] != 9 {
+			t.Errorf("10 registrations with one token: got statuses %v, want one 201 and nine 401", counts)
+		}
+		var creds int
+		if err := e.db.QueryRow(t.Context(), `SELECT count(*) FROM host_credentials WHERE host_id = $1`, reg.hostID).Scan(&creds); err != nil {
+			t.Fatal(err)
+		}
+		if creds != 1 {
+			t.Errorf("got %d credentials, want 1", creds)
+		}
+	})
+	t.Run("deleted host", func(t *testing.T) {
+		reg := e.createHost(admin)
+		r := e.call("POST", "/v1/hosts/register", registerBody(reg.token)).want(t, "register", http.StatusCreated)
+		e.call("DELETE", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "delete", http.StatusNoContent)
+		hb := e.call("POST", "/v1/hosts/"+reg.hostID+"/heartbeat", heartbeatBody(), "Authorization", "Bearer "+r.str("credential"))
+		if hb.status != http.StatusUnauthorized || hb.errCode() != "invalid_host_credential" {
+			t.Errorf("heartbeat of deleted host: got %d %s, want 401 invalid_host_credential", hb.status, hb.raw)
+		}
+		e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get deleted", http.StatusNotFound)
+	})
+	t.Run("other host's credential", func(t *testing.T) {
+		a, b := e.createHost(admin), e.createHost(admin)
+		ra := e.call("POST", "/v1/hosts/register", registerBody(a.token)).want(t, "register a", http.StatusCreated)
+		e.call("POST", "/v1/hosts/register", registerBody(b.token)).want(t, "register b", http.StatusCreated)
+		e.call("POST", "/v1/hosts/"+b.hostID+"/heartbeat", heartbeatBody(), "Authorization", "Bearer "+ra.str("credential")).
+			want(t, "heartbeat with another host's credential", http.StatusForbidden)
+	})
+}
+
+// agent answers HostInfo like wrenn-agent does, refusing callers that are not
+// the control plane.
+type agent struct {
+	hostagentv1connect.UnimplementedHostAgentServiceHandler
+	hostID string
+}
+
+func (a *agent) HostInfo(context.Context, *connect.Request[hostagentv1.HostInfoRequest]) (*connect.Response[hostagentv1.HostInfoResponse], error) {
+	return connect.NewResponse(&hostagentv1.HostInfoResponse{HostId: a.hostID, Hostname: "node-1", Cpus: 8, Runtime: "gvisor"}), nil
+}
+
+func TestGetHostAsksAgent(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("admin@example.com")
+	reg := e.createHost(admin)
+	r := e.call("POST", "/v1/hosts/register", registerBody(reg.token)).want(t, "register", http.StatusCreated)
+	pub, err := hostauth.DecodePublicKey(r.str("cp_public_key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, h := hostagentv1connect.NewHostAgentServiceHandler(&agent{hostID: reg.hostID},
+		connect.WithInterceptors(hostauth.NewVerifier(pub, reg.hostID).Interceptor()))
+	mux := http.NewServeMux()
+	mux.Handle(path, h)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	e.exec(`UPDATE hosts SET address = $2 WHERE id = $1`, reg.hostID, strings.TrimPrefix(srv.URL, "http://"))
+
+	got := e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get host", http.StatusOK)
+	ag, _ := got.body["agent"].(map[string]any)
+	if ag["host_id"] != reg.hostID || ag["runtime"] != "gvisor" {
+		t.Errorf("got agent %v (agent_error %v), want HostInfo of %s", ag, got.body["agent_error"], reg.hostID)
+	}
+
+	srv.Close()
+	got = e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get host, agent down", http.StatusOK)
+	if got.body["agent"] != nil || got.str("agent_error") == "" {
+		t.Errorf("agent down: got %s, want agent_error and no agent", got.raw)
+	}
+}
