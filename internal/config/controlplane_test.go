@@ -1,0 +1,71 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func cpEnv(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadControlPlane(t *testing.T) {
+	base := map[string]string{
+		"DATABASE_URL":     "postgres://localhost/wrenn",
+		"WRENN_JWT_SECRET": strings.Repeat("s", 32),
+	}
+	c, err := LoadControlPlane(cpEnv(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ListenAddr != ":8000" || c.JWTTTL != 24*time.Hour || c.HostTimeout != 90*time.Second ||
+		c.HostMonitorInterval != 10*time.Second || c.RegistrationTokenTTL != time.Hour ||
+		c.HostCredentialTTL != 24*time.Hour || c.AuthRateLimit != 10 || !c.AutoMigrate || c.TrustProxy {
+		t.Errorf("defaults: got %+v", c)
+	}
+
+	tests := []struct {
+		name    string
+		set     map[string]string
+		wantErr string // "" means valid
+	}{
+		{"no database", map[string]string{"DATABASE_URL": ""}, "DATABASE_URL is required"},
+		{"no secret", map[string]string{"WRENN_JWT_SECRET": ""}, "WRENN_JWT_SECRET is required"},
+		{"short secret", map[string]string{"WRENN_JWT_SECRET": "short"}, "WRENN_JWT_SECRET must be at least 32 bytes"},
+		{"long jwt ttl", map[string]string{"WRENN_JWT_TTL": "800h"}, "WRENN_JWT_TTL"},
+		{"bad duration", map[string]string{"WRENN_HOST_TIMEOUT": "soon"}, "WRENN_HOST_TIMEOUT"},
+		{"interval above timeout", map[string]string{"WRENN_HOST_TIMEOUT": "2s", "WRENN_HOST_MONITOR_INTERVAL": "5s"}, "WRENN_HOST_MONITOR_INTERVAL"},
+		{"short timeout for tests", map[string]string{"WRENN_HOST_TIMEOUT": "2s", "WRENN_HOST_MONITOR_INTERVAL": "500ms"}, ""},
+		{"zero rate limit", map[string]string{"WRENN_AUTH_RATE_LIMIT": "0"}, "WRENN_AUTH_RATE_LIMIT"},
+		{"bad log level", map[string]string{"WRENN_LOG_LEVEL": "loud"}, "WRENN_LOG_LEVEL"},
+		{"bad log format", map[string]string{"WRENN_LOG_FORMAT": "xml"}, "WRENN_LOG_FORMAT"},
+		{"json debug", map[string]string{"WRENN_LOG_FORMAT": "JSON", "WRENN_LOG_LEVEL": "debug"}, ""},
+		{"bad bool", map[string]string{"WRENN_AUTO_MIGRATE": "maybe"}, "WRENN_AUTO_MIGRATE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := map[string]string{}
+			for k, v := range base {
+				m[k] = v
+			}
+			for k, v := range tt.set {
+				m[k] = v
+			}
+			_, err := LoadControlPlane(cpEnv(m))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("got error %v, want none", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("got error %v, want one mentioning %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestLoadControlPlaneHidesSecret(t *testing.T) {
+	_, err := LoadControlPlane(cpEnv(map[string]string{"DATABASE_URL": "x", "WRENN_JWT_SECRET": "hunter2"}))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("got %v, want an error that does not quote the secret", err)
+	}
+}
