@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func getenv(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestRunRefusesBadStarts(t *testing.T) {
+	dir := t.TempDir()
+	base := map[string]string{"WRENN_CP_URL": "http://127.0.0.1:1", "WRENN_DIR": dir, "WRENN_HOST_LISTEN_ADDR": "127.0.0.1:0"}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"not registered", nil, base, "register it once with `wrenn-agent --register"},
+		{"register without address", []string{"--register", "wrnreg_x"}, base, "--register needs --address"},
+		{"address without register", []string{"--address", "10.0.0.5:50051"}, base, "--address is only used with --register"},
+		{"address without host", []string{"--register", "wrnreg_x", "--address", ":50051"}, base, "host is missing"},
+		{"address with port 0", []string{"--register", "wrnreg_x", "--address", "10.0.0.5:0"}, base, "port must be"},
+		{"stray argument", []string{"serve"}, base, `unexpected argument "serve"`},
+		{"no control plane URL", nil, map[string]string{"WRENN_DIR": dir}, "WRENN_CP_URL is required"},
+		{"control plane down at registration", []string{"--register", "wrnreg_x", "--address", "127.0.0.1:5"}, base, "registering host"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), append([]string{"wrenn-agent"}, tt.args...), getenv(tt.env), &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run(%q) = %v, want an error containing %q", tt.args, err, tt.want)
+			}
+			if strings.Contains(stderr.String(), "wrnreg_x") || (err != nil && strings.Contains(err.Error(), "wrnreg_x")) {
+				t.Errorf("the registration token appears in the output")
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "host-token")); err == nil {
+		t.Error("a failed start wrote a credential file")
+	}
+}
+
+func TestRunRefusesCredentialOfAnotherControlPlane(t *testing.T) {
+	dir := t.TempDir()
+	b, _ := json.Marshal(map[string]string{
+		"host_id": "h", "cp_url": "https://old.example.com", "credential": "wrnh_x",
+		"refresh_token": "wrnr_x", "cp_public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+	})
+	if err := os.WriteFile(filepath.Join(dir, "host-token"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"WRENN_CP_URL": "https://new.example.com", "WRENN_DIR": dir, "WRENN_HOST_LISTEN_ADDR": "127.0.0.1:0"}
+	err := run(context.Background(), []string{"wrenn-agent"}, getenv(env), &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "https://old.example.com") {
+		t.Errorf("run = %v, want an error naming the control plane the host was registered with", err)
+	}
+}
+
+// TestRunStopsCleanly starts a registered agent whose control plane is down
+// and cancels it: run must return nil promptly, having served on its port.
+func TestRunStopsCleanly(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	b, _ := json.Marshal(map[string]string{
+		"host_id": "h", "cp_url": "http://127.0.0.1:1", "credential": "wrnh_x",
+		"refresh_token": "wrnr_x", "cp_public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+	})
+	if err := os.WriteFile(filepath.Join(dir, "host-token"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"WRENN_CP_URL": "http://127.0.0.1:1", "WRENN_DIR": dir, "WRENN_HOST_LISTEN_ADDR": addr}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stderr bytes.Buffer
+	go func() { done <- run(ctx, []string{"wrenn-agent"}, getenv(env), &bytes.Buffer{}, &stderr) }()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent never listened on %s", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run after cancel = %v, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+}
