@@ -80,21 +80,17 @@ func cleanPath(what, p string) (string, error) {
 
 // code returns the RPC code for err.
 func code(err error) connect.Code {
-	var errno syscall.Errno
 	switch {
 	case errors.Is(err, ErrInvalid):
 		return connect.CodeInvalidArgument
 	case errors.Is(err, ErrState):
 		return connect.CodeFailedPrecondition
-	case errors.Is(err, fs.ErrNotExist):
-		return connect.CodeNotFound
-	case errors.Is(err, fs.ErrExist):
-		return connect.CodeAlreadyExists
-	case errors.Is(err, fs.ErrPermission):
-		return connect.CodePermissionDenied
 	case errors.Is(err, context.Canceled):
 		return connect.CodeCanceled
-	case errors.As(err, &errno):
+	}
+	// Specific errnos first: ENOTEMPTY would otherwise match fs.ErrExist.
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
 		switch errno {
 		case syscall.ENOTDIR, syscall.EISDIR, syscall.EINVAL, syscall.ENAMETOOLONG, syscall.ELOOP:
 			return connect.CodeInvalidArgument
@@ -105,6 +101,14 @@ func code(err error) connect.Code {
 		case syscall.ENOSPC, syscall.EDQUOT:
 			return connect.CodeResourceExhausted
 		}
+	}
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return connect.CodeNotFound
+	case errors.Is(err, fs.ErrExist):
+		return connect.CodeAlreadyExists
+	case errors.Is(err, fs.ErrPermission):
+		return connect.CodePermissionDenied
 	}
 	return connect.CodeInternal
 }
