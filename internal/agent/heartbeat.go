@@ -81,7 +81,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 				failingSince = time.Now()
 			}
 			if state != stateFailing {
-				s.log.Warn("heartbeat failed; retrying with backoff until the control plane answers",
+				s.log.Warn("heartbeat failed; retrying with backoff until it succeeds",
 					"cp_url", s.cfg.CPURL, "error", err)
 			} else {
 				s.log.Debug("heartbeat failed again", "error", err)
