@@ -101,3 +101,13 @@ func TestTeamIsolation(t *testing.T) {
 		t.Errorf("admin list: got %d hosts, want 2", len(all.list))
 	}
 }
+
+func TestAPIKeyAsBearer(t *testing.T) {
+	e := newEnv(t)
+	a := e.signup("a@example.com")
+	key := e.call("POST", "/v1/api-keys", map[string]string{"name": "sdk"}, a.bearer()...).want(t, "create key", http.StatusCreated).str("key")
+	me := e.call("GET", "/v1/me", nil, "Authorization", "Bearer "+key).want(t, "me with bearer key", http.StatusOK)
+	if me.str("auth_method") != "api_key" {
+		t.Errorf("got auth_method %q, want api_key", me.str("auth_method"))
+	}
+}

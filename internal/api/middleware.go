@@ -146,19 +146,25 @@ func caller(r *http.Request) principal {
 	return p
 }
 
-// authenticate accepts `Authorization: Bearer <session JWT>` or
-// `X-API-Key: wrn_…` and stores the principal in the request context.
+// authenticate accepts `Authorization: Bearer <session JWT>` or an API key
+// (`X-API-Key: wrn_…`, or `Authorization: Bearer wrn_…`) and stores the
+// principal in the request context.
 func (s *server) authenticate(next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		var (
 			p   principal
 			err error
 		)
-		if key := r.Header.Get("X-API-Key"); key != "" {
-			p, err = s.apiKeyPrincipal(r, key)
-		} else if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+		tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		switch {
+		case r.Header.Get("X-API-Key") != "":
+			p, err = s.apiKeyPrincipal(r, r.Header.Get("X-API-Key"))
+		case bearer && strings.HasPrefix(tok, auth.APIKeyPrefix):
+			// SDKs that only know bearer tokens can send the key that way.
+			p, err = s.apiKeyPrincipal(r, tok)
+		case bearer && tok != "":
 			p, err = s.sessionPrincipal(r, tok)
-		} else {
+		default:
 			err = errorf(codeUnauthenticated, "send `Authorization: Bearer <token>` or `X-API-Key: <key>`")
 		}
 		if err != nil {
