@@ -114,3 +114,22 @@ func TestAuthRateLimit(t *testing.T) {
 		t.Errorf("got %d users after a refused signup, want 0", n)
 	}
 }
+
+func TestRateLimitClientIP(t *testing.T) {
+	login := map[string]string{"email": "x@example.com", "password": "whatever1"}
+	tests := []struct {
+		name       string
+		trustProxy bool
+		wantSecond int // status of a second login from another forwarded IP
+	}{
+		{"X-Forwarded-For ignored by default", false, http.StatusTooManyRequests},
+		{"X-Forwarded-For trusted", true, http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(c *config.ControlPlane) { c.AuthRateLimit = 1; c.TrustProxy = tt.trustProxy })
+			e.call("POST", "/v1/auth/login", login, "X-Forwarded-For", "203.0.113.1").want(t, "first login", http.StatusUnauthorized)
+			e.call("POST", "/v1/auth/login", login, "X-Forwarded-For", "203.0.113.2").want(t, "second login", tt.wantSecond)
+		})
+	}
+}

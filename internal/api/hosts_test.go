@@ -103,6 +103,20 @@ func TestRegistrationTokens(t *testing.T) {
 			t.Errorf("got %d %s, want 401 invalid_registration_token", r.status, r.raw)
 		}
 	})
+	t.Run("expired credential and refresh token", func(t *testing.T) {
+		reg := e.createHost(admin)
+		r := e.call("POST", "/v1/hosts/register", registerBody(reg.token)).want(t, "register", http.StatusCreated)
+		e.exec(`UPDATE host_credentials SET expires_at = now() - interval '1 second' WHERE host_id = $1`, reg.hostID)
+		e.exec(`UPDATE host_refresh_tokens SET expires_at = now() - interval '1 second' WHERE host_id = $1`, reg.hostID)
+		hb := e.call("POST", "/v1/hosts/"+reg.hostID+"/heartbeat", heartbeatBody(), "Authorization", "Bearer "+r.str("credential"))
+		if hb.status != http.StatusUnauthorized || hb.errCode() != "invalid_host_credential" {
+			t.Errorf("expired credential: got %d %s, want 401 invalid_host_credential", hb.status, hb.raw)
+		}
+		rf := e.call("POST", "/v1/hosts/auth/refresh", map[string]string{"refresh_token": r.str("refresh_token")})
+		if rf.status != http.StatusUnauthorized || rf.errCode() != "invalid_refresh_token" {
+			t.Errorf("expired refresh token: got %d %s, want 401 invalid_refresh_token", rf.status, rf.raw)
+		}
+	})
 	t.Run("regenerated", func(t *testing.T) {
 		reg := e.createHost(admin)
 		nt := e.call("POST", "/v1/hosts/"+reg.hostID+"/token", nil, admin.bearer()...).want(t, "new token", http.StatusCreated)

@@ -79,13 +79,14 @@ func (s *server) instrument(pattern string, next http.Handler) http.Handler {
 	})
 }
 
-// clientIP returns the caller's IP: the first X-Forwarded-For entry when the
-// proxy in front is trusted, else the connection's peer.
+// clientIP returns the caller's IP: with a trusted proxy in front, the last
+// X-Forwarded-For entry (the one that proxy appended; earlier entries come
+// from the client and can be forged), else the connection's peer.
 func (s *server) clientIP(r *http.Request) string {
 	if s.cfg.TrustProxy {
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			first, _, _ := strings.Cut(xff, ",")
-			if ip := net.ParseIP(strings.TrimSpace(first)); ip != nil {
+		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+			entries := strings.Split(xff[len(xff)-1], ",")
+			if ip := net.ParseIP(strings.TrimSpace(entries[len(entries)-1])); ip != nil {
 				return ip.String()
 			}
 		}
