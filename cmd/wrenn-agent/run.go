@@ -37,7 +37,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet(filepath.Base(args[0]), flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
+		_, _ = fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
 	token := fs.String("register", "", "registration `token` from POST /v1/hosts or POST /v1/hosts/{id}/token")
@@ -53,8 +53,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, version.Version)
-		return nil
+		_, err := fmt.Fprintln(stdout, version.Version)
+		return err
 	}
 	// Check the flags before anything touches the network: a registration
 	// token is single use and should not be spent on a doomed start.
@@ -81,7 +81,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("listening on WRENN_HOST_LISTEN_ADDR: %w", err)
 	}
-	defer ln.Close()
+	// Serve closes the listener; this covers the early returns.
+	defer func() { _ = ln.Close() }()
 
 	var cred agent.Credential
 	if *token != "" {

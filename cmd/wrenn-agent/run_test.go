@@ -76,7 +76,7 @@ func TestRunStopsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	_ = ln.Close()
 	b, _ := json.Marshal(map[string]string{
 		"host_id": "h", "cp_url": "http://127.0.0.1:1", "credential": "wrnh_x",
 		"refresh_token": "wrnr_x", "cp_public_key": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
@@ -94,7 +94,7 @@ func TestRunStopsCleanly(t *testing.T) {
 	for {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 			break
 		}
 		if time.Now().After(deadline) {

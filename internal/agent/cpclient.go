@@ -180,7 +180,7 @@ func (c *cpClient) post(ctx context.Context, path, bearer string, in, out any) e
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
 		return fmt.Errorf("reading answer: %w", err)

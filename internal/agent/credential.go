@@ -87,17 +87,17 @@ func SaveCredential(dir string, c Credential) error {
 		return fmt.Errorf("saving credential: %w", err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op once renamed
+	defer func() { _ = os.Remove(tmp) }() // fails harmlessly once renamed
 	if _, err := f.Write(b); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("saving credential: %w", err)
 	}
 	if err := f.Chmod(0o600); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("saving credential: %w", err)
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("saving credential: %w", err)
 	}
 	if err := f.Close(); err != nil {
@@ -110,7 +110,7 @@ func SaveCredential(dir string, c Credential) error {
 	if err != nil {
 		return fmt.Errorf("saving credential: %w", err)
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("saving credential: syncing %s: %w", dir, err)
 	}

@@ -171,7 +171,7 @@ func TestRPCPlainHTTP(t *testing.T) {
 				t.Fatal(err)
 			}
 			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode != tt.want {
 				t.Errorf("%s %s = %d %s, want %d", tt.method, tt.path, resp.StatusCode, body, tt.want)
 			}
@@ -198,7 +198,7 @@ func TestVerifierSwap(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go srv.Serve(ctx, ln)
+	go func() { _ = srv.Serve(ctx, ln) }()
 	call := func(s *hostauth.Signer) error {
 		c := hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, "http://"+ln.Addr().String(),
 			connect.WithInterceptors(s.ClientInterceptor(testHostID)))

@@ -28,7 +28,7 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: creating build directory:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 
 	cmd := exec.Command("go", "build",
 		"-ldflags", "-X github.com/wrenn-dev/wrenn/internal/version.Version="+agentVersion,

@@ -56,8 +56,8 @@ func start(t *testing.T, name, path string, env map[string]string, args ...strin
 	}
 	go func() {
 		p.waitErr = p.cmd.Wait()
-		stdout.Close()
-		stderr.Close()
+		_ = stdout.Close()
+		_ = stderr.Close()
 		close(p.done)
 	}()
 	shown := make([]string, len(args))
@@ -140,7 +140,7 @@ func freeAddr(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().String()
 }
 
@@ -191,7 +191,7 @@ func (c *client) call(method, path string, in, out any) int {
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		c.t.Fatalf("%s %s: reading answer: %v", method, path, err)

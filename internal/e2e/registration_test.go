@@ -48,13 +48,6 @@ type hostView struct {
 	LastHeartbeatAt *time.Time `json:"last_heartbeat_at"`
 }
 
-// controlPlane is a running wrenn-cp and a client logged in as its admin.
-type controlPlane struct {
-	proc  *process
-	url   string
-	admin *client // authenticated with an API key
-}
-
 func startControlPlane(t *testing.T, dbURL, addr string) *process {
 	t.Helper()
 	cp := start(t, "wrenn-cp", bin.cp, map[string]string{
@@ -75,7 +68,7 @@ func startControlPlane(t *testing.T, dbURL, addr string) *process {
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("status %d", resp.StatusCode)
 		}
@@ -322,7 +315,7 @@ func TestRegistrationStory(t *testing.T) {
 				t.Fatalf("%s: %v", tc.name, err)
 			}
 			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode != tc.want || strings.Contains(string(body), hostID) {
 				t.Errorf("%s: %d %s, want %d without host data", tc.name, resp.StatusCode, body, tc.want)
 			}
@@ -392,7 +385,7 @@ func TestRegistrationStory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	tag, err := conn.Exec(context.Background(),
 		"UPDATE host_registration_tokens SET expires_at = now() - interval '1 minute' WHERE host_id = $1", expiredHost)
 	if err != nil || tag.RowsAffected() != 1 {
