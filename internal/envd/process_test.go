@@ -250,6 +250,7 @@ func TestPtySession(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req := cmd("sh")
+	req.Process.Envs = map[string]string{"PS1": "wrenn$ "}
 	req.Pty = &envdv1.Pty{Rows: 24, Cols: 80}
 	s, err := in.Client.Process.Start(ctx, connect.NewRequest(req))
 	if err != nil {
@@ -286,6 +287,7 @@ func TestPtySession(t *testing.T) {
 			t.Fatalf("send input: %v", err)
 		}
 	}
+	waitFor("wrenn$ ")
 	send("echo hi\n")
 	// The terminal echoes the command line, then sh prints the output.
 	waitFor("echo hi\r\nhi\r\n")
@@ -293,6 +295,7 @@ func TestPtySession(t *testing.T) {
 	if _, err := in.Client.Process.Update(ctx, connect.NewRequest(&envdv1.UpdateRequest{Process: sel, Pty: &envdv1.Pty{Rows: 40, Cols: 132}})); err != nil {
 		t.Fatalf("resize: %v", err)
 	}
+	waitFor("hi\r\nwrenn$ ")
 	screen.Reset()
 	send("stty size\n")
 	waitFor("40 132")
