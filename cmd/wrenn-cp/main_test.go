@@ -68,7 +68,7 @@ func TestServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Body.Close()
+	_ = res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("GET /health: got %d, want 200", res.StatusCode)
 	}
@@ -77,7 +77,7 @@ func TestServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Body.Close()
+	_ = res.Body.Close()
 	if res.StatusCode != http.StatusCreated {
 		t.Fatalf("signup: got %d, want 201", res.StatusCode)
 	}
@@ -87,7 +87,7 @@ func TestServe(t *testing.T) {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
+		_ = res.Body.Close()
 		if res.StatusCode != http.StatusOK || len(b) == 0 {
 			t.Errorf("GET %s: got %d with %d bytes, want 200 with a body", path, res.StatusCode, len(b))
 		}

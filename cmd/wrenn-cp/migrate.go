@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"text/tabwriter"
+	"strings"
 
 	"github.com/pressly/goose/v3"
 
@@ -15,7 +15,7 @@ import (
 // migrate runs `wrenn-cp migrate up|down|status`. It needs only
 // DATABASE_URL, so that the schema can be managed before the rest of the
 // configuration exists.
-func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) (err error) {
 	if len(args) != 1 {
 		return errors.New("usage: wrenn-cp migrate up|down|status")
 	}
@@ -27,7 +27,12 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	defer func() {
+		if cerr := m.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("closing migration connection: %w", cerr)
+		}
+	}()
+	var out strings.Builder
 	switch args[0] {
 	case "up":
 		res, err := m.Up(ctx)
@@ -35,38 +40,37 @@ func migrate(ctx context.Context, args []string, getenv func(string) string, std
 			return fmt.Errorf("migrating up: %w", err)
 		}
 		for _, r := range res {
-			fmt.Fprintf(stdout, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(1e6))
+			fmt.Fprintf(&out, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(1e6))
 		}
 		if len(res) == 0 {
-			fmt.Fprintln(stdout, "no pending migrations")
+			out.WriteString("no pending migrations\n")
 		}
 	case "down":
 		r, err := m.Down(ctx)
-		if errors.Is(err, goose.ErrNoNextVersion) {
-			fmt.Fprintln(stdout, "no migrations to roll back")
-			return nil
-		}
-		if err != nil {
+		switch {
+		case errors.Is(err, goose.ErrNoNextVersion):
+			out.WriteString("no migrations to roll back\n")
+		case err != nil:
 			return fmt.Errorf("migrating down: %w", err)
+		default:
+			fmt.Fprintf(&out, "rolled back %s\n", r.Source.Path)
 		}
-		fmt.Fprintf(stdout, "rolled back %s\n", r.Source.Path)
 	case "status":
 		st, err := m.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("reading migration status: %w", err)
 		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "VERSION\tSTATE\tAPPLIED AT\tFILE")
+		fmt.Fprintf(&out, "%-8s %-8s %-20s %s\n", "VERSION", "STATE", "APPLIED AT", "FILE")
 		for _, s := range st {
 			at := "-"
 			if !s.AppliedAt.IsZero() {
 				at = s.AppliedAt.UTC().Format("2006-01-02 15:04:05Z")
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.Source.Version, s.State, at, s.Source.Path)
+			fmt.Fprintf(&out, "%-8d %-8s %-20s %s\n", s.Source.Version, s.State, at, s.Source.Path)
 		}
-		return tw.Flush()
 	default:
 		return fmt.Errorf("unknown migrate command %q: want up, down or status", args[0])
 	}
-	return nil
+	_, err = io.WriteString(stdout, out.String())
+	return err
 }

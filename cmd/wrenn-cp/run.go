@@ -40,11 +40,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "migrate":
 		return migrate(ctx, args, getenv, stdout)
 	case "version":
-		fmt.Fprintln(stdout, version.Version)
-		return nil
+		_, err := fmt.Fprintln(stdout, version.Version)
+		return err
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
+		_, err := io.WriteString(stdout, usage)
+		return err
 	default:
 		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 	}

@@ -88,7 +88,7 @@ func refuseIfPending(ctx context.Context, url string) error {
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	defer func() { _ = m.Close() }()
 	pending, err := m.HasPending(ctx)
 	if err != nil {
 		return fmt.Errorf("checking migrations: %w", err)

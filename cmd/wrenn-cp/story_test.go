@@ -31,7 +31,7 @@ func call(t *testing.T, method, url string, body any, header ...string) (int, ma
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }()
 	var out map[string]any
 	_ = json.NewDecoder(res.Body).Decode(&out)
 	return res.StatusCode, out
@@ -48,7 +48,12 @@ func TestHostGoesUnreachableAndComesBack(t *testing.T) {
 		"WRENN_HOST_TIMEOUT":          "1s",
 		"WRENN_HOST_MONITOR_INTERVAL": "200ms",
 	})
-	defer func() { stop(); <-done }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
 
 	status, signup := call(t, "POST", base+"/v1/auth/signup", map[string]string{"email": "admin@example.com", "password": "correct horse"})
 	if status != http.StatusCreated {

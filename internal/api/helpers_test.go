@@ -51,7 +51,7 @@ func newEnv(t *testing.T, tweak ...func(*config.ControlPlane)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	key, err := st.SigningKey(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +128,7 @@ func (e *env) call(method, path string, body any, headers ...string) response {
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }()
 	raw, err := io.ReadAll(res.Body)
 	if err != nil {
 		e.t.Fatal(err)

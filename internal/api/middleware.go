@@ -62,7 +62,7 @@ func (s *server) instrument(pattern string, next http.Handler) http.Handler {
 		rec := &recorder{ResponseWriter: w}
 		defer func() {
 			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
+				if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 					panic(v)
 				}
 				s.writeError(rec, r, fmt.Errorf("panic: %v", v))

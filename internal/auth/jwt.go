@@ -62,7 +62,7 @@ func (s *Sessions) Parse(token string) (string, error) {
 	var claims jwt.RegisteredClaims
 	_, err := s.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return s.secret, nil })
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrInvalidSession, err)
+		return "", fmt.Errorf("%w: %w", ErrInvalidSession, err)
 	}
 	if claims.Subject == "" {
 		return "", fmt.Errorf("%w: no subject", ErrInvalidSession)

@@ -105,7 +105,7 @@ func TestMonitorRunsOnOneReplicaAtATime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	if _, err := conn.Exec(ctx, `UPDATE hosts SET last_heartbeat_at = now() - interval '1 hour' WHERE id = $1`, id); err != nil {
 		t.Fatal(err)
 	}

@@ -30,17 +30,17 @@ func NewMigrator(url string) (*Migrator, error) {
 	}
 	fsys, err := fs.Sub(db.Migrations, "migrations")
 	if err != nil {
-		sqlDB.Close()
+		_ = sqlDB.Close()
 		return nil, fmt.Errorf("opening embedded migrations: %w", err)
 	}
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
-		sqlDB.Close()
+		_ = sqlDB.Close()
 		return nil, fmt.Errorf("creating migration lock: %w", err)
 	}
 	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, fsys, goose.WithSessionLocker(locker))
 	if err != nil {
-		sqlDB.Close()
+		_ = sqlDB.Close()
 		return nil, fmt.Errorf("loading migrations: %w", err)
 	}
 	return &Migrator{Provider: p, db: sqlDB}, nil
@@ -55,9 +55,9 @@ func MigrateUp(ctx context.Context, url string) error {
 	if err != nil {
 		return err
 	}
-	defer m.Close()
 	if _, err := m.Up(ctx); err != nil {
+		_ = m.Close()
 		return fmt.Errorf("applying migrations: %w", err)
 	}
-	return nil
+	return m.Close()
 }

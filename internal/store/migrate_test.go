@@ -16,7 +16,7 @@ func tables(t *testing.T, url string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	var n int
 	err = conn.QueryRow(t.Context(), `
 		SELECT count(*) FROM information_schema.tables
@@ -33,7 +33,7 @@ func TestMigrationsUpDownUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	defer func() { _ = m.Close() }()
 	ctx := t.Context()
 
 	steps := []struct {
