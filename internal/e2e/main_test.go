@@ -30,15 +30,27 @@ func buildAndRun(m *testing.M) int {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 
-	cmd := exec.Command("go", "build",
-		"-ldflags", "-X github.com/wrenn-dev/wrenn/internal/version.Version="+agentVersion,
-		"-o", dir+string(filepath.Separator),
-		"github.com/wrenn-dev/wrenn/cmd/wrenn-cp",
-		"github.com/wrenn-dev/wrenn/cmd/wrenn-agent",
-		"github.com/wrenn-dev/wrenn/cmd/envd",
-	)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	build := func() ([]byte, error) {
+		cmd := exec.Command("go", "build",
+			"-ldflags", "-X github.com/wrenn-dev/wrenn/internal/version.Version="+agentVersion,
+			"-o", dir+string(filepath.Separator),
+			"github.com/wrenn-dev/wrenn/cmd/wrenn-cp",
+			"github.com/wrenn-dev/wrenn/cmd/wrenn-agent",
+			"github.com/wrenn-dev/wrenn/cmd/envd",
+		)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		return cmd.CombinedOutput()
+	}
+	out, err := build()
+	if err != nil {
+		// Builds running at the same time in the same Go cache (other test
+		// packages, an editor) occasionally fail with "could not import …
+		// (open : no such file or directory)"; a real compile error fails
+		// the second attempt too.
+		fmt.Fprintf(os.Stderr, "e2e: building binaries failed, retrying once: %v\n%s", err, out)
+		out, err = build()
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: building binaries: %v\n%s", err, out)
 		return 1
 	}
