@@ -3,6 +3,7 @@ package api_test
 import (
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -132,4 +133,35 @@ func TestRateLimitClientIP(t *testing.T) {
 			e.call("POST", "/v1/auth/login", login, "X-Forwarded-For", "203.0.113.2").want(t, "second login", tt.wantSecond)
 		})
 	}
+}
+
+func TestAuditLog(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("admin@example.com")
+	other := e.signup("other@example.com")
+	e.call("POST", "/v1/api-keys", map[string]string{"name": "k"}, other.bearer()...).want(t, "create key", http.StatusCreated)
+	e.createHost(admin)
+
+	actions := func(r response) []string {
+		var out []string
+		for _, ev := range r.list {
+			out = append(out, ev.(map[string]any)["action"].(string))
+		}
+		return out
+	}
+	got := actions(e.call("GET", "/v1/audit-log", nil, other.bearer()...).want(t, "other's log", http.StatusOK))
+	if strings.Join(got, ",") != "api_key.create,auth.signup" {
+		t.Errorf("other's log: got %v, want only its own team's events, newest first", got)
+	}
+	got = actions(e.call("GET", "/v1/audit-log?limit=1", nil, admin.bearer()...).want(t, "admin's log", http.StatusOK))
+	if strings.Join(got, ",") != "host.create" {
+		t.Errorf("admin's log, limit 1: got %v, want [host.create]", got)
+	}
+	for _, bad := range []string{"0", "x", "1001"} {
+		r := e.call("GET", "/v1/audit-log?limit="+bad, nil, admin.bearer()...)
+		if r.status != http.StatusBadRequest || r.errCode() != "invalid_request" {
+			t.Errorf("limit=%s: got %d %s, want 400 invalid_request", bad, r.status, r.raw)
+		}
+	}
+	e.call("GET", "/v1/audit-log", nil).want(t, "no auth", http.StatusUnauthorized)
 }

@@ -160,7 +160,7 @@ func TestBadInput(t *testing.T) {
 		{"GET", "/v1/me"}, {"POST", "/v1/api-keys"}, {"GET", "/v1/api-keys"},
 		{"DELETE", "/v1/api-keys/" + unknownID}, {"POST", "/v1/hosts"}, {"GET", "/v1/hosts"},
 		{"GET", "/v1/hosts/" + registered.hostID}, {"DELETE", "/v1/hosts/" + registered.hostID},
-		{"POST", "/v1/hosts/" + registered.hostID + "/token"},
+		{"POST", "/v1/hosts/" + registered.hostID + "/token"}, {"GET", "/v1/audit-log"},
 	} {
 		p := rt.method + " " + rt.path
 		cases = append(cases,

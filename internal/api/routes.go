@@ -51,6 +51,8 @@ func routeTable() []route {
 		{"POST", "/v1/hosts/register", public, (*server).handleRegister},
 		{"POST", "/v1/hosts/{id}/heartbeat", host, (*server).handleHeartbeat},
 		{"POST", "/v1/hosts/auth/refresh", public, (*server).handleRefresh},
+
+		{"GET", "/v1/audit-log", member, (*server).handleAuditLog},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // Actor types for audit events.
@@ -28,7 +29,8 @@ type Event struct {
 // AuditEntry is an Event as stored.
 type AuditEntry struct {
 	Event
-	ID string
+	ID        string
+	CreatedAt time.Time
 }
 
 func nullable(s string) *string {
@@ -63,16 +65,17 @@ func (s *Store) Audit(ctx context.Context, ev Event) error {
 	return writeEvent(ctx, s.pool, ev)
 }
 
-// AuditLog returns the newest events of a team, newest first; teamID ""
-// returns events of every team (platform view).
-func (s *Store) AuditLog(ctx context.Context, teamID string, limit int) ([]AuditEntry, error) {
+// AuditLog returns at most limit events of a team, newest first, and with
+// withoutTeam also the events that belong to no team (shared hosts, the
+// host monitor), which only platform admins should see.
+func (s *Store) AuditLog(ctx context.Context, teamID string, withoutTeam bool, limit int) ([]AuditEntry, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT id::text, coalesce(team_id::text, ''), actor_type, coalesce(actor_id::text, ''),
-		       action, coalesce(resource_id::text, ''), metadata, coalesce(host(ip), '')
+		       action, coalesce(resource_id::text, ''), metadata, coalesce(host(ip), ''), created_at
 		FROM audit_log
-		WHERE $1::uuid IS NULL OR team_id = $1
+		WHERE team_id = $1 OR ($2 AND team_id IS NULL)
 		ORDER BY created_at DESC, id
-		LIMIT $2`, nullable(teamID), limit)
+		LIMIT $3`, teamID, withoutTeam, limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing audit log: %w", err)
 	}
@@ -80,7 +83,7 @@ func (s *Store) AuditLog(ctx context.Context, teamID string, limit int) ([]Audit
 	var out []AuditEntry
 	for rows.Next() {
 		var e AuditEntry
-		if err := rows.Scan(&e.ID, &e.TeamID, &e.ActorType, &e.ActorID, &e.Action, &e.ResourceID, &e.Metadata, &e.IP); err != nil {
+		if err := rows.Scan(&e.ID, &e.TeamID, &e.ActorType, &e.ActorID, &e.Action, &e.ResourceID, &e.Metadata, &e.IP, &e.CreatedAt); err != nil {
 			return nil, fmt.Errorf("listing audit log: %w", err)
 		}
 		out = append(out, e)
