@@ -181,26 +181,25 @@ func (s *server) handleMe() http.Handler {
 				uj := toUserJSON(u)
 				resp.User = &uj
 			}
+		}
+		name, err := s.store.TeamName(r.Context(), p.TeamID)
+		if err != nil {
+			return err
+		}
+		// p.Role is the session user's role, or member for an API key,
+		// whatever its creator's role.
+		resp.Team = teamJSON{ID: p.TeamID, Name: name, Role: p.Role}
+		resp.Teams = []teamJSON{resp.Team}
+		if p.APIKeyID == "" {
+			// A session may switch teams (X-Team-ID), so it lists them all;
+			// a key is bound to its one team.
 			ms, err := s.store.Memberships(r.Context(), p.UserID)
 			if err != nil {
 				return err
 			}
+			resp.Teams = resp.Teams[:0]
 			for _, m := range ms {
-				t := teamJSON{ID: m.TeamID, Name: m.TeamName, Role: m.Role}
-				resp.Teams = append(resp.Teams, t)
-				if m.TeamID == p.TeamID && p.APIKeyID == "" {
-					resp.Team = t
-				}
-			}
-		}
-		if resp.Team.ID == "" {
-			// An API key acts as a member of its team, whatever its
-			// creator's role.
-			resp.Team = teamJSON{ID: p.TeamID, Role: p.Role}
-			for _, t := range resp.Teams {
-				if t.ID == p.TeamID {
-					resp.Team.Name = t.Name
-				}
+				resp.Teams = append(resp.Teams, teamJSON{ID: m.TeamID, Name: m.TeamName, Role: m.Role})
 			}
 		}
 		encode(w, http.StatusOK, resp)

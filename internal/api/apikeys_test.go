@@ -24,8 +24,9 @@ func TestAPIKeys(t *testing.T) {
 	}
 
 	me := e.call("GET", "/v1/me", nil, "X-API-Key", key).want(t, "me with key", http.StatusOK)
-	if team := me.body["team"].(map[string]any); team["id"] != a.teamID || me.str("auth_method") != "api_key" {
-		t.Errorf("me with key: got %s, want team %s via api_key", me.raw, a.teamID)
+	if team := me.body["team"].(map[string]any); team["id"] != a.teamID || team["name"] == "" || team["role"] != "member" ||
+		me.str("auth_method") != "api_key" || len(me.body["teams"].([]any)) != 1 {
+		t.Errorf("me with key: got %s, want only team %s, as member, via api_key", me.raw, a.teamID)
 	}
 	list := e.call("GET", "/v1/api-keys", nil, "X-API-Key", key).want(t, "list", http.StatusOK)
 	if len(list.list) != 1 {

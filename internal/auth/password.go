@@ -43,25 +43,21 @@ func (p Passwords) Hash(password string) (string, error) {
 	return string(h), nil
 }
 
-// Check returns ErrWrongPassword unless password matches hash. An empty hash
-// (unknown user) is checked against a dummy hash, so that the answer takes
-// as long as for a real user and does not reveal which emails exist.
+// Check returns ErrWrongPassword unless password matches hash. For an empty
+// hash (unknown user) it still does one bcrypt computation of the same cost,
+// so that the answer takes as long as for a real user and does not reveal
+// which emails exist.
 func (p Passwords) Check(hash, password string) error {
-	h := []byte(hash)
 	if hash == "" {
-		h = p.dummy()
+		_, _ = bcrypt.GenerateFromPassword([]byte(password), p.cost())
+		return ErrWrongPassword
 	}
-	err := bcrypt.CompareHashAndPassword(h, []byte(password))
-	if hash == "" || errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+	err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password))
+	if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
 		return ErrWrongPassword
 	}
 	if err != nil {
 		return fmt.Errorf("checking password: %w", err)
 	}
 	return nil
-}
-
-func (p Passwords) dummy() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("wrenn-dummy-password"), p.cost())
-	return h
 }

@@ -131,6 +131,15 @@ func (s *Store) Memberships(ctx context.Context, userID string) ([]Membership, e
 	return ms, nil
 }
 
+// TeamName returns the name of a team, or ErrNotFound.
+func (s *Store) TeamName(ctx context.Context, id string) (string, error) {
+	var name string
+	if err := s.pool.QueryRow(ctx, `SELECT name FROM teams WHERE id = $1`, id).Scan(&name); err != nil {
+		return "", notFound("looking up team", err)
+	}
+	return name, nil
+}
+
 // TeamExists reports whether a team with that id exists.
 func (s *Store) TeamExists(ctx context.Context, id string) (bool, error) {
 	var ok bool
