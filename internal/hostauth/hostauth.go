@@ -156,7 +156,7 @@ func (v *Verifier) Verify(header http.Header, procedure string) error {
 	var claims jwt.RegisteredClaims
 	_, err := v.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return v.pub, nil })
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		return fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
 	if claims.Subject != procedure {
 		return fmt.Errorf("%w: token is for %q, not %q", ErrUnauthenticated, claims.Subject, procedure)
