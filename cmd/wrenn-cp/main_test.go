@@ -141,6 +141,9 @@ func TestRunRefusesBadInvocations(t *testing.T) {
 		{"serve short secret", nil, map[string]string{"DATABASE_URL": "postgres://x/y", "WRENN_JWT_SECRET": "short"}, "WRENN_JWT_SECRET"},
 		{"migrate without direction", []string{"migrate"}, map[string]string{"DATABASE_URL": "postgres://x/y"}, "usage"},
 		{"migrate without database", []string{"migrate", "up"}, nil, "DATABASE_URL"},
+		{"serve with pending migrations", nil, map[string]string{
+			"DATABASE_URL": testdb.New(t), "WRENN_JWT_SECRET": strings.Repeat("k", 32), "WRENN_AUTO_MIGRATE": "false",
+		}, "pending migrations"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,7 +14,8 @@ import (
 
 // Monitor marks online hosts whose last heartbeat is older than Timeout
 // unreachable, every Interval. Every replica runs one; a PostgreSQL advisory
-// lock lets only one of them act per round.
+// lock lets only one of them act per round. Its fields must not change once
+// Run has started; Check is safe to call concurrently with Run.
 type Monitor struct {
 	Store    *store.Store
 	Log      *slog.Logger
