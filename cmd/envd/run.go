@@ -36,8 +36,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, version.Version)
-		return nil
+		_, err := fmt.Fprintln(stdout, version.Version)
+		return err
 	}
 	if cfg.Debug || getenv("ENVD_DEBUG") == "1" {
 		cfg.Debug = true

@@ -53,7 +53,7 @@ func TestEveryRouteNeedsTheToken(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				if resp.StatusCode != http.StatusUnauthorized {
 					t.Errorf("status = %d, want 401", resp.StatusCode)
 				}
@@ -69,7 +69,7 @@ func TestEveryRouteNeedsTheToken(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode == http.StatusUnauthorized {
 			t.Errorf("%s %s with the token: 401", rt.method, rt.path)
 		}
@@ -96,7 +96,7 @@ func TestClientGetsUnauthenticated(t *testing.T) {
 		},
 		"StreamInput": func() error {
 			s := bad.Process.StreamInput(ctx)
-			s.Send(&envdv1.StreamInputRequest{Data: []byte("x")})
+			_ = s.Send(&envdv1.StreamInputRequest{Data: []byte("x")}) // the answer carries the error
 			_, err := s.CloseAndReceive()
 			return err
 		},

@@ -68,14 +68,14 @@ func BenchmarkFileTransfer(b *testing.B) {
 	if _, err := io.Copy(f, randomStream(7, size)); err != nil {
 		b.Fatal(err)
 	}
-	f.Close()
+	_ = f.Close()
 
 	upload := func() time.Duration {
 		f, err := os.Open(src)
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		start := time.Now()
 		if _, err := in.Client.Upload(ctx, filepath.Join(dir, "uploaded"), f, envdclient.UploadOptions{Size: size}); err != nil {
 			b.Fatal(err)
@@ -87,14 +87,14 @@ func BenchmarkFileTransfer(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer out.Close()
+		defer func() { _ = out.Close() }()
 		start := time.Now()
 		body, err := in.Client.Download(ctx, src, "")
 		if err != nil {
 			b.Fatal(err)
 		}
 		n, err := io.Copy(out, body)
-		body.Close()
+		_ = body.Close()
 		if err != nil || n != size {
 			b.Fatalf("download: %d bytes, %v", n, err)
 		}
@@ -108,13 +108,13 @@ func BenchmarkFileTransfer(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer in.Close()
+		defer func() { _ = in.Close() }()
 		start := time.Now()
 		out, err := os.Create(filepath.Join(dir, "copied"))
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer out.Close()
+		defer func() { _ = out.Close() }()
 		if _, err := io.Copy(out, in); err != nil {
 			b.Fatal(err)
 		}

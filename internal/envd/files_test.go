@@ -74,7 +74,7 @@ func TestUploadDownloadOneGiB(t *testing.T) {
 	}
 	down := sha256.New()
 	n, err := io.Copy(down, body)
-	body.Close()
+	_ = body.Close()
 	close(stop)
 	wg.Wait()
 	if err != nil || n != size {
@@ -103,7 +103,7 @@ func TestRangeDownload(t *testing.T) {
 			t.Fatalf("range %d+%d: %v", tc.off, tc.n, err)
 		}
 		got, _ := io.ReadAll(body)
-		body.Close()
+		_ = body.Close()
 		end := int64(len(data))
 		if tc.n >= 0 {
 			end = tc.off + tc.n
@@ -120,7 +120,7 @@ func TestRangeDownload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable {
 		t.Errorf("range past the end: status %d, want 416", resp.StatusCode)
 	}
@@ -150,8 +150,10 @@ func TestUploadReplacesAtomically(t *testing.T) {
 	if got := download(t, in, path); !bytes.Equal(got, old) {
 		t.Errorf("during upload: read %d bytes, want the old %d", len(got), len(old))
 	}
-	pw.Write(newData[len(newData)/2:])
-	pw.Close()
+	if _, err := pw.Write(newData[len(newData)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	_ = pw.Close()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +168,9 @@ func TestUploadReplacesAtomically(t *testing.T) {
 		_, err := in.Client.Upload(cctx, path, pr, envdclient.UploadOptions{})
 		done <- err
 	}()
-	pw.Write(bytes.Repeat([]byte("partial"), 1000))
+	if _, err := pw.Write(bytes.Repeat([]byte("partial"), 1000)); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(100 * time.Millisecond)
 	cancel()
 	pw.CloseWithError(errors.New("client gave up"))
@@ -188,7 +192,7 @@ func download(t testing.TB, in *instance, path string) []byte {
 	if err != nil {
 		t.Fatalf("download %s: %v", path, err)
 	}
-	defer body.Close()
+	defer func() { _ = body.Close() }()
 	b, err := io.ReadAll(body)
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +210,7 @@ func sharedDir(t testing.TB) string {
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
 }
 
@@ -237,10 +241,12 @@ func TestUploadParentsModeOwnerAndMultipart(t *testing.T) {
 	// Multipart, as the public files/write route sends it.
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
-	mw.WriteField("path", filepath.Join(dir, "multi.txt"))
+	must(t, mw.WriteField("path", filepath.Join(dir, "multi.txt")))
 	fw, _ := mw.CreateFormFile("file", "multi.txt")
-	fw.Write([]byte("from a form"))
-	mw.Close()
+	if _, err := fw.Write([]byte("from a form")); err != nil {
+		t.Fatal(err)
+	}
+	_ = mw.Close()
 	req, _ := http.NewRequest(http.MethodPost, in.URL+"/files", &body)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	req.Header.Set(envdclient.TokenHeader, in.Token)
@@ -248,7 +254,7 @@ func TestUploadParentsModeOwnerAndMultipart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("multipart upload: status %d", resp.StatusCode)
 	}
@@ -341,9 +347,9 @@ func TestFilesystemOperations(t *testing.T) {
 	if _, err := fsc.MakeDir(ctx, connect.NewRequest(&envdv1.MakeDirRequest{Path: dir + "/a", Parents: true})); err != nil {
 		t.Errorf("mkdir -p existing: %v, want ok", err)
 	}
-	os.WriteFile(dir+"/a/f1", []byte("12345"), 0o640)
-	os.WriteFile(dir+"/a/b/f2", nil, 0o644)
-	os.Symlink("f1", dir+"/a/link")
+	must(t, os.WriteFile(dir+"/a/f1", []byte("12345"), 0o640))
+	must(t, os.WriteFile(dir+"/a/b/f2", nil, 0o644))
+	must(t, os.Symlink("f1", dir+"/a/link"))
 
 	st, err := fsc.Stat(ctx, connect.NewRequest(&envdv1.StatRequest{Path: dir + "/a/f1"}))
 	if err != nil {
@@ -481,7 +487,7 @@ func TestWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	if !s.Receive() || s.Msg().GetStart() == nil {
 		t.Fatalf("first watch message is not start: %v", s.Err())
 	}
@@ -512,23 +518,23 @@ func TestWatch(t *testing.T) {
 		}
 	}
 	f := filepath.Join(dir, "f")
-	os.WriteFile(f, nil, 0o644)
+	must(t, os.WriteFile(f, nil, 0o644))
 	expect(f, envdv1.EventType_EVENT_TYPE_CREATE)
-	os.WriteFile(f, []byte("data"), 0o644)
+	must(t, os.WriteFile(f, []byte("data"), 0o644))
 	expect(f, envdv1.EventType_EVENT_TYPE_WRITE)
-	os.Rename(f, f+"2")
+	must(t, os.Rename(f, f+"2"))
 	expect(f, envdv1.EventType_EVENT_TYPE_RENAME)
 	expect(f+"2", envdv1.EventType_EVENT_TYPE_CREATE)
-	os.Chmod(f+"2", 0o600)
+	must(t, os.Chmod(f+"2", 0o600))
 	expect(f+"2", envdv1.EventType_EVENT_TYPE_CHMOD)
-	os.Remove(f + "2")
+	_ = os.Remove(f + "2")
 	expect(f+"2", envdv1.EventType_EVENT_TYPE_REMOVE)
 
 	// A directory made after the watch started is watched too.
 	sub := filepath.Join(dir, "sub")
-	os.Mkdir(sub, 0o755)
+	must(t, os.Mkdir(sub, 0o755))
 	expect(sub, envdv1.EventType_EVENT_TYPE_CREATE)
 	time.Sleep(50 * time.Millisecond)
-	os.WriteFile(filepath.Join(sub, "g"), nil, 0o644)
+	must(t, os.WriteFile(filepath.Join(sub, "g"), nil, 0o644))
 	expect(filepath.Join(sub, "g"), envdv1.EventType_EVENT_TYPE_CREATE)
 }

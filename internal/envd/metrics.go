@@ -98,7 +98,7 @@ func readMemory(out *envdclient.Metrics) error {
 	if err != nil {
 		return fmt.Errorf("reading memory usage: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		name, rest, ok := strings.Cut(sc.Text(), ":")

@@ -101,7 +101,7 @@ func TestAsPID1ReapsOrphansAndStopsOnSIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	s.Receive()
 	envdPid := childOf(t, in.pid())
 	start := time.Now()

@@ -34,7 +34,7 @@ type eventStream interface {
 
 func collectEvents(t testing.TB, s eventStream, event func() *envdv1.ProcessEvent) *result {
 	t.Helper()
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	r := &result{}
 	for s.Receive() {
 		r.add(event())
@@ -332,7 +332,7 @@ func TestReconnect(t *testing.T) {
 	}
 	// Disconnect mid-stream.
 	scancel()
-	s.Close()
+	_ = s.Close()
 	touch(t, dir+"/go1")
 	// Wait until "during" has surely been printed while nobody listened.
 	waitUntil(t, func() bool {
@@ -515,7 +515,7 @@ func TestDuplicateRunningTagRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	s.Receive()
 	s2, err := in.Client.Process.Start(ctx, connect.NewRequest(req))
 	if err == nil {

@@ -90,7 +90,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		logger.Warn("stopping the server", "err", err)
 	}
-	srv.Close()
+	_ = srv.Close()
 	logger.Info("stopped")
 	return nil
 }
@@ -108,7 +108,7 @@ func (s *Server) stopProcesses(isInit bool) {
 			_ = p.Signal(sig)
 		}
 	}
-	if len(s.table.Running()) == 0 && !(isInit && os.Getpid() == 1) {
+	if len(s.table.Running()) == 0 && (!isInit || os.Getpid() != 1) {
 		return
 	}
 	signalAll(syscall.SIGTERM)

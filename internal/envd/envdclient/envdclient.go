@@ -178,7 +178,7 @@ func (c *Client) do(hc *http.Client, req *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		return nil, readError(resp)
 	}
 	return resp, nil
@@ -211,7 +211,7 @@ func (c *Client) Health(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("checking health: %w", err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return nil
 }
 
@@ -230,7 +230,7 @@ func (c *Client) Init(ctx context.Context, in InitRequest) error {
 	if err != nil {
 		return fmt.Errorf("initializing envd: %w", err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	c.SetToken(in.AccessToken)
 	return nil
 }
@@ -266,7 +266,7 @@ func (c *Client) Upload(ctx context.Context, path string, r io.Reader, opts Uplo
 	if err != nil {
 		return nil, fmt.Errorf("uploading %s: %w", path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var out UploadResult
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		return nil, fmt.Errorf("uploading %s: reading answer: %w", path, err)
@@ -304,7 +304,7 @@ func (c *Client) DownloadRange(ctx context.Context, path, user string, offset, l
 		return nil, fmt.Errorf("downloading %s: %w", path, err)
 	}
 	if (offset > 0 || length > 0) && resp.StatusCode != http.StatusPartialContent {
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		return nil, fmt.Errorf("downloading %s: range not honoured (status %d)", path, resp.StatusCode)
 	}
 	return resp.Body, nil
@@ -320,7 +320,7 @@ func (c *Client) Metrics(ctx context.Context) (*Metrics, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading metrics: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct != "application/json" {
 		return nil, errors.New("reading metrics: answer is not JSON")
 	}
@@ -342,6 +342,6 @@ func (c *Client) PreparePause(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("preparing pause: %w", err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return nil
 }

@@ -51,7 +51,7 @@ func (s *Service) Download() http.Handler {
 			s.writeError(w, fmt.Errorf("reading file: %w", err))
 			return
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		fi, err := f.Stat()
 		if err != nil {
 			s.writeError(w, fmt.Errorf("reading file: %w", err))
@@ -93,7 +93,7 @@ func (s *Service) Upload() http.Handler {
 		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "multipart/form-data" {
 			mr, err := r.MultipartReader()
 			if err != nil {
-				s.writeError(w, fmt.Errorf("%w: reading multipart form: %v", ErrInvalid, err))
+				s.writeError(w, fmt.Errorf("%w: reading multipart form: %w", ErrInvalid, err))
 				return
 			}
 			body = nil
@@ -150,8 +150,8 @@ func (s *Service) store(path string, body io.Reader, mode fs.FileMode, acct *acc
 	}
 	defer func() {
 		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
 		}
 	}()
 	buf := make([]byte, copyBufferSize)

@@ -242,7 +242,7 @@ func (s *Service) Watch(ctx context.Context, req *connect.Request[envdv1.WatchRe
 	if err != nil {
 		return s.rpcError(fmt.Errorf("watching: %w", err))
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	recursive := req.Msg.GetRecursive()
 	dirs := 0
 	addTree := func(root string) error {

@@ -351,10 +351,10 @@ func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 	var childEnds []*os.File
 	closeAll := func() {
 		for _, f := range append(readers, childEnds...) {
-			f.Close()
+			_ = f.Close()
 		}
 		if p.stdin != nil {
-			p.stdin.Close()
+			_ = p.stdin.Close()
 		}
 	}
 	if ptyReq := req.GetPty(); ptyReq != nil {
@@ -363,8 +363,8 @@ func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 			return nil, fmt.Errorf("starting process: opening pty: %w", err)
 		}
 		if err := pty.Setsize(master, &pty.Winsize{Rows: uint16(ptyReq.Rows), Cols: uint16(ptyReq.Cols)}); err != nil {
-			master.Close()
-			tty.Close()
+			_ = master.Close()
+			_ = tty.Close()
 			return nil, fmt.Errorf("starting process: sizing pty: %w", err)
 		}
 		p.tty, p.stdin = master, master
@@ -421,7 +421,7 @@ func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 	}
 	t.forkMu.Unlock()
 	for _, f := range childEnds {
-		f.Close()
+		_ = f.Close()
 	}
 	if err != nil {
 		closeAll()
@@ -479,17 +479,17 @@ func (t *Table) finish(p *Proc, readers []*os.File, wg *sync.WaitGroup) {
 		// reading so that the end is not delayed forever.
 		for _, r := range readers {
 			if err := r.SetReadDeadline(time.Now()); err != nil {
-				r.Close()
+				_ = r.Close()
 			}
 		}
 		<-drained
 	}
 	for _, r := range readers {
-		r.Close()
+		_ = r.Close()
 	}
 	p.stdinMu.Lock()
 	if p.stdin != nil && p.stdin != p.tty {
-		p.stdin.Close()
+		_ = p.stdin.Close()
 	}
 	p.stdin = nil
 	p.stdinMu.Unlock()

@@ -106,7 +106,7 @@ func isMountPoint(target string) (bool, error) {
 		}
 		return false, fmt.Errorf("reading mount table: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
