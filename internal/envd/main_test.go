@@ -29,6 +29,11 @@ func TestMain(m *testing.M) {
 	envdBin = filepath.Join(dir, "envd")
 	build := exec.Command("go", "build", "-o", envdBin, "github.com/wrenn-dev/wrenn/cmd/envd")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if os.Getenv("ENVD_TEST_RACE") == "1" {
+		// Build envd itself with the race detector (needs cgo).
+		build.Args = []string{"go", "build", "-race", "-o", envdBin, "github.com/wrenn-dev/wrenn/cmd/envd"}
+		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	}
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building envd:", err)
@@ -88,7 +93,9 @@ func startEnvd(t testing.TB, prefix []string, args ...string) *instance {
 		close(in.exited)
 	}()
 	t.Cleanup(func() {
-		in.stop()
+		if in.stop() && in.err != nil {
+			t.Errorf("envd exited with %v after SIGINT, want status 0", in.err)
+		}
 		if t.Failed() {
 			t.Logf("envd log:\n%s", in.log())
 		}
@@ -125,19 +132,23 @@ func (in *instance) log() string {
 
 func (in *instance) pid() int { return in.cmd.Process.Pid }
 
-// stop sends SIGTERM and waits (then kills).
-func (in *instance) stop() {
+// stop sends SIGINT and waits, killing envd after 10 s. It reports whether
+// envd stopped by itself because of the signal.
+func (in *instance) stop() bool {
 	select {
 	case <-in.exited:
-		return
+		return false
 	default:
 	}
 	_ = in.cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-in.exited:
+		return true
 	case <-time.After(10 * time.Second):
+		in.t.Errorf("envd did not stop within 10s of SIGINT")
 		_ = in.cmd.Process.Kill()
 		<-in.exited
+		return false
 	}
 }
 

@@ -28,7 +28,25 @@ func startAsInit(t *testing.T) *instance {
 	if err != nil {
 		t.Skip("unshare (util-linux) is not installed")
 	}
-	in := startEnvd(t, []string{unshare, "--pid", "--fork", "--mount", "--mount-proc", "--uts"}, "--hostname", "capsule-test", "--shutdown-grace", "3s", "--debug")
+	// --kill-child: should the test kill unshare, envd dies with it.
+	in := startEnvd(t, []string{unshare, "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--uts"}, "--hostname", "capsule-test", "--shutdown-grace", "3s", "--debug")
+	// unshare ignores SIGINT and SIGTERM: stop envd itself (runs before
+	// startEnvd's cleanup).
+	t.Cleanup(func() {
+		select {
+		case <-in.exited:
+		default:
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", in.pid(), in.pid())); err == nil {
+				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGTERM)
+				}
+			}
+			select {
+			case <-in.exited:
+			case <-time.After(10 * time.Second):
+			}
+		}
+	})
 	in.Token = "pid1-token"
 	if err := in.Client.Init(context.Background(), envdclient.InitRequest{AccessToken: in.Token}); err != nil {
 		t.Fatalf("init: %v", err)

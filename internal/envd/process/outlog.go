@@ -72,6 +72,13 @@ func (l *outlog) append(kind stream, data []byte) {
 	l.mu.Unlock()
 }
 
+// retained returns the number of bytes held.
+func (l *outlog) retained() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size
+}
+
 // finish records the end event; later reads return it once caught up.
 func (l *outlog) finish(end *envdv1.EndEvent) {
 	l.mu.Lock()

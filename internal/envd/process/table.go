@@ -50,6 +50,9 @@ type Options struct {
 	KeepFinished time.Duration
 	// MaxFinished bounds how many finished processes are kept (default 256).
 	MaxFinished int
+	// MaxFinishedBytes bounds the output kept for finished processes, all
+	// together (default 64 MiB); the oldest are forgotten first.
+	MaxFinishedBytes int
 	// Defaults returns the current defaults; nil means none.
 	Defaults func() Defaults
 }
@@ -90,6 +93,9 @@ func NewTable(opts Options) *Table {
 	}
 	if opts.MaxFinished <= 0 {
 		opts.MaxFinished = 256
+	}
+	if opts.MaxFinishedBytes <= 0 {
+		opts.MaxFinishedBytes = 64 << 20
 	}
 	if opts.Defaults == nil {
 		opts.Defaults = func() Defaults { return Defaults{} }
@@ -189,12 +195,17 @@ func (p *Proc) markReaped(ws unix.WaitStatus) bool {
 func (t *Table) prune(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	kept := 0
+	for _, p := range t.finished {
+		kept += p.log.retained()
+	}
 	n := 0
 	for n < len(t.finished) {
 		p := t.finished[n]
-		if now.Sub(p.finishedAt) < t.opts.KeepFinished && len(t.finished)-n <= t.opts.MaxFinished {
+		if now.Sub(p.finishedAt) < t.opts.KeepFinished && len(t.finished)-n <= t.opts.MaxFinished && kept <= t.opts.MaxFinishedBytes {
 			break
 		}
+		kept -= p.log.retained()
 		t.forget(p)
 		n++
 	}
