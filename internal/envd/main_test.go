@@ -180,3 +180,5 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+func initReq(token string) envdclient.InitRequest { return envdclient.InitRequest{AccessToken: token} }
