@@ -175,6 +175,11 @@ func (s *Service) store(path string, body io.Reader, mode fs.FileMode, acct *acc
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return n, fmt.Errorf("writing file: %w", err)
 	}
+	// Make the rename itself durable.
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
 	return n, nil
 }
 
