@@ -1,0 +1,80 @@
+package account
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestLookup(t *testing.T) {
+	root, err := Lookup("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.UID != 0 || root.GID != 0 || root.Home == "" {
+		t.Errorf("root = %+v", root)
+	}
+	byID, err := Lookup("0")
+	if err != nil || byID.Name != "root" {
+		t.Errorf("Lookup(\"0\") = %+v, %v; want root", byID, err)
+	}
+	for _, name := range []string{"", "no-such-user-xyz", "999999"} {
+		if _, err := Lookup(name); !errors.Is(err, ErrUnknown) {
+			t.Errorf("Lookup(%q) error = %v, want ErrUnknown", name, err)
+		}
+	}
+}
+
+func TestCheckAppliesPermissionBits(t *testing.T) {
+	nobody, err := Lookup("nobody")
+	if err != nil {
+		t.Skip("no nobody user")
+	}
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Make the whole chain searchable so that only the bits under test matter.
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	private := filepath.Join(dir, "private")
+	public := filepath.Join(dir, "public")
+	if err := os.WriteFile(private, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(public, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := &Account{Name: "root"}
+	for _, tc := range []struct {
+		acct *Account
+		path string
+		want uint32
+		ok   bool
+	}{
+		{nobody, public, Read, true},
+		{nobody, public, Write, false},
+		{nobody, private, Read, false},
+		{root, private, Read | Write, true},
+	} {
+		err := tc.acct.Check(tc.path, tc.want)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s Check(%s, %o) = %v, want ok=%v", tc.acct.Name, tc.path, tc.want, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, fs.ErrPermission) {
+			t.Errorf("error %v is not a permission error", err)
+		}
+	}
+	if err := nobody.CheckCreate(filepath.Join(dir, "new", "file")); !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("nobody creating under a root 0755 dir: %v, want permission error", err)
+	}
+	if err := root.CheckCreate(filepath.Join(dir, "new", "file")); err != nil {
+		t.Errorf("root creating: %v", err)
+	}
+	if err := nobody.Check(filepath.Join(dir, "missing"), Read); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v, want not exist", err)
+	}
+}
