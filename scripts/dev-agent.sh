@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 WRENN_DIR=${WRENN_DIR:-/var/lib/wrenn}
-DEV_DIR=$WRENN_DIR/dev
+DEV_DIR=${WRENN_DEV_DIR:-/var/lib/wrenn-dev}
 WRENN_HOST_LISTEN_ADDR=${WRENN_HOST_LISTEN_ADDR:-127.0.0.1:50051}
 WRENN_CP_URL=${WRENN_CP_URL:-$(cat "$DEV_DIR/cp-url" 2>/dev/null || echo http://127.0.0.1:8000)}
 export WRENN_DIR WRENN_HOST_LISTEN_ADDR WRENN_CP_URL

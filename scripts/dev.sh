@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make dev`: runs Wrenn on this machine for development. Installs what is
-# missing, starts a private PostgreSQL under $WRENN_DIR/postgres (unless
+# missing, starts a private PostgreSQL under $WRENN_DEV_DIR/postgres (unless
 # DATABASE_URL is set), builds, migrates, starts the control plane, makes sure
 # an admin account exists, and prints how to use it. Ctrl-C stops everything
 # this script started.
@@ -8,16 +8,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-WRENN_DIR=${WRENN_DIR:-/var/lib/wrenn}
-DEV_DIR=$WRENN_DIR/dev
+# Development state (database, admin password, logs) lives apart from the
+# agent's WRENN_DIR, which stays private to root.
+DEV_DIR=${WRENN_DEV_DIR:-/var/lib/wrenn-dev}
 WRENN_CP_LISTEN_ADDR=${WRENN_CP_LISTEN_ADDR:-127.0.0.1:8000}
 PG_PORT=${WRENN_DEV_PG_PORT:-54329}
-export WRENN_DIR WRENN_CP_LISTEN_ADDR
+export WRENN_CP_LISTEN_ADDR
 
 command -v go >/dev/null || die "Go is not installed (see README, Prerequisites)"
 apt_install curl jq ca-certificates
 mkdir -p "$DEV_DIR"
-chmod 700 "$WRENN_DIR" "$DEV_DIR"
+chmod 711 "$DEV_DIR" # PostgreSQL's own user must reach $DEV_DIR/postgres
 
 pids=()
 started_pg=""
@@ -26,17 +27,17 @@ cleanup() {
 	log "stopping"
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-	[ -n "$started_pg" ] && pg_stop "$WRENN_DIR/postgres"
+	[ -n "$started_pg" ] && pg_stop "$DEV_DIR/postgres"
 	exit 0
 }
 trap cleanup EXIT INT TERM
 
 if [ -z "${DATABASE_URL:-}" ]; then
-	if [ -f "$WRENN_DIR/postgres/postmaster.pid" ]; then
-		log "PostgreSQL already running in $WRENN_DIR/postgres"
+	if [ -f "$DEV_DIR/postgres/postmaster.pid" ]; then
+		log "PostgreSQL already running in $DEV_DIR/postgres"
 	else
-		log "starting PostgreSQL on 127.0.0.1:$PG_PORT (data in $WRENN_DIR/postgres)"
-		pg_start "$WRENN_DIR/postgres" "$PG_PORT" >/dev/null
+		log "starting PostgreSQL on 127.0.0.1:$PG_PORT (data in $DEV_DIR/postgres)"
+		pg_start "$DEV_DIR/postgres" "$PG_PORT" >/dev/null
 		started_pg=1
 	fi
 	bindir=$(pg_bindir)
