@@ -344,8 +344,16 @@ func TestFilesystemOperations(t *testing.T) {
 	if _, err := fsc.MakeDir(ctx, connect.NewRequest(&envdv1.MakeDirRequest{Path: dir + "/x/y"})); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("mkdir without parents: %v, want not_found", err)
 	}
-	if _, err := fsc.MakeDir(ctx, connect.NewRequest(&envdv1.MakeDirRequest{Path: dir + "/a", Parents: true})); err != nil {
+	if _, err := fsc.MakeDir(ctx, connect.NewRequest(&envdv1.MakeDirRequest{Path: dir + "/a", Parents: true, Mode: 0o700})); err != nil {
 		t.Errorf("mkdir -p existing: %v, want ok", err)
+	}
+	if fi, _ := os.Stat(dir + "/a"); fi.Mode().Perm() != 0o755 {
+		t.Errorf("mkdir -p changed an existing directory's mode to %v", fi.Mode().Perm())
+	}
+	// The mode is applied exactly, whatever envd's umask.
+	mk, err = fsc.MakeDir(ctx, connect.NewRequest(&envdv1.MakeDirRequest{Path: dir + "/open", Mode: 0o777}))
+	if err != nil || mk.Msg.Entry.Mode != 0o777 {
+		t.Errorf("mkdir mode 0777: %v, %v", mk.Msg.GetEntry(), err)
 	}
 	must(t, os.WriteFile(dir+"/a/f1", []byte("12345"), 0o640))
 	must(t, os.WriteFile(dir+"/a/b/f2", nil, 0o644))

@@ -97,9 +97,9 @@ const maxInitBody = 1 << 20
 func (s *Server) handleInit() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var in envdclient.InitRequest
-		dec := json.NewDecoder(io.LimitReader(r.Body, maxInitBody))
-		dec.DisallowUnknownFields()
-		decodeErr := dec.Decode(&in)
+		// Unknown fields are ignored: a template's older envd must still
+		// accept a newer agent's /init.
+		decodeErr := json.NewDecoder(io.LimitReader(r.Body, maxInitBody)).Decode(&in)
 
 		s.mu.Lock()
 		defer s.mu.Unlock()

@@ -133,16 +133,21 @@ func (s *Service) MakeDir(ctx context.Context, req *connect.Request[envdv1.MakeD
 		if !req.Msg.GetParents() || !fi.IsDir() {
 			return nil, s.rpcError(fmt.Errorf("making directory: %w", &fs.PathError{Op: "mkdir", Path: path, Err: fs.ErrExist}))
 		}
-	} else if req.Msg.GetParents() {
-		if err := acct.MkdirAll(path, mode); err != nil {
-			return nil, s.rpcError(fmt.Errorf("making directory: %w", err))
-		}
 	} else {
+		if req.Msg.GetParents() {
+			if err := acct.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				return nil, s.rpcError(fmt.Errorf("making directory: %w", err))
+			}
+		}
 		if err := os.Mkdir(path, mode); err != nil {
 			return nil, s.rpcError(fmt.Errorf("making directory: %w", err))
 		}
 		if err := acct.Chown(path); err != nil {
 			return nil, s.rpcError(err)
+		}
+		// Apply mode exactly, whatever envd's umask.
+		if err := os.Chmod(path, mode); err != nil {
+			return nil, s.rpcError(fmt.Errorf("making directory: %w", err))
 		}
 	}
 	fi, err := os.Lstat(path)
@@ -253,6 +258,9 @@ func (s *Service) Watch(ctx context.Context, req *connect.Request[envdv1.WatchRe
 		return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || !d.IsDir() {
 				return nil // vanished or unreadable: nothing to watch
+			}
+			if acct.Check(p, account.Read|account.Execute) != nil {
+				return filepath.SkipDir // the user may not look inside
 			}
 			if dirs >= maxWatchDirs {
 				return fmt.Errorf("%w: more than %d directories", ErrState, maxWatchDirs)
