@@ -2,11 +2,14 @@ package envd_test
 
 import (
 	"context"
+	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
 )
 
@@ -74,5 +77,25 @@ func TestInputWithoutOpenStdin(t *testing.T) {
 		if end := s.Msg().Event.GetEnd(); end != nil && end.Signal != "SIGTERM" {
 			t.Errorf("end = %v, want SIGTERM", end)
 		}
+	}
+}
+
+func TestClientWithDialer(t *testing.T) {
+	in := newEnvd(t)
+	var dials atomic.Int32
+	d := &net.Dialer{}
+	c := envdclient.New(in.URL, in.Token, envdclient.WithDialer(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return d.DialContext(ctx, network, addr)
+	}))
+	defer c.Close()
+	if _, err := c.Process.List(context.Background(), connect.NewRequest(&envdv1.ListRequest{})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Metrics(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if dials.Load() != 2 {
+		t.Errorf("custom dialer used %d times, want 2 (one per transport)", dials.Load())
 	}
 }

@@ -79,6 +79,19 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("envd: %d %s: %s", e.Status, e.Code, e.Message)
 }
 
+// Option changes how New builds a client.
+type Option func(*options)
+
+type options struct {
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// WithDialer makes the client open its connections with dial, e.g. to reach
+// a capsule's address from inside its network namespace.
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return func(o *options) { o.dial = dial }
+}
+
 // Client talks to one envd.
 type Client struct {
 	base       string
@@ -95,16 +108,20 @@ type Client struct {
 //
 // RPCs go over unencrypted HTTP/2 (h2c), which client-streaming input needs;
 // file transfers go over HTTP/1.1, which streams large bodies faster.
-func New(baseURL, token string) *Client {
+func New(baseURL, token string, opts ...Option) *Client {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	o := options{dial: dialer.DialContext}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	rpcTransport := &http.Transport{
-		DialContext:     dialer.DialContext,
+		DialContext:     o.dial,
 		Protocols:       new(http.Protocols),
 		IdleConnTimeout: 90 * time.Second,
 	}
 	rpcTransport.Protocols.SetUnencryptedHTTP2(true)
 	fileTransport := &http.Transport{
-		DialContext:         dialer.DialContext,
+		DialContext:         o.dial,
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 		WriteBufferSize:     256 << 10,
@@ -117,9 +134,9 @@ func New(baseURL, token string) *Client {
 		fileHTTP: &http.Client{Transport: fileTransport},
 		token:    token,
 	}
-	opts := connect.WithInterceptors(tokenInterceptor{c})
-	c.Process = envdv1connect.NewProcessServiceClient(c.rpcHTTP, c.base, opts)
-	c.Filesystem = envdv1connect.NewFilesystemServiceClient(c.rpcHTTP, c.base, opts)
+	interceptors := connect.WithInterceptors(tokenInterceptor{c})
+	c.Process = envdv1connect.NewProcessServiceClient(c.rpcHTTP, c.base, interceptors)
+	c.Filesystem = envdv1connect.NewFilesystemServiceClient(c.rpcHTTP, c.base, interceptors)
 	return c
 }
 
