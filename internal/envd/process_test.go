@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -318,7 +319,7 @@ func TestReconnect(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	// The process prints, waits for a file, prints more, waits again, ends.
-	script := fmt.Sprintf(`echo before; while [ ! -e %[1]s/go1 ]; do sleep 0.02; done; echo during; while [ ! -e %[1]s/go2 ]; do sleep 0.02; done; echo after`, dir)
+	script := fmt.Sprintf(`echo before; while [ ! -e %[1]s/go1 ]; do sleep 0.02; done; echo during; touch %[1]s/printed; while [ ! -e %[1]s/go2 ]; do sleep 0.02; done; echo after`, dir)
 	req := shell(script)
 	req.Tag = "job"
 	sctx, scancel := context.WithCancel(ctx)
@@ -334,12 +335,11 @@ func TestReconnect(t *testing.T) {
 	scancel()
 	_ = s.Close()
 	touch(t, dir+"/go1")
-	// Wait until "during" has surely been printed while nobody listened.
+	// Wait until "during" has been printed while nobody listened.
 	waitUntil(t, func() bool {
-		list, err := in.Client.Process.List(ctx, connect.NewRequest(&envdv1.ListRequest{}))
-		return err == nil && len(list.Msg.Processes) == 1 && list.Msg.Processes[0].Running
+		_, err := os.Stat(dir + "/printed")
+		return err == nil
 	})
-	time.Sleep(200 * time.Millisecond)
 
 	// Reconnect by pid while it runs: replay, then live.
 	c, err := in.Client.Process.Connect(ctx, connect.NewRequest(&envdv1.ConnectRequest{
