@@ -68,7 +68,9 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		IdleTimeout:       5 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		Protocols:         new(http.Protocols),
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+		// One agent connection may carry many process streams at once.
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: 1000},
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 	}
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
