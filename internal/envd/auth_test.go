@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -180,4 +181,36 @@ func TestInitOnceThenOnlyWithToken(t *testing.T) {
 func isStatus(err error, status int) bool {
 	var e *envdclient.Error
 	return errors.As(err, &e) && e.Status == status
+}
+
+func TestInitDefaultUserAppliesEverywhere(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as nobody")
+	}
+	in := startEnvd(t, nil)
+	ctx := context.Background()
+	if err := in.Client.Init(ctx, envdclient.InitRequest{AccessToken: "t", DefaultUser: "nobody"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := in.run(t, cmd("id", "-un")); r.stdout.String() != "nobody\n" {
+		t.Errorf("process user = %q, want nobody", r.stdout.String())
+	}
+	dir := sharedDir(t)
+	if _, err := in.Client.Upload(ctx, dir+"/f", strings.NewReader("x"), envdclient.UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := in.Client.Filesystem.Stat(ctx, connect.NewRequest(&envdv1.StatRequest{Path: dir + "/f"}))
+	if err != nil || st.Msg.Entry.Owner != "nobody" {
+		t.Errorf("uploaded file: %v, %v; want owned by nobody", st.Msg.GetEntry(), err)
+	}
+	// nobody may not read root's private files.
+	if _, err := in.Client.Download(ctx, "/etc/shadow", ""); !isStatus(err, 403) {
+		t.Errorf("nobody reading /etc/shadow: %v, want 403", err)
+	}
+	// An explicit user still wins.
+	req := cmd("id", "-un")
+	req.Process.User = "root"
+	if r := in.run(t, req); r.stdout.String() != "root\n" {
+		t.Errorf("explicit root: %q", r.stdout.String())
+	}
 }
