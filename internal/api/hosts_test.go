@@ -1,18 +1,16 @@
 package api_test
 
 import (
-	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
-	"connectrpc.com/connect"
-
+	"github.com/wrenn-dev/wrenn/internal/agent"
+	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
-	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
-	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
 )
 
 func TestHostLifecycle(t *testing.T) {
@@ -171,38 +169,26 @@ func TestRegistrationTokens(t *testing.T) {
 	})
 }
 
-// agent answers HostInfo like wrenn-agent does, refusing callers that are not
-// the control plane.
-type agent struct {
-	hostagentv1connect.UnimplementedHostAgentServiceHandler
-	hostID string
-}
-
-func (a *agent) HostInfo(context.Context, *connect.Request[hostagentv1.HostInfoRequest]) (*connect.Response[hostagentv1.HostInfoResponse], error) {
-	return connect.NewResponse(&hostagentv1.HostInfoResponse{HostId: a.hostID, Hostname: "node-1", Cpus: 8, Runtime: "gvisor"}), nil
-}
-
 func TestGetHostAsksAgent(t *testing.T) {
 	e := newEnv(t)
 	admin := e.signup("admin@example.com")
 	reg := e.createHost(admin)
 	r := e.call("POST", "/v1/hosts/register", registerBody(reg.token)).want(t, "register", http.StatusCreated)
-	pub, err := hostauth.DecodePublicKey(r.str("cp_public_key"))
+	// The real agent's RPC server, with the credential registration gave it.
+	ag, err := agent.NewServer(config.Agent{Dir: t.TempDir(), Runtime: config.RuntimeGVisor},
+		agent.Credential{HostID: reg.hostID, CPPublicKey: r.str("cp_public_key")},
+		slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, h := hostagentv1connect.NewHostAgentServiceHandler(&agent{hostID: reg.hostID},
-		connect.WithInterceptors(hostauth.NewVerifier(pub, reg.hostID).Interceptor()))
-	mux := http.NewServeMux()
-	mux.Handle(path, h)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(ag.Handler())
 	defer srv.Close()
 	e.exec(`UPDATE hosts SET address = $2 WHERE id = $1`, reg.hostID, strings.TrimPrefix(srv.URL, "http://"))
 
 	got := e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get host", http.StatusOK)
-	ag, _ := got.body["agent"].(map[string]any)
-	if ag["host_id"] != reg.hostID || ag["runtime"] != "gvisor" {
-		t.Errorf("got agent %v (agent_error %v), want HostInfo of %s", ag, got.body["agent_error"], reg.hostID)
+	info, _ := got.body["agent"].(map[string]any)
+	if info["host_id"] != reg.hostID || info["runtime"] != "gvisor" || info["cpus"] == nil {
+		t.Errorf("got agent %v (agent_error %v), want HostInfo of %s", info, got.body["agent_error"], reg.hostID)
 	}
 
 	srv.Close()
