@@ -49,8 +49,8 @@ free_port() {
 	die "no free port found"
 }
 
-# pg_run_as prints the command prefix that runs a PostgreSQL tool as the
-# cluster owner: initdb and postgres refuse to run as root.
+# pg_owner prints the user that owns the cluster and runs its tools:
+# initdb and postgres refuse to run as root, so root uses "postgres".
 pg_owner() {
 	if [ "$(id -u)" -eq 0 ]; then
 		id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql --shell /usr/sbin/nologin postgres
