@@ -3,11 +3,7 @@ package config
 import (
 	"bytes"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -59,13 +55,13 @@ func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	r := &reader{getenv: getenv}
 	var c Agent
 
-	c.CPURL = agentURL(r, "WRENN_CP_URL")
-	c.Dir = agentDir(r, "WRENN_DIR", "/var/lib/wrenn")
-	c.ListenAddr = agentListenAddr(r, "WRENN_HOST_LISTEN_ADDR", ":50051")
+	c.CPURL = r.url("WRENN_CP_URL")
+	c.Dir = r.dir("WRENN_DIR", "/var/lib/wrenn")
+	c.ListenAddr = r.listenAddr("WRENN_HOST_LISTEN_ADDR", ":50051")
 	c.HeartbeatInterval = r.duration("WRENN_HEARTBEAT_INTERVAL", 30*time.Second)
 	c.FirecrackerBin = r.string("WRENN_FIRECRACKER_BIN", "/usr/local/bin/firecracker")
-	c.LogLevel = agentLogLevel(r, "WRENN_LOG_LEVEL")
-	c.LogFormat = agentLogFormat(r, "WRENN_LOG_FORMAT")
+	c.LogLevel = r.logLevel("WRENN_LOG_LEVEL")
+	c.LogFormat = r.logFormat("WRENN_LOG_FORMAT")
 
 	switch rt := strings.ToLower(r.string("WRENN_RUNTIME", "auto")); rt {
 	case "auto":
@@ -116,65 +112,4 @@ func hasVirtFlag(cpuinfo []byte) bool {
 		}
 	}
 	return false
-}
-
-func agentURL(r *reader, name string) string {
-	v := r.required(name)
-	if v == "" {
-		return ""
-	}
-	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		r.fail(name, v, "must be an http:// or https:// URL, like https://wrenn.example.com")
-		return ""
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		r.fail(name, v, "must not have a query or fragment")
-		return ""
-	}
-	return strings.TrimRight(v, "/")
-}
-
-func agentDir(r *reader, name, def string) string {
-	v := r.string(name, def)
-	abs, err := filepath.Abs(v)
-	if err != nil {
-		r.fail(name, v, "not a usable path: "+err.Error())
-		return ""
-	}
-	return abs
-}
-
-func agentListenAddr(r *reader, name, def string) string {
-	v := r.string(name, def)
-	_, port, err := net.SplitHostPort(v)
-	if err != nil {
-		r.fail(name, v, "must be host:port or :port")
-		return ""
-	}
-	// Port 0 is allowed: the kernel picks one and the agent logs it.
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		r.fail(name, v, "port must be a number from 0 to 65535")
-		return ""
-	}
-	return v
-}
-
-func agentLogLevel(r *reader, name string) slog.Level {
-	v := r.string(name, "info")
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(v)); err != nil {
-		r.fail(name, v, "must be debug, info, warn or error")
-		return slog.LevelInfo
-	}
-	return l
-}
-
-func agentLogFormat(r *reader, name string) string {
-	v := strings.ToLower(r.string(name, "text"))
-	if v != "text" && v != "json" {
-		r.fail(name, v, "must be text or json")
-		return "text"
-	}
-	return v
 }

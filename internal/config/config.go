@@ -5,7 +5,12 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -77,4 +82,71 @@ func (r *reader) bool(name string, def bool) bool {
 		return def
 	}
 	return b
+}
+
+// url reads a required http:// or https:// base URL and returns it without a
+// trailing slash.
+func (r *reader) url(name string) string {
+	v := r.required(name)
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		r.fail(name, v, "must be an http:// or https:// URL, like https://wrenn.example.com")
+		return ""
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		r.fail(name, v, "must not have a query or fragment")
+		return ""
+	}
+	return strings.TrimRight(v, "/")
+}
+
+// dir reads a directory path and makes it absolute.
+func (r *reader) dir(name, def string) string {
+	v := r.string(name, def)
+	abs, err := filepath.Abs(v)
+	if err != nil {
+		r.fail(name, v, "not a usable path: "+err.Error())
+		return ""
+	}
+	return abs
+}
+
+// listenAddr reads an address to listen on, host:port or :port. Port 0 is
+// allowed: the kernel picks one and the program logs it.
+func (r *reader) listenAddr(name, def string) string {
+	v := r.string(name, def)
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		r.fail(name, v, "must be host:port or :port")
+		return ""
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		r.fail(name, v, "port must be a number from 0 to 65535")
+		return ""
+	}
+	return v
+}
+
+// logLevel reads a slog level: debug, info, warn or error (default info).
+func (r *reader) logLevel(name string) slog.Level {
+	v := r.string(name, "info")
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(v)); err != nil {
+		r.fail(name, v, "must be debug, info, warn or error")
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// logFormat reads a log format, text or json in any case (default text).
+func (r *reader) logFormat(name string) string {
+	v := strings.ToLower(r.string(name, "text"))
+	if v != "text" && v != "json" {
+		r.fail(name, v, "must be text or json")
+		return "text"
+	}
+	return v
 }
