@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 )
 
@@ -65,12 +64,8 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		AuthRateLimit:        r.int("WRENN_AUTH_RATE_LIMIT", 10),
 		TrustProxy:           r.bool("WRENN_TRUST_PROXY", false),
 		AutoMigrate:          r.bool("WRENN_AUTO_MIGRATE", true),
-		LogFormat:            strings.ToLower(r.string("WRENN_LOG_FORMAT", "text")),
-	}
-	if v := r.getenv("WRENN_LOG_LEVEL"); v != "" {
-		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
-			r.fail("WRENN_LOG_LEVEL", v, "want debug, info, warn or error")
-		}
+		LogLevel:             r.logLevel("WRENN_LOG_LEVEL"),
+		LogFormat:            r.logFormat("WRENN_LOG_FORMAT"),
 	}
 	if r.err != nil {
 		return ControlPlane{}, r.err
@@ -84,8 +79,6 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		return ControlPlane{}, fmt.Errorf("config: WRENN_HOST_MONITOR_INTERVAL=%s must not exceed WRENN_HOST_TIMEOUT=%s", c.HostMonitorInterval, c.HostTimeout)
 	case c.AuthRateLimit < 1:
 		return ControlPlane{}, fmt.Errorf("config: WRENN_AUTH_RATE_LIMIT=%d: must be at least 1", c.AuthRateLimit)
-	case c.LogFormat != "text" && c.LogFormat != "json":
-		return ControlPlane{}, fmt.Errorf("config: WRENN_LOG_FORMAT=%q: want text or json", c.LogFormat)
 	}
 	return c, nil
 }
