@@ -49,7 +49,10 @@ func (p Passwords) Hash(password string) (string, error) {
 // which emails exist.
 func (p Passwords) Check(hash, password string) error {
 	if hash == "" {
-		_, _ = bcrypt.GenerateFromPassword([]byte(password), p.cost())
+		// GenerateFromPassword refuses more than 72 bytes at once, while
+		// CompareHashAndPassword hashes them all; cut the password so that
+		// a long one costs the same for unknown and known emails.
+		_, _ = bcrypt.GenerateFromPassword([]byte(password)[:min(len(password), MaxPasswordLen)], p.cost())
 		return ErrWrongPassword
 	}
 	err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password))
