@@ -14,10 +14,10 @@ import (
 	"github.com/wrenn-dev/wrenn/db"
 )
 
-// Migrator applies the embedded migrations. Close it when done.
+// Migrator applies the embedded migrations. Close it when done: that closes
+// its database connection.
 type Migrator struct {
 	*goose.Provider
-	db *sql.DB
 }
 
 // NewMigrator returns a Migrator for the database at url. A PostgreSQL
@@ -43,11 +43,8 @@ func NewMigrator(url string) (*Migrator, error) {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("loading migrations: %w", err)
 	}
-	return &Migrator{Provider: p, db: sqlDB}, nil
+	return &Migrator{Provider: p}, nil
 }
-
-// Close closes the migrator's connection.
-func (m *Migrator) Close() error { return m.Provider.Close() }
 
 // MigrateUp applies every pending migration to the database at url.
 func MigrateUp(ctx context.Context, url string) error {
