@@ -36,7 +36,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return serve(ctx, cfg, newLogger(cfg, stderr), nil)
+		return serve(ctx, cfg, newLogger(cfg, stderr))
 	case "migrate":
 		return migrate(ctx, args, getenv, stdout)
 	case "version":

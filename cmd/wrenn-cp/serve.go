@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wrenn-dev/wrenn/internal/api"
-	"github.com/wrenn-dev/wrenn/internal/auth"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/hosts"
@@ -23,9 +22,8 @@ import (
 // shutdownTimeout bounds how long in-flight requests get after SIGTERM.
 const shutdownTimeout = 15 * time.Second
 
-// serve runs the control plane until ctx is done. passwords overrides the
-// password hasher (tests lower its cost); nil means the production default.
-func serve(ctx context.Context, cfg config.ControlPlane, log *slog.Logger, passwords *auth.Passwords) error {
+// serve runs the control plane until ctx is done.
+func serve(ctx context.Context, cfg config.ControlPlane, log *slog.Logger) error {
 	if cfg.AutoMigrate {
 		if err := store.MigrateUp(ctx, cfg.DatabaseURL); err != nil {
 			return err
@@ -42,12 +40,8 @@ func serve(ctx context.Context, cfg config.ControlPlane, log *slog.Logger, passw
 	if err != nil {
 		return err
 	}
-	deps := api.Deps{Store: st, Logger: log, Config: cfg, Signer: hostauth.NewSigner(key)}
-	if passwords != nil {
-		deps.Passwords = *passwords
-	}
 	srv := &http.Server{
-		Handler:           api.NewServer(deps),
+		Handler:           api.NewServer(api.Deps{Store: st, Logger: log, Config: cfg, Signer: hostauth.NewSigner(key)}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
