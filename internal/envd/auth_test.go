@@ -185,7 +185,7 @@ func isStatus(err error, status int) bool {
 
 func TestInitDefaultUserAppliesEverywhere(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to act as nobody")
+		t.Skip("needs root: envd can run processes and own files as the default user nobody only when it runs as root")
 	}
 	in := startEnvd(t, nil)
 	ctx := context.Background()

@@ -216,7 +216,7 @@ func sharedDir(t testing.TB) string {
 
 func TestUploadParentsModeOwnerAndMultipart(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to run operations as nobody")
+		t.Skip("needs root: envd can give the uploaded files and directories to nobody only when it runs as root")
 	}
 	in := newEnvd(t)
 	ctx := context.Background()
@@ -316,7 +316,7 @@ func TestFileTransferErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if os.Geteuid() != 0 && strings.Contains(tc.name, "forbidden") {
-				t.Skip("needs root")
+				t.Skip("needs root: the forbidden case acts as nobody against root-owned paths, which envd can do only when it runs as root")
 			}
 			if got := code(tc.call()); got != tc.status {
 				t.Errorf("status = %d, want %d", got, tc.status)
@@ -477,7 +477,7 @@ func TestFilesystemBadInput(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if os.Geteuid() != 0 && strings.Contains(tc.name, "forbidden") {
-				t.Skip("needs root")
+				t.Skip("needs root: the forbidden case acts as nobody against root-owned paths, which envd can do only when it runs as root")
 			}
 			if got := connect.CodeOf(tc.call()); got != tc.code {
 				t.Errorf("code = %v, want %v", got, tc.code)

@@ -22,11 +22,11 @@ import (
 func startAsInit(t *testing.T) *instance {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("running envd as PID 1 needs root (unshare --pid --mount)")
+		t.Skip("needs root: running envd as PID 1 takes new PID, mount and UTS namespaces (unshare --pid --mount --uts)")
 	}
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
-		t.Skip("unshare (util-linux) is not installed")
+		t.Skip("needs unshare from util-linux to run envd as PID 1 of a new PID namespace; it is not in PATH")
 	}
 	// --kill-child: should the test kill unshare, envd dies with it.
 	in := startEnvd(t, []string{unshare, "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--uts"}, "--hostname", "capsule-test", "--shutdown-grace", "3s", "--debug")

@@ -30,7 +30,7 @@ func TestLookup(t *testing.T) {
 func TestCheckAppliesPermissionBits(t *testing.T) {
 	nobody, err := Lookup("nobody")
 	if err != nil {
-		t.Skip("no nobody user")
+		t.Skipf("the permission test needs the unprivileged nobody user from /etc/passwd: %v", err)
 	}
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o755); err != nil {
