@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -122,19 +123,17 @@ func (c *clientInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 	return next
 }
 
-// Verifier checks tokens on the agent side. It is safe for concurrent use.
+// Verifier checks tokens on the agent side. It is safe for concurrent use,
+// including SetPublicKey while calls are being verified.
 type Verifier struct {
-	pub    ed25519.PublicKey
-	hostID string
+	pub    atomic.Pointer[ed25519.PublicKey]
 	parser *jwt.Parser
 }
 
 // NewVerifier returns a Verifier accepting tokens signed by the control plane
 // key pub and addressed to hostID.
 func NewVerifier(pub ed25519.PublicKey, hostID string) *Verifier {
-	return &Verifier{
-		pub:    pub,
-		hostID: hostID,
+	v := &Verifier{
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 			jwt.WithIssuer(issuer),
@@ -144,6 +143,15 @@ func NewVerifier(pub ed25519.PublicKey, hostID string) *Verifier {
 			jwt.WithLeeway(5*time.Second),
 		),
 	}
+	v.SetPublicKey(pub)
+	return v
+}
+
+// SetPublicKey makes the Verifier accept tokens signed by pub, and no longer
+// those signed by the previous key, from the next call on. The agent uses it
+// when a credential refresh brings a new control-plane key.
+func (v *Verifier) SetPublicKey(pub ed25519.PublicKey) {
+	v.pub.Store(&pub)
 }
 
 // Verify reports an error wrapping ErrUnauthenticated unless header carries a
@@ -153,8 +161,9 @@ func (v *Verifier) Verify(header http.Header, procedure string) error {
 	if !ok || raw == "" {
 		return fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
 	}
+	pub := *v.pub.Load()
 	var claims jwt.RegisteredClaims
-	_, err := v.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return v.pub, nil })
+	_, err := v.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return pub, nil })
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}

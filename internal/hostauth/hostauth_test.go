@@ -83,3 +83,26 @@ func TestPublicKeyRoundTrip(t *testing.T) {
 		t.Fatal("DecodePublicKey accepted a short key")
 	}
 }
+
+func TestSetPublicKey(t *testing.T) {
+	const proc = "/wrenn.hostagent.v1.HostAgentService/HostInfo"
+	oldCP, newCP := NewSigner(newKey(t)), NewSigner(newKey(t))
+	v := NewVerifier(oldCP.PublicKey(), "host-a")
+	mint := func(s *Signer) http.Header {
+		tok, err := s.Token("host-a", proc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return header(tok)
+	}
+	if err := v.Verify(mint(oldCP), proc); err != nil {
+		t.Fatalf("old key before the swap: got %v, want nil", err)
+	}
+	v.SetPublicKey(newCP.PublicKey())
+	if err := v.Verify(mint(newCP), proc); err != nil {
+		t.Errorf("new key after the swap: got %v, want nil", err)
+	}
+	if err := v.Verify(mint(oldCP), proc); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("old key after the swap: got %v, want ErrUnauthenticated", err)
+	}
+}
