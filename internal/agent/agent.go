@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -30,15 +29,14 @@ const shutdownTimeout = 10 * time.Second
 
 // Server is a running host agent. It is safe for concurrent use.
 type Server struct {
-	cfg     config.Agent
-	log     *slog.Logger
-	cp      *cpClient
-	hostID  string
-	started time.Time
+	cfg    config.Agent
+	log    *slog.Logger
+	cp     *cpClient
+	hostID string
 
-	// verifier checks control-plane call tokens. It is swapped, not
-	// mutated, when a credential refresh brings a new control-plane key.
-	verifier atomic.Pointer[hostauth.Verifier]
+	// verifier checks control-plane call tokens. A credential refresh
+	// that brings a new control-plane key sets it on this same verifier.
+	verifier *hostauth.Verifier
 
 	mu   sync.Mutex
 	cred Credential // the latest credential, as saved on disk
@@ -46,27 +44,18 @@ type Server struct {
 
 // NewServer returns a Server for the host that cred identifies.
 func NewServer(cfg config.Agent, cred Credential, log *slog.Logger) (*Server, error) {
-	s := &Server{
-		cfg:     cfg,
-		log:     log.With("host_id", cred.HostID),
-		cp:      newCPClient(cfg.CPURL),
-		hostID:  cred.HostID,
-		started: time.Now(),
-		cred:    cred,
-	}
-	if err := s.setVerifier(cred.CPPublicKey); err != nil {
+	pub, err := hostauth.DecodePublicKey(cred.CPPublicKey)
+	if err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
-	return s, nil
-}
-
-func (s *Server) setVerifier(encodedKey string) error {
-	pub, err := hostauth.DecodePublicKey(encodedKey)
-	if err != nil {
-		return err
-	}
-	s.verifier.Store(hostauth.NewVerifier(pub, s.hostID))
-	return nil
+	return &Server{
+		cfg:      cfg,
+		log:      log.With("host_id", cred.HostID),
+		cp:       newCPClient(cfg.CPURL),
+		hostID:   cred.HostID,
+		verifier: hostauth.NewVerifier(pub, cred.HostID),
+		cred:     cred,
+	}, nil
 }
 
 // HostID returns the id the control plane knows this host by.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -151,8 +152,9 @@ func (s *Server) refresh(ctx context.Context, old Credential) error {
 	next.Credential = resp.Credential
 	next.CredentialExpiresAt = resp.CredentialExpiresAt
 	next.RefreshToken = resp.RefreshToken
+	var newKey ed25519.PublicKey
 	if resp.CPPublicKey != "" && resp.CPPublicKey != old.CPPublicKey {
-		if _, err := hostauth.DecodePublicKey(resp.CPPublicKey); err != nil {
+		if newKey, err = hostauth.DecodePublicKey(resp.CPPublicKey); err != nil {
 			return fmt.Errorf("refreshing credential: %w", err)
 		}
 		next.CPPublicKey = resp.CPPublicKey
@@ -161,10 +163,8 @@ func (s *Server) refresh(ctx context.Context, old Credential) error {
 	s.mu.Lock()
 	s.cred = next
 	s.mu.Unlock()
-	if next.CPPublicKey != old.CPPublicKey {
-		if err := s.setVerifier(next.CPPublicKey); err != nil {
-			return fmt.Errorf("refreshing credential: %w", err)
-		}
+	if newKey != nil {
+		s.verifier.SetPublicKey(newKey)
 		s.log.Info("control-plane key changed with the credential refresh")
 	}
 	if err := SaveCredential(s.cfg.Dir, next); err != nil {

@@ -208,9 +208,7 @@ func TestVerifierSwap(t *testing.T) {
 	if err := call(oldKey); err != nil {
 		t.Fatalf("old key before swap: %v", err)
 	}
-	if err := srv.setVerifier(hostauth.EncodePublicKey(newKey.PublicKey())); err != nil {
-		t.Fatal(err)
-	}
+	srv.verifier.SetPublicKey(newKey.PublicKey())
 	if err := call(newKey); err != nil {
 		t.Errorf("new key after swap: %v", err)
 	}
