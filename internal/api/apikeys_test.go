@@ -112,3 +112,19 @@ func TestAPIKeyAsBearer(t *testing.T) {
 		t.Errorf("got auth_method %q, want api_key", me.str("auth_method"))
 	}
 }
+
+func TestAPIKeyFollowsCreatorStanding(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("admin@example.com")
+	key := e.call("POST", "/v1/api-keys", map[string]string{"name": "ops"}, admin.bearer()...).want(t, "create key", http.StatusCreated).str("key")
+	e.call("POST", "/v1/hosts", map[string]string{"type": "regular"}, "X-API-Key", key).want(t, "create host as admin's key", http.StatusCreated)
+
+	e.exec(`UPDATE users SET is_platform_admin = false WHERE id = $1`, admin.id)
+	e.call("POST", "/v1/hosts", map[string]string{"type": "regular"}, "X-API-Key", key).want(t, "create host after demotion", http.StatusForbidden)
+
+	e.exec(`DELETE FROM users WHERE id = $1`, admin.id)
+	me := e.call("GET", "/v1/me", nil, "X-API-Key", key).want(t, "me after the creator is gone", http.StatusOK)
+	if me.body["user"] != nil || me.body["is_platform_admin"] != false {
+		t.Errorf("me after the creator is gone: got %s, want no user and no admin rights", me.raw)
+	}
+}

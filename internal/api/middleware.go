@@ -181,7 +181,9 @@ func (s *server) apiKeyPrincipal(r *http.Request, key string) (principal, error)
 	if !auth.HasPrefix(key, auth.APIKeyPrefix) {
 		return principal{}, errorf(codeUnauthenticated, "invalid API key")
 	}
-	k, err := s.store.APIKeyByHash(ctx, auth.HashToken(key))
+	// The key acts with its creator's standing, read now, so that revoking
+	// someone's admin rights also takes them from their keys.
+	k, creatorIsAdmin, err := s.store.APIKeyByHash(ctx, auth.HashToken(key))
 	if errors.Is(err, store.ErrNotFound) {
 		return principal{}, errorf(codeUnauthenticated, "invalid API key")
 	}
@@ -191,20 +193,10 @@ func (s *server) apiKeyPrincipal(r *http.Request, key string) (principal, error)
 	if t := r.Header.Get("X-Team-ID"); t != "" && !strings.EqualFold(t, k.TeamID) {
 		return principal{}, errorf(codeForbidden, "this API key belongs to another team than X-Team-ID")
 	}
-	if err := s.store.TouchAPIKey(ctx, k.ID); err != nil {
+	if err := s.store.TouchAPIKey(ctx, k); err != nil {
 		return principal{}, err
 	}
-	p := principal{UserID: k.CreatedBy, APIKeyID: k.ID, TeamID: k.TeamID, Role: store.RoleMember}
-	// The key acts with its creator's standing, read now, so that revoking
-	// someone's admin rights also takes them from their keys.
-	if k.CreatedBy != "" {
-		u, err := s.store.UserByID(ctx, k.CreatedBy)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return principal{}, err
-		}
-		p.PlatformAdmin = err == nil && u.IsPlatformAdmin
-	}
-	return p, nil
+	return principal{UserID: k.CreatedBy, APIKeyID: k.ID, TeamID: k.TeamID, Role: store.RoleMember, PlatformAdmin: creatorIsAdmin}, nil
 }
 
 func (s *server) sessionPrincipal(r *http.Request, tok string) (principal, error) {

@@ -31,9 +31,10 @@ type NewAPIKey struct {
 
 const apiKeyColumns = `id::text, team_id::text, coalesce(created_by::text, ''), name, prefix, last_used_at, created_at`
 
-func scanAPIKey(row pgx.Row) (APIKey, error) {
+// scanAPIKey scans apiKeyColumns, then extra.
+func scanAPIKey(row pgx.Row, extra ...any) (APIKey, error) {
 	var k APIKey
-	err := row.Scan(&k.ID, &k.TeamID, &k.CreatedBy, &k.Name, &k.Prefix, &k.LastUsedAt, &k.CreatedAt)
+	err := row.Scan(append([]any{&k.ID, &k.TeamID, &k.CreatedBy, &k.Name, &k.Prefix, &k.LastUsedAt, &k.CreatedAt}, extra...)...)
 	return k, err
 }
 
@@ -74,22 +75,35 @@ func (s *Store) APIKeys(ctx context.Context, teamID string) ([]APIKey, error) {
 	return keys, nil
 }
 
-// APIKeyByHash returns the live key with that hash, or ErrNotFound.
-func (s *Store) APIKeyByHash(ctx context.Context, hash string) (APIKey, error) {
+// APIKeyByHash returns the live key with that hash and whether its creator
+// is a platform admin now (false when the creator's account is gone), or
+// ErrNotFound. It is the one query that authenticates a request by key.
+func (s *Store) APIKeyByHash(ctx context.Context, hash string) (APIKey, bool, error) {
+	var admin bool
 	k, err := scanAPIKey(s.pool.QueryRow(ctx, `
-		SELECT `+apiKeyColumns+` FROM api_keys WHERE key_hash = $1 AND deleted_at IS NULL`, hash))
+		SELECT `+apiKeyColumns+`,
+		       coalesce((SELECT is_platform_admin FROM users WHERE id = api_keys.created_by), false)
+		FROM api_keys WHERE key_hash = $1 AND deleted_at IS NULL`, hash), &admin)
 	if err != nil {
-		return APIKey{}, notFound("looking up API key", err)
+		return APIKey{}, false, notFound("looking up API key", err)
 	}
-	return k, nil
+	return k, admin, nil
 }
 
-// TouchAPIKey records that a key was used. It writes at most once a minute
-// per key, so that a busy key does not turn every request into a write.
-func (s *Store) TouchAPIKey(ctx context.Context, id string) error {
+// apiKeyTouchEvery is how stale last_used_at may get: a busy key is written
+// at most once per period, not on every request.
+const apiKeyTouchEvery = time.Minute
+
+// TouchAPIKey records that k, as read by APIKeyByHash, was just used. When
+// k.LastUsedAt is recent it does nothing, without a round trip.
+func (s *Store) TouchAPIKey(ctx context.Context, k APIKey) error {
+	if k.LastUsedAt != nil && time.Since(*k.LastUsedAt) < apiKeyTouchEvery {
+		return nil
+	}
 	_, err := s.pool.Exec(ctx, `
 		UPDATE api_keys SET last_used_at = now()
-		WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`, id)
+		WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2))`,
+		k.ID, apiKeyTouchEvery.Seconds())
 	if err != nil {
 		return fmt.Errorf("recording API key use: %w", err)
 	}
