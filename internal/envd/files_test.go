@@ -271,6 +271,9 @@ func TestFileTransferErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	// A FIFO nobody writes to: opening it for reading must not block envd.
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	must(t, syscall.Mkfifo(fifo, 0o644))
 	code := func(err error) int {
 		var e *envdclient.Error
 		if errors.As(err, &e) {
@@ -287,6 +290,7 @@ func TestFileTransferErrors(t *testing.T) {
 		{"download relative path", func() error { _, err := in.Client.Download(ctx, "etc/passwd", ""); return err }, 400},
 		{"download nonexistent", func() error { _, err := in.Client.Download(ctx, "/no/such/file", ""); return err }, 404},
 		{"download directory", func() error { _, err := in.Client.Download(ctx, dir, ""); return err }, 400},
+		{"download fifo", func() error { _, err := in.Client.Download(ctx, fifo, ""); return err }, 400},
 		{"download unknown user", func() error { _, err := in.Client.Download(ctx, secret, "no-such-user"); return err }, 400},
 		{"download forbidden", func() error { _, err := in.Client.Download(ctx, secret, "nobody"); return err }, 403},
 		{"upload missing path", func() error {

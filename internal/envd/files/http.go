@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"connectrpc.com/connect"
 
@@ -46,7 +47,9 @@ func (s *Service) Download() http.Handler {
 			s.writeError(w, fmt.Errorf("reading file: %w", err))
 			return
 		}
-		f, err := os.Open(path)
+		// O_NONBLOCK: opening a FIFO must not wait for a writer; anything
+		// but a regular file is refused below.
+		f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			s.writeError(w, fmt.Errorf("reading file: %w", err))
 			return
