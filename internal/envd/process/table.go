@@ -69,9 +69,10 @@ type Table struct {
 	opts Options
 	log  *slog.Logger
 
-	// forkMu is held across starting a child and registering its pid, and by
-	// the reaper around wait4, so that a status is never collected for a pid
-	// the table does not know yet.
+	// forkMu is held across starting a child and registering its pid, by
+	// the reaper from wait4 until the status is recorded, and by Proc.Signal:
+	// so a status is never collected for a pid the table does not know yet,
+	// and a pid is never signalled after wait4 freed it for reuse.
 	forkMu sync.Mutex
 
 	mu       sync.Mutex
@@ -110,6 +111,7 @@ func NewTable(opts Options) *Table {
 
 // Proc is one process started by envd. It is safe for concurrent use.
 type Proc struct {
+	t    *Table
 	pid  int
 	tag  string
 	cmd  string
@@ -178,6 +180,13 @@ func (t *Table) reap() {
 			t.log.Debug("reaped orphan", "pid", pid, "status", int(ws))
 		}
 	}
+}
+
+// reapedYet reports whether the reaper has collected p's exit status.
+func (p *Proc) reapedYet() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.reaped
 }
 
 // markReaped records the exit status, reporting whether p was still running.
@@ -274,11 +283,9 @@ func (t *Table) Running() []*Proc {
 	defer t.mu.Unlock()
 	var out []*Proc
 	for _, p := range t.procs {
-		p.mu.Lock()
-		if !p.reaped {
+		if !p.reapedYet() {
 			out = append(out, p)
 		}
-		p.mu.Unlock()
 	}
 	return out
 }
@@ -351,6 +358,7 @@ func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 		SysProcAttr: &syscall.SysProcAttr{Credential: acct.Credential()},
 	}
 	p := &Proc{
+		t:      t,
 		tag:    req.GetTag(),
 		cmd:    name,
 		args:   args,
@@ -570,11 +578,11 @@ func (p *Proc) CloseStdin() error {
 
 // Signal sends sig to p's process group (p itself if it has none).
 func (p *Proc) Signal(sig syscall.Signal) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	// Checking under p.mu that the pid has not been reaped guarantees it has
-	// not been reused by another process.
-	if p.reaped {
+	// Under forkMu the reaper is not between wait4 and markReaped, so a pid
+	// not marked reaped has not been freed and cannot have been reused.
+	p.t.forkMu.Lock()
+	defer p.t.forkMu.Unlock()
+	if p.reapedYet() {
 		return fmt.Errorf("sending signal: %w: process has ended", ErrState)
 	}
 	if err := unix.Kill(-p.pid, sig); err != nil {
