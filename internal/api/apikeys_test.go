@@ -128,3 +128,21 @@ func TestAPIKeyFollowsCreatorStanding(t *testing.T) {
 		t.Errorf("me after the creator is gone: got %s, want no user and no admin rights", me.raw)
 	}
 }
+
+func TestAPIKeyTeamHeader(t *testing.T) {
+	e := newEnv(t)
+	a := e.signup("a@example.com")
+	b := e.signup("b@example.com")
+	key := e.call("POST", "/v1/api-keys", map[string]string{"name": "k"}, a.bearer()...).want(t, "create key", http.StatusCreated).str("key")
+	for _, tt := range []struct {
+		name, team string
+		status     int
+	}{
+		{"own team", a.teamID, http.StatusOK},
+		{"own team, upper case", strings.ToUpper(a.teamID), http.StatusOK},
+		{"another team", b.teamID, http.StatusForbidden},
+		{"not a uuid", "nope", http.StatusBadRequest},
+	} {
+		e.call("GET", "/v1/me", nil, "X-API-Key", key, "X-Team-ID", tt.team).want(t, tt.name, tt.status)
+	}
+}

@@ -190,7 +190,9 @@ func (s *server) apiKeyPrincipal(r *http.Request, key string) (principal, error)
 	if err != nil {
 		return principal{}, err
 	}
-	if t := r.Header.Get("X-Team-ID"); t != "" && !strings.EqualFold(t, k.TeamID) {
+	if want, err := teamHeader(r); err != nil {
+		return principal{}, err
+	} else if want != "" && want != k.TeamID {
 		return principal{}, errorf(codeForbidden, "this API key belongs to another team than X-Team-ID")
 	}
 	if err := s.store.TouchAPIKey(ctx, k); err != nil {
@@ -216,15 +218,11 @@ func (s *server) sessionPrincipal(r *http.Request, tok string) (principal, error
 	if err != nil {
 		return principal{}, err
 	}
-	p := principal{UserID: u.ID, PlatformAdmin: u.IsPlatformAdmin}
-	want := r.Header.Get("X-Team-ID")
-	if want != "" {
-		id, err := uuid.Parse(want)
-		if err != nil {
-			return principal{}, errorf(codeInvalid, "X-Team-ID is not a team id")
-		}
-		want = id.String()
+	want, err := teamHeader(r)
+	if err != nil {
+		return principal{}, err
 	}
+	p := principal{UserID: u.ID, PlatformAdmin: u.IsPlatformAdmin}
 	for _, m := range ms {
 		if want == "" || m.TeamID == want {
 			p.TeamID, p.Role = m.TeamID, m.Role
@@ -238,6 +236,20 @@ func (s *server) sessionPrincipal(r *http.Request, tok string) (principal, error
 		return principal{}, errorf(codeForbidden, "your account belongs to no team")
 	}
 	return p, nil
+}
+
+// teamHeader returns the X-Team-ID header as a canonical UUID, or "" when
+// it is absent.
+func teamHeader(r *http.Request) (string, error) {
+	v := r.Header.Get("X-Team-ID")
+	if v == "" {
+		return "", nil
+	}
+	id, err := uuid.Parse(v)
+	if err != nil {
+		return "", errorf(codeInvalid, "X-Team-ID is not a team id")
+	}
+	return id.String(), nil
 }
 
 // pathID returns the {id} path value as a canonical UUID; anything else is
