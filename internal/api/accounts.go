@@ -169,9 +169,6 @@ func (s *server) handleMe() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		p := caller(r)
 		resp := response{IsPlatformAdmin: p.PlatformAdmin, AuthMethod: "session", Teams: []teamJSON{}}
-		if p.APIKeyID != "" {
-			resp.AuthMethod, resp.APIKeyID = "api_key", p.APIKeyID
-		}
 		if p.UserID != "" {
 			u, err := s.store.UserByID(r.Context(), p.UserID)
 			if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -182,24 +179,29 @@ func (s *server) handleMe() http.Handler {
 				resp.User = &uj
 			}
 		}
-		name, err := s.store.TeamName(r.Context(), p.TeamID)
-		if err != nil {
-			return err
-		}
 		// p.Role is the session user's role, or member for an API key,
 		// whatever its creator's role.
-		resp.Team = teamJSON{ID: p.TeamID, Name: name, Role: p.Role}
-		resp.Teams = []teamJSON{resp.Team}
-		if p.APIKeyID == "" {
-			// A session may switch teams (X-Team-ID), so it lists them all;
-			// a key is bound to its one team.
+		if p.APIKeyID != "" {
+			resp.AuthMethod, resp.APIKeyID = "api_key", p.APIKeyID
+			// A key is bound to its one team.
+			name, err := s.store.TeamName(r.Context(), p.TeamID)
+			if err != nil {
+				return err
+			}
+			resp.Team = teamJSON{ID: p.TeamID, Name: name, Role: p.Role}
+			resp.Teams = append(resp.Teams, resp.Team)
+		} else {
+			// A session may switch teams (X-Team-ID), so it lists them all.
 			ms, err := s.store.Memberships(r.Context(), p.UserID)
 			if err != nil {
 				return err
 			}
-			resp.Teams = resp.Teams[:0]
 			for _, m := range ms {
-				resp.Teams = append(resp.Teams, teamJSON{ID: m.TeamID, Name: m.TeamName, Role: m.Role})
+				t := teamJSON{ID: m.TeamID, Name: m.TeamName, Role: m.Role}
+				if m.TeamID == p.TeamID {
+					resp.Team = t
+				}
+				resp.Teams = append(resp.Teams, t)
 			}
 		}
 		encode(w, http.StatusOK, resp)
