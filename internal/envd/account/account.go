@@ -82,6 +82,18 @@ func Lookup(name string) (*Account, error) {
 	return a, nil
 }
 
+// Resolve looks up the user a call runs as: name, else def (the /init
+// default user), else the user envd itself runs as. Errors are Lookup's.
+func Resolve(name, def string) (*Account, error) {
+	if name == "" {
+		name = def
+	}
+	if name == "" {
+		name = strconv.Itoa(os.Geteuid())
+	}
+	return Lookup(name)
+}
+
 // Credential returns the credential a child process needs to run as a, or nil
 // when envd already runs as a.
 func (a *Account) Credential() *syscall.Credential {

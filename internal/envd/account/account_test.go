@@ -78,3 +78,22 @@ func TestCheckAppliesPermissionBits(t *testing.T) {
 		t.Errorf("missing file: %v, want not exist", err)
 	}
 }
+
+func TestResolvePrefersNameThenDefaultThenSelf(t *testing.T) {
+	for _, tc := range []struct {
+		name, def string
+		wantUID   uint32
+	}{
+		{"root", "no-such-user-xyz", 0},
+		{"", "root", 0},
+		{"", "", uint32(os.Geteuid())},
+	} {
+		a, err := Resolve(tc.name, tc.def)
+		if err != nil || a.UID != tc.wantUID {
+			t.Errorf("Resolve(%q, %q) = %+v, %v; want uid %d", tc.name, tc.def, a, err, tc.wantUID)
+		}
+	}
+	if _, err := Resolve("", "no-such-user-xyz"); !errors.Is(err, ErrUnknown) {
+		t.Errorf("Resolve with an unknown default: %v, want ErrUnknown", err)
+	}
+}

@@ -48,20 +48,15 @@ func NewService(logger *slog.Logger, defaultUser func() string) *Service {
 
 // account resolves the user of a call.
 func (s *Service) account(name string) (*account.Account, error) {
-	if name == "" && s.defaultUser != nil {
-		name = s.defaultUser()
+	var def string
+	if s.defaultUser != nil {
+		def = s.defaultUser()
 	}
-	if name == "" {
-		name = strconv.Itoa(os.Geteuid())
+	a, err := account.Resolve(name, def)
+	if errors.Is(err, account.ErrUnknown) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	a, err := account.Lookup(name)
-	if err != nil {
-		if errors.Is(err, account.ErrUnknown) {
-			return nil, fmt.Errorf("%w: unknown user %q", ErrInvalid, name)
-		}
-		return nil, err
-	}
-	return a, nil
+	return a, err
 }
 
 // cleanPath checks that p is a usable absolute path and cleans it.

@@ -305,18 +305,11 @@ func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 		}
 	}
 	defaults := t.opts.Defaults()
-	userName := cfg.GetUser()
-	if userName == "" {
-		userName = defaults.User
+	acct, err := account.Resolve(cfg.GetUser(), defaults.User)
+	if errors.Is(err, account.ErrUnknown) {
+		return nil, fmt.Errorf("starting process: %w: %w", ErrInvalid, err)
 	}
-	if userName == "" {
-		userName = currentUser()
-	}
-	acct, err := account.Lookup(userName)
 	if err != nil {
-		if errors.Is(err, account.ErrUnknown) {
-			return nil, fmt.Errorf("starting process: %w: unknown user %q", ErrInvalid, userName)
-		}
 		return nil, fmt.Errorf("starting process: %w", err)
 	}
 
@@ -698,11 +691,4 @@ func envList(env map[string]string) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func currentUser() string {
-	if u := os.Getenv("USER"); u != "" && os.Geteuid() != 0 {
-		return u
-	}
-	return fmt.Sprint(os.Geteuid())
 }
