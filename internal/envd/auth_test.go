@@ -143,6 +143,9 @@ func TestInitOnceThenOnlyWithToken(t *testing.T) {
 	if err := c.Init(ctx, envdclient.InitRequest{AccessToken: "t1", DefaultUser: "no-such-user"}); !isStatus(err, 400) {
 		t.Errorf("init with an unknown user: %v, want 400", err)
 	}
+	if err := c.Init(ctx, envdclient.InitRequest{AccessToken: "t1", EnvVars: map[string]string{"A=B": "c"}}); !isStatus(err, 400) {
+		t.Errorf("init with a bad variable name: %v, want 400", err)
+	}
 	if err := c.Init(ctx, envdclient.InitRequest{AccessToken: "t1", EnvVars: map[string]string{"GREETING": "hello"}, DefaultWorkdir: "/"}); err != nil {
 		t.Fatalf("first init: %v", err)
 	}

@@ -144,10 +144,8 @@ func (s *Server) validateInit(in envdclient.InitRequest) error {
 	if len(in.AccessToken) > 1024 {
 		return errors.New("access_token is longer than 1024 bytes")
 	}
-	for k, v := range in.EnvVars {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") {
-			return fmt.Errorf("env_vars: bad variable %q", k)
-		}
+	if err := process.CheckEnv(in.EnvVars); err != nil {
+		return fmt.Errorf("env_vars: %w", err)
 	}
 	if in.DefaultUser != "" {
 		if _, err := account.Lookup(in.DefaultUser); err != nil {

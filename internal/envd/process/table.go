@@ -323,10 +323,10 @@ func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 	for k, v := range defaults.Env {
 		env[k] = v
 	}
+	if err := CheckEnv(cfg.GetEnvs()); err != nil {
+		return nil, fmt.Errorf("starting process: %w", err)
+	}
 	for k, v := range cfg.GetEnvs() {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") {
-			return nil, fmt.Errorf("starting process: %w: bad environment variable %q", ErrInvalid, k)
-		}
 		env[k] = v
 	}
 
@@ -680,6 +680,18 @@ func executable(path string) error {
 	}
 	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("executable %s: %w", path, os.ErrPermission)
+	}
+	return nil
+}
+
+// CheckEnv returns an error wrapping ErrInvalid for the first variable that
+// cannot be passed to a process: an empty name, or a name with '=' or NUL, or
+// a value with NUL.
+func CheckEnv(env map[string]string) error {
+	for k, v := range env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.Contains(v, "\x00") {
+			return fmt.Errorf("%w: bad environment variable %q", ErrInvalid, k)
+		}
 	}
 	return nil
 }
