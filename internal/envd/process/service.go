@@ -34,7 +34,7 @@ func NewService(t *Table, keepalive time.Duration) *Service {
 func (s *Service) Start(ctx context.Context, req *connect.Request[envdv1.StartRequest], stream *connect.ServerStream[envdv1.StartResponse]) error {
 	p, err := s.table.Start(req.Msg)
 	if err != nil {
-		return rpcError(err)
+		return s.rpcError(err)
 	}
 	return s.follow(ctx, p, func(ev *envdv1.ProcessEvent) error {
 		return stream.Send(&envdv1.StartResponse{Event: ev})
@@ -45,7 +45,7 @@ func (s *Service) Start(ctx context.Context, req *connect.Request[envdv1.StartRe
 func (s *Service) Connect(ctx context.Context, req *connect.Request[envdv1.ConnectRequest], stream *connect.ServerStream[envdv1.ConnectResponse]) error {
 	p, err := s.table.Find(req.Msg.GetProcess())
 	if err != nil {
-		return rpcError(err)
+		return s.rpcError(err)
 	}
 	return s.follow(ctx, p, func(ev *envdv1.ProcessEvent) error {
 		return stream.Send(&envdv1.ConnectResponse{Event: ev})
@@ -99,10 +99,10 @@ func (s *Service) follow(ctx context.Context, p *Proc, send func(*envdv1.Process
 func (s *Service) SendInput(ctx context.Context, req *connect.Request[envdv1.SendInputRequest]) (*connect.Response[envdv1.SendInputResponse], error) {
 	p, err := s.table.Find(req.Msg.GetProcess())
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, s.rpcError(err)
 	}
 	if err := p.Write(ctx, req.Msg.GetData()); err != nil {
-		return nil, rpcError(err)
+		return nil, s.rpcError(err)
 	}
 	return connect.NewResponse(&envdv1.SendInputResponse{}), nil
 }
@@ -115,14 +115,14 @@ func (s *Service) StreamInput(ctx context.Context, stream *connect.ClientStream[
 		if p == nil {
 			var err error
 			if p, err = s.table.Find(msg.GetProcess()); err != nil {
-				return nil, rpcError(err)
+				return nil, s.rpcError(err)
 			}
 		}
 		if len(msg.GetData()) == 0 {
 			continue
 		}
 		if err := p.Write(ctx, msg.GetData()); err != nil {
-			return nil, rpcError(err)
+			return nil, s.rpcError(err)
 		}
 	}
 	if err := stream.Err(); err != nil {
@@ -138,10 +138,10 @@ func (s *Service) StreamInput(ctx context.Context, stream *connect.ClientStream[
 func (s *Service) CloseStdin(ctx context.Context, req *connect.Request[envdv1.CloseStdinRequest]) (*connect.Response[envdv1.CloseStdinResponse], error) {
 	p, err := s.table.Find(req.Msg.GetProcess())
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, s.rpcError(err)
 	}
 	if err := p.CloseStdin(); err != nil {
-		return nil, rpcError(err)
+		return nil, s.rpcError(err)
 	}
 	return connect.NewResponse(&envdv1.CloseStdinResponse{}), nil
 }
@@ -154,10 +154,10 @@ func (s *Service) SendSignal(ctx context.Context, req *connect.Request[envdv1.Se
 	}
 	p, err := s.table.Find(req.Msg.GetProcess())
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, s.rpcError(err)
 	}
 	if err := p.Signal(syscall.Signal(sig)); err != nil {
-		return nil, rpcError(err)
+		return nil, s.rpcError(err)
 	}
 	return connect.NewResponse(&envdv1.SendSignalResponse{}), nil
 }
@@ -166,10 +166,10 @@ func (s *Service) SendSignal(ctx context.Context, req *connect.Request[envdv1.Se
 func (s *Service) Update(ctx context.Context, req *connect.Request[envdv1.UpdateRequest]) (*connect.Response[envdv1.UpdateResponse], error) {
 	p, err := s.table.Find(req.Msg.GetProcess())
 	if err != nil {
-		return nil, rpcError(err)
+		return nil, s.rpcError(err)
 	}
 	if err := p.Resize(req.Msg.GetPty()); err != nil {
-		return nil, rpcError(err)
+		return nil, s.rpcError(err)
 	}
 	return connect.NewResponse(&envdv1.UpdateResponse{}), nil
 }
@@ -179,8 +179,8 @@ func (s *Service) List(ctx context.Context, req *connect.Request[envdv1.ListRequ
 	return connect.NewResponse(&envdv1.ListResponse{Processes: s.table.List()}), nil
 }
 
-// rpcError gives err the RPC code its kind calls for.
-func rpcError(err error) error {
+// rpcError gives err the RPC code its kind calls for, logging internal ones.
+func (s *Service) rpcError(err error) error {
 	code := connect.CodeInternal
 	switch {
 	case errors.Is(err, ErrInvalid):
@@ -197,6 +197,9 @@ func rpcError(err error) error {
 		code = connect.CodeCanceled
 	case errors.Is(err, context.DeadlineExceeded):
 		code = connect.CodeDeadlineExceeded
+	}
+	if code == connect.CodeInternal {
+		s.table.log.Error("process operation failed", "err", err)
 	}
 	return connect.NewError(code, err)
 }
