@@ -23,11 +23,7 @@ type apiKeyJSON struct {
 }
 
 func toAPIKeyJSON(k store.APIKey) apiKeyJSON {
-	j := apiKeyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix, CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt}
-	if k.CreatedBy != "" {
-		j.CreatedBy = &k.CreatedBy
-	}
-	return j
+	return apiKeyJSON{ID: k.ID, Name: k.Name, Prefix: k.Prefix, CreatedAt: k.CreatedAt, CreatedBy: ptr(k.CreatedBy), LastUsedAt: k.LastUsedAt}
 }
 
 func (s *server) handleCreateAPIKey() http.Handler {

@@ -24,13 +24,6 @@ type auditJSON struct {
 	CreatedAt  time.Time      `json:"created_at"`
 }
 
-func ptr(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
 func (s *server) handleAuditLog() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		p := caller(r)

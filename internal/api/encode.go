@@ -24,6 +24,14 @@ func encode(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// ptr returns s for a nullable JSON field: nil (null) when s is "".
+func ptr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
 // decode reads one JSON object of at most limit bytes into a T, refusing
 // unknown fields and trailing data, and turns every failure into an *Error
 // that says what is wrong.

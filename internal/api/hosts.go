@@ -40,23 +40,14 @@ type hostJSON struct {
 }
 
 func toHostJSON(h store.Host) hostJSON {
-	j := hostJSON{
-		ID: h.ID, Type: h.Type, Status: h.Status, Arch: h.Arch, CPUs: h.CPUs, MemoryMB: h.MemoryMB,
-		DiskMB: h.DiskMB, Runtime: h.Runtime, Address: h.Address, Hostname: h.Hostname,
+	return hostJSON{
+		ID: h.ID, Type: h.Type, TeamID: ptr(h.TeamID), Status: h.Status, Arch: h.Arch, CPUs: h.CPUs,
+		MemoryMB: h.MemoryMB, DiskMB: h.DiskMB, Runtime: h.Runtime, Address: h.Address, Hostname: h.Hostname,
 		AgentVersion: h.AgentVersion, FreeCPUs: h.FreeCPUs, FreeMemoryMB: h.FreeMemoryMB,
-		FreeDiskMB: h.FreeDiskMB, Capsules: h.Capsules, LastHeartbeatAt: h.LastHeartbeatAt,
-		RegisteredAt: h.RegisteredAt, CreatedAt: h.CreatedAt,
+		FreeDiskMB: h.FreeDiskMB, LastHeartbeatAt: h.LastHeartbeatAt, RegisteredAt: h.RegisteredAt,
+		CreatedAt: h.CreatedAt, CreatedBy: ptr(h.CreatedBy),
+		Capsules: h.Capsules, // never empty: the column is NOT NULL DEFAULT '[]'
 	}
-	if h.TeamID != "" {
-		j.TeamID = &h.TeamID
-	}
-	if h.CreatedBy != "" {
-		j.CreatedBy = &h.CreatedBy
-	}
-	if len(j.Capsules) == 0 {
-		j.Capsules = json.RawMessage("[]")
-	}
-	return j
 }
 
 // registrationTokenJSON is a freshly issued registration token.
