@@ -6,10 +6,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-type diskUsage struct {
-	total, free uint64
-}
-
 // statDisk reports the size of the filesystem holding path and the space an
 // unprivileged writer could still use on it (f_bavail, not f_bfree, so the
 // blocks reserved for root do not count as free).

@@ -7,10 +7,6 @@ import (
 	"fmt"
 )
 
-type diskUsage struct {
-	total, free uint64
-}
-
 // statDisk is only implemented on Linux, the one system wrenn-agent runs on.
 func statDisk(path string) (diskUsage, error) {
 	return diskUsage{}, fmt.Errorf("statfs %s: %w", path, errors.ErrUnsupported)

@@ -78,6 +78,12 @@ func ReadCapacity(dir string) (Capacity, error) {
 	}, nil
 }
 
+// diskUsage is a filesystem's size and the space still usable on it, in
+// bytes; statDisk fills it on each system.
+type diskUsage struct {
+	total, free uint64
+}
+
 type meminfo struct {
 	totalKB, availableKB int64
 }
