@@ -23,8 +23,9 @@ type Config struct {
 	Debug bool
 	// Hostname is set as the hostname when envd is init.
 	Hostname string
-	// Init forces PID-1 behaviour (mounts, hostname, reaping every orphan,
-	// signalling every process at shutdown) even when envd is not PID 1.
+	// Init makes envd mount the userland filesystems and set the hostname
+	// even when it is not PID 1. Signalling every process at shutdown stays
+	// PID 1's alone: kill(-1) from anywhere else reaches beyond the capsule.
 	Init bool
 	// Keepalive is the idle interval between keepalive events on streams.
 	Keepalive time.Duration

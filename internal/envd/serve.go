@@ -21,8 +21,8 @@ import (
 // Serve runs envd until ctx ends or it receives SIGTERM or SIGINT, then stops
 // its processes (SIGTERM, then SIGKILL after cfg.ShutdownGrace) and returns
 // nil. As init (PID 1, or cfg.Init) it first mounts the userland filesystems
-// and sets the hostname, and at shutdown it signals every process in the
-// capsule, not only its own.
+// and sets the hostname; as PID 1 it also signals every process in the
+// capsule at shutdown, not only its own.
 func Serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("checking configuration: %w", err)
@@ -85,7 +85,7 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	case <-sigCtx.Done():
 	}
 	logger.Info("shutting down")
-	s.stopProcesses(isInit)
+	s.stopProcesses()
 	cancelBase()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -97,12 +97,13 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	return nil
 }
 
-// stopProcesses sends SIGTERM to envd's processes (as init: to every
+// stopProcesses sends SIGTERM to envd's processes (as PID 1: to every
 // process), waits up to the shutdown grace for them to end, then kills what
 // is left.
-func (s *Server) stopProcesses(isInit bool) {
+func (s *Server) stopProcesses() {
+	pid1 := os.Getpid() == 1
 	signalAll := func(sig syscall.Signal) {
-		if isInit && os.Getpid() == 1 {
+		if pid1 {
 			_ = unix.Kill(-1, sig) // every process in the namespace but init
 			return
 		}
@@ -110,7 +111,7 @@ func (s *Server) stopProcesses(isInit bool) {
 			_ = p.Signal(sig)
 		}
 	}
-	if len(s.table.Running()) == 0 && (!isInit || os.Getpid() != 1) {
+	if !pid1 && len(s.table.Running()) == 0 {
 		return
 	}
 	signalAll(syscall.SIGTERM)
