@@ -26,6 +26,19 @@ const (
 	maxWatchDirs   = 10000
 )
 
+// watchTypes maps fsnotify operations to event types, in the order a Watch
+// reports them when one event has several.
+var watchTypes = []struct {
+	op fsnotify.Op
+	t  envdv1.EventType
+}{
+	{fsnotify.Create, envdv1.EventType_EVENT_TYPE_CREATE},
+	{fsnotify.Write, envdv1.EventType_EVENT_TYPE_WRITE},
+	{fsnotify.Remove, envdv1.EventType_EVENT_TYPE_REMOVE},
+	{fsnotify.Rename, envdv1.EventType_EVENT_TYPE_RENAME},
+	{fsnotify.Chmod, envdv1.EventType_EVENT_TYPE_CHMOD},
+}
+
 // Stat implements FilesystemService.Stat.
 func (s *Service) Stat(ctx context.Context, req *connect.Request[envdv1.StatRequest]) (*connect.Response[envdv1.StatResponse], error) {
 	path, err := cleanPath("path", req.Msg.GetPath())
@@ -307,16 +320,7 @@ func (s *Service) Watch(ctx context.Context, req *connect.Request[envdv1.WatchRe
 					}
 				}
 			}
-			for _, m := range []struct {
-				op fsnotify.Op
-				t  envdv1.EventType
-			}{
-				{fsnotify.Create, envdv1.EventType_EVENT_TYPE_CREATE},
-				{fsnotify.Write, envdv1.EventType_EVENT_TYPE_WRITE},
-				{fsnotify.Remove, envdv1.EventType_EVENT_TYPE_REMOVE},
-				{fsnotify.Rename, envdv1.EventType_EVENT_TYPE_RENAME},
-				{fsnotify.Chmod, envdv1.EventType_EVENT_TYPE_CHMOD},
-			} {
+			for _, m := range watchTypes {
 				if !ev.Has(m.op) {
 					continue
 				}
