@@ -22,7 +22,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&cfg.Debug, "debug", cfg.Debug, "log at debug level")
 	fs.StringVar(&cfg.Hostname, "hostname", cfg.Hostname, "hostname to set when running as init")
 	fs.BoolVar(&cfg.Init, "init", cfg.Init, "act as init even when not PID 1")
-	fs.DurationVar(&cfg.Keepalive, "keepalive", cfg.Keepalive, "interval of keepalive events on idle streams")
+	fs.DurationVar(&cfg.Keepalive, "keepalive", cfg.Keepalive, "interval of keepalive events on idle process and watch streams")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "time processes get between SIGTERM and SIGKILL at shutdown")
 	fs.IntVar(&cfg.BufferSize, "buffer-size", cfg.BufferSize, "per-process output replay buffer in bytes (at least 1 MiB)")
 	showVersion := fs.Bool("version", false, "print the version and exit")

@@ -53,6 +53,24 @@ func TestKeepaliveOnIdleStream(t *testing.T) {
 	if keepalives < 2 {
 		t.Errorf("%d keepalives in 0.5 s at 100 ms, want at least 2", keepalives)
 	}
+
+	// Watch streams follow the same interval.
+	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	w, err := in.Client.Filesystem.Watch(wctx, connect.NewRequest(&envdv1.WatchRequest{Path: t.TempDir()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = w.Close() }()
+	keepalives = 0
+	for w.Receive() {
+		if w.Msg().GetKeepalive() != nil {
+			keepalives++
+		}
+	}
+	if keepalives < 2 {
+		t.Errorf("%d watch keepalives in 0.5 s at 100 ms, want at least 2", keepalives)
+	}
 }
 
 func TestInputWithoutOpenStdin(t *testing.T) {

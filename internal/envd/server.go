@@ -44,7 +44,7 @@ func NewServer(cfg Config, logger *slog.Logger, isInit bool) *Server {
 		BufferSize: cfg.BufferSize,
 		Defaults:   s.processDefaults,
 	})
-	s.files = files.NewService(logger, func() string { return s.processDefaults().User })
+	s.files = files.NewService(logger, cfg.Keepalive, func() string { return s.processDefaults().User })
 	return s
 }
 

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -34,16 +35,21 @@ var (
 // for concurrent use.
 type Service struct {
 	log         *slog.Logger
+	keepalive   time.Duration
 	defaultUser func() string
 }
 
-// NewService returns a Service; defaultUser names the user of calls that give
-// none (the /init default).
-func NewService(logger *slog.Logger, defaultUser func() string) *Service {
+// NewService returns a Service that sends a keepalive event on Watch streams
+// every keepalive (default 15 s); defaultUser names the user of calls that
+// give none (the /init default).
+func NewService(logger *slog.Logger, keepalive time.Duration, defaultUser func() string) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{log: logger, defaultUser: defaultUser}
+	if keepalive <= 0 {
+		keepalive = 15 * time.Second
+	}
+	return &Service{log: logger, keepalive: keepalive, defaultUser: defaultUser}
 }
 
 // account resolves the user of a call.

@@ -291,7 +291,7 @@ func (s *Service) Watch(ctx context.Context, req *connect.Request[envdv1.WatchRe
 	if err := stream.Send(&envdv1.WatchResponse{Event: &envdv1.WatchResponse_Start{Start: &envdv1.WatchStartEvent{}}}); err != nil {
 		return err
 	}
-	keepalive := time.NewTicker(15 * time.Second)
+	keepalive := time.NewTicker(s.keepalive)
 	defer keepalive.Stop()
 	for {
 		select {
