@@ -16,17 +16,12 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/wrenn-dev/wrenn/internal/envd/account"
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 )
 
 // copyBufferSize is the buffer an upload streams through; with HTTP's own
 // buffers it bounds an upload's memory whatever the file size.
 const copyBufferSize = 256 << 10
-
-// UploadResult is the JSON answer of POST /files.
-type UploadResult struct {
-	Path string `json:"path"`
-	Size int64  `json:"size"`
-}
 
 // Download serves GET /files?path=...&user=...: the file's bytes, with Range,
 // If-Modified-Since and friends handled by http.ServeContent.
@@ -131,7 +126,7 @@ func (s *Service) Upload() http.Handler {
 		}
 		s.log.Info("file uploaded", "path", path, "size", n, "user", acct.Name)
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(UploadResult{Path: path, Size: n})
+		_ = json.NewEncoder(w).Encode(envdclient.UploadResult{Path: path, Size: n})
 	})
 }
 
