@@ -49,6 +49,7 @@ func Mount(log *slog.Logger) error {
 			log.Debug("already mounted", "target", m.target)
 			continue
 		}
+		fstype := m.fstype
 		if err := m.mount(); err != nil {
 			if m.fallback == nil {
 				errs = append(errs, err)
@@ -60,8 +61,9 @@ func Mount(log *slog.Logger) error {
 				log.Warn("mount failed", "target", m.target, "err", err2)
 				continue
 			}
+			fstype = m.fallback.fstype
 		}
-		log.Info("mounted", "target", m.target, "fstype", m.fstype)
+		log.Info("mounted", "target", m.target, "fstype", fstype)
 	}
 	for name, target := range map[string]string{
 		"/dev/ptmx":   "pts/ptmx",
