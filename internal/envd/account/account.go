@@ -44,21 +44,17 @@ func Lookup(name string) (*Account, error) {
 	if name == "" {
 		return nil, fmt.Errorf("looking up user: %w: empty name", ErrUnknown)
 	}
+	var unknown user.UnknownUserError
+	var unknownID user.UnknownUserIdError
 	u, err := user.Lookup(name)
-	if err != nil {
-		var unknown user.UnknownUserError
-		if errors.As(err, &unknown) {
-			if _, convErr := strconv.Atoi(name); convErr == nil {
-				u, err = user.LookupId(name)
-			}
-		}
-		if err != nil {
-			var unknownID user.UnknownUserIdError
-			if errors.As(err, &unknown) || errors.As(err, &unknownID) {
-				return nil, fmt.Errorf("looking up user %q: %w", name, ErrUnknown)
-			}
-			return nil, fmt.Errorf("looking up user %q: %w", name, err)
-		}
+	if _, convErr := strconv.Atoi(name); errors.As(err, &unknown) && convErr == nil {
+		u, err = user.LookupId(name)
+	}
+	switch {
+	case errors.As(err, &unknown), errors.As(err, &unknownID):
+		return nil, fmt.Errorf("looking up user %q: %w", name, ErrUnknown)
+	case err != nil:
+		return nil, fmt.Errorf("looking up user %q: %w", name, err)
 	}
 	uid, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
