@@ -330,7 +330,7 @@ func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 		env[k] = v
 	}
 
-	cwd, err := t.workdir(cfg.GetCwd(), defaults.Workdir, acct)
+	cwd, err := workdir(cfg.GetCwd(), defaults.Workdir, acct)
 	if err != nil {
 		return nil, fmt.Errorf("starting process: %w", err)
 	}
@@ -435,6 +435,7 @@ func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 	for _, f := range childEnds {
 		_ = f.Close()
 	}
+	childEnds = nil // closed: closeAll must not close them again
 	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("starting process %s: %w", name, err)
@@ -616,7 +617,7 @@ func checkSize(size *envdv1.Pty) error {
 }
 
 // workdir picks and checks the working directory of a process.
-func (t *Table) workdir(cwd, def string, acct *account.Account) (string, error) {
+func workdir(cwd, def string, acct *account.Account) (string, error) {
 	if cwd == "" {
 		cwd = def
 		if cwd == "" {
