@@ -165,3 +165,33 @@ func TestAuditLog(t *testing.T) {
 	}
 	e.call("GET", "/v1/audit-log", nil).want(t, "no auth", http.StatusUnauthorized)
 }
+
+func TestAuditLogOfHostActions(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("admin@example.com")
+	colleague := e.signup("colleague@example.com") // not an admin, in the admin's team too
+	e.exec(`INSERT INTO team_members (team_id, user_id, role) VALUES ($1, $2, 'member')`, admin.teamID, colleague.id)
+	owner := e.signup("owner@example.com")
+	e.createHost(admin)
+	e.call("POST", "/v1/hosts", map[string]string{"type": "byoc", "team_id": owner.teamID}, admin.bearer()...).want(t, "create byoc host", http.StatusCreated)
+
+	hostEvents := func(who string, headers ...string) []string {
+		var out []string
+		for _, ev := range e.call("GET", "/v1/audit-log", nil, headers...).want(t, "audit log of "+who, http.StatusOK).list {
+			m := ev.(map[string]any)
+			if strings.HasPrefix(m["action"].(string), "host.") {
+				out = append(out, m["action"].(string)+" "+m["metadata"].(map[string]any)["type"].(string))
+			}
+		}
+		return out
+	}
+	if got := hostEvents("colleague", append(colleague.bearer(), "X-Team-ID", admin.teamID)...); len(got) != 0 {
+		t.Errorf("admin's colleague: got %v, want no host events (a shared host's belong to no team)", got)
+	}
+	if got := strings.Join(hostEvents("byoc owner", owner.bearer()...), ","); got != "host.create byoc" {
+		t.Errorf("byoc owner: got %v, want the creation of its host", got)
+	}
+	if got := strings.Join(hostEvents("admin", admin.bearer()...), ","); got != "host.create regular" {
+		t.Errorf("platform admin: got %v, want the shared host's creation", got)
+	}
+}

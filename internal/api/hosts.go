@@ -82,6 +82,15 @@ func (s *server) visibleHost(r *http.Request, p principal) (store.Host, error) {
 	return h, err
 }
 
+// hostEvent returns the audit event of an action by p on a host of team
+// hostTeam. It belongs to the host's team, as the agent's own events do:
+// a BYOC host's team sees it, a shared host's ("" team) only platform admins.
+func (s *server) hostEvent(r *http.Request, p principal, hostTeam, action string, meta map[string]any) store.Event {
+	ev := s.event(r, p, action, meta)
+	ev.TeamID = hostTeam
+	return ev
+}
+
 func requireAdmin(p principal, what string) error {
 	if !p.PlatformAdmin {
 		return errorf(codeForbidden, "only platform admins can %s", what)
@@ -135,11 +144,7 @@ func (s *server) handleCreateHost() http.Handler {
 		if err != nil {
 			return err
 		}
-		ev := s.event(r, p, "host.create", map[string]any{"type": nh.Type})
-		if nh.TeamID != "" {
-			ev.TeamID = nh.TeamID
-		}
-		h, err := s.store.CreateHost(r.Context(), nh, secret, ev)
+		h, err := s.store.CreateHost(r.Context(), nh, secret, s.hostEvent(r, p, nh.TeamID, "host.create", map[string]any{"type": nh.Type}))
 		if err != nil {
 			return err
 		}
@@ -239,11 +244,7 @@ func (s *server) handleDeleteHost() http.Handler {
 		if err := requireAdmin(p, "delete hosts"); err != nil {
 			return err
 		}
-		ev := s.event(r, p, "host.delete", map[string]any{"type": h.Type, "hostname": h.Hostname})
-		if h.TeamID != "" {
-			ev.TeamID = h.TeamID
-		}
-		err = s.store.DeleteHost(r.Context(), h.ID, ev)
+		err = s.store.DeleteHost(r.Context(), h.ID, s.hostEvent(r, p, h.TeamID, "host.delete", map[string]any{"type": h.Type, "hostname": h.Hostname}))
 		if errors.Is(err, store.ErrNotFound) {
 			return errorf(codeNotFound, "no host with id %s", h.ID)
 		}
@@ -274,11 +275,7 @@ func (s *server) handleHostToken() http.Handler {
 		if err != nil {
 			return err
 		}
-		ev := s.event(r, p, "host.token", nil)
-		if h.TeamID != "" {
-			ev.TeamID = h.TeamID
-		}
-		err = s.store.IssueRegistrationToken(r.Context(), h.ID, secret, ev)
+		err = s.store.IssueRegistrationToken(r.Context(), h.ID, secret, s.hostEvent(r, p, h.TeamID, "host.token", nil))
 		if errors.Is(err, store.ErrNotFound) {
 			return errorf(codeNotFound, "no host with id %s", h.ID)
 		}

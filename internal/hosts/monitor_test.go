@@ -135,3 +135,49 @@ func TestMonitorRunsOnOneReplicaAtATime(t *testing.T) {
 		t.Errorf("after the lock is free: got %s, want unreachable", got)
 	}
 }
+
+func TestUnreachableEventBelongsToHostTeam(t *testing.T) {
+	url := testdb.New(t)
+	ctx := t.Context()
+	if err := store.MigrateUp(ctx, url); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, team, err := st.CreateUser(ctx, store.NewUser{Email: "o@example.com", PasswordHash: "x", TeamName: "o"}, store.Event{Action: "auth.signup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := store.Secret{Hash: "reg-byoc", ExpiresAt: time.Now().Add(time.Hour)}
+	h, err := st.CreateHost(ctx, store.NewHost{Type: store.HostBYOC, TeamID: team.TeamID}, tok, store.Event{ActorType: store.ActorSystem, Action: "host.create"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour)
+	if _, err := st.Register(ctx, tok.Hash, store.HostSpec{Address: "127.0.0.1:1", Arch: "amd64", CPUs: 1, MemoryMB: 1, DiskMB: 1, Runtime: "gvisor"},
+		store.Secret{Hash: "cred-byoc", ExpiresAt: exp}, store.Secret{Hash: "refresh-byoc", ExpiresAt: exp}, store.Event{Action: "host.register"}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	if _, err := conn.Exec(ctx, `UPDATE hosts SET last_heartbeat_at = now() - interval '1 hour' WHERE id = $1`, h.ID); err != nil {
+		t.Fatal(err)
+	}
+	m := &hosts.Monitor{Store: st, Log: slog.New(slog.DiscardHandler), Interval: time.Second, Timeout: time.Second}
+	if err := m.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := st.AuditLog(ctx, team.TeamID, false, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) == 0 || entries[0].Action != "host.unreachable" || entries[0].ResourceID != h.ID {
+		t.Errorf("team's audit log: got %+v, want host.unreachable of %s first", entries, h.ID)
+	}
+}

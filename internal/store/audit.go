@@ -66,8 +66,8 @@ func (s *Store) Audit(ctx context.Context, ev Event) error {
 }
 
 // AuditLog returns at most limit events of a team, newest first, and with
-// withoutTeam also the events that belong to no team (shared hosts, the
-// host monitor), which only platform admins should see.
+// withoutTeam also the events that belong to no team (those of shared
+// hosts), which only platform admins should see.
 func (s *Store) AuditLog(ctx context.Context, teamID string, withoutTeam bool, limit int) ([]AuditEntry, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT id::text, coalesce(team_id::text, ''), actor_type, coalesce(actor_id::text, ''),

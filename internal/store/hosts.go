@@ -341,21 +341,24 @@ func (s *Store) MarkUnreachable(ctx context.Context, timeout time.Duration) ([]s
 		rows, err := tx.Query(ctx, `
 			UPDATE hosts SET status = 'unreachable'
 			WHERE status = 'online' AND last_heartbeat_at < now() - make_interval(secs => $1)
-			RETURNING id::text`, timeout.Seconds())
+			RETURNING id::text, coalesce(team_id::text, '')`, timeout.Seconds())
 		if err != nil {
 			return err
 		}
-		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		// Each event belongs to the host's team, as its registration's does.
+		events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) {
+			ev := Event{ActorType: ActorSystem, Action: "host.unreachable", Metadata: map[string]any{"timeout_sec": timeout.Seconds()}}
+			err := row.Scan(&ev.ResourceID, &ev.TeamID)
+			return ev, err
+		})
 		if err != nil {
 			return err
 		}
-		for _, id := range ids {
-			if err := writeEvent(ctx, tx, Event{
-				ActorType: ActorSystem, Action: "host.unreachable", ResourceID: id,
-				Metadata: map[string]any{"timeout_sec": timeout.Seconds()},
-			}); err != nil {
+		for _, ev := range events {
+			if err := writeEvent(ctx, tx, ev); err != nil {
 				return err
 			}
+			ids = append(ids, ev.ResourceID)
 		}
 		return nil
 	})
