@@ -94,23 +94,18 @@ func agentEnv(cpURL, dir, addr string) map[string]string {
 func createHost(t *testing.T, admin *client) (id, token string) {
 	t.Helper()
 	var created struct {
-		Host struct {
-			ID string `json:"id"`
-		} `json:"host"`
 		ID                string `json:"id"`
 		RegistrationToken string `json:"registration_token"`
 	}
 	admin.must(http.StatusCreated, "POST", "/v1/hosts", map[string]string{"type": "regular"}, &created)
-	id = created.Host.ID
-	if id == "" {
-		id = created.ID
+	if created.ID == "" || !strings.HasPrefix(created.RegistrationToken, "wrnreg_") {
+		t.Fatalf("POST /v1/hosts answered id %q, registration_token %q", created.ID, created.RegistrationToken)
 	}
-	if id == "" || !strings.HasPrefix(created.RegistrationToken, "wrnreg_") {
-		t.Fatalf("POST /v1/hosts answered id %q, registration_token %q", id, created.RegistrationToken)
-	}
-	return id, created.RegistrationToken
+	return created.ID, created.RegistrationToken
 }
 
+// getHost returns GET /v1/hosts/{id} both as a hostView and as a map, for
+// the fields hostView leaves out.
 func getHost(t *testing.T, admin *client, id string) (hostView, map[string]any) {
 	t.Helper()
 	var raw json.RawMessage
@@ -120,16 +115,12 @@ func getHost(t *testing.T, admin *client, id string) (hostView, map[string]any) 
 	if err := json.Unmarshal(raw, &h); err != nil {
 		t.Fatal(err)
 	}
-	if h.ID == "" { // the host may be wrapped: {"host": {...}}
-		var wrapped struct {
-			Host json.RawMessage `json:"host"`
-		}
-		if json.Unmarshal(raw, &wrapped) == nil && wrapped.Host != nil {
-			raw = wrapped.Host
-			_ = json.Unmarshal(raw, &h)
-		}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
 	}
-	_ = json.Unmarshal(raw, &m)
+	if h.ID != id {
+		t.Fatalf("GET /v1/hosts/%s answered id %q", id, h.ID)
+	}
 	return h, m
 }
 
