@@ -48,26 +48,27 @@ func NewServer(cfg Config, logger *slog.Logger, isInit bool) *Server {
 	return s
 }
 
-// Table returns the process table.
-func (s *Server) Table() *process.Table { return s.table }
-
 func (s *Server) processDefaults() process.Defaults {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.defaults
 }
 
-// authorized reports whether r carries the current token. Before /init no
-// token is valid.
+// authorized reports whether r carries the current token.
 func (s *Server) authorized(r *http.Request) bool {
 	s.mu.RLock()
-	token := s.token
-	s.mu.RUnlock()
+	defer s.mu.RUnlock()
+	return s.tokenIn(r)
+}
+
+// tokenIn reports whether r carries the current token, compared in constant
+// time; s.mu must be held. Before /init no token is valid.
+func (s *Server) tokenIn(r *http.Request) bool {
 	got := r.Header.Get(envdclient.TokenHeader)
-	if token == nil || got == "" {
+	if s.token == nil || got == "" {
 		return false
 	}
-	return subtle.ConstantTimeCompare([]byte(got), token) == 1
+	return subtle.ConstantTimeCompare([]byte(got), s.token) == 1
 }
 
 // requireToken answers 401 to calls without the current token. RPC paths get
@@ -103,12 +104,9 @@ func (s *Server) handleInit() http.Handler {
 
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.token != nil {
-			got := r.Header.Get(envdclient.TokenHeader)
-			if got == "" || subtle.ConstantTimeCompare([]byte(got), s.token) != 1 {
-				files.WriteError(w, http.StatusUnauthorized, "unauthenticated", "envd is already initialized: the current access token is required")
-				return
-			}
+		if s.token != nil && !s.tokenIn(r) {
+			files.WriteError(w, http.StatusUnauthorized, "unauthenticated", "envd is already initialized: the current access token is required")
+			return
 		}
 		if decodeErr != nil {
 			files.WriteError(w, http.StatusBadRequest, "invalid_argument", fmt.Sprintf("decoding init request: %v", decodeErr))
