@@ -86,11 +86,6 @@ type heartbeatRequest struct {
 	Capsules     []capsuleReport `json:"capsules"`
 }
 
-type heartbeatResponse struct {
-	Status               string `json:"status"`
-	HeartbeatIntervalSec int    `json:"heartbeat_interval_sec"`
-}
-
 type refreshRequest struct {
 	RefreshToken string `json:"refresh_token"`
 }
@@ -118,9 +113,10 @@ func (c *cpClient) register(ctx context.Context, req registerRequest) (registerR
 	return resp, nil
 }
 
-func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req heartbeatRequest) (heartbeatResponse, error) {
-	var resp heartbeatResponse
-	err := c.post(ctx, "/v1/hosts/"+url.PathEscape(hostID)+"/heartbeat", credential, req, &resp)
+// heartbeat sends one heartbeat. The answer's status and suggested interval
+// are not read: the agent keeps its own WRENN_HEARTBEAT_INTERVAL.
+func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req heartbeatRequest) error {
+	err := c.post(ctx, "/v1/hosts/"+url.PathEscape(hostID)+"/heartbeat", credential, req, nil)
 	switch {
 	case statusOf(err) == http.StatusUnauthorized:
 		err = fmt.Errorf("%w: %w", ErrCredentialRejected, err)
@@ -128,9 +124,9 @@ func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req
 		err = fmt.Errorf("%w: %w", ErrCredentialForeign, err)
 	}
 	if err != nil {
-		return heartbeatResponse{}, fmt.Errorf("sending heartbeat: %w", err)
+		return fmt.Errorf("sending heartbeat: %w", err)
 	}
-	return resp, nil
+	return nil
 }
 
 func (c *cpClient) refresh(ctx context.Context, refreshToken string) (refreshResponse, error) {
@@ -162,6 +158,8 @@ func statusOf(err error) int {
 // in the protocol is a small JSON object.
 const maxAnswer = 1 << 20
 
+// post sends in as JSON to path and decodes a 2xx answer into out, unless
+// out is nil. Any other answer is returned as an *APIError.
 func (c *cpClient) post(ctx context.Context, path, bearer string, in, out any) error {
 	body, err := json.Marshal(in)
 	if err != nil {
@@ -200,6 +198,9 @@ func (c *cpClient) post(ctx context.Context, path, bearer string, in, out any) e
 			api.Code = http.StatusText(resp.StatusCode)
 		}
 		return api
+	}
+	if out == nil {
+		return nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("decoding answer: %w", err)

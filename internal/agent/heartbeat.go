@@ -115,7 +115,7 @@ func (s *Server) beat(ctx context.Context) error {
 		Capsules:     []capsuleReport{},
 	}
 	cred := s.credential()
-	_, err = s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)
+	err = s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)
 	if errors.Is(err, ErrCredentialRejected) {
 		// Expired credentials are the ordinary case: refresh and retry
 		// once. Anything the refresh cannot fix is final.
@@ -126,7 +126,7 @@ func (s *Server) beat(ctx context.Context) error {
 			return rerr
 		}
 		cred = s.credential()
-		_, err = s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)
+		err = s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)
 		if errors.Is(err, ErrCredentialRejected) {
 			return fmt.Errorf("%w: %w", errHostRejected, err)
 		}
