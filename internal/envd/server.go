@@ -124,13 +124,10 @@ func (s *Server) handleInit() http.Handler {
 		}
 		first := s.token == nil
 		s.token = []byte(in.AccessToken)
-		env := make(map[string]string, len(in.EnvVars))
-		for k, v := range in.EnvVars {
-			env[k] = v
-		}
-		s.defaults = process.Defaults{User: in.DefaultUser, Workdir: in.DefaultWorkdir, Env: env}
+		// in is this request's own: its map needs no copy.
+		s.defaults = process.Defaults{User: in.DefaultUser, Workdir: in.DefaultWorkdir, Env: in.EnvVars}
 		// Never log the token or the variables' values.
-		s.log.Info("initialized", "first", first, "default_user", in.DefaultUser, "default_workdir", in.DefaultWorkdir, "env_vars", len(env))
+		s.log.Info("initialized", "first", first, "default_user", in.DefaultUser, "default_workdir", in.DefaultWorkdir, "env_vars", len(in.EnvVars))
 		w.WriteHeader(http.StatusNoContent)
 	})
 }
