@@ -195,3 +195,16 @@ func TestAuditLogOfHostActions(t *testing.T) {
 		t.Errorf("platform admin: got %v, want the shared host's creation", got)
 	}
 }
+
+func TestSessionOfUserWithoutTeam(t *testing.T) {
+	e := newEnv(t)
+	a := e.signup("a@example.com")
+	e.exec(`DELETE FROM team_members WHERE user_id = $1`, a.id)
+	if r := e.call("GET", "/v1/me", nil, a.bearer()...); r.status != http.StatusForbidden || r.errCode() != "forbidden" {
+		t.Errorf("got %d %s, want 403 forbidden", r.status, r.raw)
+	}
+	e.exec(`DELETE FROM users WHERE id = $1`, a.id)
+	if r := e.call("GET", "/v1/me", nil, a.bearer()...); r.status != http.StatusUnauthorized || r.errCode() != "unauthenticated" {
+		t.Errorf("deleted user: got %d %s, want 401 unauthenticated", r.status, r.raw)
+	}
+}

@@ -207,35 +207,24 @@ func (s *server) sessionPrincipal(r *http.Request, tok string) (principal, error
 	if err != nil {
 		return principal{}, errorf(codeUnauthenticated, "invalid or expired session token; log in again")
 	}
-	u, err := s.store.UserByID(ctx, userID)
+	want, err := teamHeader(r)
+	if err != nil {
+		return principal{}, err
+	}
+	u, m, err := s.store.UserInTeam(ctx, userID, want)
 	if errors.Is(err, store.ErrNotFound) {
 		return principal{}, errorf(codeUnauthenticated, "the account of this session no longer exists")
 	}
 	if err != nil {
 		return principal{}, err
 	}
-	ms, err := s.store.Memberships(ctx, u.ID)
-	if err != nil {
-		return principal{}, err
-	}
-	want, err := teamHeader(r)
-	if err != nil {
-		return principal{}, err
-	}
-	p := principal{UserID: u.ID, PlatformAdmin: u.IsPlatformAdmin}
-	for _, m := range ms {
-		if want == "" || m.TeamID == want {
-			p.TeamID, p.Role = m.TeamID, m.Role
-			break
-		}
-	}
-	if p.TeamID == "" {
-		if want != "" {
-			return principal{}, errorf(codeForbidden, "you are not a member of team %s", want)
-		}
+	switch {
+	case m.TeamID == "" && want != "":
+		return principal{}, errorf(codeForbidden, "you are not a member of team %s", want)
+	case m.TeamID == "":
 		return principal{}, errorf(codeForbidden, "your account belongs to no team")
 	}
-	return p, nil
+	return principal{UserID: u.ID, TeamID: m.TeamID, Role: m.Role, PlatformAdmin: u.IsPlatformAdmin}, nil
 }
 
 // teamHeader returns the X-Team-ID header as a canonical UUID, or "" when

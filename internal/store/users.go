@@ -46,9 +46,10 @@ const signupLock = 0x5772656e6e01 // "Wrenn" 1
 
 const userColumns = `id::text, email, name, password_hash, is_platform_admin, created_at`
 
-func scanUser(row pgx.Row) (User, error) {
+// scanUser scans userColumns, then extra.
+func scanUser(row pgx.Row, extra ...any) (User, error) {
 	var u User
-	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.PasswordHash, &u.IsPlatformAdmin, &u.CreatedAt)
+	err := row.Scan(append([]any{&u.ID, &u.Email, &u.Name, &u.PasswordHash, &u.IsPlatformAdmin, &u.CreatedAt}, extra...)...)
 	return u, err
 }
 
@@ -109,14 +110,17 @@ func (s *Store) UserByID(ctx context.Context, id string) (User, error) {
 	return u, nil
 }
 
-// Memberships returns the teams of a user, the one they own first (oldest
-// first after that), so that the first is the user's default team.
+// membershipOrder puts the team a user owns first, then the others oldest
+// first, so that the first is the user's default team.
+const membershipOrder = `ORDER BY m.role <> 'owner', m.created_at, m.team_id`
+
+// Memberships returns the teams of a user in membershipOrder.
 func (s *Store) Memberships(ctx context.Context, userID string) ([]Membership, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT t.id::text, t.name, m.role
 		FROM team_members m JOIN teams t ON t.id = m.team_id
 		WHERE m.user_id = $1
-		ORDER BY m.role <> 'owner', m.created_at, t.id`, userID)
+		`+membershipOrder, userID)
 	if err != nil {
 		return nil, fmt.Errorf("listing memberships: %w", err)
 	}
@@ -129,6 +133,26 @@ func (s *Store) Memberships(ctx context.Context, userID string) ([]Membership, e
 		return nil, fmt.Errorf("listing memberships: %w", err)
 	}
 	return ms, nil
+}
+
+// UserInTeam returns a user and their role in teamID, or, when teamID is "",
+// in their default team (see Memberships), in one query: it is what
+// authenticating a session needs. An unknown user returns ErrNotFound; a
+// user who is not in the team gets a Membership with an empty TeamID.
+func (s *Store) UserInTeam(ctx context.Context, userID, teamID string) (User, Membership, error) {
+	var m Membership
+	u, err := scanUser(s.pool.QueryRow(ctx, `
+		SELECT `+userColumns+`, coalesce(m.team_id::text, ''), coalesce(m.role, '')
+		FROM users LEFT JOIN LATERAL (
+			SELECT m.team_id, m.role FROM team_members m
+			WHERE m.user_id = users.id AND ($2::uuid IS NULL OR m.team_id = $2)
+			`+membershipOrder+` LIMIT 1
+		) m ON true
+		WHERE users.id = $1`, userID, nullable(teamID)), &m.TeamID, &m.Role)
+	if err != nil {
+		return User{}, Membership{}, notFound("looking up user", err)
+	}
+	return u, m, nil
 }
 
 // TeamName returns the name of a team, or ErrNotFound.
