@@ -207,7 +207,11 @@ func (s *server) handleGetHost() http.Handler {
 			// reported, not turned into a failed request.
 			resp.Agent, err = s.agentInfo(r.Context(), h)
 			if err != nil {
-				resp.AgentError = err.Error()
+				// Only the code: the agent chose the address, and the
+				// cause (dial errors, foreign answers) would let a BYOC team
+				// probe the control plane's network through it.
+				s.log.WarnContext(r.Context(), "agent HostInfo failed", "host_id", h.ID, "err", err)
+				resp.AgentError = "the agent did not answer: " + connect.CodeOf(err).String()
 			}
 		}
 		encode(w, http.StatusOK, resp)
