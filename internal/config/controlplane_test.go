@@ -1,6 +1,8 @@
 package config
 
 import (
+	"maps"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +69,36 @@ func TestLoadControlPlaneHidesSecret(t *testing.T) {
 	_, err := LoadControlPlane(cpEnv(map[string]string{"DATABASE_URL": "x", "WRENN_JWT_SECRET": "hunter2"}))
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("got %v, want an error that does not quote the secret", err)
+	}
+}
+
+// TestControlPlaneTagsMatchDefaults keeps the env/default tags, which
+// .env.example and the docs are written from, true to LoadControlPlane:
+// setting every variable to its tagged default changes nothing.
+func TestControlPlaneTagsMatchDefaults(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://localhost/wrenn", "WRENN_JWT_SECRET": strings.Repeat("s", 32)}
+	want, err := LoadControlPlane(cpEnv(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	explicit := maps.Clone(base)
+	typ := reflect.TypeFor[ControlPlane]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name, def := f.Tag.Get("env"), f.Tag.Get("default")
+		if name == "" || def == "" {
+			t.Errorf("field %s lacks an env or default tag", f.Name)
+			continue
+		}
+		if def != "(required)" {
+			explicit[name] = def
+		}
+	}
+	got, err := LoadControlPlane(cpEnv(explicit))
+	if err != nil {
+		t.Fatalf("every variable at its tagged default: %v", err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("tagged defaults load as %+v, want the built-in defaults %+v", got, want)
 	}
 }
