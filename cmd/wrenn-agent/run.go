@@ -88,7 +88,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *token != "" {
 		cred, err = agent.Register(ctx, cfg, *token, *address, log)
 		if errors.Is(err, agent.ErrRegistrationTokenRejected) {
-			return fmt.Errorf("registration token invalid, expired or already used; create a new one with POST /v1/hosts/{id}/token (%w)", err)
+			return fmt.Errorf("%w; create a new token with POST /v1/hosts/{id}/token", err)
 		}
 		if err != nil {
 			return err
