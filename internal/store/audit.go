@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Actor types for audit events.
@@ -79,16 +81,12 @@ func (s *Store) AuditLog(ctx context.Context, teamID string, withoutTeam bool, l
 	if err != nil {
 		return nil, fmt.Errorf("listing audit log: %w", err)
 	}
-	defer rows.Close()
-	var out []AuditEntry
-	for rows.Next() {
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (AuditEntry, error) {
 		var e AuditEntry
-		if err := rows.Scan(&e.ID, &e.TeamID, &e.ActorType, &e.ActorID, &e.Action, &e.ResourceID, &e.Metadata, &e.IP, &e.CreatedAt); err != nil {
-			return nil, fmt.Errorf("listing audit log: %w", err)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
+		err := row.Scan(&e.ID, &e.TeamID, &e.ActorType, &e.ActorID, &e.Action, &e.ResourceID, &e.Metadata, &e.IP, &e.CreatedAt)
+		return e, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("listing audit log: %w", err)
 	}
 	return out, nil
