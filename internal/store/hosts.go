@@ -219,7 +219,7 @@ func (s *Store) Register(ctx context.Context, tokenHash string, spec HostSpec, c
 		if err != nil {
 			return err
 		}
-		if err := replaceCredentials(ctx, tx, hostID, cred, refresh, true); err != nil {
+		if err := replaceCredentials(ctx, tx, hostID, cred, refresh); err != nil {
 			return err
 		}
 		ev.TeamID, ev.ActorType, ev.ActorID, ev.ResourceID = h.TeamID, ActorHost, h.ID, h.ID
@@ -231,19 +231,17 @@ func (s *Store) Register(ctx context.Context, tokenHash string, spec HostSpec, c
 	return h, nil
 }
 
-// replaceCredentials revokes a host's credentials (and, on registration, its
-// refresh tokens) and stores new ones.
-func replaceCredentials(ctx context.Context, tx pgx.Tx, hostID string, cred, refresh Secret, revokeRefresh bool) error {
+// replaceCredentials revokes a host's live credentials and refresh tokens
+// (on refresh, the one presented is already used) and stores new ones.
+func replaceCredentials(ctx context.Context, tx pgx.Tx, hostID string, cred, refresh Secret) error {
 	if _, err := tx.Exec(ctx, `
 		UPDATE host_credentials SET revoked_at = now() WHERE host_id = $1 AND revoked_at IS NULL`, hostID); err != nil {
 		return err
 	}
-	if revokeRefresh {
-		if _, err := tx.Exec(ctx, `
-			UPDATE host_refresh_tokens SET revoked_at = now()
-			WHERE host_id = $1 AND used_at IS NULL AND revoked_at IS NULL`, hostID); err != nil {
-			return err
-		}
+	if _, err := tx.Exec(ctx, `
+		UPDATE host_refresh_tokens SET revoked_at = now()
+		WHERE host_id = $1 AND used_at IS NULL AND revoked_at IS NULL`, hostID); err != nil {
+		return err
 	}
 	if _, err := tx.Exec(ctx, `
 		INSERT INTO host_credentials (host_id, token_hash, expires_at) VALUES ($1, $2, $3)`,
@@ -306,7 +304,7 @@ func (s *Store) Refresh(ctx context.Context, tokenHash string, cred, refresh Sec
 		if err != nil {
 			return err
 		}
-		if err := replaceCredentials(ctx, tx, hostID, cred, refresh, false); err != nil {
+		if err := replaceCredentials(ctx, tx, hostID, cred, refresh); err != nil {
 			return err
 		}
 		ev.TeamID, ev.ActorType, ev.ActorID, ev.ResourceID = teamID, ActorHost, hostID, hostID
