@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -73,7 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
+	log := config.NewLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 
 	// Bind before registering, for the same reason: a port already taken
 	// should fail the start while the token is still unused.
@@ -129,12 +128,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("wrenn-agent stopped")
 	return nil
-}
-
-func newLogger(cfg config.Agent, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os/signal"
 	"syscall"
 
@@ -36,7 +35,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return serve(ctx, cfg, newLogger(cfg, stderr))
+		return serve(ctx, cfg, config.NewLogger(cfg.LogLevel, cfg.LogFormat, stderr))
 	case "migrate":
 		return migrate(ctx, args, getenv, stdout)
 	case "version":
@@ -48,12 +47,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	default:
 		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 	}
-}
-
-func newLogger(cfg config.ControlPlane, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

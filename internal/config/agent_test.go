@@ -9,10 +9,6 @@ import (
 	"time"
 )
 
-func agentEnv(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
-}
-
 // noFirecracker is a probe that never finds hardware virtualization.
 func noFirecracker(t *testing.T) agentProbe {
 	dir := t.TempDir()
@@ -20,7 +16,7 @@ func noFirecracker(t *testing.T) agentProbe {
 }
 
 func TestLoadAgentDefaults(t *testing.T) {
-	got, err := loadAgent(agentEnv(map[string]string{"WRENN_CP_URL": "https://cp.example.com/"}), noFirecracker(t))
+	got, err := loadAgent(envOf(map[string]string{"WRENN_CP_URL": "https://cp.example.com/"}), noFirecracker(t))
 	if err != nil {
 		t.Fatalf("loadAgent: %v", err)
 	}
@@ -40,7 +36,7 @@ func TestLoadAgentDefaults(t *testing.T) {
 }
 
 func TestLoadAgentSet(t *testing.T) {
-	got, err := loadAgent(agentEnv(map[string]string{
+	got, err := loadAgent(envOf(map[string]string{
 		"WRENN_CP_URL":             "http://127.0.0.1:8000",
 		"WRENN_DIR":                "/srv/wrenn",
 		"WRENN_HOST_LISTEN_ADDR":   "10.0.0.5:6000",
@@ -90,7 +86,7 @@ func TestLoadAgentBadValues(t *testing.T) {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
 			vars := map[string]string{"WRENN_CP_URL": "http://127.0.0.1:8000"}
 			vars[tt.name] = tt.value
-			_, err := loadAgent(agentEnv(vars), noFirecracker(t))
+			_, err := loadAgent(envOf(vars), noFirecracker(t))
 			if err == nil {
 				t.Fatalf("loadAgent accepted %s=%q", tt.name, tt.value)
 			}
@@ -136,7 +132,7 @@ func TestLoadAgentAutoRuntime(t *testing.T) {
 			if tt.fcBinary {
 				write(bin, "#!/bin/sh\n", 0o755)
 			}
-			got, err := loadAgent(agentEnv(map[string]string{
+			got, err := loadAgent(envOf(map[string]string{
 				"WRENN_CP_URL":          "http://127.0.0.1:8000",
 				"WRENN_FIRECRACKER_BIN": bin,
 			}), probe)
@@ -154,7 +150,7 @@ func TestLoadAgentAutoRuntime(t *testing.T) {
 // is tested on have /dev/kvm but no VMX/SVM, so auto must not pick
 // Firecracker there.
 func TestLoadAgentThisMachine(t *testing.T) {
-	got, err := LoadAgent(agentEnv(map[string]string{"WRENN_CP_URL": "http://127.0.0.1:8000"}))
+	got, err := LoadAgent(envOf(map[string]string{"WRENN_CP_URL": "http://127.0.0.1:8000"}))
 	if err != nil {
 		t.Fatalf("LoadAgent: %v", err)
 	}

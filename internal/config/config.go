@@ -5,6 +5,7 @@ package config
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -149,4 +150,14 @@ func (r *reader) logFormat(name string) string {
 		return "text"
 	}
 	return v
+}
+
+// NewLogger returns the logger a binary writes to w with the level and
+// format ("text" or "json") its settings chose.
+func NewLogger(level slog.Level, format string, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

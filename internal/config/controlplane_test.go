@@ -8,16 +8,12 @@ import (
 	"time"
 )
 
-func cpEnv(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
-}
-
 func TestLoadControlPlane(t *testing.T) {
 	base := map[string]string{
 		"DATABASE_URL":     "postgres://localhost/wrenn",
 		"WRENN_JWT_SECRET": strings.Repeat("s", 32),
 	}
-	c, err := LoadControlPlane(cpEnv(base))
+	c, err := LoadControlPlane(envOf(base))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +50,7 @@ func TestLoadControlPlane(t *testing.T) {
 			for k, v := range tt.set {
 				m[k] = v
 			}
-			_, err := LoadControlPlane(cpEnv(m))
+			_, err := LoadControlPlane(envOf(m))
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Errorf("got error %v, want none", err)
@@ -66,7 +62,7 @@ func TestLoadControlPlane(t *testing.T) {
 }
 
 func TestLoadControlPlaneHidesSecret(t *testing.T) {
-	_, err := LoadControlPlane(cpEnv(map[string]string{"DATABASE_URL": "x", "WRENN_JWT_SECRET": "hunter2"}))
+	_, err := LoadControlPlane(envOf(map[string]string{"DATABASE_URL": "x", "WRENN_JWT_SECRET": "hunter2"}))
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("got %v, want an error that does not quote the secret", err)
 	}
@@ -77,7 +73,7 @@ func TestLoadControlPlaneHidesSecret(t *testing.T) {
 // setting every variable to its tagged default changes nothing.
 func TestControlPlaneTagsMatchDefaults(t *testing.T) {
 	base := map[string]string{"DATABASE_URL": "postgres://localhost/wrenn", "WRENN_JWT_SECRET": strings.Repeat("s", 32)}
-	want, err := LoadControlPlane(cpEnv(base))
+	want, err := LoadControlPlane(envOf(base))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +90,7 @@ func TestControlPlaneTagsMatchDefaults(t *testing.T) {
 			explicit[name] = def
 		}
 	}
-	got, err := LoadControlPlane(cpEnv(explicit))
+	got, err := LoadControlPlane(envOf(explicit))
 	if err != nil {
 		t.Fatalf("every variable at its tagged default: %v", err)
 	}
