@@ -18,10 +18,17 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-port=$(free_port)
-log "starting throw-away PostgreSQL on 127.0.0.1:$port"
-# fsync off: the cluster is discarded after the run, and it makes the suite faster.
-WRENN_TEST_DATABASE_URL=$(PG_FSYNC=off pg_start "$tmp/pg" "$port")
+# free_port only proves the port was free a moment ago: another program can
+# take it before PostgreSQL binds, so try a few ports.
+WRENN_TEST_DATABASE_URL=""
+for _ in 1 2 3; do
+	port=$(free_port)
+	log "starting throw-away PostgreSQL on 127.0.0.1:$port"
+	# fsync off: the cluster is discarded after the run, and it makes the suite faster.
+	if WRENN_TEST_DATABASE_URL=$(PG_FSYNC=off pg_start "$tmp/pg" "$port"); then break; fi
+	WRENN_TEST_DATABASE_URL=""
+done
+[ -n "$WRENN_TEST_DATABASE_URL" ] || die "could not start the test PostgreSQL"
 export WRENN_TEST_DATABASE_URL
 
 if [ $# -eq 0 ]; then set -- ./...; fi
