@@ -1,0 +1,99 @@
+// Package runtime is the narrow interface between the host agent and the
+// isolation technology that runs capsules (gVisor's runsc, Firecracker).
+// Drivers do lifecycle only; exec and files go to envd over the capsule
+// network, the same way on every driver. docs/runtime.md maps each method
+// onto gVisor and Firecracker.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// EnvdPath is where every template carries envd; drivers start it as the
+// capsule's init.
+const EnvdPath = "/usr/bin/envd"
+
+// EnvdPort is the TCP port envd listens on inside a capsule.
+const EnvdPort = 49983
+
+// Errors returned by drivers, checked with errors.Is.
+var (
+	// ErrNotFound: the driver knows no capsule with that id.
+	ErrNotFound = errors.New("capsule not found")
+	// ErrExists: a capsule with that id already exists.
+	ErrExists = errors.New("capsule already exists")
+)
+
+// Spec is what a driver needs to start a capsule. The agent prepares the
+// network namespace and the capsule directory before calling Create.
+type Spec struct {
+	// ID is the capsule id (a UUID chosen by the control plane).
+	ID string
+	// Dir is the capsule's own directory ($WRENN_DIR/sandboxes/<id>),
+	// created by the agent; the driver keeps its bundle, writable layer and
+	// logs there.
+	Dir string
+	// Image is the template's directory ($WRENN_DIR/images/<template>). A
+	// driver never writes to it: many capsules share it.
+	Image string
+	// Hostname is the capsule's hostname.
+	Hostname string
+	// VCPUs and MemoryMB bound the capsule's CPU and memory.
+	VCPUs    int
+	MemoryMB int
+	// DiskMB bounds the capsule's writable layer.
+	DiskMB int
+	// Network is the capsule's network, already set up by the agent.
+	Network Network
+}
+
+// Network describes a capsule's network as the agent set it up.
+type Network struct {
+	// NetnsPath is the capsule's network namespace (/run/netns/...).
+	NetnsPath string
+	// Address is the capsule's address and prefix (e.g. 10.88.0.2/30), and
+	// Gateway the host end of its veth. gVisor takes both from the
+	// namespace; Firecracker passes them to the guest kernel.
+	Address netip.Prefix
+	Gateway netip.Addr
+}
+
+// State is what a driver reports about a capsule.
+type State string
+
+// States a driver reports.
+const (
+	StateRunning State = "running"
+	// StateStopped: the capsule exited on its own and was not destroyed.
+	StateStopped State = "stopped"
+)
+
+// Info is a capsule as the driver sees it.
+type Info struct {
+	ID        string
+	State     State
+	StartedAt time.Time
+}
+
+// Driver runs capsules. Implementations are safe for concurrent use on
+// different capsules; the agent never calls two methods for one capsule at
+// the same time.
+type Driver interface {
+	// Name is the driver's name as configured ("gvisor", "firecracker").
+	Name() string
+	// Create starts a capsule with envd as its init and returns once the
+	// capsule runs; it does not wait for envd to answer. On error nothing
+	// of the capsule is left running. Errors: ErrExists.
+	Create(ctx context.Context, spec Spec) (Info, error)
+	// Destroy stops the capsule and removes what the driver created for it.
+	// Destroying an unknown capsule returns nil.
+	Destroy(ctx context.Context, id string) error
+	// Info reports one capsule. Errors: ErrNotFound.
+	Info(ctx context.Context, id string) (Info, error)
+	// List reports every capsule the driver has, including ones started by
+	// an earlier agent process, so that the agent can re-adopt or remove them.
+	List(ctx context.Context) ([]Info, error)
+}
