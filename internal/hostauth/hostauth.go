@@ -205,3 +205,44 @@ func (s *serverInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 		return next(ctx, conn)
 	}
 }
+
+// EnvdProxyPath is the prefix of the agent's envd proxy for one capsule:
+// requests under it go to that capsule's envd with its access token added.
+func EnvdProxyPath(capsuleID string) string { return "/capsules/" + capsuleID + "/envd" }
+
+// EnvdProcedure is the subject of tokens for a capsule's envd proxy, so that
+// a token for one capsule cannot be used on another.
+func EnvdProcedure(capsuleID string) string { return "envd:" + capsuleID }
+
+// Transport returns a round tripper that adds a fresh token for procedure
+// on hostID to every request before passing it to next.
+func (s *Signer) Transport(hostID, procedure string, next http.RoundTripper) http.RoundTripper {
+	return &signingTransport{signer: s, hostID: hostID, procedure: procedure, next: next}
+}
+
+type signingTransport struct {
+	signer    *Signer
+	hostID    string
+	procedure string
+	next      http.RoundTripper
+}
+
+func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	tok, err := t.signer.Token(t.hostID, t.procedure)
+	if err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, err
+	}
+	req = req.Clone(req.Context())
+	req.Header.Set("Authorization", "Bearer "+tok)
+	return t.next.RoundTrip(req)
+}
+
+// CloseIdleConnections closes next's idle connections, if it has any.
+func (t *signingTransport) CloseIdleConnections() {
+	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}

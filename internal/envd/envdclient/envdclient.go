@@ -84,6 +84,14 @@ type Option func(*options)
 
 type options struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	wrap func(http.RoundTripper) http.RoundTripper
+}
+
+// WithTransportWrapper makes every request pass through wrap's round
+// tripper, e.g. to add the control plane's token when envd is reached
+// through the agent's envd proxy.
+func WithTransportWrapper(wrap func(http.RoundTripper) http.RoundTripper) Option {
+	return func(o *options) { o.wrap = wrap }
 }
 
 // WithDialer makes the client open its connections with dial, e.g. to reach
@@ -110,7 +118,7 @@ type Client struct {
 // file transfers go over HTTP/1.1, which streams large bodies faster.
 func New(baseURL, token string, opts ...Option) *Client {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	o := options{dial: dialer.DialContext}
+	o := options{dial: dialer.DialContext, wrap: func(rt http.RoundTripper) http.RoundTripper { return rt }}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -130,8 +138,8 @@ func New(baseURL, token string, opts ...Option) *Client {
 	}
 	c := &Client{
 		base:     strings.TrimRight(baseURL, "/"),
-		rpcHTTP:  &http.Client{Transport: rpcTransport},
-		fileHTTP: &http.Client{Transport: fileTransport},
+		rpcHTTP:  &http.Client{Transport: o.wrap(rpcTransport)},
+		fileHTTP: &http.Client{Transport: o.wrap(fileTransport)},
 		token:    token,
 	}
 	interceptors := connect.WithInterceptors(tokenInterceptor{c})
@@ -158,6 +166,9 @@ func (c *Client) Close() {
 	c.rpcHTTP.CloseIdleConnections()
 	c.fileHTTP.CloseIdleConnections()
 }
+
+// BaseURL is the URL the client was made for.
+func (c *Client) BaseURL() string { return c.base }
 
 // tokenInterceptor adds the access token to every RPC.
 type tokenInterceptor struct{ c *Client }

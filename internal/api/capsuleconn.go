@@ -1,0 +1,44 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"connectrpc.com/connect"
+
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/store"
+	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
+)
+
+// This file holds the two ways the control plane reaches a capsule: the
+// agent's CapsuleService for lifecycle, and the agent's envd proxy for
+// processes and files. The control plane never holds a capsule's access
+// token; the agent adds it.
+
+// capsuleService returns a client for the CapsuleService of host h.
+func (s *server) capsuleService(h store.Host) hostagentv1connect.CapsuleServiceClient {
+	return hostagentv1connect.NewCapsuleServiceClient(s.agentClient, "http://"+h.Address,
+		connect.WithInterceptors(s.signer.ClientInterceptor(h.ID)))
+}
+
+// errCapsuleHostGone means the capsule's host was deleted.
+var errCapsuleHostGone = errors.New("capsule has no host")
+
+// envdFor returns a client for capsule c's envd, reached through its host
+// agent's envd proxy. The caller must Close it.
+func (s *server) envdFor(ctx context.Context, c store.Capsule) (*envdclient.Client, error) {
+	if c.HostID == "" {
+		return nil, errCapsuleHostGone
+	}
+	h, err := s.store.Host(ctx, c.HostID)
+	if err != nil {
+		return nil, err
+	}
+	wrap := func(next http.RoundTripper) http.RoundTripper {
+		return s.signer.Transport(h.ID, hostauth.EnvdProcedure(c.ID), next)
+	}
+	return envdclient.New("http://"+h.Address+hostauth.EnvdProxyPath(c.ID), "", envdclient.WithTransportWrapper(wrap)), nil
+}
