@@ -35,6 +35,18 @@ const (
 	codeUnavailable              = "unavailable"
 )
 
+// Error codes of work inside a capsule (processes and files).
+const (
+	codeCapsuleNotFound     = "capsule_not_found"
+	codeCapsuleNotRunning   = "capsule_not_running"
+	codeCapsuleUnreachable  = "capsule_unreachable"
+	codeProcessNotFound     = "process_not_found"
+	codeFileNotFound        = "file_not_found"
+	codeFileExists          = "file_exists"
+	codeRangeNotSatisfiable = "range_not_satisfiable"
+	codeInsufficientStorage = "insufficient_storage"
+)
+
 // statusOf maps every error code to its HTTP status: the one place where
 // that mapping lives.
 var statusOf = map[string]int{
@@ -52,6 +64,15 @@ var statusOf = map[string]int{
 	codeRateLimited:              http.StatusTooManyRequests,
 	codeInternal:                 http.StatusInternalServerError,
 	codeUnavailable:              http.StatusServiceUnavailable,
+
+	codeCapsuleNotFound:     http.StatusNotFound,
+	codeCapsuleNotRunning:   http.StatusConflict,
+	codeCapsuleUnreachable:  http.StatusBadGateway,
+	codeProcessNotFound:     http.StatusNotFound,
+	codeFileNotFound:        http.StatusNotFound,
+	codeFileExists:          http.StatusConflict,
+	codeRangeNotSatisfiable: http.StatusRequestedRangeNotSatisfiable,
+	codeInsufficientStorage: http.StatusInsufficientStorage,
 }
 
 // errorf returns an *Error with a formatted message.

@@ -52,6 +52,10 @@ func routeTable() []route {
 		{"POST", "/v1/hosts/{id}/heartbeat", host, (*server).handleHeartbeat},
 		{"POST", "/v1/hosts/auth/refresh", public, (*server).handleRefresh},
 
+		{"POST", "/v1/capsules/{id}/exec", member, (*server).handleExec},
+		{"GET", "/v1/capsules/{id}/processes", member, (*server).handleListProcesses},
+		{"DELETE", "/v1/capsules/{id}/processes/{pid}", member, (*server).handleKillProcess},
+
 		{"GET", "/v1/audit-log", member, (*server).handleAuditLog},
 	}
 }

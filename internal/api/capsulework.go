@@ -1,0 +1,207 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	"github.com/wrenn-dev/wrenn/internal/store"
+)
+
+// This file holds what every route that works inside a capsule (exec,
+// processes, terminals, files) shares: finding the caller's running
+// capsule, reaching its envd, recording the use, and turning envd's errors
+// into API errors.
+
+// envdCallTimeout bounds one unary call to envd (a file operation, a
+// signal, a process list).
+const envdCallTimeout = 30 * time.Second
+
+// activeEvery is how often a long operation (a terminal, a stream, a long
+// command) touches its capsule, so that the TTL reaper does not stop a
+// capsule that is in use.
+const activeEvery = 30 * time.Second
+
+// runningCapsule returns the capsule {id} of the caller's team when it is
+// running. Another team's capsule and an id that is not a UUID are
+// capsule_not_found, so that ids reveal nothing.
+func (s *server) runningCapsule(r *http.Request) (store.Capsule, error) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return store.Capsule{}, errorf(codeCapsuleNotFound, "no capsule with id %q", r.PathValue("id"))
+	}
+	c, err := s.store.GetCapsule(r.Context(), caller(r).TeamID, id.String())
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Capsule{}, errorf(codeCapsuleNotFound, "no capsule with id %s", id)
+	}
+	if err != nil {
+		return store.Capsule{}, err
+	}
+	if c.Status != store.CapsuleRunning {
+		hint := ""
+		if c.Status == store.CapsulePaused {
+			hint = "; resume it first"
+		}
+		return store.Capsule{}, errorf(codeCapsuleNotRunning, "capsule %s is %s, not running%s", c.ID, c.Status, hint)
+	}
+	return c, nil
+}
+
+// capsuleEnvd returns a client for c's envd (through its agent). The caller
+// must Close it.
+func (s *server) capsuleEnvd(ctx context.Context, c store.Capsule) (*envdclient.Client, error) {
+	ec, err := s.envdFor(ctx, c)
+	if errors.Is(err, errCapsuleHostGone) || errors.Is(err, store.ErrNotFound) {
+		return nil, errorf(codeCapsuleUnreachable, "capsule %s has no host any more", c.ID)
+	}
+	return ec, err
+}
+
+// used records a successful operation on c: it touches last_active_at and,
+// when action is not empty, writes an audit row. The operation has already
+// happened inside the capsule, so a failure here is logged rather than
+// answered: the caller must not retry something that was done.
+func (s *server) used(r *http.Request, c store.Capsule, action string, meta map[string]any) {
+	ctx := context.WithoutCancel(r.Context())
+	var err error
+	if action == "" {
+		err = s.store.TouchCapsule(ctx, c.ID)
+	} else {
+		ev := s.event(r, caller(r), action, meta)
+		ev.TeamID, ev.ResourceID = c.TeamID, c.ID
+		err = s.store.RecordCapsuleUse(ctx, c.ID, ev)
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "recording capsule use", "capsule_id", c.ID, "action", action, "err", err)
+	}
+}
+
+// keepActive touches c every activeEvery until ctx ends, for operations
+// that may outlast the capsule's idle timeout.
+func (s *server) keepActive(ctx context.Context, c store.Capsule) {
+	t := time.NewTicker(activeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.store.TouchCapsule(ctx, c.ID); err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "recording capsule activity", "capsule_id", c.ID, "err", err)
+			}
+		}
+	}
+}
+
+// envdErrorKinds names the API codes of envd's not_found and already_exists
+// for one kind of operation.
+type envdErrorKinds struct {
+	notFound string
+	exists   string
+}
+
+var (
+	fileErrors    = envdErrorKinds{notFound: codeFileNotFound, exists: codeFileExists}
+	processErrors = envdErrorKinds{notFound: codeProcessNotFound, exists: codeConflict}
+	// An exec's not_found is its executable or working directory.
+	execErrors = envdErrorKinds{notFound: codeFileNotFound, exists: codeConflict}
+)
+
+// envdError turns the failure of a call to c's envd into an API error. What
+// the caller got wrong (a bad path, a missing file, no permission, a wrong
+// state) keeps envd's message, which speaks of the caller's own capsule;
+// anything else means the agent or envd could not be reached or failed, and
+// the client gets capsule_unreachable while the cause goes to the log.
+func (s *server) envdError(ctx context.Context, c store.Capsule, kinds envdErrorKinds, err error) error {
+	if err == nil {
+		return nil
+	}
+	var apiErr *Error
+	if errors.As(err, &apiErr) {
+		return err
+	}
+	var code, msg string
+	var httpErr *envdclient.Error
+	var rpcErr *connect.Error
+	switch {
+	case errors.As(err, &httpErr):
+		code, msg = httpErr.Code, httpErr.Message
+		if httpErr.Status == http.StatusRequestedRangeNotSatisfiable {
+			return errorf(codeRangeNotSatisfiable, "the requested range is outside the file")
+		}
+	case errors.As(err, &rpcErr):
+		code, msg = rpcErr.Code().String(), rpcErr.Message()
+	}
+	switch code {
+	case "invalid_argument":
+		return errorf(codeInvalid, "%s", msg)
+	case "not_found":
+		return errorf(kinds.notFound, "%s", msg)
+	case "already_exists":
+		return errorf(kinds.exists, "%s", msg)
+	case "permission_denied":
+		return errorf(codeForbidden, "%s", msg)
+	case "failed_precondition":
+		return errorf(codeConflict, "%s", msg)
+	case "resource_exhausted":
+		return errorf(codeInsufficientStorage, "%s", msg)
+	}
+	if ctx.Err() != nil {
+		// The client went away; nobody reads this answer.
+		return errorf(codeCapsuleUnreachable, "request canceled")
+	}
+	s.log.WarnContext(ctx, "calling envd", "capsule_id", c.ID, "host_id", c.HostID, "err", err)
+	return errorf(codeCapsuleUnreachable, "capsule %s did not answer; try again, or check its host", c.ID)
+}
+
+// Request field limits shared by processes and files.
+const (
+	maxPathLen = 4096
+	maxTagLen  = 128
+	maxUserLen = 64
+)
+
+// checkPath refuses what envd would refuse, before anything is sent: an
+// empty or relative path, a NUL byte, an absurd length.
+func checkPath(field, p string) error {
+	switch {
+	case p == "":
+		return errorf(codeInvalid, "%s is required: an absolute path inside the capsule", field)
+	case strings.ContainsRune(p, 0):
+		return errorf(codeInvalid, "%s must not contain NUL bytes", field)
+	case len(p) > maxPathLen:
+		return errorf(codeInvalid, "%s is longer than %d bytes", field, maxPathLen)
+	case !path.IsAbs(p):
+		return errorf(codeInvalid, "%s must be absolute (start with /), not %q", field, p)
+	}
+	return nil
+}
+
+// checkUser refuses user names that cannot name an account: envd answers an
+// unknown one itself.
+func checkUser(u string) error {
+	if len(u) > maxUserLen || strings.ContainsAny(u, ":/\x00\n") {
+		return errorf(codeInvalid, "user %q is not a user name", u)
+	}
+	return nil
+}
+
+// checkText refuses control characters (and NUL) in short identifiers.
+func checkText(field, v string, limit int) error {
+	if len(v) > limit {
+		return errorf(codeInvalid, "%s is longer than %d bytes", field, limit)
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f {
+			return errorf(codeInvalid, "%s must not contain control characters", field)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,377 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"path"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"connectrpc.com/connect"
+
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
+)
+
+// Exec limits.
+const (
+	defaultExecTimeout = 60 * time.Second
+	maxExecTimeoutSec  = 3600
+	// maxExecOutput bounds each of stdout and stderr in a foreground
+	// answer; beyond it the output is dropped and the answer says
+	// "truncated": true.
+	maxExecOutput = 16 << 20
+	// killGrace is how long a killed process gets to deliver its end
+	// event before the answer is given without it.
+	killGrace = 5 * time.Second
+)
+
+// processSpec says what to run; POST /exec and the first message of
+// /exec/stream share it.
+type processSpec struct {
+	// Cmd is a shell line when Args is absent, else the program.
+	Cmd string `json:"cmd"`
+	// Args, when present (even empty), makes Cmd a program run directly.
+	Args       []string          `json:"args"`
+	TimeoutSec *int              `json:"timeout_sec"`
+	Tag        string            `json:"tag"`
+	Envs       map[string]string `json:"envs"`
+	Cwd        string            `json:"cwd"`
+	User       string            `json:"user"`
+}
+
+// config checks the spec and returns envd's form of it.
+func (p processSpec) config() (*envdv1.ProcessConfig, error) {
+	if strings.TrimSpace(p.Cmd) == "" {
+		return nil, errorf(codeInvalid, "cmd is required: a shell line, or a program when args is given")
+	}
+	if strings.ContainsRune(p.Cmd, 0) {
+		return nil, errorf(codeInvalid, "cmd must not contain NUL bytes")
+	}
+	for i, a := range p.Args {
+		if strings.ContainsRune(a, 0) {
+			return nil, errorf(codeInvalid, "args[%d] must not contain NUL bytes", i)
+		}
+	}
+	for k, v := range p.Envs {
+		if !validEnvName(k) {
+			return nil, errorf(codeInvalid, "envs: %q is not a variable name (letters, digits and _, not starting with a digit)", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return nil, errorf(codeInvalid, "envs: the value of %s must not contain NUL bytes", k)
+		}
+	}
+	if p.Cwd != "" {
+		if err := checkPath("cwd", p.Cwd); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkUser(p.User); err != nil {
+		return nil, err
+	}
+	if err := checkText("tag", p.Tag, maxTagLen); err != nil {
+		return nil, err
+	}
+	cfg := &envdv1.ProcessConfig{Envs: p.Envs, Cwd: p.Cwd, User: p.User}
+	if p.Args == nil {
+		cfg.Shell = p.Cmd
+	} else {
+		cfg.Cmd, cfg.Args = p.Cmd, p.Args
+	}
+	return cfg, nil
+}
+
+// timeout returns the spec's timeout, or def when it names none.
+func (p processSpec) timeout(def time.Duration) (time.Duration, error) {
+	if p.TimeoutSec == nil {
+		return def, nil
+	}
+	if *p.TimeoutSec < 1 || *p.TimeoutSec > maxExecTimeoutSec {
+		return 0, errorf(codeInvalid, "timeout_sec must be between 1 and %d, not %d", maxExecTimeoutSec, *p.TimeoutSec)
+	}
+	return time.Duration(*p.TimeoutSec) * time.Second, nil
+}
+
+// program names what the spec runs for the audit log: the program's base
+// name only, never its arguments or environment, which may hold secrets.
+// For a shell line it is the first word that is not a variable assignment,
+// when that word looks like a program name, and "sh" otherwise.
+func (p processSpec) program() string {
+	if p.Args != nil {
+		return programName(p.Cmd, "")
+	}
+	for _, w := range strings.Fields(p.Cmd) {
+		if k, _, ok := strings.Cut(w, "="); ok && validEnvName(k) {
+			continue
+		}
+		return programName(w, "sh")
+	}
+	return "sh"
+}
+
+func programName(word, fallback string) string {
+	name := path.Base(word)
+	if name == "" || name == "." || name == "/" || len(name) > 64 {
+		return fallback
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-", r)) {
+			return fallback
+		}
+	}
+	return name
+}
+
+// validEnvName reports whether k can name an environment variable.
+func validEnvName(k string) bool {
+	if k == "" || len(k) > 256 {
+		return false
+	}
+	for i, r := range k {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// execResult is the answer of a foreground exec.
+type execResult struct {
+	Stdout     string `json:"stdout"`
+	Stderr     string `json:"stderr"`
+	ExitCode   int32  `json:"exit_code"`
+	Signal     string `json:"signal,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
+	Truncated  bool   `json:"truncated"`
+	TimedOut   bool   `json:"timed_out"`
+}
+
+func (s *server) handleExec() http.Handler {
+	type request struct {
+		processSpec
+		Background bool `json:"background"`
+	}
+	type started struct {
+		PID uint32  `json:"pid"`
+		Tag *string `json:"tag"`
+	}
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		c, err := s.runningCapsule(r)
+		if err != nil {
+			return err
+		}
+		req, err := decode[request](w, r, maxBody)
+		if err != nil {
+			return err
+		}
+		cfg, err := req.config()
+		if err != nil {
+			return err
+		}
+		timeout, err := req.timeout(defaultExecTimeout)
+		if err != nil {
+			return err
+		}
+		ec, err := s.capsuleEnvd(r.Context(), c)
+		if err != nil {
+			return err
+		}
+		defer ec.Close()
+		meta := execMeta(req.processSpec, "exec")
+		meta["background"] = req.Background
+		if req.Background {
+			pid, err := s.startBackground(r.Context(), ec, &envdv1.StartRequest{Process: cfg, Tag: req.Tag})
+			if err != nil {
+				return s.envdError(r.Context(), c, execErrors, err)
+			}
+			meta["pid"] = pid
+			s.used(r, c, "capsule.exec", meta)
+			encode(w, http.StatusAccepted, started{PID: pid, Tag: ptr(req.Tag)})
+			return nil
+		}
+		var recorded chan struct{}
+		res, err := s.runForeground(r.Context(), ec, &envdv1.StartRequest{Process: cfg, Tag: req.Tag}, timeout, func(pid uint32) {
+			// Recorded while the command runs, so that the database
+			// round trip does not add to the exec's latency.
+			meta["pid"] = pid
+			recorded = make(chan struct{})
+			go func() {
+				defer close(recorded)
+				s.used(r, c, "capsule.exec", meta)
+			}()
+		})
+		if recorded != nil {
+			<-recorded
+		}
+		if err != nil {
+			return s.envdError(r.Context(), c, execErrors, err)
+		}
+		encode(w, http.StatusOK, res)
+		return nil
+	})
+}
+
+// startBackground starts a process and returns its pid as soon as envd
+// reports the start; the process outlives the stream.
+func (s *server) startBackground(ctx context.Context, ec *envdclient.Client, req *envdv1.StartRequest) (uint32, error) {
+	ctx, cancel := context.WithTimeout(ctx, envdCallTimeout)
+	defer cancel()
+	stream, err := ec.Process.Start(ctx, connect.NewRequest(req))
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = stream.Close() }()
+	for stream.Receive() {
+		if st := stream.Msg().GetEvent().GetStart(); st != nil {
+			return st.GetPid(), nil
+		}
+	}
+	return 0, streamEnded(stream.Err())
+}
+
+// streamEnded is the error of a process stream that ended without the
+// event the caller waited for.
+func streamEnded(err error) error {
+	if err == nil {
+		return errors.New("envd ended the process stream early")
+	}
+	return err
+}
+
+// runForeground runs a process to its end and collects its output.
+// onStart is called with the pid once it runs. When the process outlives
+// timeout it is killed and the answer says timed_out; when ctx ends (the
+// client went away) it is killed too, since nobody waits for it.
+func (s *server) runForeground(ctx context.Context, ec *envdclient.Client, req *envdv1.StartRequest,
+	timeout time.Duration, onStart func(pid uint32)) (execResult, error) {
+	var res execResult
+	begin := time.Now()
+	// The stream gets its own context: a timeout must not cut it before the
+	// output the process wrote until it was killed has arrived.
+	streamCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := ec.Process.Start(streamCtx, connect.NewRequest(req))
+	if err != nil {
+		return res, err
+	}
+	defer func() { _ = stream.Close() }()
+
+	var (
+		pid      uint32
+		timedOut atomic.Bool
+		stdout   outBuf
+		stderr   outBuf
+	)
+	collect := func(buf *outBuf, b []byte) {
+		if buf.full {
+			return
+		}
+		if room := maxExecOutput - len(buf.b); len(b) > room {
+			buf.b = trimPartialRune(append(buf.b, b[:room]...))
+			buf.full, res.Truncated = true, true
+			return
+		}
+		buf.b = append(buf.b, b...)
+	}
+	for stream.Receive() {
+		ev := stream.Msg().GetEvent()
+		switch {
+		case ev.GetStart() != nil:
+			pid = ev.GetStart().GetPid()
+			onStart(pid)
+			timer := time.AfterFunc(timeout, func() {
+				timedOut.Store(true)
+				s.kill(ec, pid)
+				// The end event should follow at once; if it does not,
+				// answer with what arrived.
+				time.AfterFunc(killGrace, cancel)
+			})
+			defer timer.Stop()
+		case ev.GetData() != nil:
+			d := ev.GetData()
+			if out := d.GetStdout(); out != nil {
+				collect(&stdout, out)
+			} else if out := d.GetStderr(); out != nil {
+				collect(&stderr, out)
+			}
+		case ev.GetDropped() != nil:
+			res.Truncated = true
+		case ev.GetEnd() != nil:
+			end := ev.GetEnd()
+			if end.GetError() != "" {
+				s.log.WarnContext(ctx, "envd reported a failure running a process", "pid", pid, "err", end.GetError())
+			}
+			res.ExitCode, res.Signal = end.GetExitCode(), end.GetSignal()
+			res.Stdout, res.Stderr = string(stdout.b), string(stderr.b)
+			res.DurationMS = time.Since(begin).Milliseconds()
+			res.TimedOut = timedOut.Load()
+			return res, nil
+		}
+	}
+	err = streamEnded(stream.Err())
+	switch {
+	case pid == 0:
+		return res, err
+	case timedOut.Load():
+		// Killed, but the end event did not come in time.
+		res.ExitCode, res.Signal = -1, "SIGKILL"
+		res.Stdout, res.Stderr = string(stdout.b), string(stderr.b)
+		res.DurationMS = time.Since(begin).Milliseconds()
+		res.TimedOut = true
+		return res, nil
+	case ctx.Err() != nil:
+		s.kill(ec, pid)
+	}
+	return res, err
+}
+
+// kill sends SIGKILL to pid, whatever happened to the request that asked.
+func (s *server) kill(ec *envdclient.Client, pid uint32) {
+	s.signal(ec, pid, envdv1.Signal_SIGNAL_SIGKILL)
+}
+
+// signal sends sig to pid on the control plane's own account: a timeout,
+// a client that went away.
+func (s *server) signal(ec *envdclient.Client, pid uint32, sig envdv1.Signal) {
+	ctx, cancel := context.WithTimeout(context.Background(), envdCallTimeout)
+	defer cancel()
+	_, err := ec.Process.SendSignal(ctx, connect.NewRequest(&envdv1.SendSignalRequest{
+		Process: pidSelector(pid), Signal: sig,
+	}))
+	// failed_precondition: it ended meanwhile, which is what we wanted.
+	if err != nil && connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		s.log.Warn("signalling a process", "pid", pid, "signal", signalName(sig), "err", err)
+	}
+}
+
+func pidSelector(pid uint32) *envdv1.ProcessSelector {
+	return &envdv1.ProcessSelector{Selector: &envdv1.ProcessSelector_Pid{Pid: pid}}
+}
+
+// outBuf collects one output stream up to maxExecOutput.
+type outBuf struct {
+	b    []byte
+	full bool
+}
+
+// trimPartialRune drops a character cut in two at the end of b.
+func trimPartialRune(b []byte) []byte {
+	for i := 1; i < utf8.UTFMax && i <= len(b); i++ {
+		if utf8.RuneStart(b[len(b)-i]) {
+			if !utf8.FullRune(b[len(b)-i:]) {
+				return b[:len(b)-i]
+			}
+			break
+		}
+	}
+	return b
+}
+
+// execMeta is the audit metadata of a process start: the program's name,
+// never its arguments or environment.
+func execMeta(p processSpec, via string) map[string]any {
+	return map[string]any{"program": p.program(), "shell": p.Args == nil, "via": via}
+}
