@@ -53,6 +53,8 @@ func routeTable() []route {
 		{"POST", "/v1/hosts/auth/refresh", public, (*server).handleRefresh},
 
 		{"POST", "/v1/capsules/{id}/exec", member, (*server).handleExec},
+		{"GET", "/v1/capsules/{id}/exec/stream", member, (*server).handleExecStream},
+		{"GET", "/v1/capsules/{id}/pty", member, (*server).handlePTY},
 		{"GET", "/v1/capsules/{id}/processes", member, (*server).handleListProcesses},
 		{"DELETE", "/v1/capsules/{id}/processes/{pid}", member, (*server).handleKillProcess},
 
