@@ -57,6 +57,13 @@ func routeTable() []route {
 		{"GET", "/v1/capsules/{id}/pty", member, (*server).handlePTY},
 		{"GET", "/v1/capsules/{id}/processes", member, (*server).handleListProcesses},
 		{"DELETE", "/v1/capsules/{id}/processes/{pid}", member, (*server).handleKillProcess},
+		{"POST", "/v1/capsules/{id}/files/write", member, (*server).handleWriteFile},
+		{"POST", "/v1/capsules/{id}/files/read", member, (*server).handleReadFile},
+		{"POST", "/v1/capsules/{id}/files/list", member, (*server).handleListFiles},
+		{"POST", "/v1/capsules/{id}/files/mkdir", member, (*server).handleMakeDir},
+		{"POST", "/v1/capsules/{id}/files/remove", member, (*server).handleRemoveFile},
+		{"PUT", "/v1/capsules/{id}/files", member, (*server).handlePutFile},
+		{"GET", "/v1/capsules/{id}/files", member, (*server).handleGetFile},
 
 		{"GET", "/v1/audit-log", member, (*server).handleAuditLog},
 	}

@@ -373,3 +373,28 @@ func (c *Client) PreparePause(ctx context.Context) error {
 	_ = resp.Body.Close()
 	return nil
 }
+
+// Open is Download for proxies: it sends header's Range and If-Range with
+// the request and returns envd's whole answer (200, or 206 for a range),
+// so that the caller can pass on Content-Length, Content-Range and
+// Last-Modified. The caller must close the body.
+func (c *Client) Open(ctx context.Context, path, user string, header http.Header) (*http.Response, error) {
+	q := url.Values{"path": {path}}
+	if user != "" {
+		q.Set("user", user)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/files?"+q.Encode(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("downloading %s: %w", path, err)
+	}
+	for _, h := range []string{"Range", "If-Range"} {
+		if v := header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
+	}
+	resp, err := c.do(c.fileHTTP, req)
+	if err != nil {
+		return nil, fmt.Errorf("downloading %s: %w", path, err)
+	}
+	return resp, nil
+}
