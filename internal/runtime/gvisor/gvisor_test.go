@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/wrenn-dev/wrenn/internal/runtime"
 	"github.com/wrenn-dev/wrenn/internal/runtime/gvisor"
 	"github.com/wrenn-dev/wrenn/internal/runtime/runtimetest"
@@ -46,6 +48,11 @@ func scratch(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		// runsc --network=none bind-mounts an empty namespace at
+		// <root>/null-netns and leaves it mounted.
+		_ = unix.Unmount(filepath.Join(dir, "runsc", "null-netns"), unix.MNT_DETACH)
+		_ = os.RemoveAll(dir)
+	})
 	return dir
 }
