@@ -155,22 +155,23 @@ func TestIsolation(t *testing.T) {
 	}
 	wg.Wait()
 
-	// Spoofing: the capsule claims another capsule's address. Last, because
-	// the extra address changes where the capsule's packets come from.
-	func() {
-		err := inNetns(a.NetnsPath, func() error {
-			eth, err := netlink.LinkByName(PeerIface)
-			if err != nil {
-				return err
-			}
-			return netlink.AddrAdd(eth, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(b.Address.Addr(), 32))})
-		})
+	// Spoofing: the capsule sends from an address that is not its own. The
+	// network address of its own /30 is used because the answer to it is
+	// routed back to the same veth: without the anti-spoofing entry the
+	// connection would succeed. Last, because the extra address changes
+	// where the capsule's packets come from.
+	spoofed := a.Address.Masked().Addr()
+	err = inNetns(a.NetnsPath, func() error {
+		eth, err := netlink.LinkByName(PeerIface)
 		if err != nil {
-			t.Errorf("adding a spoofed address: %v", err)
-			return
+			return err
 		}
-		if _, err := dialFrom(a.NetnsPath, b.Address.Addr(), internet, blockedTimeout); err == nil {
-			t.Errorf("capsule reached the internet from a spoofed address")
-		}
-	}()
+		return netlink.AddrAdd(eth, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(spoofed, 32))})
+	})
+	if err != nil {
+		t.Fatalf("adding a spoofed address: %v", err)
+	}
+	if _, err := dialFrom(a.NetnsPath, spoofed, internet, blockedTimeout); err == nil {
+		t.Errorf("capsule reached the internet from spoofed address %s", spoofed)
+	}
 }
