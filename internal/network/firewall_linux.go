@@ -66,7 +66,12 @@ func newFirewall(prefix string, cidr netip.Prefix) (*firewall, error) {
 
 func newSrcSet(table *nftables.Table) *nftables.Set {
 	return &nftables.Set{
-		Table:         table,
+		Table: table,
+		// The id only names the set within one batch. Setting it keeps
+		// AddSet from drawing one from the library's global counter, which
+		// it increments without synchronization (a data race between
+		// managers).
+		ID:            1,
 		Name:          srcSet,
 		KeyType:       nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr),
 		Concatenation: true,
