@@ -8,6 +8,11 @@ GOLANGCI_LINT_VERSION := v2.15.0
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_CONNECT_GO_VERSION := v1.19.1
+# gVisor's runsc, from the module's `go` branch (scripts/install-runsc.sh).
+RUNSC_VERSION := v0.0.0-20260905035102-160fafc42237
+# Templates `make images` builds (minimal, debian) into IMAGES_DIR.
+TEMPLATES ?= minimal
+IMAGES_DIR ?= $(or $(WRENN_DIR),/var/lib/wrenn)/images
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/wrenn-dev/wrenn/internal/version.Version=$(VERSION)
 
@@ -15,7 +20,7 @@ LDFLAGS := -s -w -X github.com/wrenn-dev/wrenn/internal/version.Version=$(VERSIO
 -include .env
 export
 
-.PHONY: help build wrenn-cp wrenn-agent envd proto migrate-up migrate-down migrate-status \
+.PHONY: help build wrenn-cp wrenn-agent envd runsc images proto migrate-up migrate-down migrate-status \
 	dev dev-agent fmt vet lint test check bench clean
 
 help: ## list targets
@@ -31,6 +36,12 @@ wrenn-agent: ## build the host agent
 
 envd: ## build the guest agent (static)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILDS)/envd ./cmd/envd
+
+runsc: ## build gVisor's runsc (pinned) into /usr/local/bin/runsc if missing or outdated
+	scripts/install-runsc.sh $(RUNSC_VERSION)
+
+images: envd ## build the capsule templates in TEMPLATES (default minimal) into IMAGES_DIR
+	for t in $(TEMPLATES); do scripts/build-image.sh "$$t" "$(IMAGES_DIR)" || exit 1; done
 
 proto: ## regenerate Go code from proto/ (committed)
 	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)

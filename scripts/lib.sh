@@ -88,3 +88,77 @@ pg_stop() {
 	owner=$(pg_owner)
 	runuser -u "$owner" -- "$bindir/pg_ctl" -D "$datadir" -m fast -w stop >/dev/null 2>&1 || true
 }
+
+# --- templates (scripts/build-image.sh, scripts/bake-envd.sh) ---
+
+# dir_in_use DIR reports whether a process has the directory DIR open, or as
+# its working or root directory. It compares inodes, not paths, because
+# runsc sees a capsule's root file system under another name in its own mount
+# namespace; runsc's sandbox keeps that directory open while the capsule lives.
+dir_in_use() {
+	local dir=$1 hit
+	hit=$({
+		find -L /proc/[0-9]*/fd/ -mindepth 1 -maxdepth 1 -samefile "$dir" -print -quit
+		find -L /proc/[0-9]*/root /proc/[0-9]*/cwd -maxdepth 0 -samefile "$dir" -print -quit
+	} 2>/dev/null || true)
+	[ -n "$hit" ]
+}
+
+# template_replace NEW DEST puts the finished template directory NEW at DEST:
+# an existing DEST is renamed aside first (both renames stay inside one
+# directory, so DEST is never half-written), then removed unless a running
+# capsule still uses it. Leftovers of earlier replacements are removed once
+# nothing uses them.
+template_replace() {
+	local new=$1 dest=$2 parent base old
+	parent=$(dirname "$dest")
+	base=$(basename "$dest")
+	if [ -e "$dest" ]; then
+		old="$parent/.$base.old.$(date +%s%N)"
+		mv -T "$dest" "$old"
+	fi
+	mv -T "$new" "$dest"
+	for old in "$parent/.$base.old."*; do
+		[ -d "$old" ] || continue
+		if dir_in_use "$old" || dir_in_use "$old/rootfs"; then
+			log "keeping $old: still in use (removed by a later build)"
+		else
+			rm -rf "$old"
+		fi
+	done
+}
+
+# envd_version ENVD prints the version the envd binary reports.
+envd_version() {
+	local v
+	v=$("$1" --version 2>/dev/null) || die "$1 --version failed"
+	[ -n "$v" ] || die "$1 --version printed nothing"
+	echo "$v"
+}
+
+# template_write_json DIR NAME VCPUS MEMORY_MB DISK_MB ENVD_VERSION writes
+# DIR/template.json describing the root file system DIR/rootfs.
+template_write_json() {
+	local dir=$1 name=$2 vcpus=$3 mem=$4 disk=$5 envd=$6 size
+	size=$(du -sb "$dir/rootfs" | cut -f1)
+	cat >"$dir/template.json" <<JSON
+{
+  "name": "$name",
+  "size_bytes": $size,
+  "default_vcpus": $vcpus,
+  "default_memory_mb": $mem,
+  "default_disk_mb": $disk,
+  "built_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "envd_version": "$envd"
+}
+JSON
+}
+
+# debian_mirror prints the Debian mirror this machine's apt uses
+# (deb.debian.org when apt names none).
+debian_mirror() {
+	local m
+	m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
+		sed 's/#.*//' | grep -Eo '(https?|file)://[^ ]*/debian/?( |$)' | grep -v -- '-security' | head -n1 | tr -d ' ' || true)
+	echo "${m:-http://deb.debian.org/debian}"
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs Wrenn's whole test suite: installs what the tests need, starts a
-# throw-away PostgreSQL cluster in a temporary directory on a free port, runs
-# `go test`, and removes the cluster afterwards whatever happened.
+# Runs Wrenn's whole test suite: installs what the tests need (runsc, the
+# minimal template), starts a throw-away PostgreSQL cluster in a temporary
+# directory on a free port, runs `go test`, and removes the cluster afterwards
+# whatever happened.
 #
 # Extra arguments go to `go test` (default: ./...).
 set -euo pipefail
@@ -9,6 +10,21 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 command -v go >/dev/null || die "Go is not installed (see README, Prerequisites)"
+
+# Capsule tests run real gVisor sandboxes: runsc (built once, pinned in the
+# Makefile) and the minimal template, rebuilt only when envd or the scripts
+# that build it changed.
+make --no-print-directory runsc envd >/dev/null
+WRENN_TEST_RUNSC=/usr/local/bin/runsc
+WRENN_TEST_IMAGES=/var/lib/wrenn-test/images
+mkdir -p "$WRENN_TEST_IMAGES"
+image_key=$(cat builds/envd scripts/build-image.sh scripts/lib.sh | sha256sum | cut -d' ' -f1)
+if [ ! -f "$WRENN_TEST_IMAGES/minimal/template.json" ] ||
+	[ "$(cat "$WRENN_TEST_IMAGES/minimal.sha256" 2>/dev/null)" != "$image_key" ]; then
+	scripts/build-image.sh minimal "$WRENN_TEST_IMAGES"
+	echo "$image_key" >"$WRENN_TEST_IMAGES/minimal.sha256"
+fi
+export WRENN_TEST_RUNSC WRENN_TEST_IMAGES
 
 tmp=$(mktemp -d /var/tmp/wrenn-test.XXXXXX)
 chmod 755 "$tmp"

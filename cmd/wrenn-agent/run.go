@@ -109,7 +109,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	srv, err := agent.NewServer(cfg, cred, log)
+	caps, err := agent.OpenCapsulesFromConfig(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = caps.Close() }()
+	srv, err := agent.NewServer(cfg, cred, caps, log)
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,9 @@
 // with heartbeats (refreshing its credential when the control plane asks),
 // and serves the RPC API that only the control plane may call.
 //
-// A Server holds the agent's configuration and state; the capsule manager
-// that a later issue adds hangs off it, and its RPCs join routes.go.
+// A Server holds the agent's configuration and state; Capsules (capsules.go)
+// runs the host's capsules through a runtime driver and the network manager,
+// and the control plane reaches their envd through the agent's envd proxy.
 package agent
 
 import (
@@ -34,6 +35,9 @@ type Server struct {
 	cp     *cpClient
 	hostID string
 
+	// capsules runs this host's capsules; nil for an agent that runs none.
+	capsules *Capsules
+
 	// verifier checks control-plane call tokens. A credential refresh
 	// that brings a new control-plane key sets it on this same verifier.
 	verifier *hostauth.Verifier
@@ -42,8 +46,9 @@ type Server struct {
 	cred Credential // the latest credential, as saved on disk
 }
 
-// NewServer returns a Server for the host that cred identifies.
-func NewServer(cfg config.Agent, cred Credential, log *slog.Logger) (*Server, error) {
+// NewServer returns a Server for the host that cred identifies, running the
+// capsules of caps (nil: the agent serves HostInfo only).
+func NewServer(cfg config.Agent, cred Credential, caps *Capsules, log *slog.Logger) (*Server, error) {
 	pub, err := hostauth.DecodePublicKey(cred.CPPublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
@@ -55,6 +60,7 @@ func NewServer(cfg config.Agent, cred Credential, log *slog.Logger) (*Server, er
 		hostID:   cred.HostID,
 		verifier: hostauth.NewVerifier(pub, cred.HostID),
 		cred:     cred,
+		capsules: caps,
 	}, nil
 }
 

@@ -84,6 +84,9 @@ type heartbeatRequest struct {
 	FreeMemoryMB int64           `json:"free_memory_mb"`
 	FreeDiskMB   int64           `json:"free_disk_mb"`
 	Capsules     []capsuleReport `json:"capsules"`
+	// Templates are the templates this host has on disk; the scheduler
+	// places capsules only where their template is.
+	Templates []string `json:"templates"`
 }
 
 type refreshRequest struct {

@@ -80,39 +80,49 @@ func SaveCredential(dir string, c Credential) error {
 		return fmt.Errorf("saving credential: %w", err)
 	}
 	b = append(b, '\n')
-	// CreateTemp makes the file 0600 from the start, so the secret is
-	// never readable by others, not even briefly.
-	f, err := os.CreateTemp(dir, "."+CredentialFile+".*")
-	if err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, CredentialFile), b, 0o600); err != nil {
 		return fmt.Errorf("saving credential: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic replaces path with data: temporary file with mode perm
+// from the start (a secret is never readable by others, not even briefly),
+// fsync, rename, fsync of the directory. A crash leaves the old file or the
+// new one, never a torn one.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
 	}
 	tmp := f.Name()
 	defer func() { _ = os.Remove(tmp) }() // fails harmlessly once renamed
-	if _, err := f.Write(b); err != nil {
+	if _, err := f.Write(data); err != nil {
 		_ = f.Close()
-		return fmt.Errorf("saving credential: %w", err)
+		return err
 	}
-	if err := f.Chmod(0o600); err != nil {
+	if err := f.Chmod(perm); err != nil {
 		_ = f.Close()
-		return fmt.Errorf("saving credential: %w", err)
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		_ = f.Close()
-		return fmt.Errorf("saving credential: %w", err)
+		return err
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("saving credential: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, CredentialFile)); err != nil {
-		return fmt.Errorf("saving credential: %w", err)
+	if err := os.Rename(tmp, path); err != nil {
+		return err
 	}
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("saving credential: %w", err)
+		return err
 	}
 	defer func() { _ = d.Close() }()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("saving credential: syncing %s: %w", dir, err)
+		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	return nil
 }

@@ -21,8 +21,8 @@ var errHostRejected = errors.New("host rejected by the control plane")
 // host; it tells the operator what to do.
 const rejectedMessage = "host credential rejected by the control plane (host deleted or credential revoked); re-register with --register <new token>"
 
-// capsuleReport is one capsule in a heartbeat. The agent runs none yet; the
-// list is always sent so that the control plane can reconcile from it.
+// capsuleReport is one capsule in a heartbeat. The list is always sent,
+// empty or not, so that the control plane can reconcile from it.
 type capsuleReport struct {
 	ID     string `json:"id"`
 	Status string `json:"status"`
@@ -113,6 +113,17 @@ func (s *Server) beat(ctx context.Context) error {
 		FreeMemoryMB: free.FreeMemoryMB,
 		FreeDiskMB:   free.FreeDiskMB,
 		Capsules:     []capsuleReport{},
+		Templates:    []string{},
+	}
+	if s.capsules != nil {
+		infos, err := s.capsules.List(ctx)
+		if err != nil {
+			return fmt.Errorf("sending heartbeat: %w", err)
+		}
+		for _, c := range infos {
+			req.Capsules = append(req.Capsules, capsuleReport{ID: c.Spec.ID, Status: c.Status})
+		}
+		req.Templates = s.capsules.Templates()
 	}
 	cred := s.credential()
 	err = s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)

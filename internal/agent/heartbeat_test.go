@@ -71,7 +71,7 @@ func TestHeartbeatUnreachableLogsOnce(t *testing.T) {
 	srv, err := NewServer(cfg, Credential{
 		HostID: testHostID, CPURL: dead, Credential: "wrnh_x", RefreshToken: "wrnr_x",
 		CPPublicKey: hostauth.EncodePublicKey(newSigner(t).PublicKey()),
-	}, log)
+	}, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

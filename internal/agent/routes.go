@@ -5,6 +5,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
 )
 
@@ -12,7 +13,9 @@ import (
 const maxRequestBytes = 4 << 20
 
 // Handler returns every route the agent serves. Each Connect service is
-// mounted with the control-plane check; anything else is a plain 404.
+// mounted with the control-plane check; the envd proxy makes its own;
+// anything else is a plain 404. Without a capsule manager (an agent that
+// runs no capsules, as in some tests) only HostAgentService is served.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	opts := []connect.HandlerOption{
@@ -24,5 +27,11 @@ func (s *Server) Handler() http.Handler {
 		connect.WithReadMaxBytes(maxRequestBytes),
 	}
 	mux.Handle(hostagentv1connect.NewHostAgentServiceHandler(s, opts...))
+	if s.capsules != nil {
+		mux.Handle(hostagentv1connect.NewCapsuleServiceHandler(capsuleService{s.capsules}, opts...))
+	}
+	// The envd proxy checks its own token: it is bound to the capsule,
+	// not to a procedure of this API.
+	mux.Handle(hostauth.EnvdProxyPath("{id}")+"/", newEnvdProxy(s.capsules, s.verifier))
 	return mux
 }

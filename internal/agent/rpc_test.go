@@ -41,7 +41,7 @@ func startRPC(t *testing.T, cp *hostauth.Signer) string {
 		Credential:  "wrnh_unused",
 		CPPublicKey: hostauth.EncodePublicKey(cp.PublicKey()),
 	}
-	srv, err := NewServer(cfg, cred, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv, err := NewServer(cfg, cred, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
@@ -188,7 +188,7 @@ func TestVerifierSwap(t *testing.T) {
 	oldKey, newKey := newSigner(t), newSigner(t)
 	srv, err := NewServer(config.Agent{Dir: t.TempDir(), Runtime: config.RuntimeGVisor},
 		Credential{HostID: testHostID, CPPublicKey: hostauth.EncodePublicKey(oldKey.PublicKey())},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+		nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -150,6 +150,7 @@ func (s *server) handleHeartbeat() http.Handler {
 		FreeMemoryMB *int64            `json:"free_memory_mb"`
 		FreeDiskMB   *int64            `json:"free_disk_mb"`
 		Capsules     []json.RawMessage `json:"capsules"`
+		Templates    []string          `json:"templates"`
 	}
 	type response struct {
 		Status               string `json:"status"`
@@ -195,6 +196,7 @@ func (s *server) handleHeartbeat() http.Handler {
 		}
 		revived, err := s.store.Heartbeat(r.Context(), hostID, store.Capacity{
 			FreeCPUs: *req.FreeCPUs, FreeMemoryMB: *req.FreeMemoryMB, FreeDiskMB: *req.FreeDiskMB, Capsules: capsules,
+			Templates: req.Templates,
 		})
 		if errors.Is(err, store.ErrNotFound) {
 			return invalid

@@ -177,7 +177,7 @@ func TestGetHostAsksAgent(t *testing.T) {
 	// The real agent's RPC server, with the credential registration gave it.
 	ag, err := agent.NewServer(config.Agent{Dir: t.TempDir(), Runtime: config.RuntimeGVisor},
 		agent.Credential{HostID: reg.hostID, CPPublicKey: r.str("cp_public_key")},
-		slog.New(slog.DiscardHandler))
+		nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

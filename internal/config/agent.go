@@ -3,7 +3,9 @@ package config
 import (
 	"bytes"
 	"log/slog"
+	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -32,11 +34,24 @@ type Agent struct {
 	Runtime string
 	// FirecrackerBin is the Firecracker binary (WRENN_FIRECRACKER_BIN).
 	FirecrackerBin string
+	// Runsc is gVisor's runsc binary (WRENN_RUNSC).
+	Runsc string
+	// CapsuleCIDR is the IPv4 pool capsule addresses come from, one /30
+	// per capsule (WRENN_CAPSULE_CIDR).
+	CapsuleCIDR netip.Prefix
+	// NetworkPrefix starts the names of the agent's network namespaces,
+	// host-side veths and firewall table (WRENN_NETWORK_PREFIX), so that
+	// two agents on one machine (tests) keep apart.
+	NetworkPrefix string
 	// LogLevel and LogFormat ("text" or "json") shape the agent's log
 	// (WRENN_LOG_LEVEL, WRENN_LOG_FORMAT).
 	LogLevel  slog.Level
 	LogFormat string
 }
+
+// networkPrefix is what WRENN_NETWORK_PREFIX may be: short enough that
+// "<prefix>-<slot>" fits a 15-byte interface name.
+var networkPrefix = regexp.MustCompile(`^[a-z][a-z0-9]{0,4}$`)
 
 // agentProbe holds the files that decide WRENN_RUNTIME=auto, so that tests
 // can point them at fixtures instead of this machine's /dev and /proc.
@@ -60,6 +75,12 @@ func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	c.ListenAddr = r.listenAddr("WRENN_HOST_LISTEN_ADDR", ":50051")
 	c.HeartbeatInterval = r.duration("WRENN_HEARTBEAT_INTERVAL", 30*time.Second)
 	c.FirecrackerBin = r.string("WRENN_FIRECRACKER_BIN", "/usr/local/bin/firecracker")
+	c.Runsc = r.string("WRENN_RUNSC", "/usr/local/bin/runsc")
+	c.CapsuleCIDR = r.prefix("WRENN_CAPSULE_CIDR", "10.88.0.0/16")
+	c.NetworkPrefix = r.string("WRENN_NETWORK_PREFIX", "wr")
+	if !networkPrefix.MatchString(c.NetworkPrefix) {
+		r.fail("WRENN_NETWORK_PREFIX", c.NetworkPrefix, "must be 1 to 5 lowercase letters or digits, starting with a letter")
+	}
 	c.LogLevel = r.logLevel("WRENN_LOG_LEVEL")
 	c.LogFormat = r.logFormat("WRENN_LOG_FORMAT")
 

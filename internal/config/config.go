@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -132,6 +133,21 @@ func (r *reader) listenAddr(name, def string) string {
 }
 
 // logLevel reads a slog level: debug, info, warn or error (default info).
+// prefix reads an IPv4 network of at least /24 in CIDR notation.
+func (r *reader) prefix(name, def string) netip.Prefix {
+	v := r.string(name, def)
+	p, err := netip.ParsePrefix(v)
+	switch {
+	case err != nil:
+		r.fail(name, v, "must be an IPv4 network in CIDR notation, like 10.88.0.0/16")
+	case !p.Addr().Is4() || p.Bits() > 24:
+		r.fail(name, v, "must be an IPv4 network of /24 or larger")
+	case p.Masked() != p:
+		r.fail(name, v, "has host bits set; did you mean "+p.Masked().String()+"?")
+	}
+	return p
+}
+
 func (r *reader) logLevel(name string) slog.Level {
 	v := r.string(name, "info")
 	var l slog.Level

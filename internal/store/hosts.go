@@ -75,6 +75,7 @@ type Capacity struct {
 	FreeMemoryMB int64
 	FreeDiskMB   int64
 	Capsules     json.RawMessage
+	Templates    []string // templates the host has on disk
 }
 
 const hostColumns = `id::text, type, coalesce(team_id::text, ''), status, arch, cpus, memory_mb, disk_mb,
@@ -275,13 +276,17 @@ func (s *Store) Heartbeat(ctx context.Context, hostID string, c Capacity) (reviv
 	if len(capsules) == 0 {
 		capsules = json.RawMessage("[]")
 	}
+	templates := c.Templates
+	if templates == nil {
+		templates = []string{}
+	}
 	var prev string
 	err = s.pool.QueryRow(ctx, `
 		UPDATE hosts h SET status = 'online', last_heartbeat_at = now(),
-		       free_cpus = $2, free_memory_mb = $3, free_disk_mb = $4, capsules = $5
+		       free_cpus = $2, free_memory_mb = $3, free_disk_mb = $4, capsules = $5, templates = $6
 		FROM (SELECT id, status FROM hosts WHERE id = $1 FOR UPDATE) old
 		WHERE h.id = old.id
-		RETURNING old.status`, hostID, c.FreeCPUs, c.FreeMemoryMB, c.FreeDiskMB, []byte(capsules)).Scan(&prev)
+		RETURNING old.status`, hostID, c.FreeCPUs, c.FreeMemoryMB, c.FreeDiskMB, []byte(capsules), templates).Scan(&prev)
 	if err != nil {
 		return false, notFound("recording heartbeat", err)
 	}

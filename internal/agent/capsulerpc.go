@@ -1,0 +1,100 @@
+package agent
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+
+	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
+)
+
+// capsuleService serves hostagent.v1.CapsuleService on the capsule manager.
+type capsuleService struct {
+	caps *Capsules
+}
+
+// connectError maps the capsule manager's errors to Connect codes, which the
+// control plane maps to HTTP statuses.
+func connectError(err error) error {
+	switch {
+	case errors.Is(err, errInvalidSpec):
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, errNoTemplate):
+		return connect.NewError(connect.CodeFailedPrecondition, err)
+	case errors.Is(err, errCapsuleExists):
+		return connect.NewError(connect.CodeAlreadyExists, err)
+	case errors.Is(err, errCapsuleNotFound):
+		return connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	return connect.NewError(connect.CodeInternal, err)
+}
+
+func specFromProto(p *hostagentv1.CapsuleSpec) CapsuleSpec {
+	return CapsuleSpec{
+		ID:       p.GetCapsuleId(),
+		Template: p.GetTemplate(),
+		VCPUs:    int(p.GetVcpus()),
+		MemoryMB: int(p.GetMemoryMb()),
+		DiskMB:   int(p.GetDiskMb()),
+		Envs:     p.GetEnvs(),
+	}
+}
+
+func capsuleToProto(c CapsuleInfo) *hostagentv1.Capsule {
+	out := &hostagentv1.Capsule{
+		Spec: &hostagentv1.CapsuleSpec{
+			CapsuleId: c.Spec.ID,
+			Template:  c.Spec.Template,
+			Vcpus:     int32(c.Spec.VCPUs),
+			MemoryMb:  int32(c.Spec.MemoryMB),
+			DiskMb:    int32(c.Spec.DiskMB),
+		},
+		Status:          c.Status,
+		StartedAtUnixMs: c.StartedAt.UnixMilli(),
+	}
+	if c.Address.IsValid() {
+		out.Address = c.Address.String()
+	}
+	return out
+}
+
+func (s capsuleService) CreateCapsule(ctx context.Context, req *connect.Request[hostagentv1.CreateCapsuleRequest]) (*connect.Response[hostagentv1.CreateCapsuleResponse], error) {
+	if req.Msg.GetSpec() == nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("spec is required"))
+	}
+	info, err := s.caps.Create(ctx, specFromProto(req.Msg.GetSpec()))
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.CreateCapsuleResponse{Capsule: capsuleToProto(info)}), nil
+}
+
+func (s capsuleService) DestroyCapsule(ctx context.Context, req *connect.Request[hostagentv1.DestroyCapsuleRequest]) (*connect.Response[hostagentv1.DestroyCapsuleResponse], error) {
+	if err := s.caps.Destroy(ctx, req.Msg.GetCapsuleId()); err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.DestroyCapsuleResponse{}), nil
+}
+
+func (s capsuleService) GetCapsule(ctx context.Context, req *connect.Request[hostagentv1.GetCapsuleRequest]) (*connect.Response[hostagentv1.GetCapsuleResponse], error) {
+	info, err := s.caps.Get(ctx, req.Msg.GetCapsuleId())
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.GetCapsuleResponse{Capsule: capsuleToProto(info)}), nil
+}
+
+func (s capsuleService) ListCapsules(ctx context.Context, _ *connect.Request[hostagentv1.ListCapsulesRequest]) (*connect.Response[hostagentv1.ListCapsulesResponse], error) {
+	infos, err := s.caps.List(ctx)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	out := &hostagentv1.ListCapsulesResponse{}
+	for _, info := range infos {
+		out.Capsules = append(out.Capsules, capsuleToProto(info))
+	}
+	return connect.NewResponse(out), nil
+}

@@ -1,0 +1,491 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	"github.com/wrenn-dev/wrenn/internal/network"
+	"github.com/wrenn-dev/wrenn/internal/runtime"
+)
+
+// Capsule statuses as the agent reports them.
+const (
+	capsuleStarting = "starting"
+	capsuleRunning  = "running"
+	// capsuleStopped: the sandbox exited without being destroyed.
+	capsuleStopped = "stopped"
+)
+
+// Errors of the capsule manager, mapped to Connect codes in capsulerpc.go.
+var (
+	errCapsuleExists   = errors.New("capsule already exists")
+	errCapsuleNotFound = errors.New("capsule not found")
+	errNoTemplate      = errors.New("template not on this host")
+	errInvalidSpec     = errors.New("invalid capsule spec")
+)
+
+// envdReadyTimeout bounds the wait for a new capsule's envd to answer.
+const envdReadyTimeout = 20 * time.Second
+
+// templateName is what a template's directory may be called.
+var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// envName is what an environment variable may be called.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// CapsuleSpec is what a capsule is made of, as the control plane asked.
+type CapsuleSpec struct {
+	ID       string            `json:"id"`
+	Template string            `json:"template"`
+	VCPUs    int               `json:"vcpus"`
+	MemoryMB int               `json:"memory_mb"`
+	DiskMB   int               `json:"disk_mb"`
+	Envs     map[string]string `json:"envs,omitempty"`
+}
+
+// capsuleRecord is a capsule as the agent keeps it on disk
+// ($WRENN_DIR/sandboxes/<id>/capsule.json, 0600): enough to re-adopt it
+// after a restart. It holds the envd token, so it never leaves the host.
+type capsuleRecord struct {
+	Spec      CapsuleSpec `json:"spec"`
+	Status    string      `json:"status"`
+	Address   string      `json:"address"`
+	Token     string      `json:"token"`
+	StartedAt time.Time   `json:"started_at"`
+}
+
+// CapsuleInfo is what the agent reports about a capsule.
+type CapsuleInfo struct {
+	Spec      CapsuleSpec
+	Status    string
+	Address   netip.Addr
+	StartedAt time.Time
+}
+
+// CapsulesConfig configures the capsule manager.
+type CapsulesConfig struct {
+	// Dir is $WRENN_DIR: capsules live in Dir/sandboxes, templates in
+	// Dir/images.
+	Dir string
+	// Driver runs the capsules.
+	Driver runtime.Driver
+	// Network gives each capsule its namespace, veth and address.
+	Network *network.Manager
+	// MaxVCPUs is the most vCPUs one capsule may have (the host's CPUs).
+	MaxVCPUs int
+	Logger   *slog.Logger
+}
+
+// Capsules runs the capsules of this host. It is safe for concurrent use;
+// operations on one capsule are serialized.
+type Capsules struct {
+	cfg CapsulesConfig
+	log *slog.Logger
+
+	mu       sync.Mutex
+	capsules map[string]*capsuleRecord // guarded by mu
+	busy     map[string]bool           // ids with an operation in progress; guarded by mu
+}
+
+// OpenCapsules loads the capsules recorded under cfg.Dir, re-adopts those
+// still running, and removes whatever runtime or network leftovers belong to
+// no recorded capsule.
+func OpenCapsules(ctx context.Context, cfg CapsulesConfig) (*Capsules, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Capsules{cfg: cfg, log: cfg.Logger, capsules: map[string]*capsuleRecord{}, busy: map[string]bool{}}
+	if err := os.MkdirAll(c.sandboxesDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("opening capsules: %w", err)
+	}
+	entries, err := os.ReadDir(c.sandboxesDir())
+	if err != nil {
+		return nil, fmt.Errorf("opening capsules: %w", err)
+	}
+	running, err := cfg.Driver.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("opening capsules: %w", err)
+	}
+	states := map[string]runtime.State{}
+	for _, info := range running {
+		states[info.ID] = info.State
+	}
+	for _, e := range entries {
+		rec, err := readRecord(filepath.Join(c.sandboxesDir(), e.Name()))
+		if err != nil || rec.Spec.ID != e.Name() || rec.Status == capsuleStarting {
+			// A capsule whose start never finished was never reported
+			// to the control plane as running: it is a leftover.
+			c.log.Warn("removing an incomplete capsule", "capsule_id", e.Name(), "err", err)
+			c.remove(ctx, e.Name())
+			continue
+		}
+		if states[rec.Spec.ID] != runtime.StateRunning {
+			rec.Status = capsuleStopped
+		} else if _, err := cfg.Network.Setup(ctx, rec.Spec.ID); err != nil {
+			return nil, fmt.Errorf("re-adopting capsule %s: %w", rec.Spec.ID, err)
+		}
+		c.capsules[rec.Spec.ID] = rec
+		c.log.Info("re-adopted capsule", "capsule_id", rec.Spec.ID, "status", rec.Status)
+	}
+	for _, info := range running {
+		if _, ok := c.capsules[info.ID]; !ok {
+			c.log.Warn("destroying a sandbox that belongs to no capsule", "capsule_id", info.ID)
+			if err := cfg.Driver.Destroy(ctx, info.ID); err != nil {
+				return nil, fmt.Errorf("removing leftover sandbox %s: %w", info.ID, err)
+			}
+		}
+	}
+	keep := func(id string) bool { _, ok := c.capsules[id]; return ok }
+	if err := cfg.Network.Cleanup(ctx, keep); err != nil {
+		return nil, fmt.Errorf("removing network leftovers: %w", err)
+	}
+	return c, nil
+}
+
+func (c *Capsules) sandboxesDir() string { return filepath.Join(c.cfg.Dir, "sandboxes") }
+func (c *Capsules) imagesDir() string    { return filepath.Join(c.cfg.Dir, "images") }
+
+// Templates lists the templates this host has.
+func (c *Capsules) Templates() []string {
+	entries, err := os.ReadDir(c.imagesDir())
+	if err != nil {
+		return []string{}
+	}
+	names := []string{}
+	for _, e := range entries {
+		if !templateName.MatchString(e.Name()) {
+			continue
+		}
+		if st, err := os.Stat(filepath.Join(c.imagesDir(), e.Name(), "rootfs", runtime.EnvdPath)); err == nil && st.Mode().IsRegular() {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+// claim marks id busy, so that no other operation on it runs meanwhile.
+func (c *Capsules) claim(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy[id] {
+		return false
+	}
+	c.busy[id] = true
+	return true
+}
+
+func (c *Capsules) release(id string) {
+	c.mu.Lock()
+	delete(c.busy, id)
+	c.mu.Unlock()
+}
+
+// validate reports what is wrong with spec.
+func (c *Capsules) validate(spec CapsuleSpec) error {
+	if _, err := uuid.Parse(spec.ID); err != nil || spec.ID != uuid.MustParse(spec.ID).String() {
+		return fmt.Errorf("%w: capsule_id %q is not a lowercase UUID", errInvalidSpec, spec.ID)
+	}
+	if !templateName.MatchString(spec.Template) {
+		return fmt.Errorf("%w: template name %q", errInvalidSpec, spec.Template)
+	}
+	if spec.VCPUs < 1 || (c.cfg.MaxVCPUs > 0 && spec.VCPUs > c.cfg.MaxVCPUs) {
+		return fmt.Errorf("%w: vcpus must be 1..%d, not %d", errInvalidSpec, c.cfg.MaxVCPUs, spec.VCPUs)
+	}
+	if spec.MemoryMB < 64 || spec.DiskMB < 64 {
+		return fmt.Errorf("%w: memory_mb and disk_mb must be at least 64", errInvalidSpec)
+	}
+	for k := range spec.Envs {
+		if !envName.MatchString(k) {
+			return fmt.Errorf("%w: environment variable name %q", errInvalidSpec, k)
+		}
+	}
+	if !slices.Contains(c.Templates(), spec.Template) {
+		return fmt.Errorf("%w: %s", errNoTemplate, spec.Template)
+	}
+	return nil
+}
+
+// Create starts a capsule and returns once its envd is initialized with a
+// fresh token. On any failure everything it made is removed again.
+func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, error) {
+	if err := c.validate(spec); err != nil {
+		return CapsuleInfo{}, err
+	}
+	if !c.claim(spec.ID) {
+		return CapsuleInfo{}, fmt.Errorf("%w: %s", errCapsuleExists, spec.ID)
+	}
+	defer c.release(spec.ID)
+	c.mu.Lock()
+	_, exists := c.capsules[spec.ID]
+	c.mu.Unlock()
+	dir := filepath.Join(c.sandboxesDir(), spec.ID)
+	if _, err := os.Stat(dir); exists || err == nil {
+		return CapsuleInfo{}, fmt.Errorf("%w: %s", errCapsuleExists, spec.ID)
+	}
+
+	start := time.Now()
+	rec, err := c.start(ctx, spec, dir)
+	if err != nil {
+		// The start may have been cut short by ctx; the clean-up must not be.
+		c.remove(context.WithoutCancel(ctx), spec.ID)
+		return CapsuleInfo{}, err
+	}
+	c.mu.Lock()
+	c.capsules[spec.ID] = rec
+	c.mu.Unlock()
+	c.log.Info("capsule started", "capsule_id", spec.ID, "template", spec.Template,
+		"address", rec.Address, "took_ms", time.Since(start).Milliseconds())
+	return rec.info(), nil
+}
+
+// start does the steps of Create, recording the capsule on disk first so
+// that a crash at any point leaves something OpenCapsules can clean up.
+func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, dir string) (*capsuleRecord, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating capsule dir: %w", err)
+	}
+	token, err := newToken()
+	if err != nil {
+		return nil, err
+	}
+	rec := &capsuleRecord{Spec: spec, Status: capsuleStarting, Token: token}
+	if err := writeRecord(dir, rec); err != nil {
+		return nil, err
+	}
+	slot, err := c.cfg.Network.Setup(ctx, spec.ID)
+	if err != nil {
+		return nil, fmt.Errorf("setting up network: %w", err)
+	}
+	rec.Address = slot.Address.Addr().String()
+	info, err := c.cfg.Driver.Create(ctx, runtime.Spec{
+		ID:       spec.ID,
+		Dir:      dir,
+		Image:    filepath.Join(c.imagesDir(), spec.Template),
+		Hostname: hostnameOf(spec.ID),
+		VCPUs:    spec.VCPUs,
+		MemoryMB: spec.MemoryMB,
+		DiskMB:   spec.DiskMB,
+		Network: runtime.Network{
+			NetnsPath: slot.NetnsPath,
+			Address:   slot.Address,
+			Gateway:   slot.HostAddr,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	rec.StartedAt = info.StartedAt
+	if err := initEnvd(ctx, rec); err != nil {
+		return nil, err
+	}
+	rec.Status = capsuleRunning
+	if err := writeRecord(dir, rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// hostnameOf is a capsule's hostname: short, stable, derived from its id.
+func hostnameOf(id string) string { return "capsule-" + id[:8] }
+
+// initEnvd waits for the capsule's envd to answer, then hands it the
+// capsule's token and environment.
+func initEnvd(ctx context.Context, rec *capsuleRecord) error {
+	client := envdclient.New(envdURL(rec.Address), "")
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(ctx, envdReadyTimeout)
+	defer cancel()
+	wait := time.Millisecond
+	for {
+		hctx, hcancel := context.WithTimeout(ctx, time.Second)
+		err := client.Health(hctx)
+		hcancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for envd: %w (last error: %w)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 50*time.Millisecond)
+	}
+	err := client.Init(ctx, envdclient.InitRequest{
+		AccessToken: rec.Token,
+		EnvVars:     rec.Spec.Envs,
+		Hostname:    hostnameOf(rec.Spec.ID),
+	})
+	if err != nil {
+		return fmt.Errorf("initializing envd: %w", err)
+	}
+	return nil
+}
+
+// envdURL is the base URL of the envd at a capsule address.
+func envdURL(addr string) string {
+	return "http://" + netip.AddrPortFrom(netip.MustParseAddr(addr), runtime.EnvdPort).String()
+}
+
+// Destroy stops a capsule and removes all it had. Unknown ids succeed.
+func (c *Capsules) Destroy(ctx context.Context, id string) error {
+	if !c.claim(id) {
+		return fmt.Errorf("capsule %s is busy with another operation", id)
+	}
+	defer c.release(id)
+	if err := c.remove(ctx, id); err != nil {
+		return err
+	}
+	c.log.Info("capsule destroyed", "capsule_id", id)
+	return nil
+}
+
+// remove tears down whatever exists of capsule id: sandbox, network, files,
+// record. It goes on past errors so that one stuck part does not keep the
+// others alive, and reports the first.
+func (c *Capsules) remove(ctx context.Context, id string) error {
+	var errs []error
+	if err := c.cfg.Driver.Destroy(ctx, id); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.cfg.Network.Teardown(ctx, id); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		// Files go last: while the sandbox or network could not be
+		// removed, the record is what lets a retry find them.
+		if err := os.RemoveAll(filepath.Join(c.sandboxesDir(), id)); err != nil {
+			errs = append(errs, err)
+		}
+		c.mu.Lock()
+		delete(c.capsules, id)
+		c.mu.Unlock()
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("destroying capsule %s: %w", id, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Get reports one capsule, asking the driver whether it still runs.
+func (c *Capsules) Get(ctx context.Context, id string) (CapsuleInfo, error) {
+	c.mu.Lock()
+	rec, ok := c.capsules[id]
+	var cp capsuleRecord
+	if ok {
+		cp = *rec
+	}
+	c.mu.Unlock()
+	if !ok {
+		return CapsuleInfo{}, fmt.Errorf("%w: %s", errCapsuleNotFound, id)
+	}
+	if cp.Status == capsuleRunning {
+		if info, err := c.cfg.Driver.Info(ctx, id); err != nil || info.State != runtime.StateRunning {
+			cp.Status = capsuleStopped
+		}
+	}
+	return cp.info(), nil
+}
+
+// List reports every capsule, ordered by id.
+func (c *Capsules) List(ctx context.Context) ([]CapsuleInfo, error) {
+	states := map[string]runtime.State{}
+	infos, err := c.cfg.Driver.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range infos {
+		states[i.ID] = i.State
+	}
+	c.mu.Lock()
+	out := make([]CapsuleInfo, 0, len(c.capsules))
+	for id, rec := range c.capsules {
+		info := rec.info()
+		if info.Status == capsuleRunning && states[id] != runtime.StateRunning {
+			info.Status = capsuleStopped
+		}
+		out = append(out, info)
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b CapsuleInfo) int { return cmpString(a.Spec.ID, b.Spec.ID) })
+	return out, nil
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// envdTarget returns the address and token of a running capsule's envd.
+func (c *Capsules) envdTarget(id string) (addr, token string, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec, ok := c.capsules[id]
+	if !ok {
+		return "", "", fmt.Errorf("%w: %s", errCapsuleNotFound, id)
+	}
+	if rec.Status != capsuleRunning {
+		return "", "", fmt.Errorf("capsule %s is %s", id, rec.Status)
+	}
+	return rec.Address, rec.Token, nil
+}
+
+func (r *capsuleRecord) info() CapsuleInfo {
+	info := CapsuleInfo{Spec: r.Spec, Status: r.Status, StartedAt: r.StartedAt}
+	info.Address, _ = netip.ParseAddr(r.Address)
+	return info
+}
+
+// newToken returns a fresh envd access token.
+func newToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generating envd token: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+const recordFile = "capsule.json"
+
+// writeRecord saves rec in dir atomically and durably.
+func writeRecord(dir string, rec *capsuleRecord) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encoding capsule record: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, recordFile), b, 0o600); err != nil {
+		return fmt.Errorf("saving capsule record: %w", err)
+	}
+	return nil
+}
+
+func readRecord(dir string) (*capsuleRecord, error) {
+	b, err := os.ReadFile(filepath.Join(dir, recordFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading capsule record: %w", err)
+	}
+	var rec capsuleRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("reading capsule record: %w", err)
+	}
+	return &rec, nil
+}

@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/runtime"
+)
+
+// envdProxy forwards /capsules/{id}/envd/... to that capsule's envd. The
+// control plane proves each request with a token bound to this host and to
+// the capsule (hostauth.EnvdProcedure); the proxy swaps it for the capsule's
+// envd access token, which thus never leaves the host. Connect RPCs arrive
+// over h2c and go on over h2c (client streaming needs HTTP/2); file transfers
+// arrive and go on over HTTP/1.1, which moves large bodies faster.
+type envdProxy struct {
+	caps     *Capsules
+	verifier *hostauth.Verifier
+	h1, h2   *http.Transport
+}
+
+func newEnvdProxy(caps *Capsules, verifier *hostauth.Verifier) *envdProxy {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	h2 := &http.Transport{DialContext: dialer.DialContext, Protocols: new(http.Protocols), IdleConnTimeout: 90 * time.Second}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	h1 := &http.Transport{
+		DialContext:         dialer.DialContext,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     90 * time.Second,
+		WriteBufferSize:     256 << 10,
+		ReadBufferSize:      256 << 10,
+		DisableCompression:  true,
+	}
+	return &envdProxy{caps: caps, verifier: verifier, h1: h1, h2: h2}
+}
+
+// proxyError answers in the shape Connect clients read ({"code","message"}),
+// which plain HTTP callers can read too.
+func proxyError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "message": msg})
+}
+
+func (p *envdProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if p.caps == nil {
+		proxyError(w, http.StatusServiceUnavailable, "unavailable", "this agent runs no capsules")
+		return
+	}
+	if err := p.verifier.Verify(r.Header, hostauth.EnvdProcedure(id)); err != nil {
+		proxyError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
+		return
+	}
+	addr, token, err := p.caps.envdTarget(id)
+	switch {
+	case errors.Is(err, errCapsuleNotFound):
+		proxyError(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	case err != nil:
+		proxyError(w, http.StatusConflict, "failed_precondition", err.Error())
+		return
+	}
+	transport := p.h1
+	if r.ProtoMajor == 2 {
+		transport = p.h2
+	}
+	prefix := hostauth.EnvdProxyPath(id)
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = net.JoinHostPort(addr, strconv.Itoa(runtime.EnvdPort))
+			pr.Out.URL.Path = strings.TrimPrefix(pr.In.URL.Path, prefix)
+			pr.Out.URL.RawPath = ""
+			pr.Out.Host = ""
+			pr.Out.Header.Del("Authorization")
+			pr.Out.Header.Set(envdclient.TokenHeader, token)
+		},
+		Transport: transport,
+		// Process output and watch events are streams: pass every write
+		// on at once.
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			proxyError(w, http.StatusBadGateway, "unavailable", "capsule's envd did not answer: "+err.Error())
+		},
+	}
+	rp.ServeHTTP(w, r)
+}

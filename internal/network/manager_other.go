@@ -1,0 +1,43 @@
+//go:build !linux
+
+package network
+
+import (
+	"context"
+	"errors"
+)
+
+// errUnsupported is returned everywhere but Linux: capsules need Linux
+// network namespaces and nftables.
+var errUnsupported = errors.New("capsule networking requires Linux")
+
+// Manager sets up and tears down capsule networks; on this platform every
+// method fails.
+type Manager struct{}
+
+// New validates cfg and fails: capsule networking requires Linux.
+func New(ctx context.Context, cfg Config) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return nil, errUnsupported
+}
+
+// Setup fails: capsule networking requires Linux.
+func (m *Manager) Setup(ctx context.Context, capsuleID string) (Slot, error) {
+	return Slot{}, errUnsupported
+}
+
+// Lookup finds nothing.
+func (m *Manager) Lookup(capsuleID string) (Slot, bool) { return Slot{}, false }
+
+// Teardown fails: capsule networking requires Linux.
+func (m *Manager) Teardown(ctx context.Context, capsuleID string) error { return errUnsupported }
+
+// Cleanup fails: capsule networking requires Linux.
+func (m *Manager) Cleanup(ctx context.Context, keep func(capsuleID string) bool) error {
+	return errUnsupported
+}
+
+// Close does nothing.
+func (m *Manager) Close() error { return nil }

@@ -1,0 +1,182 @@
+// Package network gives every capsule its own network: a network namespace,
+// a veth pair to the host, an address from a per-host pool, NAT for egress,
+// and a host firewall (nftables) that keeps the capsule away from the host,
+// from other capsules and from private and link-local ranges while letting
+// it reach the internet. runsc runs inside the namespace and takes the veth
+// peer over with its netstack; everything here is enforced on the host.
+//
+// Allocations persist in a state directory so that an agent restart
+// re-adopts running capsules without reassigning a live address.
+// docs/network.md describes the addressing, names and firewall rules.
+package network
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strconv"
+)
+
+// DefaultPrefix names host veths, namespaces and the nftables table when
+// Config.Prefix is empty.
+const DefaultPrefix = "wr"
+
+// PeerIface is the name of the capsule end of the veth pair, inside the
+// capsule's namespace.
+const PeerIface = "eth0"
+
+// netnsDir is where named network namespaces are bind-mounted, the same
+// place iproute2 uses so `ip netns` sees them.
+const netnsDir = "/run/netns"
+
+// ifNameMax is the longest interface name Linux accepts (IFNAMSIZ - 1).
+const ifNameMax = 15
+
+// ErrNoAddress is returned by Setup when every slot of the pool is taken.
+var ErrNoAddress = errors.New("address pool exhausted")
+
+// Config configures a Manager.
+type Config struct {
+	// CIDR is the IPv4 pool capsule addresses come from. Each capsule takes
+	// a /30 of it: .1 is the host end, .2 the capsule end.
+	CIDR netip.Prefix
+	// StateDir holds one JSON file per allocation; created 0700.
+	StateDir string
+	// Prefix starts the names of host veths ("<Prefix>-<index>"), namespaces
+	// ("<Prefix>-<capsule id>") and the nftables table ("<Prefix>_wrenn").
+	// 1 to 5 characters [a-z0-9]; DefaultPrefix when empty.
+	Prefix string
+	// Logger receives one line per setup and teardown; slog.Default when nil.
+	Logger *slog.Logger
+}
+
+// Validate reports what is wrong with c, after filling in defaults.
+func (c *Config) Validate() error {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if len(c.Prefix) > 5 {
+		return fmt.Errorf("network prefix %q: longer than 5 characters", c.Prefix)
+	}
+	for _, r := range c.Prefix {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') {
+			return fmt.Errorf("network prefix %q: only a-z and 0-9 are allowed", c.Prefix)
+		}
+	}
+	if !c.CIDR.IsValid() {
+		return errors.New("network CIDR: not set")
+	}
+	if !c.CIDR.Addr().Is4() {
+		return fmt.Errorf("network CIDR %s: only IPv4 pools are supported", c.CIDR)
+	}
+	if c.CIDR.Masked() != c.CIDR {
+		return fmt.Errorf("network CIDR %s: host bits set (did you mean %s?)", c.CIDR, c.CIDR.Masked())
+	}
+	if c.CIDR.Bits() > 30 {
+		return fmt.Errorf("network CIDR %s: too small, a capsule needs a /30", c.CIDR)
+	}
+	// The longest host veth name belongs to the last slot.
+	if name := hostIface(c.Prefix, slotCount(c.CIDR)-1); len(name) > ifNameMax {
+		return fmt.Errorf("network CIDR %s: too large, interface name %s would exceed %d characters", c.CIDR, name, ifNameMax)
+	}
+	if c.StateDir == "" {
+		return errors.New("network state directory: not set")
+	}
+	return nil
+}
+
+// Slot is the network of one capsule.
+type Slot struct {
+	CapsuleID string
+	Index     int
+	// NetnsName is the name under /run/netns, as `ip netns` shows it.
+	NetnsName string
+	NetnsPath string
+	// HostIface is the host end of the veth pair; the capsule end is
+	// PeerIface inside the namespace.
+	HostIface string
+	// HostAddr is the host end's address and the capsule's default gateway.
+	HostAddr netip.Addr
+	// Address is the capsule's address with the /30 it shares with HostAddr.
+	Address netip.Prefix
+}
+
+// slotCount is how many /30s the pool holds.
+func slotCount(cidr netip.Prefix) int {
+	return 1 << (32 - cidr.Bits() - 2)
+}
+
+// newSlot derives everything about slot index from the pool and the prefix,
+// so that only the index needs to be persisted.
+func newSlot(cidr netip.Prefix, prefix, capsuleID string, index int) Slot {
+	base := cidr.Addr().As4()
+	n := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	n += uint32(index) * 4
+	addr := func(off uint32) netip.Addr {
+		v := n + off
+		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	}
+	name := netnsName(prefix, capsuleID)
+	return Slot{
+		CapsuleID: capsuleID,
+		Index:     index,
+		NetnsName: name,
+		NetnsPath: netnsDir + "/" + name,
+		HostIface: hostIface(prefix, index),
+		HostAddr:  addr(1),
+		Address:   netip.PrefixFrom(addr(2), 30),
+	}
+}
+
+// slotIndex is the inverse of newSlot for a capsule address; ok is false
+// when addr is not the capsule end of a slot of cidr.
+func slotIndex(cidr netip.Prefix, addr netip.Addr) (int, bool) {
+	if !addr.Is4() || !cidr.Contains(addr) {
+		return 0, false
+	}
+	a, b := addr.As4(), cidr.Addr().As4()
+	off := (uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])) -
+		(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]))
+	if off%4 != 2 {
+		return 0, false
+	}
+	return int(off / 4), true
+}
+
+// ifacePrefix is what every host veth name of this manager starts with. The
+// dash matters: prefixes are [a-z0-9] only, so "wr-" can never match the
+// veths of a manager whose prefix is "wrx", and firewall rules matching on it
+// never touch another manager's capsules.
+func ifacePrefix(prefix string) string { return prefix + "-" }
+
+func hostIface(prefix string, index int) string {
+	return ifacePrefix(prefix) + strconv.Itoa(index)
+}
+
+func netnsName(prefix, capsuleID string) string {
+	return ifacePrefix(prefix) + capsuleID
+}
+
+// tableName is the nftables table of a manager.
+func tableName(prefix string) string { return prefix + "_wrenn" }
+
+// validID reports whether id can be used in file and namespace names:
+// capsule ids are UUIDs, this allows a little more but nothing that could
+// escape a directory.
+func validID(id string) bool {
+	if id == "" || len(id) > 64 || id[0] == '.' || id[0] == '-' {
+		return false
+	}
+	for _, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,110 @@
+package network
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// record is what persists of an allocation. The address is stored rather
+// than the index so that a changed CIDR is noticed instead of silently
+// moving live capsules to other addresses.
+type record struct {
+	CapsuleID string     `json:"capsule_id"`
+	Address   netip.Addr `json:"address"`
+}
+
+const recordExt = ".json"
+
+func recordPath(dir, capsuleID string) string {
+	return filepath.Join(dir, capsuleID+recordExt)
+}
+
+// writeRecord persists r atomically: a crash leaves either the old file or
+// the new one, and once it returns the file survives a power loss.
+func writeRecord(dir string, r record) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encoding allocation: %w", err)
+	}
+	f, err := os.CreateTemp(dir, "."+r.CapsuleID+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("creating allocation file: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // fails harmlessly after the rename
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("writing allocation file: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("syncing allocation file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("closing allocation file: %w", err)
+	}
+	if err := os.Rename(tmp, recordPath(dir, r.CapsuleID)); err != nil {
+		return fmt.Errorf("renaming allocation file: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// removeRecord deletes the allocation of capsuleID; a missing file is not an
+// error so that teardown stays idempotent.
+func removeRecord(dir, capsuleID string) error {
+	if err := os.Remove(recordPath(dir, capsuleID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing allocation file: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("opening state directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing state directory: %w", err)
+	}
+	return nil
+}
+
+// readRecords loads every allocation in dir, removing temporary files a
+// crash left behind.
+func readRecords(dir string) ([]record, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading state directory: %w", err)
+	}
+	var recs []record
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") && strings.HasSuffix(name, ".tmp") {
+			os.Remove(filepath.Join(dir, name))
+			continue
+		}
+		if e.IsDir() || !strings.HasSuffix(name, recordExt) {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("reading allocation %s: %w", name, err)
+		}
+		var r record
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, fmt.Errorf("decoding allocation %s: %w", name, err)
+		}
+		if r.CapsuleID+recordExt != name {
+			return nil, fmt.Errorf("allocation %s names capsule %q", name, r.CapsuleID)
+		}
+		recs = append(recs, r)
+	}
+	return recs, nil
+}

@@ -1,0 +1,357 @@
+// Package gvisor is the runtime driver for gVisor's runsc: one OCI bundle per
+// capsule, the template's root filesystem shared read-only under a
+// per-capsule writable overlay, envd as the capsule's init, the capsule's
+// network namespace handed to runsc's netstack. Every method shells out to
+// runsc with the driver's own state root, so capsules survive an agent
+// restart and List finds them again.
+package gvisor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/wrenn-dev/wrenn/internal/runtime"
+)
+
+// Config configures the driver.
+type Config struct {
+	// Runsc is the runsc binary.
+	Runsc string
+	// StateDir is runsc's --root: where it keeps its state of every
+	// capsule ($WRENN_DIR/runsc).
+	StateDir string
+	// Platform is runsc's --platform ("" = runsc's default, systrap).
+	Platform string
+	// Logger receives one line per lifecycle event.
+	Logger *slog.Logger
+}
+
+// Driver runs capsules with runsc. It is safe for concurrent use on
+// different capsules.
+type Driver struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New checks cfg and returns a driver.
+func New(cfg Config) (*Driver, error) {
+	if cfg.Runsc == "" {
+		return nil, errors.New("gvisor: runsc path is required")
+	}
+	path, err := exec.LookPath(cfg.Runsc)
+	if err != nil {
+		return nil, fmt.Errorf("gvisor: finding runsc (build it with `make runsc`): %w", err)
+	}
+	cfg.Runsc = path
+	if !filepath.IsAbs(cfg.StateDir) {
+		return nil, fmt.Errorf("gvisor: state dir %q must be absolute", cfg.StateDir)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("gvisor: creating state dir: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Driver{cfg: cfg, log: log}, nil
+}
+
+// Name implements runtime.Driver.
+func (d *Driver) Name() string { return "gvisor" }
+
+// Files of a capsule the driver keeps in its directory.
+const (
+	bundleDir   = "bundle"      // the OCI bundle (config.json)
+	overlayDir  = "overlay"     // runsc's file-backed writable layer
+	consoleFile = "console.log" // envd's and runsc's stdout/stderr
+)
+
+// Create implements runtime.Driver.
+func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Info, error) {
+	if _, err := d.state(ctx, spec.ID); err == nil {
+		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, runtime.ErrExists)
+	}
+	if err := validate(spec); err != nil {
+		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+	}
+	bundle := filepath.Join(spec.Dir, bundleDir)
+	overlay := filepath.Join(spec.Dir, overlayDir)
+	for _, dir := range []string{bundle, overlay} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+		}
+	}
+	b, err := json.MarshalIndent(bundleSpec(spec), "", "  ")
+	if err != nil {
+		return runtime.Info{}, fmt.Errorf("creating capsule %s: encoding bundle: %w", spec.ID, err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return runtime.Info{}, fmt.Errorf("creating capsule %s: writing bundle: %w", spec.ID, err)
+	}
+	// A detached sandbox inherits the stdout/stderr of the runsc that
+	// started it, so they go to a file of the capsule's, never to a pipe
+	// that someone would have to drain for the capsule's whole life.
+	console, err := os.OpenFile(filepath.Join(spec.Dir, consoleFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+	}
+	defer func() { _ = console.Close() }()
+
+	args := d.globalFlags()
+	network := "sandbox"
+	if spec.Network.NetnsPath == "" {
+		network = "none"
+	}
+	args = append(args, "--network="+network,
+		fmt.Sprintf("--overlay2=root:dir=%s,size=%dm", overlay, spec.DiskMB),
+		"run", "--detach", "--bundle", bundle, spec.ID)
+	cmd := exec.CommandContext(ctx, d.cfg.Runsc, args...)
+	cmd.Stdin = nil
+	cmd.Stdout = console
+	cmd.Stderr = console
+	// runsc must not die with the agent's process group on Ctrl-C: the
+	// capsule outlives the agent.
+	cmd.SysProcAttr = detachedProcAttr()
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		d.cleanupFailed(spec.ID)
+		return runtime.Info{}, fmt.Errorf("creating capsule %s: runsc run: %w%s", spec.ID, err, d.consoleTail(spec.Dir))
+	}
+	info, err := d.Info(ctx, spec.ID)
+	if err != nil {
+		d.cleanupFailed(spec.ID)
+		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+	}
+	d.log.Debug("capsule started", "capsule_id", spec.ID, "took", time.Since(start))
+	return info, nil
+}
+
+// validate reports what makes spec unusable.
+func validate(spec runtime.Spec) error {
+	switch {
+	case spec.ID == "" || strings.ContainsAny(spec.ID, "/ \x00") || spec.ID[0] == '.':
+		return fmt.Errorf("invalid capsule id %q", spec.ID)
+	case !filepath.IsAbs(spec.Dir):
+		return fmt.Errorf("capsule dir %q is not absolute", spec.Dir)
+	case spec.VCPUs < 1 || spec.MemoryMB < 1 || spec.DiskMB < 1:
+		return fmt.Errorf("vcpus, memory and disk must be positive (got %d, %d MB, %d MB)", spec.VCPUs, spec.MemoryMB, spec.DiskMB)
+	}
+	if st, err := os.Stat(filepath.Join(spec.Image, "rootfs", runtime.EnvdPath)); err != nil || !st.Mode().IsRegular() {
+		return fmt.Errorf("template %s has no %s: %w", spec.Image, runtime.EnvdPath, errOr(err, errors.New("not a regular file")))
+	}
+	return nil
+}
+
+func errOr(err, alt error) error {
+	if err != nil {
+		return err
+	}
+	return alt
+}
+
+// globalFlags are the runsc flags every subcommand gets.
+func (d *Driver) globalFlags() []string {
+	args := []string{"--root", d.cfg.StateDir}
+	if d.cfg.Platform != "" {
+		args = append(args, "--platform", d.cfg.Platform)
+	}
+	return args
+}
+
+// runsc runs a runsc subcommand and returns its stdout.
+func (d *Driver) runsc(ctx context.Context, args ...string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, d.cfg.Runsc, append(d.globalFlags(), args...)...)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 2000 {
+			msg = msg[len(msg)-2000:]
+		}
+		return nil, fmt.Errorf("runsc %s: %w: %s", args[0], err, msg)
+	}
+	return stdout.Bytes(), nil
+}
+
+// consoleTail returns the end of a capsule's console log, for errors.
+func (d *Driver) consoleTail(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, consoleFile))
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	if len(b) > 1000 {
+		b = b[len(b)-1000:]
+	}
+	return ": " + strings.TrimSpace(string(b))
+}
+
+// cleanupFailed removes what a failed Create left in runsc's state.
+func (d *Driver) cleanupFailed(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.Destroy(ctx, id); err != nil {
+		d.log.Warn("cleaning up after a failed start", "capsule_id", id, "err", err)
+	}
+}
+
+// containerState is the part of `runsc state` and `runsc list` output the
+// driver reads.
+type containerState struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+	Bundle string `json:"bundle"`
+}
+
+// info turns runsc's view into the driver's. runsc does not report when a
+// container started; the bundle's config.json is written just before, so
+// its modification time stands in.
+func (c containerState) info() runtime.Info {
+	st := runtime.StateStopped
+	if c.Status == "running" || c.Status == "created" {
+		st = runtime.StateRunning
+	}
+	info := runtime.Info{ID: c.ID, State: st}
+	if fi, err := os.Stat(filepath.Join(c.Bundle, "config.json")); err == nil {
+		info.StartedAt = fi.ModTime()
+	}
+	return info
+}
+
+// state asks runsc about one capsule.
+func (d *Driver) state(ctx context.Context, id string) (containerState, error) {
+	out, err := d.runsc(ctx, "state", id)
+	if err != nil {
+		if !d.known(id) {
+			return containerState{}, fmt.Errorf("capsule %s: %w", id, runtime.ErrNotFound)
+		}
+		return containerState{}, err
+	}
+	var st containerState
+	if err := json.Unmarshal(out, &st); err != nil {
+		return containerState{}, fmt.Errorf("reading runsc state of %s: %w", id, err)
+	}
+	return st, nil
+}
+
+// known reports whether runsc has state for id. runsc keeps one
+// "<id>_sandbox:<id>.state" style file per container under its root.
+func (d *Driver) known(id string) bool {
+	matches, _ := filepath.Glob(filepath.Join(d.cfg.StateDir, "*"+id+"*"))
+	return len(matches) > 0
+}
+
+// Info implements runtime.Driver.
+func (d *Driver) Info(ctx context.Context, id string) (runtime.Info, error) {
+	st, err := d.state(ctx, id)
+	if err != nil {
+		return runtime.Info{}, err
+	}
+	return st.info(), nil
+}
+
+// List implements runtime.Driver.
+func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
+	out, err := d.runsc(ctx, "list", "--format=json")
+	if err != nil {
+		return nil, err
+	}
+	var states []containerState
+	if err := json.Unmarshal(bytes.TrimSpace(out), &states); err != nil {
+		return nil, fmt.Errorf("reading runsc list: %w", err)
+	}
+	infos := make([]runtime.Info, 0, len(states))
+	for _, st := range states {
+		infos = append(infos, st.info())
+	}
+	return infos, nil
+}
+
+// Destroy implements runtime.Driver.
+func (d *Driver) Destroy(ctx context.Context, id string) error {
+	if !d.known(id) {
+		return nil
+	}
+	// delete --force kills the sandbox and every process in it, then
+	// removes runsc's state; a kill first only makes it quicker.
+	_, _ = d.runsc(ctx, "kill", id, "KILL")
+	if _, err := d.runsc(ctx, "delete", "--force", id); err != nil && d.known(id) {
+		return fmt.Errorf("destroying capsule %s: %w", id, err)
+	}
+	return nil
+}
+
+// bundleSpec is the OCI runtime spec of a capsule.
+func bundleSpec(spec runtime.Spec) *specs.Spec {
+	namespaces := []specs.LinuxNamespace{
+		{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
+		{Type: specs.MountNamespace},
+	}
+	if spec.Network.NetnsPath != "" {
+		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: spec.Network.NetnsPath})
+	} else {
+		namespaces = append(namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	}
+	memory := int64(spec.MemoryMB) << 20
+	period := uint64(100_000)
+	quota := int64(spec.VCPUs) * int64(period)
+	return &specs.Spec{
+		Version:  specs.Version,
+		Hostname: spec.Hostname,
+		Process: &specs.Process{
+			User: specs.User{UID: 0, GID: 0},
+			Args: []string{runtime.EnvdPath},
+			Env: []string{
+				"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+				"HOME=/root",
+			},
+			Cwd: "/",
+			// Inside gVisor, capabilities act on the sentry's own kernel,
+			// not the host's: root in a capsule may mount, change owners
+			// and so on, like root on a machine of its own.
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding: allCapabilities, Effective: allCapabilities,
+				Permitted: allCapabilities,
+			},
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1 << 20, Soft: 1 << 20}},
+		},
+		Root: &specs.Root{Path: filepath.Join(spec.Image, "rootfs"), Readonly: false},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "mode=755"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		},
+		Linux: &specs.Linux{
+			Namespaces:  namespaces,
+			CgroupsPath: "/wrenn/" + spec.ID,
+			Resources: &specs.LinuxResources{
+				Memory: &specs.LinuxMemory{Limit: &memory},
+				CPU:    &specs.LinuxCPU{Period: &period, Quota: &quota},
+			},
+		},
+	}
+}
+
+// allCapabilities are the capabilities root has inside a capsule.
+var allCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+	"CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+	"CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+	"CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+	"CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+	"CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+	"CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
+}
