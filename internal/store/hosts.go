@@ -38,6 +38,7 @@ type Host struct {
 	FreeMemoryMB    int64
 	FreeDiskMB      int64
 	Capsules        json.RawMessage // as last reported by the agent
+	Templates       []string        // templates the agent has, as last reported
 	LastHeartbeatAt *time.Time
 	RegisteredAt    *time.Time
 	CreatedAt       time.Time
@@ -80,13 +81,13 @@ type Capacity struct {
 
 const hostColumns = `id::text, type, coalesce(team_id::text, ''), status, arch, cpus, memory_mb, disk_mb,
 	runtime, address, hostname, agent_version, free_cpus, free_memory_mb, free_disk_mb, capsules,
-	last_heartbeat_at, registered_at, created_at, coalesce(created_by::text, '')`
+	last_heartbeat_at, registered_at, created_at, coalesce(created_by::text, ''), templates`
 
 func scanHost(row pgx.Row) (Host, error) {
 	var h Host
 	err := row.Scan(&h.ID, &h.Type, &h.TeamID, &h.Status, &h.Arch, &h.CPUs, &h.MemoryMB, &h.DiskMB,
 		&h.Runtime, &h.Address, &h.Hostname, &h.AgentVersion, &h.FreeCPUs, &h.FreeMemoryMB, &h.FreeDiskMB,
-		&h.Capsules, &h.LastHeartbeatAt, &h.RegisteredAt, &h.CreatedAt, &h.CreatedBy)
+		&h.Capsules, &h.LastHeartbeatAt, &h.RegisteredAt, &h.CreatedAt, &h.CreatedBy, &h.Templates)
 	return h, err
 }
 
