@@ -45,6 +45,7 @@ func newEnvdProxy(caps *Capsules, verifier *hostauth.Verifier) *envdProxy {
 // proxyError answers in the shape Connect clients read ({"code","message"}),
 // which plain HTTP callers can read too.
 func proxyError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set(hostauth.ProxyErrorHeader, "1")
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "message": msg})

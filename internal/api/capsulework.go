@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
 
@@ -127,19 +128,29 @@ func (s *server) envdError(ctx context.Context, c store.Capsule, kinds envdError
 	if errors.As(err, &apiErr) {
 		return err
 	}
-	var code, msg string
-	var httpErr *envdclient.Error
-	var rpcErr *connect.Error
+	var (
+		code, msg string
+		header    http.Header
+		httpErr   *envdclient.Error
+		rpcErr    *connect.Error
+	)
 	switch {
 	case errors.As(err, &httpErr):
-		code, msg = httpErr.Code, httpErr.Message
+		code, msg, header = httpErr.Code, httpErr.Message, httpErr.Header
 		if httpErr.Status == http.StatusRequestedRangeNotSatisfiable {
 			return errorf(codeRangeNotSatisfiable, "the requested range is outside the file")
 		}
 	case errors.As(err, &rpcErr):
-		code, msg = rpcErr.Code().String(), rpcErr.Message()
+		code, msg, header = rpcErr.Code().String(), rpcErr.Message(), rpcErr.Meta()
+	}
+	if header.Get(hostauth.ProxyErrorHeader) != "" {
+		// The agent answered, not envd: the capsule itself is missing or
+		// not running there.
+		code = "proxy_" + code
 	}
 	switch code {
+	case "proxy_failed_precondition":
+		return errorf(codeCapsuleNotRunning, "capsule %s is not running on its host", c.ID)
 	case "invalid_argument":
 		return errorf(codeInvalid, "%s", msg)
 	case "not_found":

@@ -210,6 +210,13 @@ func (s *serverInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 // requests under it go to that capsule's envd with its access token added.
 func EnvdProxyPath(capsuleID string) string { return "/capsules/" + capsuleID + "/envd" }
 
+// ProxyErrorHeader is set (to "1") on the answers the agent's envd proxy
+// gives itself — the capsule is unknown or not running, its envd does not
+// answer — so that the control plane can tell them from envd's own answers,
+// which use the same error codes (a not_found of the proxy is a missing
+// capsule, one of envd a missing file).
+const ProxyErrorHeader = "Wrenn-Proxy-Error"
+
 // EnvdProcedure is the subject of tokens for a capsule's envd proxy, so that
 // a token for one capsule cannot be used on another.
 func EnvdProcedure(capsuleID string) string { return "envd:" + capsuleID }

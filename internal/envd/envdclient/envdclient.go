@@ -73,6 +73,9 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// Header is the answer's header (a proxy in front of envd may mark
+	// its own answers there).
+	Header http.Header
 }
 
 func (e *Error) Error() string {
@@ -213,7 +216,7 @@ func (c *Client) do(hc *http.Client, req *http.Request) (*http.Response, error) 
 }
 
 func readError(resp *http.Response) error {
-	e := &Error{Status: resp.StatusCode}
+	e := &Error{Status: resp.StatusCode, Header: resp.Header}
 	var body struct {
 		Error struct {
 			Code    string `json:"code"`
