@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -28,17 +29,24 @@ func (s *server) capsuleService(h store.Host) hostagentv1connect.CapsuleServiceC
 var errCapsuleHostGone = errors.New("capsule has no host")
 
 // envdFor returns a client for capsule c's envd, reached through its host
-// agent's envd proxy. The caller must Close it.
+// agent's envd proxy. Clients are kept per capsule and shared (see
+// envdClients), so that calls reuse their connections to the agent; do not
+// Close it.
 func (s *server) envdFor(ctx context.Context, c store.Capsule) (*envdclient.Client, error) {
 	if c.HostID == "" {
 		return nil, errCapsuleHostGone
+	}
+	if ec := s.envds.lookup(c, time.Now()); ec != nil {
+		return ec, nil
 	}
 	h, err := s.store.Host(ctx, c.HostID)
 	if err != nil {
 		return nil, err
 	}
-	wrap := func(next http.RoundTripper) http.RoundTripper {
-		return s.signer.Transport(h.ID, hostauth.EnvdProcedure(c.ID), next)
-	}
-	return envdclient.New("http://"+h.Address+hostauth.EnvdProxyPath(c.ID), "", envdclient.WithTransportWrapper(wrap)), nil
+	return s.envds.put(c, h, time.Now(), func() *envdclient.Client {
+		wrap := func(next http.RoundTripper) http.RoundTripper {
+			return s.signer.Transport(h.ID, hostauth.EnvdProcedure(c.ID), next)
+		}
+		return envdclient.New("http://"+h.Address+hostauth.EnvdProxyPath(c.ID), "", envdclient.WithTransportWrapper(wrap))
+	}), nil
 }

@@ -55,8 +55,7 @@ func (s *server) runningCapsule(r *http.Request) (store.Capsule, error) {
 	return c, nil
 }
 
-// capsuleEnvd returns a client for c's envd (through its agent). The caller
-// must Close it.
+// capsuleEnvd returns the (shared) client for c's envd, through its agent.
 func (s *server) capsuleEnvd(ctx context.Context, c store.Capsule) (*envdclient.Client, error) {
 	ec, err := s.envdFor(ctx, c)
 	if errors.Is(err, errCapsuleHostGone) || errors.Is(err, store.ErrNotFound) {

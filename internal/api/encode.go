@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -97,4 +98,20 @@ func jsonKind(kind string) string {
 	default:
 		return fmt.Sprintf("of type %s", kind)
 	}
+}
+
+// answer writes v as JSON with status and a Content-Length, and flushes
+// it: the client has its whole answer at once, while the handler goes on
+// with bookkeeping that need not delay it.
+func answer(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	_ = http.NewResponseController(w).Flush()
 }

@@ -179,7 +179,6 @@ func (s *server) handleExec() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		meta := execMeta(req.processSpec, "exec")
 		meta["background"] = req.Background
 		if req.Background {
@@ -192,24 +191,22 @@ func (s *server) handleExec() http.Handler {
 			encode(w, http.StatusAccepted, started{PID: pid, Tag: ptr(req.Tag)})
 			return nil
 		}
-		var recorded chan struct{}
-		res, err := s.runForeground(r.Context(), ec, &envdv1.StartRequest{Process: cfg, Tag: req.Tag}, timeout, func(pid uint32) {
-			// Recorded while the command runs, so that the database
-			// round trip does not add to the exec's latency.
+		active, stopActive := context.WithCancel(r.Context())
+		go s.keepActive(active, c)
+		res, pid, err := s.runForeground(r.Context(), ec, &envdv1.StartRequest{Process: cfg, Tag: req.Tag}, timeout)
+		stopActive()
+		if err == nil {
+			// Answered before the bookkeeping, which thus does not add to
+			// the latency of short commands.
+			answer(w, http.StatusOK, res)
+		}
+		if pid != 0 {
 			meta["pid"] = pid
-			recorded = make(chan struct{})
-			go func() {
-				defer close(recorded)
-				s.used(r, c, "capsule.exec", meta)
-			}()
-		})
-		if recorded != nil {
-			<-recorded
+			s.used(r, c, "capsule.exec", meta)
 		}
 		if err != nil {
 			return s.envdError(r.Context(), c, execErrors, err)
 		}
-		encode(w, http.StatusOK, res)
 		return nil
 	})
 }
@@ -241,13 +238,12 @@ func streamEnded(err error) error {
 	return err
 }
 
-// runForeground runs a process to its end and collects its output.
-// onStart is called with the pid once it runs. When the process outlives
-// timeout it is killed and the answer says timed_out; when ctx ends (the
-// client went away) it is killed too, since nobody waits for it.
+// runForeground runs a process to its end and collects its output; pid is
+// set once the process ran. When the process outlives timeout it is killed
+// and the result says timed_out; when ctx ends (the client went away) it is
+// killed too, since nobody waits for it.
 func (s *server) runForeground(ctx context.Context, ec *envdclient.Client, req *envdv1.StartRequest,
-	timeout time.Duration, onStart func(pid uint32)) (execResult, error) {
-	var res execResult
+	timeout time.Duration) (res execResult, pid uint32, err error) {
 	begin := time.Now()
 	// The stream gets its own context: a timeout must not cut it before the
 	// output the process wrote until it was killed has arrived.
@@ -255,12 +251,11 @@ func (s *server) runForeground(ctx context.Context, ec *envdclient.Client, req *
 	defer cancel()
 	stream, err := ec.Process.Start(streamCtx, connect.NewRequest(req))
 	if err != nil {
-		return res, err
+		return res, 0, err
 	}
 	defer func() { _ = stream.Close() }()
 
 	var (
-		pid      uint32
 		timedOut atomic.Bool
 		stdout   outBuf
 		stderr   outBuf
@@ -281,7 +276,6 @@ func (s *server) runForeground(ctx context.Context, ec *envdclient.Client, req *
 		switch {
 		case ev.GetStart() != nil:
 			pid = ev.GetStart().GetPid()
-			onStart(pid)
 			timer := time.AfterFunc(timeout, func() {
 				timedOut.Store(true)
 				s.kill(ec, pid)
@@ -308,24 +302,24 @@ func (s *server) runForeground(ctx context.Context, ec *envdclient.Client, req *
 			res.Stdout, res.Stderr = string(stdout.b), string(stderr.b)
 			res.DurationMS = time.Since(begin).Milliseconds()
 			res.TimedOut = timedOut.Load()
-			return res, nil
+			return res, pid, nil
 		}
 	}
 	err = streamEnded(stream.Err())
 	switch {
 	case pid == 0:
-		return res, err
+		return res, 0, err
 	case timedOut.Load():
 		// Killed, but the end event did not come in time.
 		res.ExitCode, res.Signal = -1, "SIGKILL"
 		res.Stdout, res.Stderr = string(stdout.b), string(stderr.b)
 		res.DurationMS = time.Since(begin).Milliseconds()
 		res.TimedOut = true
-		return res, nil
+		return res, pid, nil
 	case ctx.Err() != nil:
 		s.kill(ec, pid)
 	}
-	return res, err
+	return res, pid, err
 }
 
 // kill sends SIGKILL to pid, whatever happened to the request that asked.

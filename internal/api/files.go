@@ -64,7 +64,6 @@ func parseMode(field, m string) (uint32, error) {
 }
 
 // fileCall prepares a file operation: the running capsule and its envd.
-// The caller must Close the client.
 func (s *server) fileCall(r *http.Request) (store.Capsule, *envdclient.Client, error) {
 	c, err := s.runningCapsule(r)
 	if err != nil {
@@ -118,7 +117,6 @@ func (s *server) handleWriteFile() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "multipart/form-data" {
 			return errorf(codeInvalid, "send multipart/form-data with a path field and then a file part")
 		}
@@ -189,7 +187,6 @@ func (s *server) handlePutFile() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		q := r.URL.Query()
 		path := q.Get("path")
 		if err := checkPath("path", path); err != nil {
@@ -259,7 +256,6 @@ func (s *server) handleReadFile() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		req, err := decode[pathRequest](w, r, maxBody)
 		if err != nil {
 			return err
@@ -277,7 +273,6 @@ func (s *server) handleGetFile() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		q := r.URL.Query()
 		req := pathRequest{Path: q.Get("path"), User: q.Get("user")}
 		if err := req.check(); err != nil {
@@ -300,7 +295,6 @@ func (s *server) handleListFiles() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		req, err := decode[request](w, r, maxBody)
 		if err != nil {
 			return err
@@ -344,7 +338,6 @@ func (s *server) handleMakeDir() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		req, err := decode[request](w, r, maxBody)
 		if err != nil {
 			return err
@@ -384,7 +377,6 @@ func (s *server) handleRemoveFile() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		req, err := decode[request](w, r, maxBody)
 		if err != nil {
 			return err

@@ -34,7 +34,6 @@ func (s *server) handleListProcesses() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		ctx, cancel := context.WithTimeout(r.Context(), envdCallTimeout)
 		defer cancel()
 		resp, err := ec.Process.List(ctx, connect.NewRequest(&envdv1.ListRequest{}))
@@ -98,7 +97,6 @@ func (s *server) handleKillProcess() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		ctx, cancel := context.WithTimeout(r.Context(), envdCallTimeout)
 		defer cancel()
 		_, err = ec.Process.SendSignal(ctx, connect.NewRequest(&envdv1.SendSignalRequest{

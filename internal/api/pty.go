@@ -75,7 +75,6 @@ func (s *server) handlePTY() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		// Started before the upgrade, so that a bad cwd or user is a plain

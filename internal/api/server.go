@@ -49,6 +49,7 @@ type server struct {
 	registry    *prometheus.Registry
 	metrics     *metrics
 	agentClient *http.Client
+	envds       *envdClients
 }
 
 // refreshTokenTTL is the lifetime of a host refresh token (host protocol).
@@ -69,6 +70,7 @@ func NewServer(d Deps) http.Handler {
 		limiter:     auth.NewRateLimiter(d.Config.AuthRateLimit),
 		registry:    d.Registry,
 		agentClient: d.AgentClient,
+		envds:       newEnvdClients(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

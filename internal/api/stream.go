@@ -371,7 +371,6 @@ func (s *server) handleExecStream() http.Handler {
 		if err != nil {
 			return err
 		}
-		defer ec.Close()
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		if sel != nil {
