@@ -98,10 +98,11 @@ func (p processSpec) timeout(def time.Duration) (time.Duration, error) {
 // program names what the spec runs for the audit log: the program's base
 // name only, never its arguments or environment, which may hold secrets.
 // For a shell line it is the first word that is not a variable assignment,
-// when that word looks like a program name, and "sh" otherwise.
+// when that word looks like a program name, and "sh" otherwise; a program
+// whose name does not look like one is "other".
 func (p processSpec) program() string {
 	if p.Args != nil {
-		return programName(p.Cmd, "")
+		return programName(p.Cmd, "other")
 	}
 	for _, w := range strings.Fields(p.Cmd) {
 		if k, _, ok := strings.Cut(w, "="); ok && validEnvName(k) {
@@ -118,7 +119,7 @@ func programName(word, fallback string) string {
 		return fallback
 	}
 	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-", r)) {
+		if !isAlnum(r) && !strings.ContainsRune("._+-", r) {
 			return fallback
 		}
 	}
@@ -131,11 +132,16 @@ func validEnvName(k string) bool {
 		return false
 	}
 	for i, r := range k {
-		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && r >= '0' && r <= '9') {
+		if r != '_' && !isAlnum(r) || i == 0 && r >= '0' && r <= '9' {
 			return false
 		}
 	}
 	return true
+}
+
+// isAlnum reports whether r is an ASCII letter or digit.
+func isAlnum(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
 // execResult is the answer of a foreground exec.
