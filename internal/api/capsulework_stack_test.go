@@ -106,10 +106,34 @@ func (cc *capsuleClient) path(sub string) string { return "/v1/capsules/" + cc.i
 // capsule's route sub.
 func (cc *capsuleClient) call(method, sub string, body any) answer {
 	cc.t.Helper()
+	var res *http.Response
 	if s, ok := body.(string); ok {
-		return readAnswer(cc.t, cc.tm.DoRaw(cc.t, cc.st, method, cc.path(sub), "application/json", strings.NewReader(s)))
+		res = cc.tm.DoRaw(cc.t, cc.st, method, cc.path(sub), "application/json", strings.NewReader(s))
+	} else {
+		res = cc.tm.Do(cc.t, cc.st, method, cc.path(sub), body)
 	}
-	return readAnswer(cc.t, cc.tm.Do(cc.t, cc.st, method, cc.path(sub), body))
+	defer func() { _ = res.Body.Close() }()
+	return readAnswer(cc.t, res)
+}
+
+// raw sends body as is with contentType to the capsule's route sub.
+func (cc *capsuleClient) raw(method, sub, contentType string, body io.Reader) answer {
+	cc.t.Helper()
+	res := cc.tm.DoRaw(cc.t, cc.st, method, cc.path(sub), contentType, body)
+	defer func() { _ = res.Body.Close() }()
+	return readAnswer(cc.t, res)
+}
+
+// send sends req with the team's API key.
+func (cc *capsuleClient) send(req *http.Request) answer {
+	cc.t.Helper()
+	req.Header.Set("X-API-Key", cc.tm.APIKey)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cc.t.Fatal(err)
+	}
+	defer func() { _ = res.Body.Close() }()
+	return readAnswer(cc.t, res)
 }
 
 // exec runs body through POST /exec.
@@ -129,15 +153,30 @@ func (cc *capsuleClient) sh(line string) string {
 	return a.str("stdout")
 }
 
-// dial opens a WebSocket on the capsule's route sub (with its query).
-func (cc *capsuleClient) dial(ctx context.Context, sub string) (*websocket.Conn, *http.Response, error) {
+// dial opens a WebSocket on the capsule's route sub (with its query). When
+// the server refuses the upgrade, status is its answer's status.
+func (cc *capsuleClient) dial(ctx context.Context, sub string) (conn *websocket.Conn, status int, err error) {
 	h := http.Header{}
 	h.Set("X-API-Key", cc.tm.APIKey)
 	conn, res, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(cc.st.URL, "http")+cc.path(sub), &websocket.DialOptions{HTTPHeader: h})
+	if res != nil {
+		status = res.StatusCode
+		if res.Body != nil {
+			_ = res.Body.Close()
+		}
+	}
 	if conn != nil {
 		conn.SetReadLimit(4 << 20)
 	}
-	return conn, res, err
+	return conn, status, err
+}
+
+// auditLog returns the team's audit log.
+func auditLog(t testing.TB, st *stacktest.Stack) answer {
+	t.Helper()
+	res := st.Team.Do(t, st, "GET", "/v1/audit-log?limit=1000", nil)
+	defer func() { _ = res.Body.Close() }()
+	return readAnswer(t, res).want(t, "audit log", http.StatusOK)
 }
 
 // wsMsg is a JSON text message of /exec/stream and /pty.

@@ -128,8 +128,7 @@ func TestExecStack(t *testing.T) {
 	t.Run("audit names the program only", func(t *testing.T) {
 		cc.exec(map[string]any{"cmd": "echo", "args": []string{"s3cret-arg"}, "envs": map[string]string{"TOKEN": "s3cret-env"}}).want(t, "exec", http.StatusOK)
 		cc.exec(map[string]any{"cmd": "TOKEN=s3cret-line printenv TOKEN"}).want(t, "exec", http.StatusOK)
-		res := st.Team.Do(t, st, "GET", "/v1/audit-log?limit=1000", nil)
-		a := readAnswer(t, res)
+		a := auditLog(t, st)
 		if strings.Contains(string(a.raw), "s3cret") {
 			t.Errorf("the audit log holds a secret: %s", a.raw)
 		}

@@ -67,13 +67,12 @@ func TestFilesStack(t *testing.T) {
 	data := make([]byte, 3<<20+17)
 	_, _ = rand.NewChaCha8([32]byte{1}).Read(data)
 	ct, body := multipartBody(t, "path", dir+"/sub/data.bin", "mode", "640", "file", string(data))
-	a := readAnswer(t, cc.tm.DoRaw(t, st, "POST", cc.path("/files/write"), ct, body)).want(t, "write", http.StatusOK)
+	a := cc.raw("POST", "/files/write", ct, body).want(t, "write", http.StatusOK)
 	if a.str("path") != dir+"/sub/data.bin" || a.num("size") != float64(len(data)) {
 		t.Errorf("write answered %s", a.raw)
 	}
 
-	res := cc.tm.Do(t, st, "POST", cc.path("/files/read"), map[string]any{"path": dir + "/sub/data.bin"})
-	got := readAnswer(t, res).want(t, "read", http.StatusOK)
+	got := cc.call("POST", "/files/read", map[string]any{"path": dir + "/sub/data.bin"}).want(t, "read", http.StatusOK)
 	if sum(got.raw) != sum(data) {
 		t.Errorf("read back %d bytes with another checksum than the %d written", len(got.raw), len(data))
 	}
@@ -100,22 +99,13 @@ func TestFilesStack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("X-API-Key", cc.tm.APIKey)
 	req.Header.Set("Range", "bytes=100-199")
-	res, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	part := readAnswer(t, res).want(t, "range", http.StatusPartialContent)
+	part := cc.send(req).want(t, "range", http.StatusPartialContent)
 	if !bytes.Equal(part.raw, data[100:200]) || part.header.Get("Content-Range") != fmt.Sprintf("bytes 100-199/%d", len(data)) {
 		t.Errorf("range: %d bytes, Content-Range %q", len(part.raw), part.header.Get("Content-Range"))
 	}
 	req.Header.Set("Range", "bytes=99999999-")
-	res, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAnswer(t, res).wantError(t, "unsatisfiable range", http.StatusRequestedRangeNotSatisfiable, "range_not_satisfiable")
+	cc.send(req).wantError(t, "unsatisfiable range", http.StatusRequestedRangeNotSatisfiable, "range_not_satisfiable")
 
 	// mkdir, with and without parents.
 	m := cc.call("POST", "/files/mkdir", map[string]any{"path": dir + "/a/b/c"}).want(t, "mkdir", http.StatusOK)
@@ -140,13 +130,13 @@ func TestFilesStack(t *testing.T) {
 	cc.call("POST", "/files/remove", map[string]any{"path": dir + "/a", "recursive": false}).
 		wantError(t, "remove non-empty without recursive", http.StatusConflict, "conflict")
 	ct, body = multipartBody(t, "file", "x", "path", dir+"/late")
-	readAnswer(t, cc.tm.DoRaw(t, st, "POST", cc.path("/files/write"), ct, body)).
+	cc.raw("POST", "/files/write", ct, body).
 		wantError(t, "file before path", http.StatusBadRequest, "invalid_request")
 	ct, body = multipartBody(t, "path", dir+"/nofile")
-	readAnswer(t, cc.tm.DoRaw(t, st, "POST", cc.path("/files/write"), ct, body)).
+	cc.raw("POST", "/files/write", ct, body).
 		wantError(t, "no file part", http.StatusBadRequest, "invalid_request")
 	ct, body = multipartBody(t, "path", "relative", "file", "x")
-	readAnswer(t, cc.tm.DoRaw(t, st, "POST", cc.path("/files/write"), ct, body)).
+	cc.raw("POST", "/files/write", ct, body).
 		wantError(t, "relative path", http.StatusBadRequest, "invalid_request")
 	cc.call("POST", "/files/remove", map[string]any{"path": "/"}).wantError(t, "remove /", http.StatusBadRequest, "invalid_request")
 
@@ -160,8 +150,7 @@ func TestFilesStack(t *testing.T) {
 	cc.call("POST", "/files/remove", map[string]any{"path": dir + "/a"}).wantError(t, "remove again", http.StatusNotFound, "file_not_found")
 
 	// PUT replaces, GET streams.
-	a = readAnswer(t, cc.tm.DoRaw(t, st, "PUT", cc.path("/files?path="+dir+"/put.txt&mode=600"), "application/octet-stream",
-		bytes.NewReader([]byte("put body\n")))).want(t, "put", http.StatusOK)
+	a = cc.raw("PUT", "/files?path="+dir+"/put.txt&mode=600", "application/octet-stream", bytes.NewReader([]byte("put body\n"))).want(t, "put", http.StatusOK)
 	if a.num("size") != 9 {
 		t.Errorf("put answered %s", a.raw)
 	}
@@ -170,8 +159,7 @@ func TestFilesStack(t *testing.T) {
 	}
 
 	// Every change is in the audit log.
-	res = st.Team.Do(t, st, "GET", "/v1/audit-log?limit=1000", nil)
-	log := readAnswer(t, res)
+	log := auditLog(t, st)
 	actions := map[string]int{}
 	for _, e := range log.list {
 		e := e.(map[string]any)
@@ -251,19 +239,14 @@ func TestLargeFileStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.ContentLength = size
-	req.Header.Set("X-API-Key", cc.tm.APIKey)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := readAnswer(t, res).want(t, "put", http.StatusOK)
+	a := cc.send(req).want(t, "put", http.StatusOK)
 	upTime := time.Since(start)
 	if a.num("size") != size {
 		t.Fatalf("put answered %s", a.raw)
 	}
 
 	start = time.Now()
-	res = cc.tm.Do(t, st, "GET", cc.path("/files?path="+path), nil)
+	res := cc.tm.Do(t, st, "GET", cc.path("/files?path="+path), nil)
 	defer func() { _ = res.Body.Close() }()
 	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Length") != strconv.Itoa(size) {
 		t.Fatalf("get: %d, Content-Length %q", res.StatusCode, res.Header.Get("Content-Length"))

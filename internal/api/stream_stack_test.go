@@ -136,9 +136,8 @@ func TestExecStreamStack(t *testing.T) {
 			_ = conn.CloseNow()
 		}
 		// An unknown process is a plain 404 before any upgrade.
-		_, res, err := cc.dial(ctx, "/exec/stream?pid=999999")
-		if err == nil || res == nil || res.StatusCode != http.StatusNotFound {
-			t.Errorf("unknown pid: got %v %v, want 404", res, err)
+		if _, status, err := cc.dial(ctx, "/exec/stream?pid=999999"); err == nil || status != http.StatusNotFound {
+			t.Errorf("unknown pid: got %d %v, want 404", status, err)
 		}
 		cc.call("GET", "/exec/stream?tag=nobody", nil).wantError(t, "unknown tag", http.StatusNotFound, "process_not_found")
 	})
