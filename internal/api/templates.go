@@ -19,12 +19,8 @@ func validTemplateName(name string) bool { return templateName.MatchString(name)
 // maxHostTemplates bounds the templates one heartbeat may report.
 const maxHostTemplates = 100
 
-// dedupe returns names sorted and without repeats; nil stays nil (a
-// heartbeat without templates leaves the host's list as it was).
+// dedupe returns names sorted and without repeats.
 func dedupe(names []string) []string {
-	if names == nil {
-		return nil
-	}
 	return slices.Compact(slices.Sorted(slices.Values(names)))
 }
 
