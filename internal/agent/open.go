@@ -60,3 +60,7 @@ func OpenCapsulesFromConfig(ctx context.Context, cfg config.Agent, log *slog.Log
 
 // Close releases the capsule manager's handles. Capsules keep running.
 func (c *Capsules) Close() error { return c.cfg.Network.Close() }
+
+// Uninstall removes every capsule's network and the agent's firewall table.
+// Capsules must have been destroyed first.
+func (c *Capsules) Uninstall(ctx context.Context) error { return c.cfg.Network.Uninstall(ctx) }

@@ -247,3 +247,14 @@ func verdict(k expr.VerdictKind) []expr.Any {
 
 // nativeUint32 encodes v as the kernel holds conntrack state: host-endian.
 func nativeUint32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
+
+// uninstall deletes the table with everything in it.
+func (f *firewall) uninstall() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.conn.DelTable(f.table)
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("removing nftables table %s: %w", f.table.Name, err)
+	}
+	return nil
+}

@@ -549,3 +549,13 @@ func (m *Manager) Close() error { return nil }
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)}
 }
+
+// Uninstall tears down every capsule network of this manager and removes its
+// firewall table: what an agent leaves when it is taken off a host for good
+// (and what tests call at their end). The manager is unusable afterwards.
+func (m *Manager) Uninstall(ctx context.Context) error {
+	if err := m.Cleanup(ctx, func(string) bool { return false }); err != nil {
+		return err
+	}
+	return m.fw.uninstall()
+}

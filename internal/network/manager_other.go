@@ -41,3 +41,6 @@ func (m *Manager) Cleanup(ctx context.Context, keep func(capsuleID string) bool)
 
 // Close does nothing.
 func (m *Manager) Close() error { return nil }
+
+// Uninstall is unsupported outside Linux.
+func (m *Manager) Uninstall(ctx context.Context) error { return errUnsupported }

@@ -1,0 +1,313 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"github.com/vishvananda/netlink"
+
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/stacktest"
+	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
+)
+
+// leftovers lists what remains on the host of capsule id: its sandbox in
+// runsc, its namespace, its host veth, its files, its address allocation.
+func leftovers(t *testing.T, s *stacktest.Stack, id, hostIface string) []string {
+	t.Helper()
+	var left []string
+	if out, err := runsc(s, "list", "--format=json"); err != nil {
+		t.Fatalf("runsc list: %v", err)
+	} else if strings.Contains(out, id) {
+		left = append(left, "runsc container")
+	}
+	ns := filepath.Join("/run/netns", s.AgentConfig.NetworkPrefix+"-"+id)
+	if _, err := os.Stat(ns); err == nil {
+		left = append(left, "netns "+ns)
+	}
+	if hostIface != "" {
+		if _, err := netlink.LinkByName(hostIface); err == nil {
+			left = append(left, "veth "+hostIface)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.AgentConfig.Dir, "sandboxes", id)); err == nil {
+		left = append(left, "sandbox dir")
+	}
+	matches, _ := filepath.Glob(filepath.Join(s.AgentConfig.Dir, "network", "*", id+"*"))
+	more, _ := filepath.Glob(filepath.Join(s.AgentConfig.Dir, "network", id+"*"))
+	for _, m := range append(matches, more...) {
+		left = append(left, "allocation "+m)
+	}
+	if procs := sandboxProcesses(t, id); len(procs) > 0 {
+		left = append(left, fmt.Sprintf("processes %v", procs))
+	}
+	return left
+}
+
+// sandboxProcesses lists host pids whose command line names capsule id
+// (runsc's sandbox, gofer and their children all carry it).
+func sandboxProcesses(t *testing.T, id string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []string
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), id) {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
+}
+
+func runsc(s *stacktest.Stack, args ...string) (string, error) {
+	return runCmd(s.AgentConfig.Runsc, append([]string{"--root", filepath.Join(s.AgentConfig.Dir, "runsc")}, args...)...)
+}
+
+// hostIfaceOf finds the host-side veth whose address is the capsule's gateway.
+func hostIfaceOf(t *testing.T, capsuleAddr string) string {
+	t.Helper()
+	ip := net.ParseIP(capsuleAddr).To4()
+	gw := net.IPv4(ip[0], ip[1], ip[2], ip[3]-1)
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+		for _, a := range addrs {
+			if a.IP.Equal(gw) {
+				return l.Attrs().Name
+			}
+		}
+	}
+	t.Fatalf("no host interface has gateway %s", gw)
+	return ""
+}
+
+func TestCapsuleLifecycle(t *testing.T) {
+	s := stacktest.Start(t)
+	c := s.CreateCapsule(t)
+	id := c.GetSpec().GetCapsuleId()
+	if c.GetStatus() != "running" || c.GetAddress() == "" {
+		t.Fatalf("created capsule = %v, want running with an address", c)
+	}
+	envd := s.Envd(t, id)
+	if r := stacktest.Run(t, envd, "echo hello; hostname"); r.ExitCode != 0 || r.Stdout != "hello\ncapsule-"+id[:8]+"\n" {
+		t.Fatalf("echo hello = %+v", r)
+	}
+	// User code runs under gVisor's kernel, not the host's.
+	if r := stacktest.Run(t, envd, "dmesg | head -1"); !strings.Contains(r.Stdout, "gVisor") {
+		t.Errorf("dmesg in the capsule = %q, want gVisor's", r.Stdout)
+	}
+	// Writes land in the capsule's own layer, never in the shared template.
+	if r := stacktest.Run(t, envd, "echo data > /etc/capsule-file && cat /etc/capsule-file"); r.Stdout != "data\n" {
+		t.Fatalf("write in capsule = %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(s.AgentConfig.Dir, "images", "minimal", "rootfs", "etc", "capsule-file")); err == nil {
+		t.Fatal("a capsule's write reached the template")
+	}
+
+	got, err := s.CapsuleService().GetCapsule(context.Background(), connect.NewRequest(&hostagentv1.GetCapsuleRequest{CapsuleId: id}))
+	if err != nil || got.Msg.GetCapsule().GetStatus() != "running" {
+		t.Fatalf("GetCapsule = %v, %v", got, err)
+	}
+	iface := hostIfaceOf(t, c.GetAddress())
+	if _, err := s.CapsuleService().DestroyCapsule(context.Background(), connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: id})); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(t, s, id, iface); len(left) > 0 {
+		t.Fatalf("after destroy, left on the host: %v", left)
+	}
+	_, err = s.CapsuleService().GetCapsule(context.Background(), connect.NewRequest(&hostagentv1.GetCapsuleRequest{CapsuleId: id}))
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("GetCapsule after destroy = %v, want not_found", err)
+	}
+	// Destroy is idempotent.
+	if _, err := s.CapsuleService().DestroyCapsule(context.Background(), connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: id})); err != nil {
+		t.Fatalf("second destroy: %v", err)
+	}
+}
+
+func TestConcurrentCreates(t *testing.T) {
+	s := stacktest.Start(t)
+	const n = 10
+	var wg sync.WaitGroup
+	capsules := make([]*hostagentv1.Capsule, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := s.CapsuleService().CreateCapsule(context.Background(), connect.NewRequest(&hostagentv1.CreateCapsuleRequest{
+				Spec: &hostagentv1.CapsuleSpec{CapsuleId: uuid.NewString(), Template: "minimal", Vcpus: 1, MemoryMb: 128, DiskMb: 128},
+			}))
+			errs[i] = err
+			if err == nil {
+				capsules[i] = res.Msg.GetCapsule()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent creates: %v", err)
+	}
+	addrs := map[string]bool{}
+	ifaces := map[string]string{}
+	for _, c := range capsules {
+		if addrs[c.GetAddress()] {
+			t.Fatalf("address %s given twice", c.GetAddress())
+		}
+		addrs[c.GetAddress()] = true
+		id := c.GetSpec().GetCapsuleId()
+		ifaces[id] = hostIfaceOf(t, c.GetAddress())
+		if r := stacktest.Run(t, s.Envd(t, id), "echo $((6*7))"); r.Stdout != "42\n" {
+			t.Fatalf("capsule %s: %+v", id, r)
+		}
+	}
+	for id, iface := range ifaces {
+		if _, err := s.CapsuleService().DestroyCapsule(context.Background(), connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: id})); err != nil {
+			t.Fatal(err)
+		}
+		if left := leftovers(t, s, id, iface); len(left) > 0 {
+			t.Fatalf("after destroying %s, left on the host: %v", id, left)
+		}
+	}
+}
+
+// TestIsolation checks from inside a capsule that the host, the other
+// capsules and the metadata address are out of reach, while the same
+// targets answer the host itself (so a failure means the firewall, not a
+// missing listener).
+func TestIsolation(t *testing.T) {
+	s := stacktest.Start(t)
+	a, b := s.CreateCapsule(t), s.CreateCapsule(t)
+	envdA := s.Envd(t, a.GetSpec().GetCapsuleId())
+	gateway := strings.TrimSuffix(a.GetAddress(), "2") + "1" // the /30's host end
+	if !strings.HasSuffix(a.GetAddress(), ".2") {
+		t.Fatalf("capsule address %s is not the .2 of its /30", a.GetAddress())
+	}
+
+	// A listener on every host address, like any service on the host.
+	hostLn, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hostLn.Close() }()
+	go func() {
+		for {
+			c, err := hostLn.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("reached\n"))
+			_ = c.Close()
+		}
+	}()
+	port := func(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
+	primary := primaryIP(t)
+	targets := []struct{ name, host, port string }{
+		{"agent port via the gateway", gateway, port(s.AgentAddr)},
+		{"control plane port via the gateway", gateway, port(strings.TrimPrefix(s.URL, "http://"))},
+		{"host listener via the gateway", gateway, port(hostLn.Addr().String())},
+		{"host listener via the host's own address", primary, port(hostLn.Addr().String())},
+		{"other capsule's envd", b.GetAddress(), "49983"},
+	}
+	for _, tt := range targets {
+		// Control: the host itself reaches the target.
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(tt.host, tt.port), 2*time.Second)
+		if err != nil {
+			t.Fatalf("%s: the host cannot reach %s:%s either (%v), so the test would prove nothing", tt.name, tt.host, tt.port, err)
+		}
+		_ = conn.Close()
+		r := stacktest.Run(t, envdA, fmt.Sprintf("nc -w 1 %s %s </dev/null && echo CONNECTED", tt.host, tt.port))
+		if strings.Contains(r.Stdout, "CONNECTED") || strings.Contains(r.Stdout, "reached") {
+			t.Errorf("%s (%s:%s): reachable from inside a capsule: %+v", tt.name, tt.host, tt.port, r)
+		}
+	}
+	r := stacktest.Run(t, envdA, "nc -w 1 169.254.169.254 80 </dev/null && echo CONNECTED")
+	if strings.Contains(r.Stdout, "CONNECTED") {
+		t.Errorf("metadata address reachable from a capsule: %+v", r)
+	}
+	// The capsule's own envd works: the test's commands ran through it.
+
+	// envd of capsule A refuses capsule B's token, and takes its own.
+	idA, idB := a.GetSpec().GetCapsuleId(), b.GetSpec().GetCapsuleId()
+	direct := envdclient.New("http://"+net.JoinHostPort(a.GetAddress(), "49983"), s.EnvdToken(t, idB))
+	defer direct.Close()
+	if _, err := direct.Metrics(context.Background()); !isUnauthorized(err) {
+		t.Errorf("envd of A with B's token: err = %v, want 401", err)
+	}
+	direct.SetToken(s.EnvdToken(t, idA))
+	if _, err := direct.Metrics(context.Background()); err != nil {
+		t.Errorf("envd of A with A's token: %v", err)
+	}
+
+	// The agent's envd proxy refuses a control-plane token made for B on A's
+	// path, and calls with no token at all.
+	tok, err := s.Signer.Token(s.HostID, hostauth.EnvdProcedure(idB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, header := range map[string]string{"B's token": "Bearer " + tok, "no token": ""} {
+		req, _ := http.NewRequest("GET", "http://"+s.AgentAddr+hostauth.EnvdProxyPath(idA)+"/metrics", nil)
+		if header != "" {
+			req.Header.Set("Authorization", header)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("envd proxy of A with %s = %d, want 401", name, res.StatusCode)
+		}
+	}
+}
+
+func isUnauthorized(err error) bool {
+	var e *envdclient.Error
+	return errors.As(err, &e) && e.Status == http.StatusUnauthorized
+}
+
+// primaryIP is a non-loopback IPv4 address of the host.
+func primaryIP(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !strings.HasPrefix(n.IP.String(), "10.2") {
+			return n.IP.String()
+		}
+	}
+	t.Fatal("the host has no non-loopback IPv4 address")
+	return ""
+}
+
+func runCmd(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := execCommand(ctx, name, args...)
+	return string(out), err
+}
+
+func execCommand(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return exec.CommandContext(ctx, name, args...).Output()
+}

@@ -1,0 +1,112 @@
+package stacktest
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
+	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
+	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
+)
+
+// CapsuleService returns a client for the agent's CapsuleService that signs
+// its calls like the control plane does.
+func (s *Stack) CapsuleService() hostagentv1connect.CapsuleServiceClient {
+	return hostagentv1connect.NewCapsuleServiceClient(http.DefaultClient, "http://"+s.AgentAddr,
+		connect.WithInterceptors(s.Signer.ClientInterceptor(s.HostID)))
+}
+
+// CreateCapsule starts a minimal capsule directly on the agent (not through
+// the control plane) and returns it; it is destroyed when the test ends.
+func (s *Stack) CreateCapsule(t testing.TB) *hostagentv1.Capsule {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := s.CapsuleService().CreateCapsule(ctx, connect.NewRequest(&hostagentv1.CreateCapsuleRequest{
+		Spec: &hostagentv1.CapsuleSpec{
+			CapsuleId: uuid.NewString(), Template: "minimal", Vcpus: 1, MemoryMb: 256, DiskMb: 256,
+		},
+	}))
+	if err != nil {
+		t.Fatalf("CreateCapsule: %v", err)
+	}
+	c := res.Msg.GetCapsule()
+	t.Cleanup(func() {
+		_, _ = s.CapsuleService().DestroyCapsule(context.Background(),
+			connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: c.GetSpec().GetCapsuleId()}))
+	})
+	return c
+}
+
+// Envd returns a client for a capsule's envd through the agent's envd
+// proxy, as the control plane reaches it.
+func (s *Stack) Envd(t testing.TB, capsuleID string) *envdclient.Client {
+	t.Helper()
+	wrap := func(next http.RoundTripper) http.RoundTripper {
+		return s.Signer.Transport(s.HostID, hostauth.EnvdProcedure(capsuleID), next)
+	}
+	c := envdclient.New("http://"+s.AgentAddr+hostauth.EnvdProxyPath(capsuleID), "", envdclient.WithTransportWrapper(wrap))
+	t.Cleanup(c.Close)
+	return c
+}
+
+// EnvdToken returns the access token the agent gave a capsule's envd, read
+// from the agent's record of it (for tests of envd's own checks).
+func (s *Stack) EnvdToken(t testing.TB, capsuleID string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.AgentConfig.Dir, "sandboxes", capsuleID, "capsule.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Token == "" {
+		t.Fatalf("reading capsule record: %v", err)
+	}
+	return rec.Token
+}
+
+// Result is what a finished process produced.
+type Result struct {
+	Stdout, Stderr string
+	ExitCode       int
+}
+
+// Run runs a shell line in a capsule through client and waits for it.
+func Run(t testing.TB, client *envdclient.Client, shell string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := client.Process.Start(ctx, connect.NewRequest(&envdv1.StartRequest{
+		Process: &envdv1.ProcessConfig{Shell: shell},
+	}))
+	if err != nil {
+		t.Fatalf("starting %q: %v", shell, err)
+	}
+	defer func() { _ = stream.Close() }()
+	var r Result
+	for stream.Receive() {
+		ev := stream.Msg().GetEvent()
+		if d := ev.GetData(); d != nil {
+			r.Stdout += string(d.GetStdout())
+			r.Stderr += string(d.GetStderr())
+		}
+		if end := ev.GetEnd(); end != nil {
+			r.ExitCode = int(end.GetExitCode())
+			return r
+		}
+	}
+	t.Fatalf("running %q: stream ended without an exit: %v", shell, stream.Err())
+	return r
+}

@@ -1,0 +1,347 @@
+// Package stacktest starts the whole of Wrenn inside a test process: a
+// control plane on a fresh PostgreSQL database and a registered agent that
+// runs real gVisor capsules in real network namespaces. Tests then talk to
+// the control plane's REST API like a user would.
+//
+// It needs root, runsc and the minimal template; `make test` provides them
+// through WRENN_TEST_RUNSC and WRENN_TEST_IMAGES.
+package stacktest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/wrenn-dev/wrenn/internal/agent"
+	"github.com/wrenn-dev/wrenn/internal/api"
+	"github.com/wrenn-dev/wrenn/internal/auth"
+	"github.com/wrenn-dev/wrenn/internal/config"
+	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/store"
+	"github.com/wrenn-dev/wrenn/internal/testdb"
+)
+
+// Stack is a running control plane and agent.
+type Stack struct {
+	// URL is the control plane's base URL, "http://127.0.0.1:PORT".
+	URL   string
+	Store *store.Store
+	// HostID is the agent's host.
+	HostID string
+	// AgentAddr is the agent's listen address, "127.0.0.1:PORT".
+	AgentAddr string
+	// Team is the first user's team; the user is platform admin and owner.
+	Team Team
+	// Capsules is the agent's capsule manager.
+	Capsules *agent.Capsules
+	// AgentConfig is the agent's configuration (its Dir, network prefix…).
+	AgentConfig config.Agent
+	// Signer signs control-plane calls to the agent, as the control plane
+	// does.
+	Signer *hostauth.Signer
+
+	users int
+}
+
+// Team is a team with an API key.
+type Team struct {
+	ID     string
+	APIKey string
+}
+
+// Options adjust a stack.
+type Options struct {
+	// Logger receives the control plane's and agent's logs (default: none).
+	Logger *slog.Logger
+}
+
+// Env returns runsc and the images directory that `make test` prepares,
+// failing the test with instructions when they are missing.
+func Env(t testing.TB) (runsc, images string) {
+	t.Helper()
+	runsc, images = os.Getenv("WRENN_TEST_RUNSC"), os.Getenv("WRENN_TEST_IMAGES")
+	if runsc == "" || images == "" {
+		t.Fatal("WRENN_TEST_RUNSC and WRENN_TEST_IMAGES are not set: run the tests with `make test`, which builds runsc and the minimal template")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("capsule tests need root (network namespaces, nftables, runsc)")
+	}
+	return runsc, images
+}
+
+// ScratchDir returns a new directory outside /tmp (runsc mounts its own /tmp
+// in the sandbox), removed when the test ends.
+func ScratchDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "wrenn-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
+// NetworkPool returns a random network prefix and a random /22 inside
+// 10.208.0.0/12, so that stacks in parallel tests and packages keep apart.
+func NetworkPool(t testing.TB) (prefix string, cidr netip.Prefix) {
+	t.Helper()
+	n, err := rand.Int(rand.Reader, big.NewInt(1<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := int(n.Int64())
+	cidr = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(208 + i>>6), byte((i & 63) << 2), 0}), 22)
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := []byte{'t', 0, 0, 0, 0}
+	for j := 1; j < len(b); j++ {
+		k, err := rand.Int(rand.Reader, big.NewInt(int64(len(letters))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[j] = letters[k.Int64()]
+	}
+	return string(b), cidr
+}
+
+// Start runs a control plane and one registered agent and returns once the
+// host is online and reports its templates. Everything, capsules included,
+// is torn down when the test ends.
+func Start(t testing.TB, opts ...Options) *Stack {
+	t.Helper()
+	runsc, images := Env(t)
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+
+	// Control plane.
+	dbURL := testdb.New(t)
+	if err := store.MigrateUp(ctx, dbURL); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	key, err := st.SigningKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := hostauth.NewSigner(key)
+	cpCfg := config.ControlPlane{
+		DatabaseURL:          dbURL,
+		JWTSecret:            []byte("0123456789abcdef0123456789abcdef"),
+		JWTTTL:               time.Hour,
+		HostTimeout:          90 * time.Second,
+		HostMonitorInterval:  10 * time.Second,
+		RegistrationTokenTTL: time.Hour,
+		HostCredentialTTL:    24 * time.Hour,
+		AuthRateLimit:        100000,
+	}
+	// Both servers listen on every address, as in production, so that the
+	// isolation tests show the firewall (not the bind address) keeps
+	// capsules out.
+	cpLn, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpSrv := &http.Server{Handler: api.NewServer(api.Deps{
+		Store: st, Config: cpCfg, Signer: signer, Logger: log.With("component", "cp"),
+		Passwords: auth.Passwords{Cost: bcrypt.MinCost},
+	})}
+	go func() { _ = cpSrv.Serve(cpLn) }()
+	t.Cleanup(func() { _ = cpSrv.Close() })
+	s := &Stack{URL: "http://" + loopback(cpLn), Store: st, Signer: signer}
+
+	// The first user is platform admin and may add hosts.
+	s.Team = s.NewTeam(t)
+	var host struct {
+		ID                string `json:"id"`
+		RegistrationToken string `json:"registration_token"`
+	}
+	s.Team.mustJSON(t, s, "POST", "/v1/hosts", map[string]string{"type": "regular"}, http.StatusCreated, &host)
+
+	// Agent, in a directory of its own with the test images linked in.
+	dir := ScratchDir(t)
+	if err := os.Symlink(images, filepath.Join(dir, "images")); err != nil {
+		t.Fatal(err)
+	}
+	prefix, cidr := NetworkPool(t)
+	agLn, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agCfg := config.Agent{
+		CPURL: s.URL, Dir: dir, ListenAddr: loopback(agLn), HeartbeatInterval: 500 * time.Millisecond,
+		Runtime: config.RuntimeGVisor, Runsc: runsc, CapsuleCIDR: cidr, NetworkPrefix: prefix,
+	}
+	agLog := log.With("component", "agent")
+	cred, err := agent.Register(ctx, agCfg, host.RegistrationToken, loopback(agLn), agLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caps, err := agent.OpenCapsulesFromConfig(ctx, agCfg, agLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := agent.NewServer(agCfg, cred, caps, agLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Run(ctx, agLn)
+	}()
+	t.Cleanup(func() {
+		// Capsules first, while the agent still runs; then the agent.
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		defer ccancel()
+		if infos, err := caps.List(cctx); err == nil {
+			for _, c := range infos {
+				if err := caps.Destroy(cctx, c.Spec.ID); err != nil {
+					t.Errorf("destroying capsule %s at the end of the test: %v", c.Spec.ID, err)
+				}
+			}
+		}
+		cancel()
+		<-done
+		if err := caps.Uninstall(cctx); err != nil {
+			t.Errorf("removing the agent's network: %v", err)
+		}
+	})
+	s.HostID, s.AgentAddr, s.Capsules, s.AgentConfig = host.ID, loopback(agLn), caps, agCfg
+
+	// Wait until the control plane has the host online with its templates.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		h, err := st.Host(ctx, host.ID)
+		if err == nil && h.Status == store.HostOnline && len(h.Templates) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host %s not online with templates after 15 s (last: %+v, %v)", host.ID, h, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s
+}
+
+// loopback is ln's port on 127.0.0.1.
+func loopback(ln net.Listener) string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+}
+
+// NewTeam signs up a new user, who gets a team of their own, and returns
+// that team with a fresh API key.
+func (s *Stack) NewTeam(t testing.TB) Team {
+	t.Helper()
+	s.users++
+	var session struct {
+		Token string `json:"token"`
+		Team  struct {
+			ID string `json:"id"`
+		} `json:"team"`
+	}
+	signup := map[string]string{
+		"email": fmt.Sprintf("user%d@example.com", s.users), "password": "correct horse battery staple",
+		"name": fmt.Sprintf("User %d", s.users),
+	}
+	anon := Team{}
+	anon.mustJSON(t, s, "POST", "/v1/auth/signup", signup, http.StatusCreated, &session)
+	var key struct {
+		Key string `json:"key"`
+	}
+	user := Team{APIKey: session.Token}
+	user.mustJSON(t, s, "POST", "/v1/api-keys", map[string]string{"name": "tests"}, http.StatusCreated, &key)
+	return Team{ID: session.Team.ID, APIKey: key.Key}
+}
+
+// Do sends method+path with the team's API key and body JSON-encoded (nil:
+// no body) and returns the response; the caller closes it.
+func (tm Team) Do(t testing.TB, s *Stack, method, path string, body any) *http.Response {
+	t.Helper()
+	if body == nil {
+		return tm.DoRaw(t, s, method, path, "", nil)
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tm.DoRaw(t, s, method, path, "application/json", bytes.NewReader(b))
+}
+
+// DoRaw sends body as is with the given Content-Type.
+func (tm Team) DoRaw(t testing.TB, s *Stack, method, path, contentType string, body io.Reader) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, s.URL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if tm.APIKey != "" {
+		// Session tokens and API keys are both accepted as Bearer.
+		req.Header.Set("Authorization", "Bearer "+tm.APIKey)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return res
+}
+
+// JSON sends body like Do, fails the test unless the status is want, and
+// decodes the answer into out (unless out is nil).
+func (tm Team) JSON(t testing.TB, s *Stack, method, path string, body any, want int, out any) {
+	t.Helper()
+	tm.mustJSON(t, s, method, path, body, want, out)
+}
+
+func (tm Team) mustJSON(t testing.TB, s *Stack, method, path string, body any, want int, out any) {
+	t.Helper()
+	res := tm.Do(t, s, method, path, body)
+	defer func() { _ = res.Body.Close() }()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != want {
+		t.Fatalf("%s %s = %d %s, want %d", method, path, res.StatusCode, strings.TrimSpace(string(raw)), want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: decoding %s: %v", method, path, raw, err)
+		}
+	}
+}
+
+// HasTemplate reports whether the agent has the named template.
+func (s *Stack) HasTemplate(name string) bool {
+	return slices.Contains(s.Capsules.Templates(), name)
+}
