@@ -33,6 +33,14 @@ const (
 	codeRateLimited              = "rate_limited"
 	codeInternal                 = "internal"
 	codeUnavailable              = "unavailable"
+
+	// Capsules and templates.
+	codeCapsuleNotFound     = "capsule_not_found"
+	codeTemplateNotFound    = "template_not_found"
+	codeTemplateUnavailable = "template_unavailable"
+	codeNoHost              = "no_host"
+	codeNoCapacity          = "no_capacity"
+	codeAgentError          = "agent_error"
 )
 
 // statusOf maps every error code to its HTTP status: the one place where
@@ -52,6 +60,13 @@ var statusOf = map[string]int{
 	codeRateLimited:              http.StatusTooManyRequests,
 	codeInternal:                 http.StatusInternalServerError,
 	codeUnavailable:              http.StatusServiceUnavailable,
+
+	codeCapsuleNotFound:     http.StatusNotFound,
+	codeTemplateNotFound:    http.StatusNotFound,
+	codeTemplateUnavailable: http.StatusConflict,
+	codeNoHost:              http.StatusServiceUnavailable,
+	codeNoCapacity:          http.StatusServiceUnavailable,
+	codeAgentError:          http.StatusBadGateway,
 }
 
 // errorf returns an *Error with a formatted message.
