@@ -117,6 +117,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	caps, err := agent.OpenCapsulesFromConfig(ctx, cfg, log)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while starting
+		}
 		return err
 	}
 	defer func() { _ = caps.Close() }()

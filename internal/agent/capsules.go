@@ -131,7 +131,9 @@ func OpenCapsules(ctx context.Context, cfg CapsulesConfig) (*Capsules, error) {
 			// A capsule whose start never finished was never reported
 			// to the control plane as running: it is a leftover.
 			c.log.Warn("removing an incomplete capsule", "capsule_id", e.Name(), "err", err)
-			c.remove(ctx, e.Name())
+			if err := c.remove(ctx, e.Name()); err != nil {
+				return nil, fmt.Errorf("removing incomplete capsule %s: %w", e.Name(), err)
+			}
 			continue
 		}
 		if states[rec.Spec.ID] != runtime.StateRunning {
@@ -242,7 +244,9 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 	rec, err := c.start(ctx, spec, dir)
 	if err != nil {
 		// The start may have been cut short by ctx; the clean-up must not be.
-		c.remove(context.WithoutCancel(ctx), spec.ID)
+		if rerr := c.remove(context.WithoutCancel(ctx), spec.ID); rerr != nil {
+			c.log.Error("cleaning up after a failed start", "capsule_id", spec.ID, "err", rerr)
+		}
 		return CapsuleInfo{}, err
 	}
 	c.mu.Lock()
