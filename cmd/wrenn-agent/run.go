@@ -89,6 +89,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Serve closes the listener; this covers the early returns.
 	defer func() { _ = ln.Close() }()
 
+	// Capsules before registration too: a host that cannot run capsules
+	// (runsc missing, say) should fail here, with its token still unused.
+	caps, err := agent.OpenCapsulesFromConfig(ctx, cfg, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while starting
+		}
+		return err
+	}
+	defer func() { _ = caps.Close() }()
+
 	var cred agent.Credential
 	if *token != "" {
 		cred, err = agent.Register(ctx, cfg, *token, *address, log)
@@ -115,14 +126,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	caps, err := agent.OpenCapsulesFromConfig(ctx, cfg, log)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // asked to stop while starting
-		}
-		return err
-	}
-	defer func() { _ = caps.Close() }()
 	srv, err := agent.NewServer(cfg, cred, caps, log)
 	if err != nil {
 		return err
