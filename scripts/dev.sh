@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make dev`: runs Wrenn on this machine for development. Installs what is
-# missing, starts a private PostgreSQL under $WRENN_DEV_DIR/postgres (unless
-# DATABASE_URL is set), builds, migrates, starts the control plane, makes sure
-# an admin account exists, and prints how to use it. Ctrl-C stops everything
-# this script started.
+# missing, builds the binaries, runsc and the minimal template, starts a
+# private PostgreSQL under $WRENN_DEV_DIR/postgres (unless DATABASE_URL is
+# set), migrates, starts the control plane, makes sure an admin account and an
+# API key exist, registers and starts a local agent, and prints how to use
+# it. Ctrl-C stops everything this script started and removes every capsule,
+# with its processes, namespace, veth and firewall entries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -13,20 +15,37 @@ cd "$(dirname "$0")/.."
 DEV_DIR=${WRENN_DEV_DIR:-/var/lib/wrenn-dev}
 WRENN_CP_LISTEN_ADDR=${WRENN_CP_LISTEN_ADDR:-127.0.0.1:8000}
 PG_PORT=${WRENN_DEV_PG_PORT:-54329}
-export WRENN_CP_LISTEN_ADDR
+WRENN_DIR=${WRENN_DIR:-/var/lib/wrenn}
+export WRENN_CP_LISTEN_ADDR WRENN_DIR
 
 command -v go >/dev/null || die "Go is not installed (see README, Prerequisites)"
 apt_install curl jq ca-certificates
 mkdir -p "$DEV_DIR"
 chmod 711 "$DEV_DIR" # PostgreSQL's own user must reach $DEV_DIR/postgres
 
-pids=()
+cp_pid=""
+agent_pid=""
 started_pg=""
 cleanup() {
 	trap - EXIT INT TERM
 	log "stopping"
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	if [ -n "$agent_pid" ]; then
+		kill -TERM "$agent_pid" 2>/dev/null || true
+		wait "$agent_pid" 2>/dev/null || true
+		# An agent keeps its capsules across restarts; a dev session leaves
+		# nothing behind, so remove them, and say so in the database.
+		log "removing capsules"
+		builds/wrenn-agent remove-capsules 2>>"$DEV_DIR/agent.log" || warn "could not remove every capsule (see $DEV_DIR/agent.log)"
+		if [ -n "${DATABASE_URL:-}" ]; then
+			"$(pg_bindir)/psql" -q "$DATABASE_URL" -c \
+				"UPDATE capsules SET status = 'stopped', stopped_at = now(), updated_at = now() WHERE status NOT IN ('stopped', 'error')" \
+				>/dev/null 2>&1 || true
+		fi
+	fi
+	if [ -n "$cp_pid" ]; then
+		kill -TERM "$cp_pid" 2>/dev/null || true
+		wait "$cp_pid" 2>/dev/null || true
+	fi
 	[ -n "$started_pg" ] && pg_stop "$DEV_DIR/postgres"
 	exit 0
 }
@@ -54,20 +73,20 @@ if [ -z "${WRENN_JWT_SECRET:-}" ]; then
 fi
 export WRENN_JWT_SECRET
 
-log "building"
-make --no-print-directory build >/dev/null
+log "building binaries, runsc and the minimal template (runsc takes ~1 min the first time)"
+make --no-print-directory build runsc images >/dev/null
 
 log "migrating"
 builds/wrenn-cp migrate up
 
 log "starting wrenn-cp on $WRENN_CP_LISTEN_ADDR (log: $DEV_DIR/cp.log)"
 builds/wrenn-cp >"$DEV_DIR/cp.log" 2>&1 &
-pids+=($!)
+cp_pid=$!
 url="http://$WRENN_CP_LISTEN_ADDR"
 url=${url/http:\/\/:/http:\/\/127.0.0.1:}
 for _ in $(seq 1 100); do
 	curl -fsS "$url/health" >/dev/null 2>&1 && break
-	kill -0 "${pids[0]}" 2>/dev/null || { tail -n 30 "$DEV_DIR/cp.log" >&2; die "wrenn-cp exited"; }
+	kill -0 "$cp_pid" 2>/dev/null || { tail -n 30 "$DEV_DIR/cp.log" >&2; die "wrenn-cp exited"; }
 	sleep 0.1
 done
 curl -fsS "$url/health" >/dev/null || die "wrenn-cp did not become healthy"
@@ -98,16 +117,38 @@ if [ ! -s "$DEV_DIR/api-key" ] || ! curl -fsS "$url/v1/me" -H "X-API-Key: $(cat 
 		-H 'Content-Type: application/json' -d '{"name":"dev"}' | jq -r .key >"$DEV_DIR/api-key")
 fi
 
+key=$(cat "$DEV_DIR/api-key")
+
+log "starting wrenn-agent (log: $DEV_DIR/agent.log)"
+WRENN_CP_URL=$url scripts/dev-agent.sh >>"$DEV_DIR/agent.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 1 300); do
+	online=$(curl -fsS "$url/v1/hosts" -H "X-API-Key: $key" |
+		jq '[.[] | select(.status == "online" and (.templates | index("minimal")))] | length')
+	[ "$online" -gt 0 ] && break
+	kill -0 "$agent_pid" 2>/dev/null || { tail -n 30 "$DEV_DIR/agent.log" >&2; die "wrenn-agent exited"; }
+	sleep 0.1
+done
+[ "$online" -gt 0 ] || { tail -n 30 "$DEV_DIR/agent.log" >&2; die "the agent did not come online"; }
+
 cat <<MSG
 
-  Wrenn control plane:  $url
-  Admin account:        $admin_email / $password
-  API key:              $(cat "$DEV_DIR/api-key")
+  Wrenn is running.
 
-  Next, in another terminal:  make dev-agent
-  Then:  curl -s $url/v1/hosts -H "X-API-Key: $(cat "$DEV_DIR/api-key")"
+  Control plane:  $url   (dashboard: $url/ once it is built)
+  Admin account:  $admin_email / $password
+  API key:        $key
 
-  Logs: $DEV_DIR/cp.log — Ctrl-C stops everything.
+  Create a capsule and run a command in it:
+
+    export WRENN_API_KEY=$key
+    id=\$(curl -fsS -X POST $url/v1/capsules -H "X-API-Key: \$WRENN_API_KEY" \\
+          -H 'Content-Type: application/json' -d '{"template": "minimal"}' | jq -r .id)
+    curl -fsS -X POST $url/v1/capsules/\$id/exec -H "X-API-Key: \$WRENN_API_KEY" \\
+          -H 'Content-Type: application/json' -d '{"cmd": "echo hello"}'
+    curl -fsS -X DELETE $url/v1/capsules/\$id -H "X-API-Key: \$WRENN_API_KEY"
+
+  Logs: $DEV_DIR/cp.log, $DEV_DIR/agent.log — Ctrl-C stops everything and removes all capsules.
 
 MSG
-wait "${pids[0]}"
+wait "$cp_pid"

@@ -20,6 +20,9 @@ import (
 const usage = `Usage:
   wrenn-agent --register <token> --address <ip:port>   register this host, then run
   wrenn-agent                                          run with the saved credential
+  wrenn-agent remove-capsules                          destroy every capsule on this host and
+                                                       remove the agent's network (namespaces,
+                                                       veths, firewall table); keeps the credential
   wrenn-agent --version
 
 Settings come from the environment (WRENN_CP_URL is required); see docs/agent.md.
@@ -47,6 +50,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return nil
 		}
 		return err
+	}
+	if fs.NArg() == 1 && fs.Arg(0) == "remove-capsules" {
+		return removeCapsules(ctx, getenv, stderr)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
@@ -83,6 +89,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Serve closes the listener; this covers the early returns.
 	defer func() { _ = ln.Close() }()
 
+	// Capsules before registration too: a host that cannot run capsules
+	// (runsc missing, say) should fail here, with its token still unused.
+	caps, err := agent.OpenCapsulesFromConfig(ctx, cfg, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // asked to stop while starting
+		}
+		return err
+	}
+	defer func() { _ = caps.Close() }()
+
 	var cred agent.Credential
 	if *token != "" {
 		cred, err = agent.Register(ctx, cfg, *token, *address, log)
@@ -109,11 +126,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
-	caps, err := agent.OpenCapsulesFromConfig(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = caps.Close() }()
 	srv, err := agent.NewServer(cfg, cred, caps, log)
 	if err != nil {
 		return err

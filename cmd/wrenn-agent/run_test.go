@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/stacktest"
 )
 
 func getenv(m map[string]string) func(string) string {
@@ -84,7 +86,19 @@ func TestRunStopsCleanly(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "host-token"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"WRENN_CP_URL": "http://127.0.0.1:1", "WRENN_DIR": dir, "WRENN_HOST_LISTEN_ADDR": addr}
+	runsc, _ := stacktest.Env(t)
+	prefix, cidr := stacktest.NetworkPool(t)
+	env := map[string]string{
+		"WRENN_CP_URL": "http://127.0.0.1:1", "WRENN_DIR": dir, "WRENN_HOST_LISTEN_ADDR": addr,
+		"WRENN_RUNSC": runsc, "WRENN_NETWORK_PREFIX": prefix, "WRENN_CAPSULE_CIDR": cidr.String(),
+	}
+	// The agent leaves its network in place when it stops, as it must for
+	// its capsules; remove-capsules takes it away.
+	t.Cleanup(func() {
+		if err := run(context.Background(), []string{"wrenn-agent", "remove-capsules"}, getenv(env), &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+			t.Errorf("remove-capsules: %v", err)
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var stderr bytes.Buffer

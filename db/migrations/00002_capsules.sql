@@ -50,7 +50,10 @@ CREATE TABLE capsules (
     last_active_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX capsules_team_created ON capsules (team_id, created_at DESC, id DESC);
-CREATE INDEX capsules_host_live ON capsules (host_id) WHERE status NOT IN ('stopped', 'error');
+-- The scheduler sums what each host's capsules take; only these statuses
+-- hold memory and CPU (store.liveStatuses says the same).
+CREATE INDEX capsules_host_live ON capsules (host_id)
+    WHERE status IN ('pending', 'starting', 'running', 'pausing', 'resuming');
 CREATE INDEX capsules_metadata ON capsules USING gin (metadata jsonb_path_ops);
 
 -- +goose Down

@@ -6,6 +6,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/wrenn-dev/wrenn/internal/network"
+
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
 )
 
@@ -22,6 +24,10 @@ func connectError(err error) error {
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	case errors.Is(err, errNoTemplate):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
+	case errors.Is(err, network.ErrNoAddress):
+		return connect.NewError(connect.CodeResourceExhausted, err)
+	case errors.Is(err, errCapsuleBusy):
+		return connect.NewError(connect.CodeAborted, err)
 	case errors.Is(err, errCapsuleExists):
 		return connect.NewError(connect.CodeAlreadyExists, err)
 	case errors.Is(err, errCapsuleNotFound):

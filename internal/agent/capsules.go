@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ var (
 	errCapsuleNotFound = errors.New("capsule not found")
 	errNoTemplate      = errors.New("template not on this host")
 	errInvalidSpec     = errors.New("invalid capsule spec")
+	errCapsuleBusy     = errors.New("capsule is busy with another operation")
 )
 
 // envdReadyTimeout bounds the wait for a new capsule's envd to answer.
@@ -131,7 +133,9 @@ func OpenCapsules(ctx context.Context, cfg CapsulesConfig) (*Capsules, error) {
 			// A capsule whose start never finished was never reported
 			// to the control plane as running: it is a leftover.
 			c.log.Warn("removing an incomplete capsule", "capsule_id", e.Name(), "err", err)
-			c.remove(ctx, e.Name())
+			if err := c.remove(ctx, e.Name()); err != nil {
+				return nil, fmt.Errorf("removing incomplete capsule %s: %w", e.Name(), err)
+			}
 			continue
 		}
 		if states[rec.Spec.ID] != runtime.StateRunning {
@@ -195,9 +199,16 @@ func (c *Capsules) release(id string) {
 	c.mu.Unlock()
 }
 
+// validID reports whether id is a capsule id: a UUID in its canonical,
+// lowercase form (it names directories and runsc containers).
+func validID(id string) bool {
+	u, err := uuid.Parse(id)
+	return err == nil && u.String() == id
+}
+
 // validate reports what is wrong with spec.
 func (c *Capsules) validate(spec CapsuleSpec) error {
-	if _, err := uuid.Parse(spec.ID); err != nil || spec.ID != uuid.MustParse(spec.ID).String() {
+	if !validID(spec.ID) {
 		return fmt.Errorf("%w: capsule_id %q is not a lowercase UUID", errInvalidSpec, spec.ID)
 	}
 	if !templateName.MatchString(spec.Template) {
@@ -242,7 +253,9 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 	rec, err := c.start(ctx, spec, dir)
 	if err != nil {
 		// The start may have been cut short by ctx; the clean-up must not be.
-		c.remove(context.WithoutCancel(ctx), spec.ID)
+		if rerr := c.remove(context.WithoutCancel(ctx), spec.ID); rerr != nil {
+			c.log.Error("cleaning up after a failed start", "capsule_id", spec.ID, "err", rerr)
+		}
 		return CapsuleInfo{}, err
 	}
 	c.mu.Lock()
@@ -343,8 +356,11 @@ func envdURL(addr string) string {
 
 // Destroy stops a capsule and removes all it had. Unknown ids succeed.
 func (c *Capsules) Destroy(ctx context.Context, id string) error {
+	if !validID(id) {
+		return fmt.Errorf("%w: capsule_id %q is not a lowercase UUID", errInvalidSpec, id)
+	}
 	if !c.claim(id) {
-		return fmt.Errorf("capsule %s is busy with another operation", id)
+		return fmt.Errorf("%w: %s", errCapsuleBusy, id)
 	}
 	defer c.release(id)
 	if err := c.remove(ctx, id); err != nil {
@@ -401,13 +417,12 @@ func (c *Capsules) Get(ctx context.Context, id string) (CapsuleInfo, error) {
 	return cp.info(), nil
 }
 
-// List reports every capsule, ordered by id.
+// List reports every capsule, ordered by id. When the driver cannot be
+// asked, each capsule is reported as last recorded and the error returned
+// with the list, so that a heartbeat still carries it.
 func (c *Capsules) List(ctx context.Context) ([]CapsuleInfo, error) {
 	states := map[string]runtime.State{}
-	infos, err := c.cfg.Driver.List(ctx)
-	if err != nil {
-		return nil, err
-	}
+	infos, listErr := c.cfg.Driver.List(ctx)
 	for _, i := range infos {
 		states[i.ID] = i.State
 	}
@@ -415,24 +430,14 @@ func (c *Capsules) List(ctx context.Context) ([]CapsuleInfo, error) {
 	out := make([]CapsuleInfo, 0, len(c.capsules))
 	for id, rec := range c.capsules {
 		info := rec.info()
-		if info.Status == capsuleRunning && states[id] != runtime.StateRunning {
+		if listErr == nil && info.Status == capsuleRunning && states[id] != runtime.StateRunning {
 			info.Status = capsuleStopped
 		}
 		out = append(out, info)
 	}
 	c.mu.Unlock()
-	slices.SortFunc(out, func(a, b CapsuleInfo) int { return cmpString(a.Spec.ID, b.Spec.ID) })
-	return out, nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	slices.SortFunc(out, func(a, b CapsuleInfo) int { return strings.Compare(a.Spec.ID, b.Spec.ID) })
+	return out, listErr
 }
 
 // envdTarget returns the address and token of a running capsule's envd.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/vishvananda/netlink"
 
+	"github.com/wrenn-dev/wrenn/internal/agent"
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/stacktest"
@@ -310,4 +312,30 @@ func runCmd(name string, args ...string) (string, error) {
 
 func execCommand(ctx context.Context, name string, args ...string) ([]byte, error) {
 	return exec.CommandContext(ctx, name, args...).Output()
+}
+
+// TestReadoptAfterRestart opens a second capsule manager on the agent's
+// directory, as a restarted agent does: the running capsule is adopted
+// with its address and token, and keeps working; nothing is destroyed.
+func TestReadoptAfterRestart(t *testing.T) {
+	s := stacktest.Start(t)
+	c := s.CreateCapsule(t)
+	id := c.GetSpec().GetCapsuleId()
+	if r := stacktest.Run(t, s.Envd(t, id), "echo before > /root/f"); r.ExitCode != 0 {
+		t.Fatalf("write: %+v", r)
+	}
+	restarted, err := agent.OpenCapsulesFromConfig(context.Background(), s.AgentConfig, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("reopening capsules: %v", err)
+	}
+	defer func() { _ = restarted.Close() }()
+	info, err := restarted.Get(context.Background(), id)
+	if err != nil || info.Status != "running" || info.Address.String() != c.GetAddress() {
+		t.Fatalf("after restart Get = %+v, %v; want running at %s", info, err, c.GetAddress())
+	}
+	direct := envdclient.New("http://"+net.JoinHostPort(c.GetAddress(), "49983"), s.EnvdToken(t, id))
+	defer direct.Close()
+	if r := stacktest.Run(t, direct, "cat /root/f"); r.Stdout != "before\n" {
+		t.Fatalf("after restart the capsule's file = %+v", r)
+	}
 }

@@ -118,7 +118,9 @@ func (s *Server) beat(ctx context.Context) error {
 	if s.capsules != nil {
 		infos, err := s.capsules.List(ctx)
 		if err != nil {
-			return fmt.Errorf("sending heartbeat: %w", err)
+			// Still heartbeat, with the capsules as last recorded: a
+			// broken runtime should not make the host look gone.
+			s.log.Warn("listing capsules for the heartbeat", "error", err)
 		}
 		for _, c := range infos {
 			req.Capsules = append(req.Capsules, capsuleReport{ID: c.Spec.ID, Status: c.Status})

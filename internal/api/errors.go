@@ -33,11 +33,18 @@ const (
 	codeRateLimited              = "rate_limited"
 	codeInternal                 = "internal"
 	codeUnavailable              = "unavailable"
+
+	// Capsules and templates.
+	codeCapsuleNotFound     = "capsule_not_found"
+	codeTemplateNotFound    = "template_not_found"
+	codeTemplateUnavailable = "template_unavailable"
+	codeNoHost              = "no_host"
+	codeNoCapacity          = "no_capacity"
+	codeAgentError          = "agent_error"
 )
 
 // Error codes of work inside a capsule (processes and files).
 const (
-	codeCapsuleNotFound     = "capsule_not_found"
 	codeCapsuleNotRunning   = "capsule_not_running"
 	codeCapsuleUnreachable  = "capsule_unreachable"
 	codeProcessNotFound     = "process_not_found"
@@ -66,6 +73,11 @@ var statusOf = map[string]int{
 	codeUnavailable:              http.StatusServiceUnavailable,
 
 	codeCapsuleNotFound:     http.StatusNotFound,
+	codeTemplateNotFound:    http.StatusNotFound,
+	codeTemplateUnavailable: http.StatusConflict,
+	codeNoHost:              http.StatusServiceUnavailable,
+	codeNoCapacity:          http.StatusServiceUnavailable,
+	codeAgentError:          http.StatusBadGateway,
 	codeCapsuleNotRunning:   http.StatusConflict,
 	codeCapsuleUnreachable:  http.StatusBadGateway,
 	codeProcessNotFound:     http.StatusNotFound,

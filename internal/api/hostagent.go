@@ -182,6 +182,14 @@ func (s *server) handleHeartbeat() http.Handler {
 		case *req.FreeCPUs < 0 || *req.FreeMemoryMB < 0 || *req.FreeDiskMB < 0:
 			return errorf(codeInvalid, "free_cpus, free_memory_mb and free_disk_mb must not be negative")
 		}
+		if len(req.Templates) > maxHostTemplates {
+			return errorf(codeInvalid, "templates: at most %d names, not %d", maxHostTemplates, len(req.Templates))
+		}
+		for i, name := range req.Templates {
+			if !validTemplateName(name) {
+				return errorf(codeInvalid, "templates[%d]: %q is not a template name (%s)", i, name, templateNameRule)
+			}
+		}
 		for i, c := range req.Capsules {
 			if t := strings.TrimSpace(string(c)); !strings.HasPrefix(t, "{") {
 				return errorf(codeInvalid, "capsules[%d] must be an object", i)
@@ -196,7 +204,7 @@ func (s *server) handleHeartbeat() http.Handler {
 		}
 		revived, err := s.store.Heartbeat(r.Context(), hostID, store.Capacity{
 			FreeCPUs: *req.FreeCPUs, FreeMemoryMB: *req.FreeMemoryMB, FreeDiskMB: *req.FreeDiskMB, Capsules: capsules,
-			Templates: req.Templates,
+			Templates: dedupe(req.Templates),
 		})
 		if errors.Is(err, store.ErrNotFound) {
 			return invalid

@@ -17,37 +17,46 @@ import (
 )
 
 type hostJSON struct {
-	ID              string          `json:"id"`
-	Type            string          `json:"type"`
-	TeamID          *string         `json:"team_id"`
-	Status          string          `json:"status"`
-	Arch            string          `json:"arch"`
-	CPUs            int             `json:"cpus"`
-	MemoryMB        int64           `json:"memory_mb"`
-	DiskMB          int64           `json:"disk_mb"`
-	Runtime         string          `json:"runtime"`
-	Address         string          `json:"address"`
-	Hostname        string          `json:"hostname"`
-	AgentVersion    string          `json:"agent_version"`
-	FreeCPUs        int             `json:"free_cpus"`
-	FreeMemoryMB    int64           `json:"free_memory_mb"`
-	FreeDiskMB      int64           `json:"free_disk_mb"`
-	Capsules        json.RawMessage `json:"capsules"`
-	LastHeartbeatAt *time.Time      `json:"last_heartbeat_at"`
-	RegisteredAt    *time.Time      `json:"registered_at"`
-	CreatedAt       time.Time       `json:"created_at"`
-	CreatedBy       *string         `json:"created_by"`
+	ID           string          `json:"id"`
+	Type         string          `json:"type"`
+	TeamID       *string         `json:"team_id"`
+	Status       string          `json:"status"`
+	Arch         string          `json:"arch"`
+	CPUs         int             `json:"cpus"`
+	MemoryMB     int64           `json:"memory_mb"`
+	DiskMB       int64           `json:"disk_mb"`
+	Runtime      string          `json:"runtime"`
+	Address      string          `json:"address"`
+	Hostname     string          `json:"hostname"`
+	AgentVersion string          `json:"agent_version"`
+	FreeCPUs     int             `json:"free_cpus"`
+	FreeMemoryMB int64           `json:"free_memory_mb"`
+	FreeDiskMB   int64           `json:"free_disk_mb"`
+	Capsules     json.RawMessage `json:"capsules"`
+	Templates    []string        `json:"templates"`
+	// What the host's live capsules take, by the scheduler's accounting.
+	AllocatedVCPUs    int        `json:"allocated_vcpus"`
+	AllocatedMemoryMB int64      `json:"allocated_memory_mb"`
+	LastHeartbeatAt   *time.Time `json:"last_heartbeat_at"`
+	RegisteredAt      *time.Time `json:"registered_at"`
+	CreatedAt         time.Time  `json:"created_at"`
+	CreatedBy         *string    `json:"created_by"`
 }
 
 func toHostJSON(h store.Host) hostJSON {
-	return hostJSON{
+	j := hostJSON{
 		ID: h.ID, Type: h.Type, TeamID: ptr(h.TeamID), Status: h.Status, Arch: h.Arch, CPUs: h.CPUs,
 		MemoryMB: h.MemoryMB, DiskMB: h.DiskMB, Runtime: h.Runtime, Address: h.Address, Hostname: h.Hostname,
 		AgentVersion: h.AgentVersion, FreeCPUs: h.FreeCPUs, FreeMemoryMB: h.FreeMemoryMB,
 		FreeDiskMB: h.FreeDiskMB, LastHeartbeatAt: h.LastHeartbeatAt, RegisteredAt: h.RegisteredAt,
 		CreatedAt: h.CreatedAt, CreatedBy: ptr(h.CreatedBy),
-		Capsules: h.Capsules, // never empty: the column is NOT NULL DEFAULT '[]'
+		Capsules:  h.Capsules, // never empty: the column is NOT NULL DEFAULT '[]'
+		Templates: h.Templates, AllocatedVCPUs: h.AllocatedVCPUs, AllocatedMemoryMB: h.AllocatedMemoryMB,
 	}
+	if j.Templates == nil {
+		j.Templates = []string{}
+	}
+	return j
 }
 
 // registrationTokenJSON is a freshly issued registration token.

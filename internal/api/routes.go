@@ -52,6 +52,12 @@ func routeTable() []route {
 		{"POST", "/v1/hosts/{id}/heartbeat", host, (*server).handleHeartbeat},
 		{"POST", "/v1/hosts/auth/refresh", public, (*server).handleRefresh},
 
+		{"POST", "/v1/capsules", member, (*server).handleCreateCapsule},
+		{"GET", "/v1/capsules", member, (*server).handleListCapsules},
+		{"GET", "/v1/capsules/{id}", member, (*server).handleGetCapsule},
+		{"DELETE", "/v1/capsules/{id}", member, (*server).handleDeleteCapsule},
+		{"GET", "/v1/templates", member, (*server).handleListTemplates},
+
 		{"POST", "/v1/capsules/{id}/exec", member, (*server).handleExec},
 		{"GET", "/v1/capsules/{id}/exec/stream", member, (*server).handleExecStream},
 		{"GET", "/v1/capsules/{id}/pty", member, (*server).handlePTY},

@@ -2,6 +2,7 @@ package config
 
 import (
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,9 @@ func TestLoadAgentDefaults(t *testing.T) {
 		HeartbeatInterval: 30 * time.Second,
 		Runtime:           RuntimeGVisor,
 		FirecrackerBin:    "/usr/local/bin/firecracker",
+		Runsc:             "/usr/local/bin/runsc",
+		CapsuleCIDR:       netip.MustParsePrefix("10.88.0.0/16"),
+		NetworkPrefix:     "wr",
 		LogLevel:          slog.LevelInfo,
 		LogFormat:         "text",
 	}
@@ -43,6 +47,9 @@ func TestLoadAgentSet(t *testing.T) {
 		"WRENN_HEARTBEAT_INTERVAL": "300ms",
 		"WRENN_RUNTIME":            "firecracker",
 		"WRENN_FIRECRACKER_BIN":    "/opt/fc",
+		"WRENN_RUNSC":              "/opt/runsc",
+		"WRENN_CAPSULE_CIDR":       "172.30.0.0/20",
+		"WRENN_NETWORK_PREFIX":     "w2",
 		"WRENN_LOG_LEVEL":          "debug",
 		"WRENN_LOG_FORMAT":         "JSON",
 	}), noFirecracker(t))
@@ -56,6 +63,9 @@ func TestLoadAgentSet(t *testing.T) {
 		HeartbeatInterval: 300 * time.Millisecond,
 		Runtime:           RuntimeFirecracker,
 		FirecrackerBin:    "/opt/fc",
+		Runsc:             "/opt/runsc",
+		CapsuleCIDR:       netip.MustParsePrefix("172.30.0.0/20"),
+		NetworkPrefix:     "w2",
 		LogLevel:          slog.LevelDebug,
 		LogFormat:         "json",
 	}
@@ -79,6 +89,13 @@ func TestLoadAgentBadValues(t *testing.T) {
 		{"WRENN_HEARTBEAT_INTERVAL", "30"},
 		{"WRENN_HEARTBEAT_INTERVAL", "-1s"},
 		{"WRENN_RUNTIME", "docker"},
+		{"WRENN_CAPSULE_CIDR", "10.88.0.0"},
+		{"WRENN_CAPSULE_CIDR", "fd00::/64"},
+		{"WRENN_CAPSULE_CIDR", "10.88.0.0/25"},
+		{"WRENN_CAPSULE_CIDR", "10.88.0.1/16"},
+		{"WRENN_NETWORK_PREFIX", "Wr"},
+		{"WRENN_NETWORK_PREFIX", "toolong"},
+		{"WRENN_NETWORK_PREFIX", "w-1"},
 		{"WRENN_LOG_LEVEL", "loud"},
 		{"WRENN_LOG_FORMAT", "xml"},
 	}

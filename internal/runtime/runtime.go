@@ -78,9 +78,10 @@ type Info struct {
 	StartedAt time.Time
 }
 
-// Driver runs capsules. Implementations are safe for concurrent use on
-// different capsules; the agent never calls two methods for one capsule at
-// the same time.
+// Driver runs capsules. Implementations are safe for concurrent use. The
+// agent never runs two lifecycle methods (Create, Destroy, and later pause
+// and resume) on one capsule at the same time; Info and List may run
+// alongside them and report what they see.
 type Driver interface {
 	// Name is the driver's name as configured ("gvisor", "firecracker").
 	Name() string
@@ -88,7 +89,8 @@ type Driver interface {
 	// capsule runs; it does not wait for envd to answer. On error nothing
 	// of the capsule is left running. Errors: ErrExists.
 	Create(ctx context.Context, spec Spec) (Info, error)
-	// Destroy stops the capsule and removes what the driver created for it.
+	// Destroy stops the capsule and removes the driver's own state of it
+	// (the capsule's Dir belongs to the agent, which removes it after).
 	// Destroying an unknown capsule returns nil.
 	Destroy(ctx context.Context, id string) error
 	// Info reports one capsule. Errors: ErrNotFound.

@@ -22,27 +22,31 @@ const (
 
 // Host is a machine that runs capsules, as the control plane knows it.
 type Host struct {
-	ID              string
-	Type            string
-	TeamID          string // "" for regular hosts
-	Status          string
-	Arch            string
-	CPUs            int
-	MemoryMB        int64
-	DiskMB          int64
-	Runtime         string
-	Address         string
-	Hostname        string
-	AgentVersion    string
-	FreeCPUs        int
-	FreeMemoryMB    int64
-	FreeDiskMB      int64
-	Capsules        json.RawMessage // as last reported by the agent
-	Templates       []string        // templates the agent has, as last reported
-	LastHeartbeatAt *time.Time
-	RegisteredAt    *time.Time
-	CreatedAt       time.Time
-	CreatedBy       string
+	ID           string
+	Type         string
+	TeamID       string // "" for regular hosts
+	Status       string
+	Arch         string
+	CPUs         int
+	MemoryMB     int64
+	DiskMB       int64
+	Runtime      string
+	Address      string
+	Hostname     string
+	AgentVersion string
+	FreeCPUs     int
+	FreeMemoryMB int64
+	FreeDiskMB   int64
+	Capsules     json.RawMessage // as last reported by the agent
+	Templates    []string        // templates the agent has on disk, as last reported
+	// AllocatedVCPUs and AllocatedMemoryMB are what the host's live
+	// capsules take (see liveStatuses), the scheduler's own accounting.
+	AllocatedVCPUs    int
+	AllocatedMemoryMB int64
+	LastHeartbeatAt   *time.Time
+	RegisteredAt      *time.Time
+	CreatedAt         time.Time
+	CreatedBy         string
 }
 
 // NewHost is what creating a host stores.
@@ -76,18 +80,21 @@ type Capacity struct {
 	FreeMemoryMB int64
 	FreeDiskMB   int64
 	Capsules     json.RawMessage
-	Templates    []string // templates the host has on disk
+	// Templates replaces the host's template list (nil: none).
+	Templates []string
 }
 
 const hostColumns = `id::text, type, coalesce(team_id::text, ''), status, arch, cpus, memory_mb, disk_mb,
 	runtime, address, hostname, agent_version, free_cpus, free_memory_mb, free_disk_mb, capsules,
-	last_heartbeat_at, registered_at, created_at, coalesce(created_by::text, ''), templates`
+	templates, (SELECT coalesce(sum(c.vcpus), 0) FROM capsules c WHERE c.host_id = hosts.id AND c.status IN ` + liveStatusesSQL + `),
+	(SELECT coalesce(sum(c.memory_mb), 0) FROM capsules c WHERE c.host_id = hosts.id AND c.status IN ` + liveStatusesSQL + `),
+	last_heartbeat_at, registered_at, created_at, coalesce(created_by::text, '')`
 
 func scanHost(row pgx.Row) (Host, error) {
 	var h Host
 	err := row.Scan(&h.ID, &h.Type, &h.TeamID, &h.Status, &h.Arch, &h.CPUs, &h.MemoryMB, &h.DiskMB,
 		&h.Runtime, &h.Address, &h.Hostname, &h.AgentVersion, &h.FreeCPUs, &h.FreeMemoryMB, &h.FreeDiskMB,
-		&h.Capsules, &h.LastHeartbeatAt, &h.RegisteredAt, &h.CreatedAt, &h.CreatedBy, &h.Templates)
+		&h.Capsules, &h.Templates, &h.AllocatedVCPUs, &h.AllocatedMemoryMB, &h.LastHeartbeatAt, &h.RegisteredAt, &h.CreatedAt, &h.CreatedBy)
 	return h, err
 }
 

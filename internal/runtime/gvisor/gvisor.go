@@ -79,11 +79,11 @@ const (
 
 // Create implements runtime.Driver.
 func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Info, error) {
-	if _, err := d.state(ctx, spec.ID); err == nil {
-		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, runtime.ErrExists)
-	}
 	if err := validate(spec); err != nil {
 		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+	}
+	if d.known(spec.ID) {
+		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, runtime.ErrExists)
 	}
 	bundle := filepath.Join(spec.Dir, bundleDir)
 	overlay := filepath.Join(spec.Dir, overlayDir)
@@ -140,7 +140,7 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Info, e
 // validate reports what makes spec unusable.
 func validate(spec runtime.Spec) error {
 	switch {
-	case spec.ID == "" || strings.ContainsAny(spec.ID, "/ \x00") || spec.ID[0] == '.':
+	case !validID(spec.ID):
 		return fmt.Errorf("invalid capsule id %q", spec.ID)
 	case !filepath.IsAbs(spec.Dir):
 		return fmt.Errorf("capsule dir %q is not absolute", spec.Dir)
@@ -245,11 +245,29 @@ func (d *Driver) state(ctx context.Context, id string) (containerState, error) {
 	return st, nil
 }
 
-// known reports whether runsc has state for id. runsc keeps one
-// "<id>_sandbox:<id>.state" style file per container under its root.
+// known reports whether runsc has state for id: it keeps
+// "<sandbox id>_sandbox:<container id>.state" (and .lock) files under its
+// root, and a capsule is a sandbox of one container with its own id.
 func (d *Driver) known(id string) bool {
-	matches, _ := filepath.Glob(filepath.Join(d.cfg.StateDir, "*"+id+"*"))
+	if !validID(id) {
+		return false
+	}
+	matches, _ := filepath.Glob(filepath.Join(d.cfg.StateDir, id+"_sandbox:*"))
 	return len(matches) > 0
+}
+
+// validID reports whether id can name a runsc container and a directory
+// without escaping anything.
+func validID(id string) bool {
+	if id == "" || len(id) > 128 || id[0] == '.' || id[0] == '-' {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // Info implements runtime.Driver.

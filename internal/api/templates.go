@@ -1,0 +1,55 @@
+package api
+
+import (
+	"net/http"
+	"regexp"
+	"slices"
+	"time"
+)
+
+// templateNameRule says in words what templateName matches.
+const templateNameRule = "1-63 characters: lower-case letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// validTemplateName reports whether name can name a template (it is also a
+// directory name on hosts).
+func validTemplateName(name string) bool { return templateName.MatchString(name) }
+
+// maxHostTemplates bounds the templates one heartbeat may report.
+const maxHostTemplates = 100
+
+// dedupe returns names sorted and without repeats.
+func dedupe(names []string) []string {
+	return slices.Compact(slices.Sorted(slices.Values(names)))
+}
+
+type templateJSON struct {
+	Name            string    `json:"name"`
+	Kind            string    `json:"kind"`
+	Description     string    `json:"description"`
+	SizeBytes       int64     `json:"size_bytes"`
+	DefaultVCPUs    int       `json:"default_vcpus"`
+	DefaultMemoryMB int       `json:"default_memory_mb"`
+	DefaultDiskMB   int       `json:"default_disk_mb"`
+	CreatedAt       time.Time `json:"created_at"`
+}
+
+func (s *server) handleListTemplates() http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		ts, err := s.store.Templates(r.Context(), caller(r).TeamID)
+		if err != nil {
+			return err
+		}
+		out := make([]templateJSON, 0, len(ts))
+		for _, t := range ts {
+			out = append(out, templateJSON{
+				Name: t.Name, Kind: t.Kind, Description: t.Description, SizeBytes: t.SizeBytes,
+				DefaultVCPUs: t.DefaultVCPUs, DefaultMemoryMB: t.DefaultMemoryMB, DefaultDiskMB: t.DefaultDiskMB,
+				CreatedAt: t.CreatedAt,
+			})
+		}
+		encode(w, http.StatusOK, out)
+		return nil
+	})
+}
