@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/google/uuid"
 
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
@@ -30,18 +29,10 @@ const envdCallTimeout = 30 * time.Second
 // capsule that is in use.
 const activeEvery = 30 * time.Second
 
-// runningCapsule returns the capsule {id} of the caller's team when it is
-// running. Another team's capsule and an id that is not a UUID are
-// capsule_not_found, so that ids reveal nothing.
+// runningCapsule returns the capsule {id} of the caller's team (see
+// teamCapsule) when it is running.
 func (s *server) runningCapsule(r *http.Request) (store.Capsule, error) {
-	id, err := uuid.Parse(r.PathValue("id"))
-	if err != nil {
-		return store.Capsule{}, errorf(codeCapsuleNotFound, "no capsule with id %q", r.PathValue("id"))
-	}
-	c, err := s.store.GetCapsule(r.Context(), caller(r).TeamID, id.String())
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Capsule{}, errorf(codeCapsuleNotFound, "no capsule with id %s", id)
-	}
+	c, err := s.teamCapsule(r)
 	if err != nil {
 		return store.Capsule{}, err
 	}

@@ -56,10 +56,10 @@ func (p processSpec) config() (*envdv1.ProcessConfig, error) {
 			return nil, errorf(codeInvalid, "args[%d] must not contain NUL bytes", i)
 		}
 	}
+	if err := validateEnvs(p.Envs); err != nil {
+		return nil, err
+	}
 	for k, v := range p.Envs {
-		if !validEnvName(k) {
-			return nil, errorf(codeInvalid, "envs: %q is not a variable name (letters, digits and _, not starting with a digit)", k)
-		}
 		if strings.ContainsRune(v, 0) {
 			return nil, errorf(codeInvalid, "envs: the value of %s must not contain NUL bytes", k)
 		}
@@ -105,7 +105,7 @@ func (p processSpec) program() string {
 		return programName(p.Cmd, "other")
 	}
 	for _, w := range strings.Fields(p.Cmd) {
-		if k, _, ok := strings.Cut(w, "="); ok && validEnvName(k) {
+		if k, _, ok := strings.Cut(w, "="); ok && envName.MatchString(k) {
 			continue
 		}
 		return programName(w, "sh")
@@ -124,19 +124,6 @@ func programName(word, fallback string) string {
 		}
 	}
 	return name
-}
-
-// validEnvName reports whether k can name an environment variable.
-func validEnvName(k string) bool {
-	if k == "" || len(k) > 256 {
-		return false
-	}
-	for i, r := range k {
-		if r != '_' && !isAlnum(r) || i == 0 && r >= '0' && r <= '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // isAlnum reports whether r is an ASCII letter or digit.

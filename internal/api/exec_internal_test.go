@@ -29,16 +29,6 @@ func TestProgramName(t *testing.T) {
 	}
 }
 
-func TestValidEnvName(t *testing.T) {
-	for name, want := range map[string]bool{
-		"PATH": true, "_x": true, "a1": true, "": false, "1a": false, "A=B": false, "A B": false, "É": false,
-	} {
-		if got := validEnvName(name); got != want {
-			t.Errorf("validEnvName(%q) = %v, want %v", name, got, want)
-		}
-	}
-}
-
 func TestParseSignal(t *testing.T) {
 	for in, want := range map[string]string{"SIGTERM": "SIGTERM", "term": "SIGTERM", "Kill": "SIGKILL", "SIGINT": "SIGINT"} {
 		sig, err := parseSignal(in)

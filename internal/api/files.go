@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -75,17 +76,29 @@ func (s *server) fileCall(r *http.Request) (store.Capsule, *envdclient.Client, e
 
 // uploadBody wraps a request body handed to envd, so that a client that
 // stops sending midway is told so rather than blamed on the capsule.
+// The transport reads it in a goroutine of its own, which may still be
+// reading when Upload returns.
 type uploadBody struct {
 	r   io.Reader
+	mu  sync.Mutex
 	err error
 }
 
 func (b *uploadBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if err != nil && !errors.Is(err, io.EOF) {
+		b.mu.Lock()
 		b.err = err
+		b.mu.Unlock()
 	}
 	return n, err
+}
+
+// failed returns the error reading the client's body, if any.
+func (b *uploadBody) failed() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }
 
 // upload streams body into path and records the write.
@@ -96,12 +109,8 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request, c store.Capsule,
 	go s.keepActive(ctx, c)
 	ub := &uploadBody{r: body}
 	res, err := ec.Upload(ctx, path, ub, opts)
-	if ub.err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(ub.err, &tooLarge) {
-			return errorf(codeTooLarge, "file is larger than allowed")
-		}
-		return errorf(codeInvalid, "the upload ended early: %v; the file was left as it was", ub.err)
+	if berr := ub.failed(); berr != nil {
+		return errorf(codeInvalid, "the upload ended early: %v; the file was left as it was", berr)
 	}
 	if err != nil {
 		return s.envdError(r.Context(), c, fileErrors, err)

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,9 +9,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -156,6 +159,25 @@ func TestFilesStack(t *testing.T) {
 	}
 	if out := cc.sh("cat " + dir + "/put.txt; stat -c %a " + dir + "/put.txt"); out != "put body\n600\n" {
 		t.Errorf("put wrote %q", out)
+	}
+
+	// An upload the client breaks off leaves the old file.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(st.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	fmt.Fprintf(conn, "PUT %s HTTP/1.1\r\nHost: wrenn\r\nX-API-Key: %s\r\nContent-Length: 1000\r\n\r\nonly ten b",
+		cc.path("/files?path="+dir+"/put.txt"), cc.tm.APIKey)
+	_ = conn.(*net.TCPConn).CloseWrite()
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = res.Body.Close() }()
+	readAnswer(t, res).wantError(t, "broken upload", http.StatusBadRequest, "invalid_request")
+	if out := cc.sh("cat " + dir + "/put.txt; ls -a " + dir); out != "put body\n.\n..\nput.txt\nsub\n" {
+		t.Errorf("after a broken upload: %q", out)
 	}
 
 	// Every change is in the audit log.
