@@ -250,7 +250,8 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 	}
 
 	start := time.Now()
-	rec, err := c.start(ctx, spec, dir)
+	var phases startPhases
+	rec, err := c.start(ctx, spec, dir, &phases)
 	if err != nil {
 		// The start may have been cut short by ctx; the clean-up must not be.
 		if rerr := c.remove(context.WithoutCancel(ctx), spec.ID); rerr != nil {
@@ -262,13 +263,20 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 	c.capsules[spec.ID] = rec
 	c.mu.Unlock()
 	c.log.Info("capsule started", "capsule_id", spec.ID, "template", spec.Template,
-		"address", rec.Address, "took_ms", time.Since(start).Milliseconds())
+		"address", rec.Address, "took_ms", time.Since(start).Milliseconds(),
+		"network_ms", phases.network.Milliseconds(), "runtime_ms", phases.runtime.Milliseconds(),
+		"envd_ms", phases.envd.Milliseconds())
 	return rec.info(), nil
+}
+
+// startPhases is how long each step of a start took, for the log.
+type startPhases struct {
+	network, runtime, envd time.Duration
 }
 
 // start does the steps of Create, recording the capsule on disk first so
 // that a crash at any point leaves something OpenCapsules can clean up.
-func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, dir string) (*capsuleRecord, error) {
+func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, dir string, phases *startPhases) (*capsuleRecord, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating capsule dir: %w", err)
 	}
@@ -280,10 +288,13 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, dir string) (*ca
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	slot, err := c.cfg.Network.Setup(ctx, spec.ID)
 	if err != nil {
 		return nil, fmt.Errorf("setting up network: %w", err)
 	}
+	phases.network = time.Since(t0)
+	t0 = time.Now()
 	rec.Address = slot.Address.Addr().String()
 	info, err := c.cfg.Driver.Create(ctx, runtime.Spec{
 		ID:       spec.ID,
@@ -303,9 +314,12 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, dir string) (*ca
 		return nil, err
 	}
 	rec.StartedAt = info.StartedAt
+	phases.runtime = time.Since(t0)
+	t0 = time.Now()
 	if err := initEnvd(ctx, rec); err != nil {
 		return nil, err
 	}
+	phases.envd = time.Since(t0)
 	rec.Status = capsuleRunning
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, err
@@ -323,7 +337,7 @@ func initEnvd(ctx context.Context, rec *capsuleRecord) error {
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(ctx, envdReadyTimeout)
 	defer cancel()
-	wait := time.Millisecond
+	wait := 500 * time.Microsecond
 	for {
 		hctx, hcancel := context.WithTimeout(ctx, time.Second)
 		err := client.Health(hctx)
@@ -336,7 +350,9 @@ func initEnvd(ctx context.Context, rec *capsuleRecord) error {
 			return fmt.Errorf("waiting for envd: %w (last error: %w)", ctx.Err(), err)
 		case <-time.After(wait):
 		}
-		wait = min(wait*2, 50*time.Millisecond)
+		// envd is usually up within milliseconds of the sandbox: poll
+		// often at first, and back off only if it is slow.
+		wait = min(wait*2, 10*time.Millisecond)
 	}
 	err := client.Init(ctx, envdclient.InitRequest{
 		AccessToken: rec.Token,

@@ -23,7 +23,7 @@ package scheduler
 // Capacity rule parameters (see the package comment).
 const (
 	MemoryPercent = 90
-	CPUOvercommit = 8
+	CPUOvercommit = 16
 )
 
 // Host is a candidate host and what its live capsules take. Safe to copy.

@@ -9,7 +9,7 @@ import (
 func TestPick(t *testing.T) {
 	hosts := []scheduler.Host{
 		{ID: "a", CPUs: 4, MemoryMB: 10000, AllocatedMemoryMB: 5000, AllocatedVCPUs: 4},
-		{ID: "b", CPUs: 2, MemoryMB: 4000, AllocatedMemoryMB: 1000, AllocatedVCPUs: 15},
+		{ID: "b", CPUs: 2, MemoryMB: 4000, AllocatedMemoryMB: 1000, AllocatedVCPUs: 2*scheduler.CPUOvercommit - 1},
 		{ID: "c", CPUs: 8, MemoryMB: 20000, AllocatedMemoryMB: 10000, AllocatedVCPUs: 0},
 		{ID: "d", BYOC: true, CPUs: 8, MemoryMB: 20000, AllocatedMemoryMB: 10000, AllocatedVCPUs: 0},
 	}

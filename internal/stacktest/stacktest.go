@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sys/unix"
 
 	"github.com/wrenn-dev/wrenn/internal/agent"
 	"github.com/wrenn-dev/wrenn/internal/api"
@@ -94,7 +95,12 @@ func ScratchDir(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		// runsc bind-mounts an empty network namespace at
+		// <root>/null-netns for its own use and leaves it mounted.
+		_ = unix.Unmount(filepath.Join(dir, "runsc", "null-netns"), unix.MNT_DETACH)
+		_ = os.RemoveAll(dir)
+	})
 	return dir
 }
 
@@ -131,7 +137,12 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		o = opts[0]
 	}
 	log := o.Logger
-	if log == nil {
+	switch {
+	case log != nil:
+	case os.Getenv("WRENN_TEST_LOG") != "":
+		// For debugging a test: WRENN_TEST_LOG=1 prints both servers' logs.
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	default:
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

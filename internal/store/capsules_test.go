@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/wrenn-dev/wrenn/internal/scheduler"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	"github.com/wrenn-dev/wrenn/internal/testdb"
 )
@@ -191,14 +192,14 @@ func TestPlacementVCPUOvercommit(t *testing.T) {
 	d := newDB(t)
 	team := d.team()
 	d.host(hostSpec{cpus: 2, memoryMB: 1 << 20})
-	// 2 CPUs take 16 vCPUs in total, each capsule at most 2.
-	for i := range 8 {
+	// 2 CPUs take 2×CPUOvercommit vCPUs in total, each capsule at most 2.
+	for i := range scheduler.CPUOvercommit {
 		if _, err := d.place(capsule(team, "minimal", 2, 128)); err != nil {
 			t.Fatalf("capsule %d of 2 vCPUs: %v", i, err)
 		}
 	}
 	if _, err := d.place(capsule(team, "minimal", 1, 128)); !errors.Is(err, store.ErrNoCapacity) {
-		t.Errorf("17th vCPU: got %v, want ErrNoCapacity", err)
+		t.Errorf("vCPU %d: got %v, want ErrNoCapacity", 2*scheduler.CPUOvercommit+1, err)
 	}
 }
 

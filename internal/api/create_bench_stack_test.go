@@ -1,0 +1,168 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/wrenn-dev/wrenn/internal/stacktest"
+)
+
+// BenchmarkCreateToFirstCommand measures what a user waits for: from
+// POST /v1/capsules until `true` has run in the new capsule (POST exec
+// answered), through the REST API of a running control plane and agent.
+// In the same run it measures the raw baseline: `runsc run` of the same
+// minimal rootfs executing `/bin/sh -c true` until it exits.
+//
+// It reports p50/p95 of N sequential creates, of 20 concurrent creates,
+// and of the baseline, and the ratio of the sequential p50 to the
+// baseline's (target ≤ 1.3).
+func BenchmarkCreateToFirstCommand(b *testing.B) {
+	const sequential, concurrent = 30, 20
+	st := stacktest.Start(b)
+	runsc, images := stacktest.Env(b)
+
+	createAndRun := func() (time.Duration, string) {
+		t0 := time.Now()
+		var c struct {
+			ID string `json:"id"`
+		}
+		st.Team.JSON(b, st, "POST", "/v1/capsules", map[string]any{"template": "minimal", "memory_mb": 256}, http.StatusCreated, &c)
+		var out struct {
+			ExitCode int `json:"exit_code"`
+		}
+		st.Team.JSON(b, st, "POST", "/v1/capsules/"+c.ID+"/exec", map[string]any{"cmd": "true"}, http.StatusOK, &out)
+		d := time.Since(t0)
+		if out.ExitCode != 0 {
+			b.Fatalf("true exited %d", out.ExitCode)
+		}
+		return d, c.ID
+	}
+	destroy := func(id string) {
+		res := st.Team.Do(b, st, "DELETE", "/v1/capsules/"+id, nil)
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusNoContent {
+			b.Fatalf("DELETE %s = %d", id, res.StatusCode)
+		}
+	}
+	bundle := rawBundle(b, filepath.Join(images, "minimal", "rootfs"))
+	rawRun := func(i int) time.Duration {
+		root := filepath.Join(bundle, "state")
+		id := fmt.Sprintf("raw-%d-%d", os.Getpid(), i)
+		t0 := time.Now()
+		cmd := exec.Command(runsc, "--root", root, "--network=none",
+			"--overlay2=root:dir="+filepath.Join(bundle, "overlay")+",size=256m",
+			"run", "--bundle", bundle, id)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("runsc run: %v: %s", err, out)
+		}
+		return time.Since(t0)
+	}
+
+	// Warm-up: first runs pay for page cache and connection set-up.
+	for i := range 3 {
+		_, id := createAndRun()
+		destroy(id)
+		rawRun(-1 - i)
+	}
+
+	var seq, raw []time.Duration
+	for b.Loop() {
+		// Interleaved, so that both see the same machine.
+		for i := range sequential {
+			d, id := createAndRun()
+			seq = append(seq, d)
+			b.StopTimer()
+			destroy(id)
+			raw = append(raw, rawRun(len(raw)))
+			b.StartTimer()
+			_ = i
+		}
+	}
+
+	b.StopTimer()
+	var mu sync.Mutex
+	var conc []time.Duration
+	var ids []string
+	var wg sync.WaitGroup
+	for range concurrent {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, id := createAndRun()
+			mu.Lock()
+			conc, ids = append(conc, d), append(ids, id)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		destroy(id)
+	}
+
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	pct := func(ds []time.Duration, p int) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[min(len(s)-1, len(s)*p/100)]
+	}
+	b.ReportMetric(ms(pct(seq, 50)), "create-p50-ms")
+	b.ReportMetric(ms(pct(seq, 95)), "create-p95-ms")
+	b.ReportMetric(ms(pct(conc, 50)), "conc20-p50-ms")
+	b.ReportMetric(ms(pct(conc, 95)), "conc20-p95-ms")
+	b.ReportMetric(ms(pct(raw, 50)), "raw-runsc-p50-ms")
+	b.ReportMetric(ms(pct(raw, 95)), "raw-runsc-p95-ms")
+	b.ReportMetric(float64(pct(seq, 50))/float64(pct(raw, 50)), "ratio-vs-raw")
+	b.Logf("create→first command: sequential p50 %.1f ms p95 %.1f ms (n=%d); 20 concurrent p50 %.1f ms p95 %.1f ms; raw runsc run p50 %.1f ms p95 %.1f ms; ratio %.2f",
+		ms(pct(seq, 50)), ms(pct(seq, 95)), len(seq), ms(pct(conc, 50)), ms(pct(conc, 95)),
+		ms(pct(raw, 50)), ms(pct(raw, 95)), float64(pct(seq, 50))/float64(pct(raw, 50)))
+}
+
+// rawBundle writes an OCI bundle that runs `/bin/sh -c true` in rootfs, the
+// way `runsc spec` would, and returns its directory.
+func rawBundle(b *testing.B, rootfs string) string {
+	dir := stacktest.ScratchDir(b)
+	if err := os.MkdirAll(filepath.Join(dir, "overlay"), 0o700); err != nil {
+		b.Fatal(err)
+	}
+	spec := specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			Args: []string{"/bin/sh", "-c", "true"},
+			Env:  []string{"PATH=/usr/bin:/bin"},
+			Cwd:  "/",
+		},
+		Root: &specs.Root{Path: rootfs},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs"},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"ro"}},
+		},
+		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{
+			{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
+			{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace},
+		}},
+	}
+	j, err := json.Marshal(spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), j, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		// --network=none leaves an empty namespace mounted under the root.
+		_ = exec.CommandContext(context.Background(), "umount", "-l", filepath.Join(dir, "state", "null-netns")).Run()
+	})
+	return dir
+}
