@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/stacktest"
 	"github.com/wrenn-dev/wrenn/internal/testdb"
 	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
 )
@@ -78,15 +79,33 @@ func startControlPlane(t *testing.T, dbURL, addr string) *process {
 }
 
 // agentEnv is the environment of an agent working in dir and listening on
-// addr.
-func agentEnv(cpURL, dir, addr string) map[string]string {
-	return map[string]string{
+// addr, with runsc from `make test` and a network of its own. When the test
+// ends, `wrenn-agent remove-capsules` takes the agent's capsules and network
+// away (an agent that stops keeps them, as it must).
+func agentEnv(t *testing.T, cpURL, dir, addr string) map[string]string {
+	t.Helper()
+	runsc, _ := stacktest.Env(t)
+	prefix, cidr := stacktest.NetworkPool(t)
+	env := map[string]string{
 		"WRENN_CP_URL":             cpURL,
 		"WRENN_DIR":                dir,
 		"WRENN_HOST_LISTEN_ADDR":   addr,
 		"WRENN_HEARTBEAT_INTERVAL": heartbeatInterval.String(),
 		"WRENN_LOG_LEVEL":          "debug",
+		"WRENN_RUNSC":              runsc,
+		"WRENN_NETWORK_PREFIX":     prefix,
+		"WRENN_CAPSULE_CIDR":       cidr.String(),
 	}
+	t.Cleanup(func() {
+		if _, err := os.Stat(dir); err != nil {
+			return // the agent never started
+		}
+		p := start(t, "wrenn-agent-remove-capsules", bin.agent, env, "remove-capsules")
+		if code := p.wait(t, time.Minute); code != 0 {
+			t.Errorf("wrenn-agent remove-capsules exited %d:\n%s", code, p.logs())
+		}
+	})
+	return env
 }
 
 // createHost adds a host as the admin and returns its id and registration
@@ -144,7 +163,7 @@ func refusedRegistration(t *testing.T, cpURL, token string) {
 	t.Helper()
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	p := start(t, "wrenn-agent-refused", bin.agent, agentEnv(cpURL, dir, addr), "--register", token, "--address", addr)
+	p := start(t, "wrenn-agent-refused", bin.agent, agentEnv(t, cpURL, dir, addr), "--register", token, "--address", addr)
 	if code := p.wait(t, 20*time.Second); code == 0 {
 		t.Fatalf("wrenn-agent --register with a refused token exited 0:\n%s", p.logs())
 	}
@@ -215,7 +234,7 @@ func TestRegistrationStory(t *testing.T) {
 	}
 	agentDir := filepath.Join(t.TempDir(), "wrenn") // the agent creates it
 	agentAddr := freeAddr(t)
-	env := agentEnv(cpURL, agentDir, agentAddr)
+	env := agentEnv(t, cpURL, agentDir, agentAddr)
 	agent := start(t, "wrenn-agent", bin.agent, env, "--register", regToken, "--address", agentAddr)
 
 	h := waitStatus(t, admin, hostID, "online", 10*time.Second)
@@ -398,7 +417,7 @@ func TestRegistrationStory(t *testing.T) {
 	}
 	refusedRegistration(t, cpURL, oldToken)
 	newDir, newAddr := t.TempDir(), freeAddr(t)
-	second := start(t, "wrenn-agent-second", bin.agent, agentEnv(cpURL, newDir, newAddr),
+	second := start(t, "wrenn-agent-second", bin.agent, agentEnv(t, cpURL, newDir, newAddr),
 		"--register", regen.RegistrationToken, "--address", newAddr)
 	waitStatus(t, admin, newHost, "online", 10*time.Second)
 	second.stop(t)
