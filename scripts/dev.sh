@@ -25,9 +25,12 @@ chmod 711 "$DEV_DIR" # PostgreSQL's own user must reach $DEV_DIR/postgres
 
 cp_pid=""
 agent_pid=""
+url=""
 started_pg=""
 cleanup() {
-	trap - EXIT INT TERM
+	# Ignore further signals: a second Ctrl-C, or the terminal closing, must
+	# not cut the clean-up short and leave capsules behind.
+	trap '' EXIT INT TERM HUP
 	log "stopping"
 	if [ -n "$agent_pid" ]; then
 		kill -TERM "$agent_pid" 2>/dev/null || true
@@ -35,7 +38,7 @@ cleanup() {
 		# An agent keeps its capsules across restarts; a dev session leaves
 		# nothing behind, so remove them, and say so in the database.
 		log "removing capsules"
-		builds/wrenn-agent remove-capsules 2>>"$DEV_DIR/agent.log" || warn "could not remove every capsule (see $DEV_DIR/agent.log)"
+		WRENN_CP_URL=$url builds/wrenn-agent remove-capsules 2>>"$DEV_DIR/agent.log" || warn "could not remove every capsule (see $DEV_DIR/agent.log)"
 		if [ -n "${DATABASE_URL:-}" ]; then
 			"$(pg_bindir)/psql" -q "$DATABASE_URL" -c \
 				"UPDATE capsules SET status = 'stopped', stopped_at = now(), updated_at = now() WHERE status NOT IN ('stopped', 'error')" \
@@ -49,7 +52,7 @@ cleanup() {
 	[ -n "$started_pg" ] && pg_stop "$DEV_DIR/postgres"
 	exit 0
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT INT TERM HUP
 
 if [ -z "${DATABASE_URL:-}" ]; then
 	if [ -f "$DEV_DIR/postgres/postmaster.pid" ]; then
