@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/nftables"
 	"github.com/google/uuid"
 	"github.com/vishvananda/netlink"
 
@@ -27,10 +29,14 @@ import (
 )
 
 // leftovers lists what remains on the host of capsule id: its sandbox in
-// runsc, its namespace, its host veth, its files, its address allocation.
-func leftovers(t *testing.T, s *stacktest.Stack, id, hostIface string) []string {
+// runsc, its namespace, its host veth, its firewall entry, its files, its
+// address allocation, its processes.
+func leftovers(t *testing.T, s *stacktest.Stack, id, hostIface, addr string) []string {
 	t.Helper()
 	var left []string
+	if firewallHas(t, s.AgentConfig.NetworkPrefix, addr) {
+		left = append(left, "firewall entry for "+addr)
+	}
 	if out, err := runsc(s, "list", "--format=json"); err != nil {
 		t.Fatalf("runsc list: %v", err)
 	} else if strings.Contains(out, id) {
@@ -75,6 +81,32 @@ func sandboxProcesses(t *testing.T, id string) []string {
 		}
 	}
 	return pids
+}
+
+// firewallHas reports whether the agent's nftables table has an
+// anti-spoofing entry for a capsule address (see docs/network.md).
+func firewallHas(t *testing.T, prefix, addr string) bool {
+	t.Helper()
+	conn, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := &nftables.Table{Family: nftables.TableFamilyINet, Name: prefix + "_wrenn"}
+	set, err := conn.GetSetByName(table, "capsule_src")
+	if err != nil {
+		t.Fatalf("reading the agent's firewall: %v", err)
+	}
+	elems, err := conn.GetSetElements(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := netip.MustParseAddr(addr).As4()
+	for _, e := range elems {
+		if len(e.Key) == 20 && [4]byte(e.Key[16:20]) == want {
+			return true
+		}
+	}
+	return false
 }
 
 func runsc(s *stacktest.Stack, args ...string) (string, error) {
@@ -130,10 +162,13 @@ func TestCapsuleLifecycle(t *testing.T) {
 		t.Fatalf("GetCapsule = %v, %v", got, err)
 	}
 	iface := hostIfaceOf(t, c.GetAddress())
+	if !firewallHas(t, s.AgentConfig.NetworkPrefix, c.GetAddress()) {
+		t.Fatal("a running capsule has no anti-spoofing entry, so the leftover check below proves nothing")
+	}
 	if _, err := s.CapsuleService().DestroyCapsule(context.Background(), connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: id})); err != nil {
 		t.Fatal(err)
 	}
-	if left := leftovers(t, s, id, iface); len(left) > 0 {
+	if left := leftovers(t, s, id, iface, c.GetAddress()); len(left) > 0 {
 		t.Fatalf("after destroy, left on the host: %v", left)
 	}
 	_, err = s.CapsuleService().GetCapsule(context.Background(), connect.NewRequest(&hostagentv1.GetCapsuleRequest{CapsuleId: id}))
@@ -171,6 +206,7 @@ func TestConcurrentCreates(t *testing.T) {
 	}
 	addrs := map[string]bool{}
 	ifaces := map[string]string{}
+	addrOf := map[string]string{}
 	for _, c := range capsules {
 		if addrs[c.GetAddress()] {
 			t.Fatalf("address %s given twice", c.GetAddress())
@@ -178,6 +214,7 @@ func TestConcurrentCreates(t *testing.T) {
 		addrs[c.GetAddress()] = true
 		id := c.GetSpec().GetCapsuleId()
 		ifaces[id] = hostIfaceOf(t, c.GetAddress())
+		addrOf[id] = c.GetAddress()
 		if r := stacktest.Run(t, s.Envd(t, id), "echo $((6*7))"); r.Stdout != "42\n" {
 			t.Fatalf("capsule %s: %+v", id, r)
 		}
@@ -186,7 +223,7 @@ func TestConcurrentCreates(t *testing.T) {
 		if _, err := s.CapsuleService().DestroyCapsule(context.Background(), connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: id})); err != nil {
 			t.Fatal(err)
 		}
-		if left := leftovers(t, s, id, iface); len(left) > 0 {
+		if left := leftovers(t, s, id, iface, addrOf[id]); len(left) > 0 {
 			t.Fatalf("after destroying %s, left on the host: %v", id, left)
 		}
 	}
