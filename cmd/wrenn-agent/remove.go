@@ -19,6 +19,7 @@ func removeCapsules(ctx context.Context, getenv func(string) string, stderr io.W
 		return err
 	}
 	log := config.NewLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	cfg.WarmPool = 0 // nothing is to start
 	caps, err := agent.OpenCapsulesFromConfig(ctx, cfg, log)
 	if err != nil {
 		return err

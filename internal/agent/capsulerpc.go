@@ -60,6 +60,7 @@ func capsuleToProto(c CapsuleInfo) *hostagentv1.Capsule {
 		},
 		Status:          c.Status,
 		StartedAtUnixMs: c.StartedAt.UnixMilli(),
+		RuntimeId:       c.RuntimeID,
 	}
 	if c.Address.IsValid() {
 		out.Address = c.Address.String()

@@ -64,16 +64,21 @@ type CapsuleSpec struct {
 // ($WRENN_DIR/sandboxes/<id>/capsule.json, 0600): enough to re-adopt it
 // after a restart. It holds the envd token, so it never leaves the host.
 type capsuleRecord struct {
-	Spec      CapsuleSpec `json:"spec"`
-	Status    string      `json:"status"`
-	Address   string      `json:"address"`
-	Token     string      `json:"token"`
-	StartedAt time.Time   `json:"started_at"`
+	Spec CapsuleSpec `json:"spec"`
+	// RuntimeID names the capsule's sandbox, network and directory. It is
+	// the capsule id, except for a capsule taken from the warm pool, which
+	// keeps the name it was prepared under.
+	RuntimeID string    `json:"runtime_id"`
+	Status    string    `json:"status"`
+	Address   string    `json:"address"`
+	Token     string    `json:"token"`
+	StartedAt time.Time `json:"started_at"`
 }
 
 // CapsuleInfo is what the agent reports about a capsule.
 type CapsuleInfo struct {
 	Spec      CapsuleSpec
+	RuntimeID string
 	Status    string
 	Address   netip.Addr
 	StartedAt time.Time
@@ -90,6 +95,9 @@ type CapsulesConfig struct {
 	Network *network.Manager
 	// MaxVCPUs is the most vCPUs one capsule may have (the host's CPUs).
 	MaxVCPUs int
+	// WarmPool is how many started capsules to keep ready per template
+	// and size (see pool.go); 0 turns the pool off.
+	WarmPool int
 	Logger   *slog.Logger
 }
 
@@ -100,13 +108,16 @@ type Capsules struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	capsules map[string]*capsuleRecord // guarded by mu
+	capsules map[string]*capsuleRecord // by capsule id; guarded by mu
 	busy     map[string]bool           // ids with an operation in progress; guarded by mu
+
+	pool *pool
 }
 
 // OpenCapsules loads the capsules recorded under cfg.Dir, re-adopts those
-// still running, and removes whatever runtime or network leftovers belong to
-// no recorded capsule.
+// still running, removes whatever runtime or network leftovers belong to no
+// recorded capsule (warm-pool capsules of an earlier run among them), and
+// starts filling the warm pool.
 func OpenCapsules(ctx context.Context, cfg CapsulesConfig) (*Capsules, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -127,36 +138,45 @@ func OpenCapsules(ctx context.Context, cfg CapsulesConfig) (*Capsules, error) {
 	for _, info := range running {
 		states[info.ID] = info.State
 	}
+	kept := map[string]bool{} // runtime ids of re-adopted capsules
 	for _, e := range entries {
 		rec, err := readRecord(filepath.Join(c.sandboxesDir(), e.Name()))
-		if err != nil || rec.Spec.ID != e.Name() || rec.Status == capsuleStarting {
+		if err == nil && rec.RuntimeID == "" {
+			rec.RuntimeID = rec.Spec.ID
+		}
+		if err != nil || rec.RuntimeID != e.Name() || rec.Status != capsuleRunning || !validID(rec.Spec.ID) {
 			// A capsule whose start never finished was never reported
-			// to the control plane as running: it is a leftover.
-			c.log.Warn("removing an incomplete capsule", "capsule_id", e.Name(), "err", err)
+			// to the control plane as running, and a warm-pool capsule
+			// was never handed out: both are leftovers.
+			c.log.Info("removing a capsule that was never handed out", "runtime_id", e.Name(), "err", err)
 			if err := c.remove(ctx, e.Name()); err != nil {
-				return nil, fmt.Errorf("removing incomplete capsule %s: %w", e.Name(), err)
+				return nil, fmt.Errorf("removing leftover capsule %s: %w", e.Name(), err)
 			}
 			continue
 		}
-		if states[rec.Spec.ID] != runtime.StateRunning {
+		if states[rec.RuntimeID] != runtime.StateRunning {
 			rec.Status = capsuleStopped
-		} else if _, err := cfg.Network.Setup(ctx, rec.Spec.ID); err != nil {
+		} else if _, err := cfg.Network.Setup(ctx, rec.RuntimeID); err != nil {
 			return nil, fmt.Errorf("re-adopting capsule %s: %w", rec.Spec.ID, err)
 		}
 		c.capsules[rec.Spec.ID] = rec
+		kept[rec.RuntimeID] = true
 		c.log.Info("re-adopted capsule", "capsule_id", rec.Spec.ID, "status", rec.Status)
 	}
 	for _, info := range running {
-		if _, ok := c.capsules[info.ID]; !ok {
-			c.log.Warn("destroying a sandbox that belongs to no capsule", "capsule_id", info.ID)
+		if !kept[info.ID] {
+			c.log.Warn("destroying a sandbox that belongs to no capsule", "runtime_id", info.ID)
 			if err := cfg.Driver.Destroy(ctx, info.ID); err != nil {
 				return nil, fmt.Errorf("removing leftover sandbox %s: %w", info.ID, err)
 			}
 		}
 	}
-	keep := func(id string) bool { _, ok := c.capsules[id]; return ok }
-	if err := cfg.Network.Cleanup(ctx, keep); err != nil {
+	if err := cfg.Network.Cleanup(ctx, func(id string) bool { return kept[id] }); err != nil {
 		return nil, fmt.Errorf("removing network leftovers: %w", err)
+	}
+	c.pool = newPool(c, cfg.WarmPool)
+	for _, p := range c.defaultProfiles() {
+		c.pool.want(p)
 	}
 	return c, nil
 }
@@ -232,7 +252,9 @@ func (c *Capsules) validate(spec CapsuleSpec) error {
 }
 
 // Create starts a capsule and returns once its envd is initialized with a
-// fresh token. On any failure everything it made is removed again.
+// fresh token. A ready capsule of the same template and size from the warm
+// pool is taken when there is one; otherwise one is started. On any failure
+// everything made for the capsule is removed again.
 func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, error) {
 	if err := c.validate(spec); err != nil {
 		return CapsuleInfo{}, err
@@ -244,16 +266,32 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 	c.mu.Lock()
 	_, exists := c.capsules[spec.ID]
 	c.mu.Unlock()
-	dir := filepath.Join(c.sandboxesDir(), spec.ID)
-	if _, err := os.Stat(dir); exists || err == nil {
+	if _, err := os.Stat(filepath.Join(c.sandboxesDir(), spec.ID)); exists || err == nil {
 		return CapsuleInfo{}, fmt.Errorf("%w: %s", errCapsuleExists, spec.ID)
 	}
 
 	start := time.Now()
+	prof := profileOf(spec)
+	defer c.pool.want(prof) // refill, or learn what is asked for
+	if rec := c.pool.take(ctx, spec); rec != nil {
+		c.mu.Lock()
+		c.capsules[spec.ID] = rec
+		c.mu.Unlock()
+		c.log.Info("capsule started from the warm pool", "capsule_id", spec.ID, "runtime_id", rec.RuntimeID,
+			"template", spec.Template, "address", rec.Address, "took_ms", time.Since(start).Milliseconds())
+		return rec.info(), nil
+	}
 	var phases startPhases
-	rec, err := c.start(ctx, spec, dir, &phases)
+	rec, err := c.start(ctx, spec, spec.ID, hostnameOf(spec.ID), &phases)
 	if err != nil {
 		// The start may have been cut short by ctx; the clean-up must not be.
+		if rerr := c.remove(context.WithoutCancel(ctx), spec.ID); rerr != nil {
+			c.log.Error("cleaning up after a failed start", "capsule_id", spec.ID, "err", rerr)
+		}
+		return CapsuleInfo{}, err
+	}
+	rec.Status = capsuleRunning
+	if err := writeRecord(c.dirOf(rec.RuntimeID), rec); err != nil {
 		if rerr := c.remove(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 			c.log.Error("cleaning up after a failed start", "capsule_id", spec.ID, "err", rerr)
 		}
@@ -269,14 +307,20 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 	return rec.info(), nil
 }
 
+// dirOf is the directory of the capsule whose runtime id is id.
+func (c *Capsules) dirOf(runtimeID string) string { return filepath.Join(c.sandboxesDir(), runtimeID) }
+
 // startPhases is how long each step of a start took, for the log.
 type startPhases struct {
 	network, runtime, envd time.Duration
 }
 
-// start does the steps of Create, recording the capsule on disk first so
-// that a crash at any point leaves something OpenCapsules can clean up.
-func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, dir string, phases *startPhases) (*capsuleRecord, error) {
+// start boots a capsule for spec under runtimeID and initializes its envd,
+// recording it on disk first (status starting) so that a crash at any point
+// leaves something OpenCapsules can clean up. The caller records the final
+// status.
+func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, runtimeID, hostname string, phases *startPhases) (*capsuleRecord, error) {
+	dir := c.dirOf(runtimeID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating capsule dir: %w", err)
 	}
@@ -284,12 +328,12 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, dir string, phas
 	if err != nil {
 		return nil, err
 	}
-	rec := &capsuleRecord{Spec: spec, Status: capsuleStarting, Token: token}
+	rec := &capsuleRecord{Spec: spec, RuntimeID: runtimeID, Status: capsuleStarting, Token: token}
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, err
 	}
 	t0 := time.Now()
-	slot, err := c.cfg.Network.Setup(ctx, spec.ID)
+	slot, err := c.cfg.Network.Setup(ctx, runtimeID)
 	if err != nil {
 		return nil, fmt.Errorf("setting up network: %w", err)
 	}
@@ -297,10 +341,10 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, dir string, phas
 	t0 = time.Now()
 	rec.Address = slot.Address.Addr().String()
 	info, err := c.cfg.Driver.Create(ctx, runtime.Spec{
-		ID:       spec.ID,
+		ID:       runtimeID,
 		Dir:      dir,
 		Image:    filepath.Join(c.imagesDir(), spec.Template),
-		Hostname: hostnameOf(spec.ID),
+		Hostname: hostname,
 		VCPUs:    spec.VCPUs,
 		MemoryMB: spec.MemoryMB,
 		DiskMB:   spec.DiskMB,
@@ -316,14 +360,10 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, dir string, phas
 	rec.StartedAt = info.StartedAt
 	phases.runtime = time.Since(t0)
 	t0 = time.Now()
-	if err := initEnvd(ctx, rec); err != nil {
+	if err := initEnvd(ctx, rec, "", hostname); err != nil {
 		return nil, err
 	}
 	phases.envd = time.Since(t0)
-	rec.Status = capsuleRunning
-	if err := writeRecord(dir, rec); err != nil {
-		return nil, err
-	}
 	return rec, nil
 }
 
@@ -331,14 +371,16 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, dir string, phas
 func hostnameOf(id string) string { return "capsule-" + id[:8] }
 
 // initEnvd waits for the capsule's envd to answer, then hands it the
-// capsule's token and environment.
-func initEnvd(ctx context.Context, rec *capsuleRecord) error {
-	client := envdclient.New(envdURL(rec.Address), "")
+// capsule's token, environment and hostname. current is the token envd
+// already has ("" for a fresh envd); a warm-pool capsule is handed to its
+// user this way, its pool token rotated away.
+func initEnvd(ctx context.Context, rec *capsuleRecord, current, hostname string) error {
+	client := envdclient.New(envdURL(rec.Address), current)
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(ctx, envdReadyTimeout)
 	defer cancel()
 	wait := 500 * time.Microsecond
-	for {
+	for current == "" {
 		hctx, hcancel := context.WithTimeout(ctx, time.Second)
 		err := client.Health(hctx)
 		hcancel()
@@ -357,7 +399,7 @@ func initEnvd(ctx context.Context, rec *capsuleRecord) error {
 	err := client.Init(ctx, envdclient.InitRequest{
 		AccessToken: rec.Token,
 		EnvVars:     rec.Spec.Envs,
-		Hostname:    hostnameOf(rec.Spec.ID),
+		Hostname:    hostname,
 	})
 	if err != nil {
 		return fmt.Errorf("initializing envd: %w", err)
@@ -379,36 +421,46 @@ func (c *Capsules) Destroy(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %s", errCapsuleBusy, id)
 	}
 	defer c.release(id)
-	if err := c.remove(ctx, id); err != nil {
+	runtimeID := id
+	c.mu.Lock()
+	rec, ok := c.capsules[id]
+	if ok {
+		runtimeID = rec.RuntimeID
+	}
+	c.mu.Unlock()
+	if !ok && c.pool.has(id) {
+		return nil // a waiting capsule is no capsule yet: nothing to destroy
+	}
+	if err := c.remove(ctx, runtimeID); err != nil {
 		return err
 	}
+	c.mu.Lock()
+	delete(c.capsules, id)
+	c.mu.Unlock()
 	c.log.Info("capsule destroyed", "capsule_id", id)
 	return nil
 }
 
-// remove tears down whatever exists of capsule id: sandbox, network, files,
-// record. It goes on past errors so that one stuck part does not keep the
-// others alive, and reports the first.
-func (c *Capsules) remove(ctx context.Context, id string) error {
+// remove tears down whatever exists of the capsule with runtime id
+// runtimeID: sandbox, network, files, record. It goes on past errors so
+// that one stuck part does not keep the others alive, and reports them.
+func (c *Capsules) remove(ctx context.Context, runtimeID string) error {
 	var errs []error
-	if err := c.cfg.Driver.Destroy(ctx, id); err != nil {
+	if err := c.cfg.Driver.Destroy(ctx, runtimeID); err != nil {
 		errs = append(errs, err)
 	}
-	if err := c.cfg.Network.Teardown(ctx, id); err != nil {
+	if err := c.cfg.Network.Teardown(ctx, runtimeID); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		// Files go last: while the sandbox or network could not be
 		// removed, the record is what lets a retry find them.
-		if err := os.RemoveAll(filepath.Join(c.sandboxesDir(), id)); err != nil {
+		if err := os.RemoveAll(c.dirOf(runtimeID)); err != nil {
 			errs = append(errs, err)
 		}
-		c.mu.Lock()
-		delete(c.capsules, id)
-		c.mu.Unlock()
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("destroying capsule %s: %w", id, errors.Join(errs...))
+		return fmt.Errorf("destroying capsule %s: %w", runtimeID, errors.Join(errs...))
 	}
 	return nil
 }
@@ -426,7 +478,7 @@ func (c *Capsules) Get(ctx context.Context, id string) (CapsuleInfo, error) {
 		return CapsuleInfo{}, fmt.Errorf("%w: %s", errCapsuleNotFound, id)
 	}
 	if cp.Status == capsuleRunning {
-		if info, err := c.cfg.Driver.Info(ctx, id); err != nil || info.State != runtime.StateRunning {
+		if info, err := c.cfg.Driver.Info(ctx, cp.RuntimeID); err != nil || info.State != runtime.StateRunning {
 			cp.Status = capsuleStopped
 		}
 	}
@@ -444,9 +496,9 @@ func (c *Capsules) List(ctx context.Context) ([]CapsuleInfo, error) {
 	}
 	c.mu.Lock()
 	out := make([]CapsuleInfo, 0, len(c.capsules))
-	for id, rec := range c.capsules {
+	for _, rec := range c.capsules {
 		info := rec.info()
-		if listErr == nil && info.Status == capsuleRunning && states[id] != runtime.StateRunning {
+		if listErr == nil && info.Status == capsuleRunning && states[rec.RuntimeID] != runtime.StateRunning {
 			info.Status = capsuleStopped
 		}
 		out = append(out, info)
@@ -471,7 +523,7 @@ func (c *Capsules) envdTarget(id string) (addr, token string, err error) {
 }
 
 func (r *capsuleRecord) info() CapsuleInfo {
-	info := CapsuleInfo{Spec: r.Spec, Status: r.Status, StartedAt: r.StartedAt}
+	info := CapsuleInfo{Spec: r.Spec, RuntimeID: r.RuntimeID, Status: r.Status, StartedAt: r.StartedAt}
 	info.Address, _ = netip.ParseAddr(r.Address)
 	return info
 }

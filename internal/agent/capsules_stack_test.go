@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,9 +30,9 @@ import (
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
 )
 
-// leftovers lists what remains on the host of capsule id: its sandbox in
-// runsc, its namespace, its host veth, its firewall entry, its files, its
-// address allocation, its processes.
+// leftovers lists what remains on the host of the capsule with runtime id
+// id: its sandbox in runsc, its namespace, its host veth, its firewall
+// entry, its files, its address allocation, its processes.
 func leftovers(t *testing.T, s *stacktest.Stack, id, hostIface, addr string) []string {
 	t.Helper()
 	var left []string
@@ -162,13 +164,17 @@ func TestCapsuleLifecycle(t *testing.T) {
 		t.Fatalf("GetCapsule = %v, %v", got, err)
 	}
 	iface := hostIfaceOf(t, c.GetAddress())
+	rid := c.GetRuntimeId()
+	if rid == "" {
+		t.Fatal("the agent reports no runtime id")
+	}
 	if !firewallHas(t, s.AgentConfig.NetworkPrefix, c.GetAddress()) {
 		t.Fatal("a running capsule has no anti-spoofing entry, so the leftover check below proves nothing")
 	}
 	if _, err := s.CapsuleService().DestroyCapsule(context.Background(), connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: id})); err != nil {
 		t.Fatal(err)
 	}
-	if left := leftovers(t, s, id, iface, c.GetAddress()); len(left) > 0 {
+	if left := leftovers(t, s, rid, iface, c.GetAddress()); len(left) > 0 {
 		t.Fatalf("after destroy, left on the host: %v", left)
 	}
 	_, err = s.CapsuleService().GetCapsule(context.Background(), connect.NewRequest(&hostagentv1.GetCapsuleRequest{CapsuleId: id}))
@@ -207,6 +213,7 @@ func TestConcurrentCreates(t *testing.T) {
 	addrs := map[string]bool{}
 	ifaces := map[string]string{}
 	addrOf := map[string]string{}
+	runtimeOf := map[string]string{}
 	for _, c := range capsules {
 		if addrs[c.GetAddress()] {
 			t.Fatalf("address %s given twice", c.GetAddress())
@@ -215,6 +222,7 @@ func TestConcurrentCreates(t *testing.T) {
 		id := c.GetSpec().GetCapsuleId()
 		ifaces[id] = hostIfaceOf(t, c.GetAddress())
 		addrOf[id] = c.GetAddress()
+		runtimeOf[id] = c.GetRuntimeId()
 		if r := stacktest.Run(t, s.Envd(t, id), "echo $((6*7))"); r.Stdout != "42\n" {
 			t.Fatalf("capsule %s: %+v", id, r)
 		}
@@ -223,7 +231,7 @@ func TestConcurrentCreates(t *testing.T) {
 		if _, err := s.CapsuleService().DestroyCapsule(context.Background(), connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: id})); err != nil {
 			t.Fatal(err)
 		}
-		if left := leftovers(t, s, id, iface, addrOf[id]); len(left) > 0 {
+		if left := leftovers(t, s, runtimeOf[id], iface, addrOf[id]); len(left) > 0 {
 			t.Fatalf("after destroying %s, left on the host: %v", id, left)
 		}
 	}
@@ -237,10 +245,7 @@ func TestIsolation(t *testing.T) {
 	s := stacktest.Start(t)
 	a, b := s.CreateCapsule(t), s.CreateCapsule(t)
 	envdA := s.Envd(t, a.GetSpec().GetCapsuleId())
-	gateway := strings.TrimSuffix(a.GetAddress(), "2") + "1" // the /30's host end
-	if !strings.HasSuffix(a.GetAddress(), ".2") {
-		t.Fatalf("capsule address %s is not the .2 of its /30", a.GetAddress())
-	}
+	gateway := netip.MustParseAddr(a.GetAddress()).Prev().String() // the /30's host end
 
 	// A listener on every host address, like any service on the host.
 	hostLn, err := net.Listen("tcp", "0.0.0.0:0")
@@ -361,7 +366,9 @@ func TestReadoptAfterRestart(t *testing.T) {
 	if r := stacktest.Run(t, s.Envd(t, id), "echo before > /root/f"); r.ExitCode != 0 {
 		t.Fatalf("write: %+v", r)
 	}
-	restarted, err := agent.OpenCapsulesFromConfig(context.Background(), s.AgentConfig, slog.New(slog.DiscardHandler))
+	cfg := s.AgentConfig
+	cfg.WarmPool = 0
+	restarted, err := agent.OpenCapsulesFromConfig(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("reopening capsules: %v", err)
 	}
@@ -375,4 +382,101 @@ func TestReadoptAfterRestart(t *testing.T) {
 	if r := stacktest.Run(t, direct, "cat /root/f"); r.Stdout != "before\n" {
 		t.Fatalf("after restart the capsule's file = %+v", r)
 	}
+}
+
+// TestWarmPool checks that a capsule of a template's default size comes
+// from the warm pool, is its own capsule there (token, hostname,
+// environment), and that nothing of the pool outlives the agent.
+func TestWarmPool(t *testing.T) {
+	s := stacktest.Start(t)
+	ctx := context.Background()
+	waitPool := func(n int) []stacktest.Record {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			pooled := pooledRecords(t, s.AgentConfig.Dir)
+			if len(pooled) >= n {
+				return pooled
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d capsules waiting after 20 s, want %d", len(pooled), n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	pooled := waitPool(2) // the minimal template's default size, warmed at start
+	id := uuid.NewString()
+	res, err := s.CapsuleService().CreateCapsule(ctx, connect.NewRequest(&hostagentv1.CreateCapsuleRequest{
+		Spec: &hostagentv1.CapsuleSpec{CapsuleId: id, Template: "minimal", Vcpus: 1, MemoryMb: 256, DiskMb: 1024,
+			Envs: map[string]string{"GREETING": "hi"}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := res.Msg.GetCapsule()
+	if c.GetRuntimeId() == id || !slices.ContainsFunc(pooled, func(r stacktest.Record) bool { return r.RuntimeID == c.GetRuntimeId() }) {
+		t.Fatalf("capsule runs as %s, not one of the waiting capsules %+v", c.GetRuntimeId(), pooled)
+	}
+	r := stacktest.Run(t, s.Envd(t, id), "hostname; echo $GREETING")
+	if r.Stdout != "capsule-"+id[:8]+"\nhi\n" {
+		t.Fatalf("capsule from the pool: hostname and env = %q", r.Stdout)
+	}
+	// The pool token was retired when the capsule was handed out.
+	var poolToken string
+	for _, p := range pooled {
+		if p.RuntimeID == c.GetRuntimeId() {
+			poolToken = p.Token
+		}
+	}
+	stale := envdclient.New("http://"+net.JoinHostPort(c.GetAddress(), "49983"), poolToken)
+	defer stale.Close()
+	if _, err := stale.Metrics(ctx); !isUnauthorized(err) {
+		t.Errorf("envd with the pool token after hand-over: %v, want 401", err)
+	}
+	// The pool refills.
+	waitPool(2)
+
+	// A restarted agent removes its predecessor's waiting capsules, and a
+	// closed one leaves none.
+	cfg := s.AgentConfig
+	cfg.WarmPool = 0
+	restarted, err := agent.OpenCapsulesFromConfig(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := pooledRecords(t, s.AgentConfig.Dir); len(left) != 0 {
+		t.Errorf("after a restart, %d waiting capsules of the old agent are left", len(left))
+	}
+	if _, err := restarted.Get(ctx, id); err != nil {
+		t.Errorf("the handed-out capsule was not re-adopted: %v", err)
+	}
+	_ = restarted.Close()
+	out, err := runsc(s, "list", "--format=json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out, `"id"`); n != 1 {
+		t.Errorf("runsc has %d sandboxes, want just the capsule's: %s", n, out)
+	}
+}
+
+// pooledRecords lists the waiting capsules recorded under an agent's dir.
+func pooledRecords(t *testing.T, dir string) []stacktest.Record {
+	t.Helper()
+	paths, _ := filepath.Glob(filepath.Join(dir, "sandboxes", "*", "capsule.json"))
+	var out []stacktest.Record
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		var rec struct {
+			stacktest.Record
+			Status string `json:"status"`
+		}
+		if json.Unmarshal(b, &rec) == nil && rec.Status == "pooled" {
+			out = append(out, rec.Record)
+		}
+	}
+	return out
 }

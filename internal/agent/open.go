@@ -49,6 +49,7 @@ func OpenCapsulesFromConfig(ctx context.Context, cfg config.Agent, log *slog.Log
 		Driver:   driver,
 		Network:  nm,
 		MaxVCPUs: goruntime.NumCPU(),
+		WarmPool: cfg.WarmPool,
 		Logger:   log,
 	})
 	if err != nil {
@@ -58,9 +59,16 @@ func OpenCapsulesFromConfig(ctx context.Context, cfg config.Agent, log *slog.Log
 	return caps, nil
 }
 
-// Close releases the capsule manager's handles. Capsules keep running.
-func (c *Capsules) Close() error { return c.cfg.Network.Close() }
+// Close destroys the warm pool's waiting capsules and releases the
+// manager's handles. Capsules keep running.
+func (c *Capsules) Close() error {
+	c.pool.close()
+	return c.cfg.Network.Close()
+}
 
-// Uninstall removes every capsule's network and the agent's firewall table.
-// Capsules must have been destroyed first.
-func (c *Capsules) Uninstall(ctx context.Context) error { return c.cfg.Network.Uninstall(ctx) }
+// Uninstall removes the warm pool, every capsule's network and the agent's
+// firewall table. Capsules must have been destroyed first.
+func (c *Capsules) Uninstall(ctx context.Context) error {
+	c.pool.close()
+	return c.cfg.Network.Uninstall(ctx)
+}

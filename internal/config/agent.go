@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -43,6 +44,10 @@ type Agent struct {
 	// host-side veths and firewall table (WRENN_NETWORK_PREFIX), so that
 	// two agents on one machine (tests) keep apart.
 	NetworkPrefix string
+	// WarmPool is how many booted capsules the agent keeps waiting per
+	// template and size, so that a create does not wait for a boot
+	// (WRENN_WARM_POOL; 0 turns it off).
+	WarmPool int
 	// LogLevel and LogFormat ("text" or "json") shape the agent's log
 	// (WRENN_LOG_LEVEL, WRENN_LOG_FORMAT).
 	LogLevel  slog.Level
@@ -78,6 +83,10 @@ func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	c.Runsc = r.string("WRENN_RUNSC", "/usr/local/bin/runsc")
 	c.CapsuleCIDR = r.prefix("WRENN_CAPSULE_CIDR", "10.88.0.0/16")
 	c.NetworkPrefix = r.string("WRENN_NETWORK_PREFIX", "wr")
+	c.WarmPool = r.int("WRENN_WARM_POOL", 2)
+	if c.WarmPool < 0 || c.WarmPool > 64 {
+		r.fail("WRENN_WARM_POOL", strconv.Itoa(c.WarmPool), "must be 0..64")
+	}
 	if !networkPrefix.MatchString(c.NetworkPrefix) {
 		r.fail("WRENN_NETWORK_PREFIX", c.NetworkPrefix, "must be 1 to 5 lowercase letters or digits, starting with a letter")
 	}

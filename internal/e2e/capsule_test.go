@@ -133,18 +133,25 @@ func TestCapsuleStory(t *testing.T) {
 
 	// Destroy: the capsule is stopped, and its namespace, processes and
 	// files are gone from the host.
+	rec, ok := stacktest.FindRecord(t, agentDir, c.ID)
+	if !ok || rec.RuntimeID == "" {
+		t.Fatalf("the agent has no record of capsule %s", c.ID)
+	}
+	if _, err := os.Stat(filepath.Join("/run/netns", env["WRENN_NETWORK_PREFIX"]+"-"+rec.RuntimeID)); err != nil {
+		t.Fatalf("the running capsule's network namespace is not where the check below looks: %v", err)
+	}
 	api.must(http.StatusNoContent, "DELETE", "/v1/capsules/"+c.ID, nil, nil)
 	api.must(http.StatusOK, "GET", "/v1/capsules/"+c.ID, nil, &c)
 	if c.Status != "stopped" {
 		t.Fatalf("after DELETE the capsule is %q, want stopped", c.Status)
 	}
-	if _, err := os.Stat(filepath.Join("/run/netns", env["WRENN_NETWORK_PREFIX"]+"-"+c.ID)); err == nil {
+	if _, err := os.Stat(filepath.Join("/run/netns", env["WRENN_NETWORK_PREFIX"]+"-"+rec.RuntimeID)); err == nil {
 		t.Error("the capsule's network namespace is still there")
 	}
-	if _, err := os.Stat(filepath.Join(agentDir, "sandboxes", c.ID)); err == nil {
+	if _, err := os.Stat(filepath.Join(agentDir, "sandboxes", rec.RuntimeID)); err == nil {
 		t.Error("the capsule's directory is still there")
 	}
-	if pids := processesNaming(t, c.ID); len(pids) > 0 {
+	if pids := processesNaming(t, rec.RuntimeID); len(pids) > 0 {
 		t.Errorf("processes of the capsule still run: %v", pids)
 	}
 }

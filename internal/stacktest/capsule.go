@@ -64,17 +64,42 @@ func (s *Stack) Envd(t testing.TB, capsuleID string) *envdclient.Client {
 // from the agent's record of it (for tests of envd's own checks).
 func (s *Stack) EnvdToken(t testing.TB, capsuleID string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.AgentConfig.Dir, "sandboxes", capsuleID, "capsule.json"))
+	rec, ok := FindRecord(t, s.AgentConfig.Dir, capsuleID)
+	if !ok || rec.Token == "" {
+		t.Fatalf("the agent has no record of capsule %s", capsuleID)
+	}
+	return rec.Token
+}
+
+// Record is the part of the agent's record of a capsule that tests read.
+type Record struct {
+	RuntimeID string `json:"runtime_id"`
+	Token     string `json:"token"`
+	Spec      struct {
+		ID string `json:"id"`
+	} `json:"spec"`
+}
+
+// FindRecord finds the agent's record of a capsule under agentDir
+// ($WRENN_DIR/sandboxes/<runtime id>/capsule.json; the runtime id differs
+// from the capsule id when the capsule came from the warm pool).
+func FindRecord(t testing.TB, agentDir, capsuleID string) (Record, bool) {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(agentDir, "sandboxes", "*", "capsule.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rec struct {
-		Token string `json:"token"`
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		var rec Record
+		if json.Unmarshal(b, &rec) == nil && rec.Spec.ID == capsuleID {
+			return rec, true
+		}
 	}
-	if err := json.Unmarshal(b, &rec); err != nil || rec.Token == "" {
-		t.Fatalf("reading capsule record: %v", err)
-	}
-	return rec.Token
+	return Record{}, false
 }
 
 // Result is what a finished process produced.

@@ -71,6 +71,10 @@ type Team struct {
 type Options struct {
 	// Logger receives the control plane's and agent's logs (default: none).
 	Logger *slog.Logger
+	// ColdStarts turns the agent's warm pool off, so that every capsule
+	// boots when it is created (the pool is on by default, as in
+	// production, with 2 capsules per profile).
+	ColdStarts bool
 }
 
 // Env returns runsc and the images directory that `make test` prepares,
@@ -209,6 +213,10 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	agCfg := config.Agent{
 		CPURL: s.URL, Dir: dir, ListenAddr: loopback(agLn), HeartbeatInterval: 500 * time.Millisecond,
 		Runtime: config.RuntimeGVisor, Runsc: runsc, CapsuleCIDR: cidr, NetworkPrefix: prefix,
+		WarmPool: 2,
+	}
+	if o.ColdStarts {
+		agCfg.WarmPool = 0
 	}
 	agLog := log.With("component", "agent")
 	cred, err := agent.Register(ctx, agCfg, host.RegistrationToken, loopback(agLn), agLog)

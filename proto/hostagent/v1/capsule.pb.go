@@ -120,8 +120,12 @@ type Capsule struct {
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// started_at_unix_ms is when the capsule started.
 	StartedAtUnixMs int64 `protobuf:"varint,4,opt,name=started_at_unix_ms,json=startedAtUnixMs,proto3" json:"started_at_unix_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// runtime_id names the capsule's sandbox, network namespace and directory
+	// on the host: the capsule id, or the name a warm-pool capsule was booted
+	// under before it was handed out.
+	RuntimeId     string `protobuf:"bytes,5,opt,name=runtime_id,json=runtimeId,proto3" json:"runtime_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Capsule) Reset() {
@@ -180,6 +184,13 @@ func (x *Capsule) GetStartedAtUnixMs() int64 {
 		return x.StartedAtUnixMs
 	}
 	return 0
+}
+
+func (x *Capsule) GetRuntimeId() string {
+	if x != nil {
+		return x.RuntimeId
+	}
+	return ""
 }
 
 type CreateCapsuleRequest struct {
@@ -533,12 +544,14 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\x04envs\x18\x06 \x03(\v2).wrenn.hostagent.v1.CapsuleSpec.EnvsEntryR\x04envs\x1a7\n" +
 	"\tEnvsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbc\x01\n" +
 	"\aCapsule\x123\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1f.wrenn.hostagent.v1.CapsuleSpecR\x04spec\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12+\n" +
-	"\x12started_at_unix_ms\x18\x04 \x01(\x03R\x0fstartedAtUnixMs\"K\n" +
+	"\x12started_at_unix_ms\x18\x04 \x01(\x03R\x0fstartedAtUnixMs\x12\x1d\n" +
+	"\n" +
+	"runtime_id\x18\x05 \x01(\tR\truntimeId\"K\n" +
 	"\x14CreateCapsuleRequest\x123\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1f.wrenn.hostagent.v1.CapsuleSpecR\x04spec\"N\n" +
 	"\x15CreateCapsuleResponse\x125\n" +
