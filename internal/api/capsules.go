@@ -322,7 +322,7 @@ func agentFailure(what string, err error) (*Error, string) {
 	var ce *connect.Error
 	switch code {
 	case connect.CodeFailedPrecondition, connect.CodeResourceExhausted, connect.CodeInvalidArgument,
-		connect.CodeAlreadyExists, connect.CodeNotFound:
+		connect.CodeAlreadyExists, connect.CodeNotFound, connect.CodeAborted:
 		if errors.As(err, &ce) && ce.Message() != "" {
 			detail += ": " + ce.Message()
 		}
@@ -333,6 +333,9 @@ func agentFailure(what string, err error) (*Error, string) {
 		return errorf(codeTemplateUnavailable, "%s", reason), reason
 	case connect.CodeResourceExhausted:
 		return errorf(codeNoCapacity, "%s", reason), reason
+	case connect.CodeAborted:
+		// Another operation on the capsule is under way on the host.
+		return errorf(codeConflict, "%s; try again", reason), reason
 	default:
 		return errorf(codeAgentError, "%s", reason), reason
 	}
