@@ -31,6 +31,7 @@ func TestLoadAgentDefaults(t *testing.T) {
 		Runsc:             "/usr/local/bin/runsc",
 		CapsuleCIDR:       netip.MustParsePrefix("10.88.0.0/16"),
 		NetworkPrefix:     "wr",
+		WarmPool:          2,
 		LogLevel:          slog.LevelInfo,
 		LogFormat:         "text",
 	}
@@ -50,6 +51,7 @@ func TestLoadAgentSet(t *testing.T) {
 		"WRENN_RUNSC":              "/opt/runsc",
 		"WRENN_CAPSULE_CIDR":       "172.30.0.0/20",
 		"WRENN_NETWORK_PREFIX":     "w2",
+		"WRENN_WARM_POOL":          "0",
 		"WRENN_LOG_LEVEL":          "debug",
 		"WRENN_LOG_FORMAT":         "JSON",
 	}), noFirecracker(t))
@@ -96,6 +98,9 @@ func TestLoadAgentBadValues(t *testing.T) {
 		{"WRENN_NETWORK_PREFIX", "Wr"},
 		{"WRENN_NETWORK_PREFIX", "toolong"},
 		{"WRENN_NETWORK_PREFIX", "w-1"},
+		{"WRENN_WARM_POOL", "-1"},
+		{"WRENN_WARM_POOL", "65"},
+		{"WRENN_WARM_POOL", "two"},
 		{"WRENN_LOG_LEVEL", "loud"},
 		{"WRENN_LOG_FORMAT", "xml"},
 	}
