@@ -61,28 +61,10 @@ func leftovers(t *testing.T, s *stacktest.Stack, id, hostIface, addr string) []s
 	for _, m := range append(matches, more...) {
 		left = append(left, "allocation "+m)
 	}
-	if procs := sandboxProcesses(t, id); len(procs) > 0 {
+	if procs := stacktest.ProcessesNaming(t, id); len(procs) > 0 {
 		left = append(left, fmt.Sprintf("processes %v", procs))
 	}
 	return left
-}
-
-// sandboxProcesses lists host pids whose command line names capsule id
-// (runsc's sandbox, gofer and their children all carry it).
-func sandboxProcesses(t *testing.T, id string) []string {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []string
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(b), id) {
-			pids = append(pids, e.Name())
-		}
-	}
-	return pids
 }
 
 // firewallHas reports whether the agent's nftables table has an

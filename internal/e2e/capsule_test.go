@@ -151,7 +151,7 @@ func TestCapsuleStory(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(agentDir, "sandboxes", rec.RuntimeID)); err == nil {
 		t.Error("the capsule's directory is still there")
 	}
-	if pids := processesNaming(t, rec.RuntimeID); len(pids) > 0 {
+	if pids := stacktest.ProcessesNaming(t, rec.RuntimeID); len(pids) > 0 {
 		t.Errorf("processes of the capsule still run: %v", pids)
 	}
 }
@@ -186,21 +186,4 @@ func rawCall(t *testing.T, c *client, method, path, contentType string, body io.
 		t.Fatal(err)
 	}
 	return rawResult{res.StatusCode, b}
-}
-
-// processesNaming lists host pids whose command line contains s.
-func processesNaming(t *testing.T, s string) []string {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []string
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(b), s) {
-			pids = append(pids, e.Name())
-		}
-	}
-	return pids
 }

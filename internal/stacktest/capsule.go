@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,4 +135,22 @@ func Run(t testing.TB, client *envdclient.Client, shell string) Result {
 	}
 	t.Fatalf("running %q: stream ended without an exit: %v", shell, stream.Err())
 	return r
+}
+
+// ProcessesNaming lists the host pids whose command line contains s; a
+// capsule's runsc processes all carry its runtime id.
+func ProcessesNaming(t testing.TB, s string) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []string
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), s) {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
 }
