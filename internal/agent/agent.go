@@ -110,7 +110,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutting down RPC server: %w", err)
+		// Long streams (terminals, exec streams through the envd proxy)
+		// may outlast the grace period; a stop was asked for, so they are
+		// cut rather than failing the stop.
+		s.log.Warn("closing connections still open after the shutdown grace period", "error", err)
+		_ = srv.Close()
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serving RPCs: %w", err)
