@@ -101,9 +101,16 @@ func ScratchDir(t testing.TB) string {
 	}
 	t.Cleanup(func() {
 		// runsc bind-mounts an empty network namespace at
-		// <root>/null-netns for its own use and leaves it mounted.
-		_ = unix.Unmount(filepath.Join(dir, "runsc", "null-netns"), unix.MNT_DETACH)
-		_ = os.RemoveAll(dir)
+		// <root>/null-netns for its own use and leaves it mounted, once
+		// per sandbox started with --network=none: unmount them all.
+		for range 1000 {
+			if unix.Unmount(filepath.Join(dir, "runsc", "null-netns"), unix.MNT_DETACH) != nil {
+				break
+			}
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("removing test directory: %v", err)
+		}
 	})
 	return dir
 }
