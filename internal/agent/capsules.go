@@ -428,8 +428,15 @@ func (c *Capsules) Destroy(ctx context.Context, id string) error {
 		runtimeID = rec.RuntimeID
 	}
 	c.mu.Unlock()
-	if !ok && c.pool.has(id) {
-		return nil // a waiting capsule is no capsule yet: nothing to destroy
+	if !ok {
+		// An id that is no capsule's may still name the sandbox of one:
+		// the runtime id of a capsule the warm pool handed out, or of one
+		// waiting in it. Its record says whose it is, and it is not this
+		// id's to destroy. (What a failed create of id left has id's
+		// record, or none.)
+		if other, err := readRecord(c.dirOf(id)); err == nil && other.Spec.ID != id {
+			return nil
+		}
 	}
 	if err := c.remove(ctx, runtimeID); err != nil {
 		return err

@@ -462,3 +462,54 @@ func pooledRecords(t *testing.T, dir string) []stacktest.Record {
 	}
 	return out
 }
+
+// TestDestroyOfARuntimeIDSparesItsOwner destroys, by id, the runtime id of
+// a capsule handed out by the warm pool and of one still waiting: neither
+// is a capsule of that id, so both must live on.
+func TestDestroyOfARuntimeIDSparesItsOwner(t *testing.T) {
+	s := stacktest.Start(t)
+	ctx := context.Background()
+	deadline := time.Now().Add(20 * time.Second)
+	for len(pooledRecords(t, s.AgentConfig.Dir)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the warm pool did not fill within 20 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	id := uuid.NewString()
+	res, err := s.CapsuleService().CreateCapsule(ctx, connect.NewRequest(&hostagentv1.CreateCapsuleRequest{
+		Spec: &hostagentv1.CapsuleSpec{CapsuleId: id, Template: "minimal", Vcpus: 1, MemoryMb: 256, DiskMb: 1024},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Capsules.Destroy(context.Background(), id) })
+	rid := res.Msg.GetCapsule().GetRuntimeId()
+	if rid == id {
+		t.Fatal("the capsule did not come from the warm pool")
+	}
+	var waiting string
+	for _, r := range pooledRecords(t, s.AgentConfig.Dir) {
+		if r.RuntimeID != rid {
+			waiting = r.RuntimeID
+		}
+	}
+	for _, other := range []string{rid, waiting} {
+		if other == "" {
+			continue
+		}
+		if err := s.Capsules.Destroy(ctx, other); err != nil {
+			t.Fatalf("Destroy(%s): %v", other, err)
+		}
+		if _, err := os.Stat(filepath.Join(s.AgentConfig.Dir, "sandboxes", other, "capsule.json")); err != nil {
+			t.Errorf("Destroy(%s) removed the record of the capsule running as %s: %v", other, other, err)
+		}
+	}
+	info, err := s.Capsules.Get(ctx, id)
+	if err != nil || info.Status != "running" {
+		t.Fatalf("capsule after a destroy of its runtime id: %+v, %v; want running", info, err)
+	}
+	if r := stacktest.Run(t, s.Envd(t, id), "echo alive"); r.Stdout != "alive\n" {
+		t.Fatalf("capsule after a destroy of its runtime id: %+v", r)
+	}
+}

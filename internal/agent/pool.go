@@ -167,10 +167,12 @@ func (p *pool) boot(prof profile) (*capsuleRecord, error) {
 	if err := p.c.validate(spec); err != nil {
 		return nil, err
 	}
+	// Recorded as no capsule's from the start: a Destroy of id must not
+	// take it for a capsule of that id.
+	spec.ID = ""
 	var phases startPhases
 	rec, err := p.c.start(p.ctx, spec, id, poolHostname, &phases)
 	if err == nil {
-		rec.Spec.ID = "" // no capsule's yet
 		rec.Status = capsulePooled
 		err = writeRecord(p.c.dirOf(id), rec)
 	}
@@ -227,20 +229,6 @@ func (p *pool) handOver(ctx context.Context, rec *capsuleRecord, spec CapsuleSpe
 	}
 	rec.Status = capsuleRunning
 	return writeRecord(p.c.dirOf(rec.RuntimeID), rec)
-}
-
-// has reports whether runtimeID is a waiting capsule.
-func (p *pool) has(runtimeID string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, recs := range p.ready {
-		for _, r := range recs {
-			if r.RuntimeID == runtimeID {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // close stops filling and destroys every waiting capsule. Calling it again
