@@ -219,6 +219,8 @@ type fakeAgent struct {
 	templates []string
 	url       string
 	srv       *httptest.Server
+	// mux serves the CapsuleService; tests add other routes of the agent.
+	mux *http.ServeMux
 
 	mu       sync.Mutex
 	capsules map[string]*hostagentv1.Capsule
@@ -231,6 +233,7 @@ func newFakeAgent(t *testing.T, pub ed25519.PublicKey, hostID string, templates 
 	mux := http.NewServeMux()
 	mux.Handle(hostagentv1connect.NewCapsuleServiceHandler(f,
 		connect.WithInterceptors(hostauth.NewVerifier(pub, hostID).Interceptor())))
+	f.mux = mux
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	f.url = strings.TrimPrefix(f.srv.URL, "http://")
@@ -533,4 +536,41 @@ func capsuleFlow(t *testing.T, e *env, a, b account, template string) {
 	if actions["capsule.create"] != 12 || actions["capsule.destroy"] != 12 {
 		t.Errorf("audit: got %d capsule.create and %d capsule.destroy, want 12 each", actions["capsule.create"], actions["capsule.destroy"])
 	}
+}
+
+// TestEnvdProxyRedirect checks that the control plane follows no redirect
+// from an agent's envd proxy: an agent (a BYOC team's own machine) must not
+// be able to send the control plane's requests, with their answers passed
+// back to the user, to another address.
+func TestEnvdProxyRedirect(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("admin@example.com")
+	var hits sync.Map
+	inner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Store(r.URL.Path, true)
+		_, _ = w.Write([]byte("internal secret"))
+	}))
+	t.Cleanup(inner.Close)
+	_, ag := e.agentHost(admin, 4, 8000, []string{"minimal"}, []string{"minimal"})
+	ag.mux.HandleFunc("/capsules/", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, inner.URL+"/internal"+r.URL.Path, http.StatusTemporaryRedirect)
+	})
+	c := e.call("POST", "/v1/capsules", map[string]any{"template": "minimal"}, admin.bearer()...).want(t, "create", http.StatusCreated)
+	for _, rq := range []struct {
+		method, sub string
+		body        any
+	}{
+		{"GET", "/files?path=/etc/hostname", nil},
+		{"POST", "/files/read", map[string]any{"path": "/etc/hostname"}},
+		{"GET", "/processes", nil},
+	} {
+		r := e.call(rq.method, "/v1/capsules/"+c.str("id")+rq.sub, rq.body, admin.bearer()...)
+		if r.status != http.StatusBadGateway || r.errCode() != "capsule_unreachable" || strings.Contains(string(r.raw), "internal secret") {
+			t.Errorf("%s %s through a redirecting agent: got %d %s, want 502 capsule_unreachable", rq.method, rq.sub, r.status, r.raw)
+		}
+	}
+	hits.Range(func(k, _ any) bool {
+		t.Errorf("the control plane followed the agent's redirect to %v", k)
+		return true
+	})
 }
