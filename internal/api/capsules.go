@@ -380,7 +380,11 @@ func (s *server) handleDeleteCapsule() http.Handler {
 					if err := s.destroyOnAgent(ctx, h, c.ID); err != nil {
 						s.log.WarnContext(ctx, "destroying capsule", "capsule_id", c.ID, "host_id", h.ID, "err", err)
 						apiErr, _ := agentFailure("destroy the capsule", err)
-						apiErr.Code = codeAgentError
+						if apiErr.Code != codeConflict {
+							// Only a busy capsule (409, try again) is not
+							// the agent failing.
+							apiErr.Code = codeAgentError
+						}
 						return apiErr
 					}
 				}

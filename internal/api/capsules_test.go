@@ -225,6 +225,8 @@ type fakeAgent struct {
 	mu       sync.Mutex
 	capsules map[string]*hostagentv1.Capsule
 	next     int
+	// destroyErr, when set, is DestroyCapsule's answer.
+	destroyErr error
 }
 
 func newFakeAgent(t *testing.T, pub ed25519.PublicKey, hostID string, templates ...string) *fakeAgent {
@@ -266,6 +268,9 @@ func (f *fakeAgent) CreateCapsule(_ context.Context, req *connect.Request[hostag
 func (f *fakeAgent) DestroyCapsule(_ context.Context, req *connect.Request[hostagentv1.DestroyCapsuleRequest]) (*connect.Response[hostagentv1.DestroyCapsuleResponse], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.destroyErr != nil {
+		return nil, f.destroyErr
+	}
 	delete(f.capsules, req.Msg.GetCapsuleId())
 	return connect.NewResponse(&hostagentv1.DestroyCapsuleResponse{}), nil
 }
@@ -535,6 +540,27 @@ func capsuleFlow(t *testing.T, e *env, a, b account, template string) {
 	}
 	if actions["capsule.create"] != 12 || actions["capsule.destroy"] != 12 {
 		t.Errorf("audit: got %d capsule.create and %d capsule.destroy, want 12 each", actions["capsule.create"], actions["capsule.destroy"])
+	}
+}
+
+// TestCapsuleAgentBusy checks that an agent busy with another operation on
+// a capsule (aborted) makes DELETE a 409 to retry, not an agent failure,
+// and that the capsule keeps its status.
+func TestCapsuleAgentBusy(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("admin@example.com")
+	_, ag := e.agentHost(admin, 4, 8000, []string{"minimal"}, []string{"minimal"})
+	c := e.call("POST", "/v1/capsules", map[string]any{"template": "minimal"}, admin.bearer()...).want(t, "create", http.StatusCreated)
+	ag.mu.Lock()
+	ag.destroyErr = connect.NewError(connect.CodeAborted, fmt.Errorf("capsule %s is busy", c.str("id")))
+	ag.mu.Unlock()
+	r := e.call("DELETE", "/v1/capsules/"+c.str("id"), nil, admin.bearer()...)
+	if r.status != http.StatusConflict || r.errCode() != "conflict" {
+		t.Errorf("delete while the agent is busy: got %d %s, want 409 conflict", r.status, r.raw)
+	}
+	got := e.call("GET", "/v1/capsules/"+c.str("id"), nil, admin.bearer()...).want(t, "get", http.StatusOK)
+	if got.str("status") != "running" {
+		t.Errorf("after a refused destroy: got status %s, want running", got.str("status"))
 	}
 }
 
