@@ -116,7 +116,14 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Info, e
 	args = append(args, "--network="+network,
 		fmt.Sprintf("--overlay2=root:dir=%s,size=%dm", overlay, spec.DiskMB),
 		"run", "--detach", "--bundle", bundle, spec.ID)
-	cmd := exec.CommandContext(ctx, d.cfg.Runsc, args...)
+	if err := ctx.Err(); err != nil {
+		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+	}
+	// Not CommandContext: killing `runsc run` half-way leaves the sandbox
+	// and gofer it already started running, with no state to find them by.
+	// It takes a fraction of a second; a caller that gave up meanwhile
+	// gets the capsule destroyed once it is complete.
+	cmd := exec.Command(d.cfg.Runsc, args...)
 	cmd.Stdin = nil
 	cmd.Stdout = console
 	cmd.Stderr = console
@@ -127,6 +134,10 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Info, e
 	if err := cmd.Run(); err != nil {
 		d.cleanupFailed(spec.ID)
 		return runtime.Info{}, fmt.Errorf("creating capsule %s: runsc run: %w%s", spec.ID, err, d.consoleTail(spec.Dir))
+	}
+	if err := ctx.Err(); err != nil {
+		d.cleanupFailed(spec.ID)
+		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
 	}
 	// `run --detach` returns once the container runs; asking runsc again
 	// would cost another process start on the capsule's critical path.
