@@ -71,6 +71,9 @@ func (s *server) handlePTY() http.Handler {
 		if err != nil {
 			return err
 		}
+		if err := checkUpgrade(r); err != nil {
+			return err
+		}
 		ec, err := s.capsuleEnvd(r.Context(), c)
 		if err != nil {
 			return err

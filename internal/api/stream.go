@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -90,6 +91,26 @@ func (ps procStream) awaitStart() (*envdv1.StartEvent, error) {
 		}
 	}
 	return nil, streamEnded(ps.err())
+}
+
+// checkUpgrade refuses a request to a WebSocket route that does not ask
+// for a WebSocket, before anything is started in the capsule, in the
+// API's error shape (websocket.Accept would answer 426 in plain text).
+func checkUpgrade(r *http.Request) error {
+	hasToken := func(header, token string) bool {
+		for _, v := range r.Header.Values(header) {
+			for t := range strings.SplitSeq(v, ",") {
+				if strings.EqualFold(strings.TrimSpace(t), token) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if !hasToken("Connection", "upgrade") || !hasToken("Upgrade", "websocket") {
+		return errorf(codeInvalid, "%s is a WebSocket route: send a WebSocket upgrade request", r.URL.Path)
+	}
+	return nil
 }
 
 // startProcess starts req in ec's capsule and returns its event stream,
@@ -376,7 +397,9 @@ func (s *server) handleExecStream() http.Handler {
 		if sel != nil {
 			return s.attach(ctx, cancel, w, r, c, ec, sel)
 		}
-
+		if err := checkUpgrade(r); err != nil {
+			return err
+		}
 		conn, err := websocket.Accept(w, r, nil)
 		if err != nil {
 			return nil // Accept has answered
@@ -433,6 +456,10 @@ func (s *server) attach(ctx context.Context, cancel context.CancelFunc, w http.R
 	if err != nil {
 		_ = ps.close()
 		return s.envdError(r.Context(), c, processErrors, err)
+	}
+	if err := checkUpgrade(r); err != nil {
+		_ = ps.close()
+		return err
 	}
 	conn, err := websocket.Accept(w, r, nil)
 	if err != nil {

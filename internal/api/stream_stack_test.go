@@ -274,6 +274,17 @@ func TestPTYStack(t *testing.T) {
 		}
 	})
 	t.Run("bad start is a plain HTTP error", func(t *testing.T) {
-		cc.call("GET", "/pty?cwd=/no/such/dir", nil).wantError(t, "missing cwd", http.StatusNotFound, "file_not_found")
+		ctx := testCtx(t, 30*time.Second)
+		if _, status, err := cc.dial(ctx, "/pty?cwd=/no/such/dir"); err == nil || status != http.StatusNotFound {
+			t.Errorf("missing cwd: got status %d (%v), want 404", status, err)
+		}
+	})
+	t.Run("a request that is no upgrade starts nothing", func(t *testing.T) {
+		before := len(cc.call("GET", "/processes", nil).want(t, "list", http.StatusOK).list)
+		cc.call("GET", "/pty?cmd=sleep+300", nil).wantError(t, "plain GET /pty", http.StatusBadRequest, "invalid_request")
+		cc.call("GET", "/exec/stream", nil).wantError(t, "plain GET /exec/stream", http.StatusBadRequest, "invalid_request")
+		if l := cc.call("GET", "/processes", nil).want(t, "list", http.StatusOK); len(l.list) != before {
+			t.Errorf("plain GETs started processes: %d before, now %s", before, l.raw)
+		}
 	})
 }
