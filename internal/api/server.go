@@ -79,8 +79,14 @@ func NewServer(d Deps) http.Handler {
 		s.registry = prometheus.NewRegistry()
 	}
 	if s.agentClient == nil {
-		s.agentClient = &http.Client{}
+		// An agent answers; it never sends the control plane elsewhere.
+		s.agentClient = &http.Client{CheckRedirect: noRedirects}
 	}
 	s.metrics = newMetrics(s.registry, s.store, s.log)
 	return s.routes()
 }
+
+// noRedirects makes an http.Client return a redirect as the answer instead
+// of following it: agents and envd have no business redirecting, and a
+// host a team controls (BYOC) must not steer the control plane's calls.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

@@ -141,8 +141,9 @@ func New(baseURL, token string, opts ...Option) *Client {
 	}
 	c := &Client{
 		base:     strings.TrimRight(baseURL, "/"),
-		rpcHTTP:  &http.Client{Transport: o.wrap(rpcTransport)},
-		fileHTTP: &http.Client{Transport: o.wrap(fileTransport)},
+		// envd never redirects; a redirect is answered, not followed.
+		rpcHTTP:  &http.Client{Transport: o.wrap(rpcTransport), CheckRedirect: noRedirects},
+		fileHTTP: &http.Client{Transport: o.wrap(fileTransport), CheckRedirect: noRedirects},
 		token:    token,
 	}
 	interceptors := connect.WithInterceptors(tokenInterceptor{c})
@@ -150,6 +151,8 @@ func New(baseURL, token string, opts ...Option) *Client {
 	c.Filesystem = envdv1connect.NewFilesystemServiceClient(c.rpcHTTP, c.base, interceptors)
 	return c
 }
+
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // SetToken changes the token sent from now on.
 func (c *Client) SetToken(token string) {
