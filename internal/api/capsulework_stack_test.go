@@ -273,6 +273,7 @@ func TestCapsuleWorkRefusals(t *testing.T) {
 		{"GET", "/exec/stream", nil},
 		{"GET", "/pty", nil},
 		{"GET", "/processes", nil},
+		{"GET", "/metrics", nil},
 		{"DELETE", "/processes/1", nil},
 		{"POST", "/files/write", nil},
 		{"POST", "/files/read", map[string]any{"path": "/var/tmp/keep/file"}},

@@ -220,3 +220,41 @@ func BenchmarkExecTrue(b *testing.B) {
 	b.ReportMetric(p99(api), "p99-ms")
 	b.ReportMetric(p50(base), "baseline-p50-ms")
 }
+
+// TestCapsuleMetricsStack reads a capsule's metrics: its own limits, and
+// the memory a process in it holds; reading them is not activity.
+func TestCapsuleMetricsStack(t *testing.T) {
+	st := stacktest.Start(t)
+	cc := newCapsuleClient(t, st)
+	read := func() answer { return cc.call("GET", "/metrics", nil).want(t, "metrics", http.StatusOK) }
+	before, err := st.Store.GetCapsule(t.Context(), st.Team.ID, cc.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := read()
+	if total := m.num("mem_total_bytes"); total < 200<<20 || total > 300<<20 {
+		t.Errorf("mem_total_bytes = %v, want about the capsule's 256 MiB", total)
+	}
+	if m.num("cpu_count") < 1 || m.str("timestamp") == "" {
+		t.Errorf("metrics = %s", m.raw)
+	}
+	// A process holding 64 MiB shows in mem_used_bytes.
+	cc.exec(map[string]any{"cmd": "head -c 67108864 /dev/zero > /dev/shm/fill", "timeout_sec": 30}).want(t, "fill", http.StatusOK)
+	if used, was := read().num("mem_used_bytes"), m.num("mem_used_bytes"); used < was+48<<20 {
+		t.Errorf("mem_used_bytes went from %v to %v after filling 64 MiB of tmpfs", was, used)
+	}
+	after, err := st.Store.GetCapsule(t.Context(), st.Team.ID, cc.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	read()
+	last, err := st.Store.GetCapsule(t.Context(), st.Team.ID, cc.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !last.LastActiveAt.Equal(after.LastActiveAt) || !after.LastActiveAt.After(before.LastActiveAt) {
+		t.Errorf("last_active_at: %v, then %v after an exec, then %v after reading metrics; want the exec to count and the read not",
+			before.LastActiveAt, after.LastActiveAt, last.LastActiveAt)
+	}
+}

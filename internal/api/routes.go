@@ -61,6 +61,7 @@ func routeTable() []route {
 		{"POST", "/v1/capsules/{id}/exec", member, (*server).handleExec},
 		{"GET", "/v1/capsules/{id}/exec/stream", member, (*server).handleExecStream},
 		{"GET", "/v1/capsules/{id}/pty", member, (*server).handlePTY},
+		{"GET", "/v1/capsules/{id}/metrics", member, (*server).handleCapsuleMetrics},
 		{"GET", "/v1/capsules/{id}/processes", member, (*server).handleListProcesses},
 		{"DELETE", "/v1/capsules/{id}/processes/{pid}", member, (*server).handleKillProcess},
 		{"POST", "/v1/capsules/{id}/files/write", member, (*server).handleWriteFile},
