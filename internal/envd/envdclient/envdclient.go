@@ -140,7 +140,7 @@ func New(baseURL, token string, opts ...Option) *Client {
 		DisableCompression:  true,
 	}
 	c := &Client{
-		base:     strings.TrimRight(baseURL, "/"),
+		base: strings.TrimRight(baseURL, "/"),
 		// envd never redirects; a redirect is answered, not followed.
 		rpcHTTP:  &http.Client{Transport: o.wrap(rpcTransport), CheckRedirect: noRedirects},
 		fileHTTP: &http.Client{Transport: o.wrap(fileTransport), CheckRedirect: noRedirects},
