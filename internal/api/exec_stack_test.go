@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/wrenn-dev/wrenn/internal/stacktest"
+	"github.com/wrenn-dev/wrenn/internal/store"
 	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
 )
 
@@ -238,17 +239,29 @@ func TestCapsuleMetricsStack(t *testing.T) {
 	if m.num("cpu_count") < 1 || m.str("timestamp") == "" {
 		t.Errorf("metrics = %s", m.raw)
 	}
-	// A process holding 64 MiB shows in mem_used_bytes.
+	// A process holding 64 MiB shows in mem_used_bytes. (The wait lets the
+	// exec's use be recorded: last_active_at is rewritten at most once a
+	// second.)
+	time.Sleep(1100 * time.Millisecond)
 	cc.exec(map[string]any{"cmd": "head -c 67108864 /dev/zero > /dev/shm/fill", "timeout_sec": 30}).want(t, "fill", http.StatusOK)
 	if used, was := read().num("mem_used_bytes"), m.num("mem_used_bytes"); used < was+48<<20 {
 		t.Errorf("mem_used_bytes went from %v to %v after filling 64 MiB of tmpfs", was, used)
 	}
-	after, err := st.Store.GetCapsule(t.Context(), st.Team.ID, cc.id)
-	if err != nil {
-		t.Fatal(err)
+	// An exec records its use just after it answers: wait for that.
+	var after store.Capsule
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if after, err = st.Store.GetCapsule(t.Context(), st.Team.ID, cc.id); err != nil {
+			t.Fatal(err)
+		}
+		if after.LastActiveAt.After(before.LastActiveAt) || time.Now().After(deadline) {
+			break
+		}
 	}
-	time.Sleep(10 * time.Millisecond)
+	// Past the once-a-second limit, so that a read recorded as use would
+	// show.
+	time.Sleep(1100 * time.Millisecond)
 	read()
+	time.Sleep(100 * time.Millisecond) // time for a wrongly recorded use to land
 	last, err := st.Store.GetCapsule(t.Context(), st.Team.ID, cc.id)
 	if err != nil {
 		t.Fatal(err)
