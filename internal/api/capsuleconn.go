@@ -3,9 +3,7 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -21,40 +19,10 @@ import (
 // processes and files. The control plane never holds a capsule's access
 // token; the agent adds it.
 
-// capsuleService returns a client for the CapsuleService of host h. It
-// follows no redirects (see agentOnly).
+// capsuleService returns a client for the CapsuleService of host h.
 func (s *server) capsuleService(h store.Host) hostagentv1connect.CapsuleServiceClient {
-	hc := *s.agentClient
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return hostagentv1connect.NewCapsuleServiceClient(&hc, "http://"+h.Address,
+	return hostagentv1connect.NewCapsuleServiceClient(s.agentClient, "http://"+h.Address,
 		connect.WithInterceptors(s.signer.ClientInterceptor(h.ID)))
-}
-
-// agentOnly is a round tripper that lets through only requests to one
-// capsule's envd proxy on its host. envdclient's HTTP client follows
-// redirects, and an agent may be a BYOC team's own machine: without it the
-// agent could send the control plane's requests anywhere the control plane
-// can reach and have the answers passed back to the user.
-type agentOnly struct {
-	host, prefix string
-	next         http.RoundTripper
-}
-
-func (t agentOnly) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Host != t.host || !strings.HasPrefix(req.URL.Path, t.prefix+"/") {
-		if req.Body != nil {
-			_ = req.Body.Close()
-		}
-		return nil, fmt.Errorf("refusing a request to %s%s: not the capsule's envd proxy (a redirect?)", req.URL.Host, req.URL.Path)
-	}
-	return t.next.RoundTrip(req)
-}
-
-// CloseIdleConnections closes next's idle connections.
-func (t agentOnly) CloseIdleConnections() {
-	if c, ok := t.next.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-	}
 }
 
 // errCapsuleHostGone means the capsule's host was deleted.
@@ -76,11 +44,11 @@ func (s *server) envdFor(ctx context.Context, c store.Capsule) (*envdclient.Clie
 		return nil, err
 	}
 	return s.envds.put(c, h, time.Now(), func() *envdclient.Client {
-		prefix := hostauth.EnvdProxyPath(c.ID)
+		// envdclient follows no redirect, so an agent (perhaps a BYOC
+		// team's own machine) cannot send these requests elsewhere.
 		wrap := func(next http.RoundTripper) http.RoundTripper {
-			// Checked before a token is minted for the request.
-			return agentOnly{host: h.Address, prefix: prefix, next: s.signer.Transport(h.ID, hostauth.EnvdProcedure(c.ID), next)}
+			return s.signer.Transport(h.ID, hostauth.EnvdProcedure(c.ID), next)
 		}
-		return envdclient.New("http://"+h.Address+prefix, "", envdclient.WithTransportWrapper(wrap))
+		return envdclient.New("http://"+h.Address+hostauth.EnvdProxyPath(c.ID), "", envdclient.WithTransportWrapper(wrap))
 	}), nil
 }

@@ -32,7 +32,7 @@ type Deps struct {
 	// Registry receives the API's metrics and is served on /metrics; nil
 	// means a fresh registry.
 	Registry *prometheus.Registry
-	// AgentClient calls agents; nil means a client without its own timeout
+	// AgentClient calls agents (its redirects are never followed); nil means a client without its own timeout
 	// (each call has one).
 	AgentClient *http.Client
 }
@@ -78,15 +78,19 @@ func NewServer(d Deps) http.Handler {
 	if s.registry == nil {
 		s.registry = prometheus.NewRegistry()
 	}
-	if s.agentClient == nil {
-		// An agent answers; it never sends the control plane elsewhere.
-		s.agentClient = &http.Client{CheckRedirect: noRedirects}
+	// An agent answers; it never sends the control plane elsewhere (an
+	// agent may be a BYOC team's own machine): its redirects are answers,
+	// not followed.
+	agentClient := http.Client{}
+	if s.agentClient != nil {
+		agentClient = *s.agentClient
 	}
+	agentClient.CheckRedirect = noRedirects
+	s.agentClient = &agentClient
 	s.metrics = newMetrics(s.registry, s.store, s.log)
 	return s.routes()
 }
 
 // noRedirects makes an http.Client return a redirect as the answer instead
-// of following it: agents and envd have no business redirecting, and a
-// host a team controls (BYOC) must not steer the control plane's calls.
+// of following it.
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
