@@ -5,22 +5,6 @@ import (
 	"net/http"
 )
 
-// capsuleMetricsJSON is what a capsule uses right now, as its envd reads it
-// inside the capsule (so the numbers are the capsule's own view: its
-// memory limit, its writable layer).
-type capsuleMetricsJSON struct {
-	CPUCount          int     `json:"cpu_count"`
-	CPUUsedPercent    float64 `json:"cpu_used_pct"`
-	MemTotalBytes     uint64  `json:"mem_total_bytes"`
-	MemUsedBytes      uint64  `json:"mem_used_bytes"`
-	MemAvailableBytes uint64  `json:"mem_available_bytes"`
-	DiskTotalBytes    uint64  `json:"disk_total_bytes"`
-	DiskUsedBytes     uint64  `json:"disk_used_bytes"`
-	Load1             float64 `json:"load_1"`
-	Processes         int     `json:"processes"`
-	Timestamp         string  `json:"timestamp"`
-}
-
 // handleCapsuleMetrics serves GET /v1/capsules/{id}/metrics. Reading
 // metrics is not activity: a dashboard that polls them must not keep an
 // idle capsule from its timeout.
@@ -40,7 +24,9 @@ func (s *server) handleCapsuleMetrics() http.Handler {
 		if err != nil {
 			return s.envdError(r.Context(), c, processErrors, err)
 		}
-		encode(w, http.StatusOK, capsuleMetricsJSON(*m))
+		// envd's own JSON is the answer: what it reads inside the capsule,
+		// so against the capsule's own limits (its memory_mb, its layer).
+		encode(w, http.StatusOK, m)
 		return nil
 	})
 }

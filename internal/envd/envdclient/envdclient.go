@@ -237,13 +237,19 @@ func readError(resp *http.Response) error {
 
 // Health reports nil when envd answers GET /health.
 func (c *Client) Health(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/health", nil)
+	return c.call(ctx, http.MethodGet, "/health", "checking health")
+}
+
+// call sends a bodiless request to path and reports whether envd accepted
+// it, wrapping errors with op.
+func (c *Client) call(ctx context.Context, method, path, op string) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
 	if err != nil {
-		return fmt.Errorf("checking health: %w", err)
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	resp, err := c.do(c.fileHTTP, req)
 	if err != nil {
-		return fmt.Errorf("checking health: %w", err)
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	_ = resp.Body.Close()
 	return nil
@@ -368,16 +374,7 @@ func (c *Client) Metrics(ctx context.Context) (*Metrics, error) {
 // PreparePause calls POST /prepare-pause, which flushes the capsule's
 // filesystems to disk before a snapshot.
 func (c *Client) PreparePause(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/prepare-pause", nil)
-	if err != nil {
-		return fmt.Errorf("preparing pause: %w", err)
-	}
-	resp, err := c.do(c.fileHTTP, req)
-	if err != nil {
-		return fmt.Errorf("preparing pause: %w", err)
-	}
-	_ = resp.Body.Close()
-	return nil
+	return c.call(ctx, http.MethodPost, "/prepare-pause", "preparing pause")
 }
 
 // Open is Download for proxies: it sends header's Range and If-Range with
