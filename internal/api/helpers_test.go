@@ -38,15 +38,7 @@ type env struct {
 func newEnv(t *testing.T, tweak ...func(*config.ControlPlane)) *env {
 	t.Helper()
 	ctx := context.Background()
-	dbURL := testdb.New(t)
-	if err := store.MigrateUp(ctx, dbURL); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st, dbURL := testdb.Store(t)
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)

@@ -44,16 +44,8 @@ func status(t *testing.T, st *store.Store, id string) string {
 }
 
 func TestMonitorMarksSilentHostsAndHeartbeatRevives(t *testing.T) {
-	url := testdb.New(t)
+	st, _ := testdb.Store(t)
 	ctx := t.Context()
-	if err := store.MigrateUp(ctx, url); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	silent := registeredHost(t, st, 0)
 	alive := registeredHost(t, st, 1)
 
@@ -90,16 +82,8 @@ func TestMonitorMarksSilentHostsAndHeartbeatRevives(t *testing.T) {
 }
 
 func TestMonitorRunsOnOneReplicaAtATime(t *testing.T) {
-	url := testdb.New(t)
+	st, url := testdb.Store(t)
 	ctx := t.Context()
-	if err := store.MigrateUp(ctx, url); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	id := registeredHost(t, st, 0)
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
@@ -137,16 +121,8 @@ func TestMonitorRunsOnOneReplicaAtATime(t *testing.T) {
 }
 
 func TestUnreachableEventBelongsToHostTeam(t *testing.T) {
-	url := testdb.New(t)
+	st, url := testdb.Store(t)
 	ctx := t.Context()
-	if err := store.MigrateUp(ctx, url); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	_, team, err := st.CreateUser(ctx, store.NewUser{Email: "o@example.com", PasswordHash: "x", TeamName: "o"}, store.Event{Action: "auth.signup"})
 	if err != nil {
 		t.Fatal(err)

@@ -160,15 +160,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	t.Cleanup(cancel)
 
 	// Control plane.
-	dbURL := testdb.New(t)
-	if err := store.MigrateUp(ctx, dbURL); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st, dbURL := testdb.Store(t)
 	key, err := st.SigningKey(ctx)
 	if err != nil {
 		t.Fatal(err)

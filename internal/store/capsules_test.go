@@ -25,15 +25,7 @@ type db struct {
 func newDB(t *testing.T) *db {
 	t.Helper()
 	ctx := context.Background()
-	url := testdb.New(t)
-	if err := store.MigrateUp(ctx, url); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st, url := testdb.Store(t)
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/wrenn-dev/wrenn/internal/store"
 )
 
 // EnvVar names the variable holding the admin URL of the test cluster.
@@ -68,4 +70,20 @@ func New(t testing.TB) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// Store returns a fresh database with every migration applied and a store
+// open on it (closed when the test ends), and the database's URL.
+func Store(t testing.TB) (*store.Store, string) {
+	t.Helper()
+	url := New(t)
+	if err := store.MigrateUp(t.Context(), url); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return st, url
 }
