@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -197,7 +196,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		ID                string `json:"id"`
 		RegistrationToken string `json:"registration_token"`
 	}
-	s.Team.mustJSON(t, s, "POST", "/v1/hosts", map[string]string{"type": "regular"}, http.StatusCreated, &host)
+	s.Team.JSON(t, s, "POST", "/v1/hosts", map[string]string{"type": "regular"}, http.StatusCreated, &host)
 
 	// Agent, in a directory of its own with the test images linked in.
 	dir := ScratchDir(t)
@@ -290,12 +289,12 @@ func (s *Stack) NewTeam(t testing.TB) Team {
 		"name": fmt.Sprintf("User %d", s.users),
 	}
 	anon := Team{}
-	anon.mustJSON(t, s, "POST", "/v1/auth/signup", signup, http.StatusCreated, &session)
+	anon.JSON(t, s, "POST", "/v1/auth/signup", signup, http.StatusCreated, &session)
 	var key struct {
 		Key string `json:"key"`
 	}
 	user := Team{APIKey: session.Token}
-	user.mustJSON(t, s, "POST", "/v1/api-keys", map[string]string{"name": "tests"}, http.StatusCreated, &key)
+	user.JSON(t, s, "POST", "/v1/api-keys", map[string]string{"name": "tests"}, http.StatusCreated, &key)
 	return Team{ID: session.Team.ID, APIKey: key.Key}
 }
 
@@ -338,11 +337,6 @@ func (tm Team) DoRaw(t testing.TB, s *Stack, method, path, contentType string, b
 // decodes the answer into out (unless out is nil).
 func (tm Team) JSON(t testing.TB, s *Stack, method, path string, body any, want int, out any) {
 	t.Helper()
-	tm.mustJSON(t, s, method, path, body, want, out)
-}
-
-func (tm Team) mustJSON(t testing.TB, s *Stack, method, path string, body any, want int, out any) {
-	t.Helper()
 	res := tm.Do(t, s, method, path, body)
 	defer func() { _ = res.Body.Close() }()
 	raw, err := io.ReadAll(res.Body)
@@ -357,9 +351,4 @@ func (tm Team) mustJSON(t testing.TB, s *Stack, method, path string, body any, w
 			t.Fatalf("%s %s: decoding %s: %v", method, path, raw, err)
 		}
 	}
-}
-
-// HasTemplate reports whether the agent has the named template.
-func (s *Stack) HasTemplate(name string) bool {
-	return slices.Contains(s.Capsules.Templates(), name)
 }
