@@ -283,15 +283,12 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 	}
 	var phases startPhases
 	rec, err := c.start(ctx, spec, spec.ID, hostnameOf(spec.ID), &phases)
+	if err == nil {
+		rec.Status = capsuleRunning
+		err = writeRecord(c.dirOf(rec.RuntimeID), rec)
+	}
 	if err != nil {
 		// The start may have been cut short by ctx; the clean-up must not be.
-		if rerr := c.remove(context.WithoutCancel(ctx), spec.ID); rerr != nil {
-			c.log.Error("cleaning up after a failed start", "capsule_id", spec.ID, "err", rerr)
-		}
-		return CapsuleInfo{}, err
-	}
-	rec.Status = capsuleRunning
-	if err := writeRecord(c.dirOf(rec.RuntimeID), rec); err != nil {
 		if rerr := c.remove(context.WithoutCancel(ctx), spec.ID); rerr != nil {
 			c.log.Error("cleaning up after a failed start", "capsule_id", spec.ID, "err", rerr)
 		}
