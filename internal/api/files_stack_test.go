@@ -176,7 +176,15 @@ func TestFilesStack(t *testing.T) {
 	}
 	defer func() { _ = res.Body.Close() }()
 	readAnswer(t, res).wantError(t, "broken upload", http.StatusBadRequest, "invalid_request")
-	if out := cc.sh("cat " + dir + "/put.txt; ls -a " + dir); out != "put body\n.\n..\nput.txt\nsub\n" {
+	// envd learns of the break a moment after the control plane answers
+	// (the abort crosses the agent), and then removes its temporary file.
+	want := "put body\n.\n..\nput.txt\nsub\n"
+	out := cc.sh("cat " + dir + "/put.txt; ls -a " + dir)
+	for deadline := time.Now().Add(5 * time.Second); out != want && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		out = cc.sh("cat " + dir + "/put.txt; ls -a " + dir)
+	}
+	if out != want {
 		t.Errorf("after a broken upload: %q", out)
 	}
 
