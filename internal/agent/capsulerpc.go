@@ -22,7 +22,7 @@ func connectError(err error) error {
 	switch {
 	case errors.Is(err, errInvalidSpec):
 		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, errNoTemplate):
+	case errors.Is(err, errNoTemplate), errors.Is(err, errWrongState), errors.Is(err, errBaseTemplate):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.Is(err, network.ErrNoAddress):
 		return connect.NewError(connect.CodeResourceExhausted, err)
@@ -61,6 +61,7 @@ func capsuleToProto(c CapsuleInfo) *hostagentv1.Capsule {
 		Status:          c.Status,
 		StartedAtUnixMs: c.StartedAt.UnixMilli(),
 		RuntimeId:       c.RuntimeID,
+		SnapshotBytes:   c.SnapshotBytes,
 	}
 	if c.Address.IsValid() {
 		out.Address = c.Address.String()
@@ -104,4 +105,45 @@ func (s capsuleService) ListCapsules(ctx context.Context, _ *connect.Request[hos
 		out.Capsules = append(out.Capsules, capsuleToProto(info))
 	}
 	return connect.NewResponse(out), nil
+}
+
+func (s capsuleService) PauseCapsule(ctx context.Context, req *connect.Request[hostagentv1.PauseCapsuleRequest]) (*connect.Response[hostagentv1.PauseCapsuleResponse], error) {
+	info, err := s.caps.Pause(ctx, req.Msg.GetCapsuleId())
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.PauseCapsuleResponse{Capsule: capsuleToProto(info)}), nil
+}
+
+func (s capsuleService) ResumeCapsule(ctx context.Context, req *connect.Request[hostagentv1.ResumeCapsuleRequest]) (*connect.Response[hostagentv1.ResumeCapsuleResponse], error) {
+	info, err := s.caps.Resume(ctx, req.Msg.GetCapsuleId())
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.ResumeCapsuleResponse{Capsule: capsuleToProto(info)}), nil
+}
+
+func (s capsuleService) SnapshotCapsule(ctx context.Context, req *connect.Request[hostagentv1.SnapshotCapsuleRequest]) (*connect.Response[hostagentv1.SnapshotCapsuleResponse], error) {
+	info, tmpl, err := s.caps.Snapshot(ctx, req.Msg.GetCapsuleId(), req.Msg.GetTemplate(), req.Msg.GetResume())
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.SnapshotCapsuleResponse{
+		Capsule:  capsuleToProto(info),
+		Template: templateToProto(tmpl),
+	}), nil
+}
+
+func (s capsuleService) DeleteTemplate(ctx context.Context, req *connect.Request[hostagentv1.DeleteTemplateRequest]) (*connect.Response[hostagentv1.DeleteTemplateResponse], error) {
+	if err := s.caps.DeleteTemplate(ctx, req.Msg.GetTemplate()); err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.DeleteTemplateResponse{}), nil
+}
+
+func templateToProto(t TemplateInfo) *hostagentv1.Template {
+	return &hostagentv1.Template{
+		Name: t.Name, Kind: t.Kind, Vcpus: int32(t.VCPUs), MemoryMb: int32(t.MemoryMB),
+		DiskMb: int32(t.DiskMB), SizeBytes: t.SizeBytes,
+	}
 }

@@ -82,6 +82,8 @@ type CapsuleInfo struct {
 	Status    string
 	Address   netip.Addr
 	StartedAt time.Time
+	// SnapshotBytes is the disk a paused capsule's saved state takes.
+	SnapshotBytes int64
 }
 
 // CapsulesConfig configures the capsule manager.

@@ -114,7 +114,8 @@ func (x *CapsuleSpec) GetEnvs() map[string]string {
 type Capsule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *CapsuleSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	// status is "running" or "stopped" (the sandbox exited on its own).
+	// status is "running", "paused", or "stopped" (the sandbox exited on its
+	// own, or a paused capsule's saved state is gone).
 	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	// address is the capsule's private IPv4 address on this host.
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
@@ -123,7 +124,9 @@ type Capsule struct {
 	// runtime_id names the capsule's sandbox, network namespace and directory
 	// on the host: the capsule id, or the name a warm-pool capsule was booted
 	// under before it was handed out.
-	RuntimeId     string `protobuf:"bytes,5,opt,name=runtime_id,json=runtimeId,proto3" json:"runtime_id,omitempty"`
+	RuntimeId string `protobuf:"bytes,5,opt,name=runtime_id,json=runtimeId,proto3" json:"runtime_id,omitempty"`
+	// snapshot_bytes is the disk a paused capsule's saved state takes.
+	SnapshotBytes int64 `protobuf:"varint,6,opt,name=snapshot_bytes,json=snapshotBytes,proto3" json:"snapshot_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,6 +196,102 @@ func (x *Capsule) GetRuntimeId() string {
 	return ""
 }
 
+func (x *Capsule) GetSnapshotBytes() int64 {
+	if x != nil {
+		return x.SnapshotBytes
+	}
+	return 0
+}
+
+// Template is a template as an agent has it.
+type Template struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the template's directory under $WRENN_DIR/images.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// kind is "base" (a root filesystem) or "snapshot" (a saved capsule).
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// A snapshot restores with the size of the capsule it was taken from.
+	Vcpus    int32 `protobuf:"varint,3,opt,name=vcpus,proto3" json:"vcpus,omitempty"`
+	MemoryMb int32 `protobuf:"varint,4,opt,name=memory_mb,json=memoryMb,proto3" json:"memory_mb,omitempty"`
+	DiskMb   int32 `protobuf:"varint,5,opt,name=disk_mb,json=diskMb,proto3" json:"disk_mb,omitempty"`
+	// size_bytes is the disk the template's own files take.
+	SizeBytes     int64 `protobuf:"varint,6,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Template) Reset() {
+	*x = Template{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Template) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Template) ProtoMessage() {}
+
+func (x *Template) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Template.ProtoReflect.Descriptor instead.
+func (*Template) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Template) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Template) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Template) GetVcpus() int32 {
+	if x != nil {
+		return x.Vcpus
+	}
+	return 0
+}
+
+func (x *Template) GetMemoryMb() int32 {
+	if x != nil {
+		return x.MemoryMb
+	}
+	return 0
+}
+
+func (x *Template) GetDiskMb() int32 {
+	if x != nil {
+		return x.DiskMb
+	}
+	return 0
+}
+
+func (x *Template) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
 type CreateCapsuleRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *CapsuleSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -202,7 +301,7 @@ type CreateCapsuleRequest struct {
 
 func (x *CreateCapsuleRequest) Reset() {
 	*x = CreateCapsuleRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[2]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +313,7 @@ func (x *CreateCapsuleRequest) String() string {
 func (*CreateCapsuleRequest) ProtoMessage() {}
 
 func (x *CreateCapsuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[2]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +326,7 @@ func (x *CreateCapsuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCapsuleRequest.ProtoReflect.Descriptor instead.
 func (*CreateCapsuleRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{2}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateCapsuleRequest) GetSpec() *CapsuleSpec {
@@ -246,7 +345,7 @@ type CreateCapsuleResponse struct {
 
 func (x *CreateCapsuleResponse) Reset() {
 	*x = CreateCapsuleResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[3]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -258,7 +357,7 @@ func (x *CreateCapsuleResponse) String() string {
 func (*CreateCapsuleResponse) ProtoMessage() {}
 
 func (x *CreateCapsuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[3]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -271,7 +370,7 @@ func (x *CreateCapsuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCapsuleResponse.ProtoReflect.Descriptor instead.
 func (*CreateCapsuleResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{3}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateCapsuleResponse) GetCapsule() *Capsule {
@@ -290,7 +389,7 @@ type DestroyCapsuleRequest struct {
 
 func (x *DestroyCapsuleRequest) Reset() {
 	*x = DestroyCapsuleRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[4]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -302,7 +401,7 @@ func (x *DestroyCapsuleRequest) String() string {
 func (*DestroyCapsuleRequest) ProtoMessage() {}
 
 func (x *DestroyCapsuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[4]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -315,7 +414,7 @@ func (x *DestroyCapsuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyCapsuleRequest.ProtoReflect.Descriptor instead.
 func (*DestroyCapsuleRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{4}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DestroyCapsuleRequest) GetCapsuleId() string {
@@ -333,7 +432,7 @@ type DestroyCapsuleResponse struct {
 
 func (x *DestroyCapsuleResponse) Reset() {
 	*x = DestroyCapsuleResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[5]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +444,7 @@ func (x *DestroyCapsuleResponse) String() string {
 func (*DestroyCapsuleResponse) ProtoMessage() {}
 
 func (x *DestroyCapsuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[5]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +457,7 @@ func (x *DestroyCapsuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyCapsuleResponse.ProtoReflect.Descriptor instead.
 func (*DestroyCapsuleResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{5}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{6}
 }
 
 type GetCapsuleRequest struct {
@@ -370,7 +469,7 @@ type GetCapsuleRequest struct {
 
 func (x *GetCapsuleRequest) Reset() {
 	*x = GetCapsuleRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[6]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +481,7 @@ func (x *GetCapsuleRequest) String() string {
 func (*GetCapsuleRequest) ProtoMessage() {}
 
 func (x *GetCapsuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[6]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +494,7 @@ func (x *GetCapsuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapsuleRequest.ProtoReflect.Descriptor instead.
 func (*GetCapsuleRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{6}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetCapsuleRequest) GetCapsuleId() string {
@@ -414,7 +513,7 @@ type GetCapsuleResponse struct {
 
 func (x *GetCapsuleResponse) Reset() {
 	*x = GetCapsuleResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[7]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +525,7 @@ func (x *GetCapsuleResponse) String() string {
 func (*GetCapsuleResponse) ProtoMessage() {}
 
 func (x *GetCapsuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[7]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +538,7 @@ func (x *GetCapsuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapsuleResponse.ProtoReflect.Descriptor instead.
 func (*GetCapsuleResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{7}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetCapsuleResponse) GetCapsule() *Capsule {
@@ -457,7 +556,7 @@ type ListCapsulesRequest struct {
 
 func (x *ListCapsulesRequest) Reset() {
 	*x = ListCapsulesRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[8]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +568,7 @@ func (x *ListCapsulesRequest) String() string {
 func (*ListCapsulesRequest) ProtoMessage() {}
 
 func (x *ListCapsulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[8]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +581,7 @@ func (x *ListCapsulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCapsulesRequest.ProtoReflect.Descriptor instead.
 func (*ListCapsulesRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{8}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{9}
 }
 
 type ListCapsulesResponse struct {
@@ -494,7 +593,7 @@ type ListCapsulesResponse struct {
 
 func (x *ListCapsulesResponse) Reset() {
 	*x = ListCapsulesResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[9]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +605,7 @@ func (x *ListCapsulesResponse) String() string {
 func (*ListCapsulesResponse) ProtoMessage() {}
 
 func (x *ListCapsulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[9]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +618,7 @@ func (x *ListCapsulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCapsulesResponse.ProtoReflect.Descriptor instead.
 func (*ListCapsulesResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{9}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListCapsulesResponse) GetCapsules() []*Capsule {
@@ -527,6 +626,378 @@ func (x *ListCapsulesResponse) GetCapsules() []*Capsule {
 		return x.Capsules
 	}
 	return nil
+}
+
+type PauseCapsuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CapsuleId     string                 `protobuf:"bytes,1,opt,name=capsule_id,json=capsuleId,proto3" json:"capsule_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseCapsuleRequest) Reset() {
+	*x = PauseCapsuleRequest{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseCapsuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseCapsuleRequest) ProtoMessage() {}
+
+func (x *PauseCapsuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseCapsuleRequest.ProtoReflect.Descriptor instead.
+func (*PauseCapsuleRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PauseCapsuleRequest) GetCapsuleId() string {
+	if x != nil {
+		return x.CapsuleId
+	}
+	return ""
+}
+
+type PauseCapsuleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Capsule       *Capsule               `protobuf:"bytes,1,opt,name=capsule,proto3" json:"capsule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseCapsuleResponse) Reset() {
+	*x = PauseCapsuleResponse{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseCapsuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseCapsuleResponse) ProtoMessage() {}
+
+func (x *PauseCapsuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseCapsuleResponse.ProtoReflect.Descriptor instead.
+func (*PauseCapsuleResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PauseCapsuleResponse) GetCapsule() *Capsule {
+	if x != nil {
+		return x.Capsule
+	}
+	return nil
+}
+
+type ResumeCapsuleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CapsuleId     string                 `protobuf:"bytes,1,opt,name=capsule_id,json=capsuleId,proto3" json:"capsule_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeCapsuleRequest) Reset() {
+	*x = ResumeCapsuleRequest{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeCapsuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeCapsuleRequest) ProtoMessage() {}
+
+func (x *ResumeCapsuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeCapsuleRequest.ProtoReflect.Descriptor instead.
+func (*ResumeCapsuleRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ResumeCapsuleRequest) GetCapsuleId() string {
+	if x != nil {
+		return x.CapsuleId
+	}
+	return ""
+}
+
+type ResumeCapsuleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Capsule       *Capsule               `protobuf:"bytes,1,opt,name=capsule,proto3" json:"capsule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeCapsuleResponse) Reset() {
+	*x = ResumeCapsuleResponse{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeCapsuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeCapsuleResponse) ProtoMessage() {}
+
+func (x *ResumeCapsuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeCapsuleResponse.ProtoReflect.Descriptor instead.
+func (*ResumeCapsuleResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ResumeCapsuleResponse) GetCapsule() *Capsule {
+	if x != nil {
+		return x.Capsule
+	}
+	return nil
+}
+
+type SnapshotCapsuleRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CapsuleId string                 `protobuf:"bytes,1,opt,name=capsule_id,json=capsuleId,proto3" json:"capsule_id,omitempty"`
+	// template names the new template's directory (the control plane uses
+	// the template's id).
+	Template string `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	// resume a capsule that was running once it is saved.
+	Resume        bool `protobuf:"varint,3,opt,name=resume,proto3" json:"resume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotCapsuleRequest) Reset() {
+	*x = SnapshotCapsuleRequest{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotCapsuleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotCapsuleRequest) ProtoMessage() {}
+
+func (x *SnapshotCapsuleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotCapsuleRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotCapsuleRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SnapshotCapsuleRequest) GetCapsuleId() string {
+	if x != nil {
+		return x.CapsuleId
+	}
+	return ""
+}
+
+func (x *SnapshotCapsuleRequest) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *SnapshotCapsuleRequest) GetResume() bool {
+	if x != nil {
+		return x.Resume
+	}
+	return false
+}
+
+type SnapshotCapsuleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// capsule is the source capsule after the snapshot.
+	Capsule       *Capsule  `protobuf:"bytes,1,opt,name=capsule,proto3" json:"capsule,omitempty"`
+	Template      *Template `protobuf:"bytes,2,opt,name=template,proto3" json:"template,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotCapsuleResponse) Reset() {
+	*x = SnapshotCapsuleResponse{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotCapsuleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotCapsuleResponse) ProtoMessage() {}
+
+func (x *SnapshotCapsuleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotCapsuleResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotCapsuleResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SnapshotCapsuleResponse) GetCapsule() *Capsule {
+	if x != nil {
+		return x.Capsule
+	}
+	return nil
+}
+
+func (x *SnapshotCapsuleResponse) GetTemplate() *Template {
+	if x != nil {
+		return x.Template
+	}
+	return nil
+}
+
+type DeleteTemplateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Template      string                 `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTemplateRequest) Reset() {
+	*x = DeleteTemplateRequest{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTemplateRequest) ProtoMessage() {}
+
+func (x *DeleteTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTemplateRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DeleteTemplateRequest) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+type DeleteTemplateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTemplateResponse) Reset() {
+	*x = DeleteTemplateResponse{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTemplateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTemplateResponse) ProtoMessage() {}
+
+func (x *DeleteTemplateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTemplateResponse.ProtoReflect.Descriptor instead.
+func (*DeleteTemplateResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{18}
 }
 
 var File_hostagent_v1_capsule_proto protoreflect.FileDescriptor
@@ -544,14 +1015,23 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\x04envs\x18\x06 \x03(\v2).wrenn.hostagent.v1.CapsuleSpec.EnvsEntryR\x04envs\x1a7\n" +
 	"\tEnvsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x01\n" +
 	"\aCapsule\x123\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1f.wrenn.hostagent.v1.CapsuleSpecR\x04spec\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12+\n" +
 	"\x12started_at_unix_ms\x18\x04 \x01(\x03R\x0fstartedAtUnixMs\x12\x1d\n" +
 	"\n" +
-	"runtime_id\x18\x05 \x01(\tR\truntimeId\"K\n" +
+	"runtime_id\x18\x05 \x01(\tR\truntimeId\x12%\n" +
+	"\x0esnapshot_bytes\x18\x06 \x01(\x03R\rsnapshotBytes\"\x9d\x01\n" +
+	"\bTemplate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05vcpus\x18\x03 \x01(\x05R\x05vcpus\x12\x1b\n" +
+	"\tmemory_mb\x18\x04 \x01(\x05R\bmemoryMb\x12\x17\n" +
+	"\adisk_mb\x18\x05 \x01(\x05R\x06diskMb\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x06 \x01(\x03R\tsizeBytes\"K\n" +
 	"\x14CreateCapsuleRequest\x123\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1f.wrenn.hostagent.v1.CapsuleSpecR\x04spec\"N\n" +
 	"\x15CreateCapsuleResponse\x125\n" +
@@ -567,13 +1047,38 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\acapsule\x18\x01 \x01(\v2\x1b.wrenn.hostagent.v1.CapsuleR\acapsule\"\x15\n" +
 	"\x13ListCapsulesRequest\"O\n" +
 	"\x14ListCapsulesResponse\x127\n" +
-	"\bcapsules\x18\x01 \x03(\v2\x1b.wrenn.hostagent.v1.CapsuleR\bcapsules2\x9f\x03\n" +
+	"\bcapsules\x18\x01 \x03(\v2\x1b.wrenn.hostagent.v1.CapsuleR\bcapsules\"4\n" +
+	"\x13PauseCapsuleRequest\x12\x1d\n" +
+	"\n" +
+	"capsule_id\x18\x01 \x01(\tR\tcapsuleId\"M\n" +
+	"\x14PauseCapsuleResponse\x125\n" +
+	"\acapsule\x18\x01 \x01(\v2\x1b.wrenn.hostagent.v1.CapsuleR\acapsule\"5\n" +
+	"\x14ResumeCapsuleRequest\x12\x1d\n" +
+	"\n" +
+	"capsule_id\x18\x01 \x01(\tR\tcapsuleId\"N\n" +
+	"\x15ResumeCapsuleResponse\x125\n" +
+	"\acapsule\x18\x01 \x01(\v2\x1b.wrenn.hostagent.v1.CapsuleR\acapsule\"k\n" +
+	"\x16SnapshotCapsuleRequest\x12\x1d\n" +
+	"\n" +
+	"capsule_id\x18\x01 \x01(\tR\tcapsuleId\x12\x1a\n" +
+	"\btemplate\x18\x02 \x01(\tR\btemplate\x12\x16\n" +
+	"\x06resume\x18\x03 \x01(\bR\x06resume\"\x8a\x01\n" +
+	"\x17SnapshotCapsuleResponse\x125\n" +
+	"\acapsule\x18\x01 \x01(\v2\x1b.wrenn.hostagent.v1.CapsuleR\acapsule\x128\n" +
+	"\btemplate\x18\x02 \x01(\v2\x1c.wrenn.hostagent.v1.TemplateR\btemplate\"3\n" +
+	"\x15DeleteTemplateRequest\x12\x1a\n" +
+	"\btemplate\x18\x01 \x01(\tR\btemplate\"\x18\n" +
+	"\x16DeleteTemplateResponse2\xbd\x06\n" +
 	"\x0eCapsuleService\x12d\n" +
 	"\rCreateCapsule\x12(.wrenn.hostagent.v1.CreateCapsuleRequest\x1a).wrenn.hostagent.v1.CreateCapsuleResponse\x12g\n" +
 	"\x0eDestroyCapsule\x12).wrenn.hostagent.v1.DestroyCapsuleRequest\x1a*.wrenn.hostagent.v1.DestroyCapsuleResponse\x12[\n" +
 	"\n" +
 	"GetCapsule\x12%.wrenn.hostagent.v1.GetCapsuleRequest\x1a&.wrenn.hostagent.v1.GetCapsuleResponse\x12a\n" +
-	"\fListCapsules\x12'.wrenn.hostagent.v1.ListCapsulesRequest\x1a(.wrenn.hostagent.v1.ListCapsulesResponseB\xcb\x01\n" +
+	"\fListCapsules\x12'.wrenn.hostagent.v1.ListCapsulesRequest\x1a(.wrenn.hostagent.v1.ListCapsulesResponse\x12a\n" +
+	"\fPauseCapsule\x12'.wrenn.hostagent.v1.PauseCapsuleRequest\x1a(.wrenn.hostagent.v1.PauseCapsuleResponse\x12d\n" +
+	"\rResumeCapsule\x12(.wrenn.hostagent.v1.ResumeCapsuleRequest\x1a).wrenn.hostagent.v1.ResumeCapsuleResponse\x12j\n" +
+	"\x0fSnapshotCapsule\x12*.wrenn.hostagent.v1.SnapshotCapsuleRequest\x1a+.wrenn.hostagent.v1.SnapshotCapsuleResponse\x12g\n" +
+	"\x0eDeleteTemplate\x12).wrenn.hostagent.v1.DeleteTemplateRequest\x1a*.wrenn.hostagent.v1.DeleteTemplateResponseB\xcb\x01\n" +
 	"\x16com.wrenn.hostagent.v1B\fCapsuleProtoP\x01Z9github.com/wrenn-dev/wrenn/proto/hostagent/v1;hostagentv1\xa2\x02\x03WHX\xaa\x02\x12Wrenn.Hostagent.V1\xca\x02\x12Wrenn\\Hostagent\\V1\xe2\x02\x1eWrenn\\Hostagent\\V1\\GPBMetadata\xea\x02\x14Wrenn::Hostagent::V1b\x06proto3"
 
 var (
@@ -588,40 +1093,61 @@ func file_hostagent_v1_capsule_proto_rawDescGZIP() []byte {
 	return file_hostagent_v1_capsule_proto_rawDescData
 }
 
-var file_hostagent_v1_capsule_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_hostagent_v1_capsule_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_hostagent_v1_capsule_proto_goTypes = []any{
-	(*CapsuleSpec)(nil),            // 0: wrenn.hostagent.v1.CapsuleSpec
-	(*Capsule)(nil),                // 1: wrenn.hostagent.v1.Capsule
-	(*CreateCapsuleRequest)(nil),   // 2: wrenn.hostagent.v1.CreateCapsuleRequest
-	(*CreateCapsuleResponse)(nil),  // 3: wrenn.hostagent.v1.CreateCapsuleResponse
-	(*DestroyCapsuleRequest)(nil),  // 4: wrenn.hostagent.v1.DestroyCapsuleRequest
-	(*DestroyCapsuleResponse)(nil), // 5: wrenn.hostagent.v1.DestroyCapsuleResponse
-	(*GetCapsuleRequest)(nil),      // 6: wrenn.hostagent.v1.GetCapsuleRequest
-	(*GetCapsuleResponse)(nil),     // 7: wrenn.hostagent.v1.GetCapsuleResponse
-	(*ListCapsulesRequest)(nil),    // 8: wrenn.hostagent.v1.ListCapsulesRequest
-	(*ListCapsulesResponse)(nil),   // 9: wrenn.hostagent.v1.ListCapsulesResponse
-	nil,                            // 10: wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
+	(*CapsuleSpec)(nil),             // 0: wrenn.hostagent.v1.CapsuleSpec
+	(*Capsule)(nil),                 // 1: wrenn.hostagent.v1.Capsule
+	(*Template)(nil),                // 2: wrenn.hostagent.v1.Template
+	(*CreateCapsuleRequest)(nil),    // 3: wrenn.hostagent.v1.CreateCapsuleRequest
+	(*CreateCapsuleResponse)(nil),   // 4: wrenn.hostagent.v1.CreateCapsuleResponse
+	(*DestroyCapsuleRequest)(nil),   // 5: wrenn.hostagent.v1.DestroyCapsuleRequest
+	(*DestroyCapsuleResponse)(nil),  // 6: wrenn.hostagent.v1.DestroyCapsuleResponse
+	(*GetCapsuleRequest)(nil),       // 7: wrenn.hostagent.v1.GetCapsuleRequest
+	(*GetCapsuleResponse)(nil),      // 8: wrenn.hostagent.v1.GetCapsuleResponse
+	(*ListCapsulesRequest)(nil),     // 9: wrenn.hostagent.v1.ListCapsulesRequest
+	(*ListCapsulesResponse)(nil),    // 10: wrenn.hostagent.v1.ListCapsulesResponse
+	(*PauseCapsuleRequest)(nil),     // 11: wrenn.hostagent.v1.PauseCapsuleRequest
+	(*PauseCapsuleResponse)(nil),    // 12: wrenn.hostagent.v1.PauseCapsuleResponse
+	(*ResumeCapsuleRequest)(nil),    // 13: wrenn.hostagent.v1.ResumeCapsuleRequest
+	(*ResumeCapsuleResponse)(nil),   // 14: wrenn.hostagent.v1.ResumeCapsuleResponse
+	(*SnapshotCapsuleRequest)(nil),  // 15: wrenn.hostagent.v1.SnapshotCapsuleRequest
+	(*SnapshotCapsuleResponse)(nil), // 16: wrenn.hostagent.v1.SnapshotCapsuleResponse
+	(*DeleteTemplateRequest)(nil),   // 17: wrenn.hostagent.v1.DeleteTemplateRequest
+	(*DeleteTemplateResponse)(nil),  // 18: wrenn.hostagent.v1.DeleteTemplateResponse
+	nil,                             // 19: wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
 }
 var file_hostagent_v1_capsule_proto_depIdxs = []int32{
-	10, // 0: wrenn.hostagent.v1.CapsuleSpec.envs:type_name -> wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
+	19, // 0: wrenn.hostagent.v1.CapsuleSpec.envs:type_name -> wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
 	0,  // 1: wrenn.hostagent.v1.Capsule.spec:type_name -> wrenn.hostagent.v1.CapsuleSpec
 	0,  // 2: wrenn.hostagent.v1.CreateCapsuleRequest.spec:type_name -> wrenn.hostagent.v1.CapsuleSpec
 	1,  // 3: wrenn.hostagent.v1.CreateCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
 	1,  // 4: wrenn.hostagent.v1.GetCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
 	1,  // 5: wrenn.hostagent.v1.ListCapsulesResponse.capsules:type_name -> wrenn.hostagent.v1.Capsule
-	2,  // 6: wrenn.hostagent.v1.CapsuleService.CreateCapsule:input_type -> wrenn.hostagent.v1.CreateCapsuleRequest
-	4,  // 7: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:input_type -> wrenn.hostagent.v1.DestroyCapsuleRequest
-	6,  // 8: wrenn.hostagent.v1.CapsuleService.GetCapsule:input_type -> wrenn.hostagent.v1.GetCapsuleRequest
-	8,  // 9: wrenn.hostagent.v1.CapsuleService.ListCapsules:input_type -> wrenn.hostagent.v1.ListCapsulesRequest
-	3,  // 10: wrenn.hostagent.v1.CapsuleService.CreateCapsule:output_type -> wrenn.hostagent.v1.CreateCapsuleResponse
-	5,  // 11: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:output_type -> wrenn.hostagent.v1.DestroyCapsuleResponse
-	7,  // 12: wrenn.hostagent.v1.CapsuleService.GetCapsule:output_type -> wrenn.hostagent.v1.GetCapsuleResponse
-	9,  // 13: wrenn.hostagent.v1.CapsuleService.ListCapsules:output_type -> wrenn.hostagent.v1.ListCapsulesResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	1,  // 6: wrenn.hostagent.v1.PauseCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	1,  // 7: wrenn.hostagent.v1.ResumeCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	1,  // 8: wrenn.hostagent.v1.SnapshotCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	2,  // 9: wrenn.hostagent.v1.SnapshotCapsuleResponse.template:type_name -> wrenn.hostagent.v1.Template
+	3,  // 10: wrenn.hostagent.v1.CapsuleService.CreateCapsule:input_type -> wrenn.hostagent.v1.CreateCapsuleRequest
+	5,  // 11: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:input_type -> wrenn.hostagent.v1.DestroyCapsuleRequest
+	7,  // 12: wrenn.hostagent.v1.CapsuleService.GetCapsule:input_type -> wrenn.hostagent.v1.GetCapsuleRequest
+	9,  // 13: wrenn.hostagent.v1.CapsuleService.ListCapsules:input_type -> wrenn.hostagent.v1.ListCapsulesRequest
+	11, // 14: wrenn.hostagent.v1.CapsuleService.PauseCapsule:input_type -> wrenn.hostagent.v1.PauseCapsuleRequest
+	13, // 15: wrenn.hostagent.v1.CapsuleService.ResumeCapsule:input_type -> wrenn.hostagent.v1.ResumeCapsuleRequest
+	15, // 16: wrenn.hostagent.v1.CapsuleService.SnapshotCapsule:input_type -> wrenn.hostagent.v1.SnapshotCapsuleRequest
+	17, // 17: wrenn.hostagent.v1.CapsuleService.DeleteTemplate:input_type -> wrenn.hostagent.v1.DeleteTemplateRequest
+	4,  // 18: wrenn.hostagent.v1.CapsuleService.CreateCapsule:output_type -> wrenn.hostagent.v1.CreateCapsuleResponse
+	6,  // 19: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:output_type -> wrenn.hostagent.v1.DestroyCapsuleResponse
+	8,  // 20: wrenn.hostagent.v1.CapsuleService.GetCapsule:output_type -> wrenn.hostagent.v1.GetCapsuleResponse
+	10, // 21: wrenn.hostagent.v1.CapsuleService.ListCapsules:output_type -> wrenn.hostagent.v1.ListCapsulesResponse
+	12, // 22: wrenn.hostagent.v1.CapsuleService.PauseCapsule:output_type -> wrenn.hostagent.v1.PauseCapsuleResponse
+	14, // 23: wrenn.hostagent.v1.CapsuleService.ResumeCapsule:output_type -> wrenn.hostagent.v1.ResumeCapsuleResponse
+	16, // 24: wrenn.hostagent.v1.CapsuleService.SnapshotCapsule:output_type -> wrenn.hostagent.v1.SnapshotCapsuleResponse
+	18, // 25: wrenn.hostagent.v1.CapsuleService.DeleteTemplate:output_type -> wrenn.hostagent.v1.DeleteTemplateResponse
+	18, // [18:26] is the sub-list for method output_type
+	10, // [10:18] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_capsule_proto_init() }
@@ -635,7 +1161,7 @@ func file_hostagent_v1_capsule_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_capsule_proto_rawDesc), len(file_hostagent_v1_capsule_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,6 +45,18 @@ const (
 	// CapsuleServiceListCapsulesProcedure is the fully-qualified name of the CapsuleService's
 	// ListCapsules RPC.
 	CapsuleServiceListCapsulesProcedure = "/wrenn.hostagent.v1.CapsuleService/ListCapsules"
+	// CapsuleServicePauseCapsuleProcedure is the fully-qualified name of the CapsuleService's
+	// PauseCapsule RPC.
+	CapsuleServicePauseCapsuleProcedure = "/wrenn.hostagent.v1.CapsuleService/PauseCapsule"
+	// CapsuleServiceResumeCapsuleProcedure is the fully-qualified name of the CapsuleService's
+	// ResumeCapsule RPC.
+	CapsuleServiceResumeCapsuleProcedure = "/wrenn.hostagent.v1.CapsuleService/ResumeCapsule"
+	// CapsuleServiceSnapshotCapsuleProcedure is the fully-qualified name of the CapsuleService's
+	// SnapshotCapsule RPC.
+	CapsuleServiceSnapshotCapsuleProcedure = "/wrenn.hostagent.v1.CapsuleService/SnapshotCapsule"
+	// CapsuleServiceDeleteTemplateProcedure is the fully-qualified name of the CapsuleService's
+	// DeleteTemplate RPC.
+	CapsuleServiceDeleteTemplateProcedure = "/wrenn.hostagent.v1.CapsuleService/DeleteTemplate"
 )
 
 // CapsuleServiceClient is a client for the wrenn.hostagent.v1.CapsuleService service.
@@ -62,6 +74,25 @@ type CapsuleServiceClient interface {
 	GetCapsule(context.Context, *connect.Request[v1.GetCapsuleRequest]) (*connect.Response[v1.GetCapsuleResponse], error)
 	// ListCapsules reports every capsule the agent knows.
 	ListCapsules(context.Context, *connect.Request[v1.ListCapsulesRequest]) (*connect.Response[v1.ListCapsulesResponse], error)
+	// PauseCapsule saves a running capsule whole (memory, processes, open
+	// files, its writable layer) under $WRENN_DIR/snapshots/<id>, fsyncs it,
+	// and only then stops the sandbox and answers. If anything fails before
+	// the state is durable the capsule keeps running. Errors: not_found,
+	// failed_precondition (not running), aborted (another operation runs).
+	PauseCapsule(context.Context, *connect.Request[v1.PauseCapsuleRequest]) (*connect.Response[v1.PauseCapsuleResponse], error)
+	// ResumeCapsule restores a paused capsule with its id, address and token;
+	// its processes continue where they were. Errors: not_found,
+	// failed_precondition (not paused), aborted.
+	ResumeCapsule(context.Context, *connect.Request[v1.ResumeCapsuleRequest]) (*connect.Response[v1.ResumeCapsuleResponse], error)
+	// SnapshotCapsule turns a capsule's saved state into a new template on
+	// this host. A running capsule is paused for it, then resumed when
+	// resume is set; a paused one stays paused. Errors: not_found,
+	// failed_precondition, already_exists (template name taken), aborted.
+	SnapshotCapsule(context.Context, *connect.Request[v1.SnapshotCapsuleRequest]) (*connect.Response[v1.SnapshotCapsuleResponse], error)
+	// DeleteTemplate removes a snapshot template from this host. Capsules
+	// already started from it keep running. Deleting an unknown template
+	// succeeds. Errors: failed_precondition (a base template).
+	DeleteTemplate(context.Context, *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error)
 }
 
 // NewCapsuleServiceClient constructs a client for the wrenn.hostagent.v1.CapsuleService service. By
@@ -99,15 +130,43 @@ func NewCapsuleServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(capsuleServiceMethods.ByName("ListCapsules")),
 			connect.WithClientOptions(opts...),
 		),
+		pauseCapsule: connect.NewClient[v1.PauseCapsuleRequest, v1.PauseCapsuleResponse](
+			httpClient,
+			baseURL+CapsuleServicePauseCapsuleProcedure,
+			connect.WithSchema(capsuleServiceMethods.ByName("PauseCapsule")),
+			connect.WithClientOptions(opts...),
+		),
+		resumeCapsule: connect.NewClient[v1.ResumeCapsuleRequest, v1.ResumeCapsuleResponse](
+			httpClient,
+			baseURL+CapsuleServiceResumeCapsuleProcedure,
+			connect.WithSchema(capsuleServiceMethods.ByName("ResumeCapsule")),
+			connect.WithClientOptions(opts...),
+		),
+		snapshotCapsule: connect.NewClient[v1.SnapshotCapsuleRequest, v1.SnapshotCapsuleResponse](
+			httpClient,
+			baseURL+CapsuleServiceSnapshotCapsuleProcedure,
+			connect.WithSchema(capsuleServiceMethods.ByName("SnapshotCapsule")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteTemplate: connect.NewClient[v1.DeleteTemplateRequest, v1.DeleteTemplateResponse](
+			httpClient,
+			baseURL+CapsuleServiceDeleteTemplateProcedure,
+			connect.WithSchema(capsuleServiceMethods.ByName("DeleteTemplate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // capsuleServiceClient implements CapsuleServiceClient.
 type capsuleServiceClient struct {
-	createCapsule  *connect.Client[v1.CreateCapsuleRequest, v1.CreateCapsuleResponse]
-	destroyCapsule *connect.Client[v1.DestroyCapsuleRequest, v1.DestroyCapsuleResponse]
-	getCapsule     *connect.Client[v1.GetCapsuleRequest, v1.GetCapsuleResponse]
-	listCapsules   *connect.Client[v1.ListCapsulesRequest, v1.ListCapsulesResponse]
+	createCapsule   *connect.Client[v1.CreateCapsuleRequest, v1.CreateCapsuleResponse]
+	destroyCapsule  *connect.Client[v1.DestroyCapsuleRequest, v1.DestroyCapsuleResponse]
+	getCapsule      *connect.Client[v1.GetCapsuleRequest, v1.GetCapsuleResponse]
+	listCapsules    *connect.Client[v1.ListCapsulesRequest, v1.ListCapsulesResponse]
+	pauseCapsule    *connect.Client[v1.PauseCapsuleRequest, v1.PauseCapsuleResponse]
+	resumeCapsule   *connect.Client[v1.ResumeCapsuleRequest, v1.ResumeCapsuleResponse]
+	snapshotCapsule *connect.Client[v1.SnapshotCapsuleRequest, v1.SnapshotCapsuleResponse]
+	deleteTemplate  *connect.Client[v1.DeleteTemplateRequest, v1.DeleteTemplateResponse]
 }
 
 // CreateCapsule calls wrenn.hostagent.v1.CapsuleService.CreateCapsule.
@@ -130,6 +189,26 @@ func (c *capsuleServiceClient) ListCapsules(ctx context.Context, req *connect.Re
 	return c.listCapsules.CallUnary(ctx, req)
 }
 
+// PauseCapsule calls wrenn.hostagent.v1.CapsuleService.PauseCapsule.
+func (c *capsuleServiceClient) PauseCapsule(ctx context.Context, req *connect.Request[v1.PauseCapsuleRequest]) (*connect.Response[v1.PauseCapsuleResponse], error) {
+	return c.pauseCapsule.CallUnary(ctx, req)
+}
+
+// ResumeCapsule calls wrenn.hostagent.v1.CapsuleService.ResumeCapsule.
+func (c *capsuleServiceClient) ResumeCapsule(ctx context.Context, req *connect.Request[v1.ResumeCapsuleRequest]) (*connect.Response[v1.ResumeCapsuleResponse], error) {
+	return c.resumeCapsule.CallUnary(ctx, req)
+}
+
+// SnapshotCapsule calls wrenn.hostagent.v1.CapsuleService.SnapshotCapsule.
+func (c *capsuleServiceClient) SnapshotCapsule(ctx context.Context, req *connect.Request[v1.SnapshotCapsuleRequest]) (*connect.Response[v1.SnapshotCapsuleResponse], error) {
+	return c.snapshotCapsule.CallUnary(ctx, req)
+}
+
+// DeleteTemplate calls wrenn.hostagent.v1.CapsuleService.DeleteTemplate.
+func (c *capsuleServiceClient) DeleteTemplate(ctx context.Context, req *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error) {
+	return c.deleteTemplate.CallUnary(ctx, req)
+}
+
 // CapsuleServiceHandler is an implementation of the wrenn.hostagent.v1.CapsuleService service.
 type CapsuleServiceHandler interface {
 	// CreateCapsule starts a capsule from a template on this host and returns
@@ -145,6 +224,25 @@ type CapsuleServiceHandler interface {
 	GetCapsule(context.Context, *connect.Request[v1.GetCapsuleRequest]) (*connect.Response[v1.GetCapsuleResponse], error)
 	// ListCapsules reports every capsule the agent knows.
 	ListCapsules(context.Context, *connect.Request[v1.ListCapsulesRequest]) (*connect.Response[v1.ListCapsulesResponse], error)
+	// PauseCapsule saves a running capsule whole (memory, processes, open
+	// files, its writable layer) under $WRENN_DIR/snapshots/<id>, fsyncs it,
+	// and only then stops the sandbox and answers. If anything fails before
+	// the state is durable the capsule keeps running. Errors: not_found,
+	// failed_precondition (not running), aborted (another operation runs).
+	PauseCapsule(context.Context, *connect.Request[v1.PauseCapsuleRequest]) (*connect.Response[v1.PauseCapsuleResponse], error)
+	// ResumeCapsule restores a paused capsule with its id, address and token;
+	// its processes continue where they were. Errors: not_found,
+	// failed_precondition (not paused), aborted.
+	ResumeCapsule(context.Context, *connect.Request[v1.ResumeCapsuleRequest]) (*connect.Response[v1.ResumeCapsuleResponse], error)
+	// SnapshotCapsule turns a capsule's saved state into a new template on
+	// this host. A running capsule is paused for it, then resumed when
+	// resume is set; a paused one stays paused. Errors: not_found,
+	// failed_precondition, already_exists (template name taken), aborted.
+	SnapshotCapsule(context.Context, *connect.Request[v1.SnapshotCapsuleRequest]) (*connect.Response[v1.SnapshotCapsuleResponse], error)
+	// DeleteTemplate removes a snapshot template from this host. Capsules
+	// already started from it keep running. Deleting an unknown template
+	// succeeds. Errors: failed_precondition (a base template).
+	DeleteTemplate(context.Context, *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error)
 }
 
 // NewCapsuleServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -178,6 +276,30 @@ func NewCapsuleServiceHandler(svc CapsuleServiceHandler, opts ...connect.Handler
 		connect.WithSchema(capsuleServiceMethods.ByName("ListCapsules")),
 		connect.WithHandlerOptions(opts...),
 	)
+	capsuleServicePauseCapsuleHandler := connect.NewUnaryHandler(
+		CapsuleServicePauseCapsuleProcedure,
+		svc.PauseCapsule,
+		connect.WithSchema(capsuleServiceMethods.ByName("PauseCapsule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	capsuleServiceResumeCapsuleHandler := connect.NewUnaryHandler(
+		CapsuleServiceResumeCapsuleProcedure,
+		svc.ResumeCapsule,
+		connect.WithSchema(capsuleServiceMethods.ByName("ResumeCapsule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	capsuleServiceSnapshotCapsuleHandler := connect.NewUnaryHandler(
+		CapsuleServiceSnapshotCapsuleProcedure,
+		svc.SnapshotCapsule,
+		connect.WithSchema(capsuleServiceMethods.ByName("SnapshotCapsule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	capsuleServiceDeleteTemplateHandler := connect.NewUnaryHandler(
+		CapsuleServiceDeleteTemplateProcedure,
+		svc.DeleteTemplate,
+		connect.WithSchema(capsuleServiceMethods.ByName("DeleteTemplate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/wrenn.hostagent.v1.CapsuleService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case CapsuleServiceCreateCapsuleProcedure:
@@ -188,6 +310,14 @@ func NewCapsuleServiceHandler(svc CapsuleServiceHandler, opts ...connect.Handler
 			capsuleServiceGetCapsuleHandler.ServeHTTP(w, r)
 		case CapsuleServiceListCapsulesProcedure:
 			capsuleServiceListCapsulesHandler.ServeHTTP(w, r)
+		case CapsuleServicePauseCapsuleProcedure:
+			capsuleServicePauseCapsuleHandler.ServeHTTP(w, r)
+		case CapsuleServiceResumeCapsuleProcedure:
+			capsuleServiceResumeCapsuleHandler.ServeHTTP(w, r)
+		case CapsuleServiceSnapshotCapsuleProcedure:
+			capsuleServiceSnapshotCapsuleHandler.ServeHTTP(w, r)
+		case CapsuleServiceDeleteTemplateProcedure:
+			capsuleServiceDeleteTemplateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -211,4 +341,20 @@ func (UnimplementedCapsuleServiceHandler) GetCapsule(context.Context, *connect.R
 
 func (UnimplementedCapsuleServiceHandler) ListCapsules(context.Context, *connect.Request[v1.ListCapsulesRequest]) (*connect.Response[v1.ListCapsulesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("wrenn.hostagent.v1.CapsuleService.ListCapsules is not implemented"))
+}
+
+func (UnimplementedCapsuleServiceHandler) PauseCapsule(context.Context, *connect.Request[v1.PauseCapsuleRequest]) (*connect.Response[v1.PauseCapsuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("wrenn.hostagent.v1.CapsuleService.PauseCapsule is not implemented"))
+}
+
+func (UnimplementedCapsuleServiceHandler) ResumeCapsule(context.Context, *connect.Request[v1.ResumeCapsuleRequest]) (*connect.Response[v1.ResumeCapsuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("wrenn.hostagent.v1.CapsuleService.ResumeCapsule is not implemented"))
+}
+
+func (UnimplementedCapsuleServiceHandler) SnapshotCapsule(context.Context, *connect.Request[v1.SnapshotCapsuleRequest]) (*connect.Response[v1.SnapshotCapsuleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("wrenn.hostagent.v1.CapsuleService.SnapshotCapsule is not implemented"))
+}
+
+func (UnimplementedCapsuleServiceHandler) DeleteTemplate(context.Context, *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("wrenn.hostagent.v1.CapsuleService.DeleteTemplate is not implemented"))
 }
