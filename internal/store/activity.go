@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // capsuleTouchEvery is how stale last_active_at may be before a use
@@ -52,4 +54,47 @@ func (s *Store) RecordCapsuleUse(ctx context.Context, id string, ev Event) error
 		return fmt.Errorf("recording capsule use (%s): %w", ev.Action, err)
 	}
 	return nil
+}
+
+// reaperLock is the advisory lock that lets one replica at a time run the
+// TTL reaper.
+const reaperLock = 0x5772656e6e03 // "Wrenn" 3
+
+// ClaimIdleCapsules moves up to limit running capsules that have been idle
+// for longer than their timeout_sec (0: never) to pausing and returns them:
+// the caller pauses them. Claiming is the compare-and-set of a pause, so a
+// concurrent pause or destroy of the same capsule sees pausing and gets a
+// conflict. It returns ErrLocked without doing anything while another
+// replica runs it.
+func (s *Store) ClaimIdleCapsules(ctx context.Context, limit int) ([]Capsule, error) {
+	var out []Capsule
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var locked bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, reaperLock).Scan(&locked); err != nil {
+			return err
+		}
+		if !locked {
+			return ErrLocked
+		}
+		rows, err := tx.Query(ctx, `
+			UPDATE capsules SET status = 'pausing', status_reason = '', updated_at = now()
+			WHERE id IN (
+				SELECT id FROM capsules
+				WHERE status = 'running' AND timeout_sec > 0
+				  AND last_active_at < now() - make_interval(secs => timeout_sec)
+				ORDER BY last_active_at
+				LIMIT $1
+				FOR UPDATE SKIP LOCKED)
+			  AND status = 'running'
+			RETURNING `+capsuleColumns, limit)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Capsule, error) { return scanCapsule(row) })
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claiming idle capsules: %w", err)
+	}
+	return out, nil
 }

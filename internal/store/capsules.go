@@ -85,11 +85,18 @@ type Capsule struct {
 	StartedAt    *time.Time
 	StoppedAt    *time.Time
 	LastActiveAt time.Time
+	// PausedAt and SnapshotBytes describe the saved state of a paused
+	// capsule (nil and 0 otherwise).
+	PausedAt      *time.Time
+	SnapshotBytes int64
+	// TemplateID is the template row the capsule started from ("" when
+	// that template was deleted since).
+	TemplateID string
 }
 
 const capsuleColumns = `id::text, team_id::text, coalesce(host_id::text, ''), template, status, status_reason,
 	vcpus, memory_mb, disk_mb, timeout_sec, metadata, address, created_by, created_at, updated_at,
-	started_at, stopped_at, last_active_at`
+	started_at, stopped_at, last_active_at, paused_at, snapshot_bytes, coalesce(template_id::text, '')`
 
 // scanCapsule reads one row of capsuleColumns.
 func scanCapsule(row interface{ Scan(...any) error }) (Capsule, error) {
@@ -97,7 +104,8 @@ func scanCapsule(row interface{ Scan(...any) error }) (Capsule, error) {
 	var meta []byte
 	err := row.Scan(&c.ID, &c.TeamID, &c.HostID, &c.Template, &c.Status, &c.StatusReason,
 		&c.VCPUs, &c.MemoryMB, &c.DiskMB, &c.TimeoutSec, &meta, &c.Address, &c.CreatedBy,
-		&c.CreatedAt, &c.UpdatedAt, &c.StartedAt, &c.StoppedAt, &c.LastActiveAt)
+		&c.CreatedAt, &c.UpdatedAt, &c.StartedAt, &c.StoppedAt, &c.LastActiveAt, &c.PausedAt, &c.SnapshotBytes,
+		&c.TemplateID)
 	if err != nil {
 		return Capsule{}, err
 	}
@@ -128,6 +136,14 @@ type NewCapsule struct {
 	TimeoutSec int
 	Metadata   map[string]string
 	CreatedBy  string // who asked, as an audit actor id
+	// TemplateID is the template's row; AgentTemplate its directory on
+	// hosts, which placement looks for in the hosts' template lists.
+	TemplateID    string
+	AgentTemplate string
+	// HostID, when set, is the only host the capsule may go to: the one
+	// holding its snapshot template. That host need not list the
+	// template (the control plane recorded where it wrote it).
+	HostID string
 }
 
 // PlacementLimits bounds what a capsule of a team can ask for: the largest
@@ -166,6 +182,9 @@ func (s *Store) CreateCapsule(ctx context.Context, nc NewCapsule, ev Event) (Cap
 	if err != nil {
 		return Capsule{}, Host{}, fmt.Errorf("creating capsule: encoding metadata: %w", err)
 	}
+	if nc.AgentTemplate == "" {
+		nc.AgentTemplate = nc.Template
+	}
 	var (
 		c Capsule
 		h Host
@@ -194,9 +213,10 @@ func (s *Store) CreateCapsule(ctx context.Context, nc NewCapsule, ev Event) (Cap
 func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, ev Event) (Capsule, Host, error) {
 	rows, err := tx.Query(ctx, `
 		SELECT id::text, type = 'byoc', cpus, memory_mb FROM hosts
-		WHERE status = 'online' AND (type = 'regular' OR team_id = $1) AND $2 = ANY(templates)
+		WHERE status = 'online' AND (type = 'regular' OR team_id = $1)
+		  AND CASE WHEN $3::uuid IS NULL THEN $2 = ANY(templates) ELSE id = $3 END
 		ORDER BY id
-		FOR UPDATE`, nc.TeamID, nc.Template)
+		FOR UPDATE`, nc.TeamID, nc.AgentTemplate, nullable(nc.HostID))
 	if err != nil {
 		return Capsule{}, Host{}, err
 	}
@@ -250,10 +270,11 @@ func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, e
 		return Capsule{}, Host{}, e
 	}
 	c, err := scanCapsule(tx.QueryRow(ctx, `
-		INSERT INTO capsules (team_id, host_id, template, status, vcpus, memory_mb, disk_mb, timeout_sec, metadata, created_by)
-		VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7, $8, $9)
+		INSERT INTO capsules (team_id, host_id, template, status, vcpus, memory_mb, disk_mb, timeout_sec, metadata,
+		                      created_by, template_id)
+		VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7, $8, $9, $10)
 		RETURNING `+capsuleColumns, nc.TeamID, cands[best].ID, nc.Template, nc.VCPUs, nc.MemoryMB, nc.DiskMB,
-		nc.TimeoutSec, meta, nc.CreatedBy))
+		nc.TimeoutSec, meta, nc.CreatedBy, nullable(nc.TemplateID)))
 	if err != nil {
 		return Capsule{}, Host{}, err
 	}
@@ -282,19 +303,39 @@ func nonNilMetadata(m map[string]string) map[string]string {
 // SetCapsuleStatus moves capsule id from one of the statuses in from to
 // status to, with reason as its status_reason, and writes events (resource
 // filled in) in the same transaction; moving to stopped also sets
-// stopped_at. It returns the capsule as it is afterwards. When the capsule
-// is in none of from, nothing changes and it returns the capsule as it is
-// with an error wrapping ErrConflict that names its status; an unknown id
-// is ErrNotFound.
+// stopped_at, moving to paused sets paused_at (leaving paused clears it and
+// snapshot_bytes), and coming back to running counts as activity, so that
+// the TTL reaper does not pause a capsule that was just resumed. It returns
+// the capsule as it is afterwards. When the capsule is in none of from,
+// nothing changes and it returns the capsule as it is with an error
+// wrapping ErrConflict that names its status; an unknown id is ErrNotFound.
 func (s *Store) SetCapsuleStatus(ctx context.Context, id string, from []string, to, reason string, events ...Event) (Capsule, error) {
+	return s.setCapsuleStatus(ctx, id, from, to, reason, -1, events)
+}
+
+// MarkCapsulePaused moves capsule id from one of from to paused, as
+// SetCapsuleStatus does, and records the size of its saved state.
+func (s *Store) MarkCapsulePaused(ctx context.Context, id string, from []string, snapshotBytes int64, reason string, events ...Event) (Capsule, error) {
+	return s.setCapsuleStatus(ctx, id, from, CapsulePaused, reason, max(snapshotBytes, 0), events)
+}
+
+// setCapsuleStatus is SetCapsuleStatus; snapshotBytes >= 0 replaces
+// snapshot_bytes when the capsule ends up paused.
+func (s *Store) setCapsuleStatus(ctx context.Context, id string, from []string, to, reason string, snapshotBytes int64, events []Event) (Capsule, error) {
 	var c Capsule
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
 		c, err = scanCapsule(tx.QueryRow(ctx, `
 			UPDATE capsules SET status = $3, status_reason = $4, updated_at = now(),
-			       stopped_at = CASE WHEN $3 = 'stopped' THEN now() ELSE stopped_at END
+			       stopped_at = CASE WHEN $3 = 'stopped' THEN now() ELSE stopped_at END,
+			       paused_at = CASE WHEN $3 <> 'paused' THEN NULL
+			                        WHEN status = 'paused' THEN paused_at ELSE now() END,
+			       snapshot_bytes = CASE WHEN $3 <> 'paused' THEN 0
+			                             WHEN $5::bigint >= 0 THEN $5 ELSE snapshot_bytes END,
+			       last_active_at = CASE WHEN $3 = 'running' AND status <> 'running' THEN now()
+			                             ELSE last_active_at END
 			WHERE id = $1 AND status = ANY($2)
-			RETURNING `+capsuleColumns, id, from, to, reason))
+			RETURNING `+capsuleColumns, id, from, to, reason, snapshotBytes))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return currentStatusConflict(ctx, tx, id, &c)
 		}
@@ -410,4 +451,75 @@ func (s *Store) ListCapsules(ctx context.Context, teamID string, f CapsuleFilter
 	out = out[:f.Limit]
 	last := out[len(out)-1]
 	return out, &CapsuleCursor{CreatedAt: last.CreatedAt, ID: last.ID}, nil
+}
+
+// ClaimResume moves capsule id from paused to resuming, with ev, when its
+// host still has room for it: a paused capsule gave its CPU and memory back
+// and others may have taken them. The host row is locked as placement locks
+// it, so a resume and a create cannot both take the last free memory. It
+// returns a *NoCapacityError (ErrNoCapacity) when the capsule no longer
+// fits, ErrNoHost when it has no host, and ErrConflict (with the capsule
+// as it is) when it is not paused.
+func (s *Store) ClaimResume(ctx context.Context, id string) (Capsule, error) {
+	var c Capsule
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		c, err = scanCapsule(tx.QueryRow(ctx, `SELECT `+capsuleColumns+` FROM capsules WHERE id = $1`, id))
+		if err != nil {
+			return err
+		}
+		if c.Status != CapsulePaused {
+			return fmt.Errorf("capsule %s is %s: %w", id, c.Status, ErrConflict)
+		}
+		if c.HostID == "" {
+			return ErrNoHost
+		}
+		h := scheduler.Host{ID: c.HostID}
+		err = tx.QueryRow(ctx, `SELECT type = 'byoc', cpus, memory_mb FROM hosts WHERE id = $1 FOR UPDATE`, c.HostID).
+			Scan(&h.BYOC, &h.CPUs, &h.MemoryMB)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNoHost
+		}
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRow(ctx, `
+			SELECT coalesce(sum(vcpus), 0), coalesce(sum(memory_mb), 0) FROM capsules
+			WHERE host_id = $1 AND status IN `+liveStatusesSQL, c.HostID).Scan(&h.AllocatedVCPUs, &h.AllocatedMemoryMB)
+		if err != nil {
+			return err
+		}
+		if _, ok := scheduler.Pick([]scheduler.Host{h}, c.VCPUs, int64(c.MemoryMB)); !ok {
+			e := &NoCapacityError{VCPUs: c.VCPUs, MemoryMB: c.MemoryMB, Hosts: 1}
+			e.FreeVCPUs, e.FreeMemoryMB = scheduler.Free([]scheduler.Host{h})
+			return e
+		}
+		c, err = scanCapsule(tx.QueryRow(ctx, `
+			UPDATE capsules SET status = 'resuming', status_reason = '', updated_at = now()
+			WHERE id = $1 AND status = 'paused'
+			RETURNING `+capsuleColumns, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return currentStatusConflict(ctx, tx, id, &c)
+		}
+		return err
+	})
+	if err != nil {
+		return c, notFound("claiming capsule resume", err)
+	}
+	return c, nil
+}
+
+// PingCapsule records activity on capsule id when it is running. Otherwise
+// it returns ErrConflict with the capsule as it is.
+func (s *Store) PingCapsule(ctx context.Context, id string) (Capsule, error) {
+	c, err := scanCapsule(s.pool.QueryRow(ctx, `
+		UPDATE capsules SET last_active_at = now() WHERE id = $1 AND status = 'running'
+		RETURNING `+capsuleColumns, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = currentStatusConflict(ctx, s.pool, id, &c)
+	}
+	if err != nil {
+		return c, notFound("pinging capsule", err)
+	}
+	return c, nil
 }

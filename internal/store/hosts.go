@@ -371,12 +371,122 @@ func (s *Store) MarkUnreachable(ctx context.Context, timeout time.Duration) ([]s
 			}
 			ids = append(ids, ev.ResourceID)
 		}
-		return nil
+		if len(ids) == 0 {
+			return nil
+		}
+		// Their capsules cannot be vouched for until the agent reports
+		// them again (ReconcileHost); an operation in flight on one of
+		// them finds its compare-and-set refused and leaves it missing.
+		_, err = tx.Exec(ctx, `
+			UPDATE capsules c SET status = 'missing', updated_at = now(),
+			       status_reason = 'was ' || c.status || '; its host has not been heard from since '
+			                       || to_char(h.last_heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+			FROM hosts h
+			WHERE h.id = c.host_id AND c.host_id = ANY($1::uuid[]) AND c.status IN `+unsettledStatusesSQL,
+			ids)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("marking silent hosts unreachable: %w", err)
 	}
 	return ids, nil
+}
+
+// unsettledStatusesSQL are the statuses whose truth is on the host: a
+// lost host's capsules in them become missing.
+const unsettledStatusesSQL = `('pending', 'starting', 'running', 'pausing', 'paused', 'resuming')`
+
+// ReportedCapsule is one capsule as an agent reports it in a heartbeat.
+type ReportedCapsule struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+}
+
+// Reconciled is one capsule ReconcileHost changed.
+type Reconciled struct {
+	ID, TeamID, From, To string
+}
+
+// ReconcileHost settles host hostID's capsules from reported, the agent's
+// own list: capsules marked missing, and capsules left starting, pausing or
+// resuming for longer than staleAfter (an operation whose control plane
+// died). Alive becomes running, paused stays paused, absent or stopped
+// becomes stopped. Nothing else is touched, so operations in flight are not
+// raced: they hold their transient status for less than staleAfter.
+func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []ReportedCapsule, staleAfter time.Duration) ([]Reconciled, error) {
+	if reported == nil {
+		reported = []ReportedCapsule{}
+	}
+	rep, err := json.Marshal(reported)
+	if err != nil {
+		return nil, fmt.Errorf("reconciling host capsules: %w", err)
+	}
+	var out []Reconciled
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			WITH rep AS (
+				SELECT DISTINCT ON (id) id, status FROM jsonb_to_recordset($2::jsonb) AS r(id text, status text)
+			), old AS (
+				SELECT c.id, c.status FROM capsules c
+				WHERE c.host_id = $1
+				  AND (c.status = 'missing' OR (c.status IN ('starting', 'pausing', 'resuming')
+				       AND c.updated_at < now() - make_interval(secs => $3)))
+				FOR UPDATE
+			), want AS (
+				SELECT old.id, old.status AS was, CASE
+					WHEN rep.status = 'running' AND c.address <> '' THEN 'running'
+					WHEN rep.status = 'running' THEN 'error'
+					WHEN rep.status = 'paused' THEN 'paused'
+					ELSE 'stopped' END AS status
+				FROM old JOIN capsules c ON c.id = old.id LEFT JOIN rep ON rep.id = old.id::text
+			)
+			UPDATE capsules c SET status = want.status, updated_at = now(),
+			       status_reason = CASE want.status
+			           WHEN 'stopped' THEN 'its host no longer has it (found while reconciling from ' || want.was || ')'
+			           WHEN 'error' THEN 'its start did not finish; the host runs it but its address was never recorded'
+			           ELSE '' END,
+			       stopped_at = CASE WHEN want.status = 'stopped' THEN now() ELSE stopped_at END,
+			       paused_at = CASE WHEN want.status = 'paused' THEN coalesce(paused_at, now()) ELSE NULL END,
+			       last_active_at = CASE WHEN want.status = 'running' THEN now() ELSE last_active_at END
+			FROM want
+			WHERE c.id = want.id AND c.status = want.was
+			RETURNING c.id::text, c.team_id::text, want.was, want.status`, hostID, rep, staleAfter.Seconds())
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Reconciled, error) {
+			var r Reconciled
+			err := row.Scan(&r.ID, &r.TeamID, &r.From, &r.To)
+			return r, err
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range out {
+			if err := writeEvent(ctx, tx, Event{ActorType: ActorSystem, Action: "capsule.reconcile", ResourceID: r.ID,
+				TeamID: r.TeamID, Metadata: map[string]any{"from": r.From, "to": r.To, "host_id": hostID}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reconciling host capsules: %w", err)
+	}
+	return out, nil
+}
+
+// AddHostTemplate adds name to host hostID's template list until its next
+// heartbeat reports the list again: a snapshot just written there can be
+// used at once.
+func (s *Store) AddHostTemplate(ctx context.Context, hostID, name string) error {
+	_, err := s.pool.Exec(ctx, `
+		UPDATE hosts SET templates = array_append(templates, $2)
+		WHERE id = $1 AND NOT $2 = ANY(templates)`, hostID, name)
+	if err != nil {
+		return fmt.Errorf("adding host template: %w", err)
+	}
+	return nil
 }
 
 // HostCounts returns how many hosts are in each status.

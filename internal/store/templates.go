@@ -2,10 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Template kinds.
@@ -27,15 +29,26 @@ type Template struct {
 	DefaultMemoryMB int
 	DefaultDiskMB   int
 	CreatedAt       time.Time
+	// HostID is the host a snapshot lives on ("" for base templates, or
+	// when that host was deleted).
+	HostID          string
+	SourceCapsuleID string
+	// AgentName is the template's directory on hosts.
+	AgentName string
 }
 
 const templateColumns = `id::text, name, coalesce(team_id::text, ''), kind, description, size_bytes,
-	default_vcpus, default_memory_mb, default_disk_mb, created_at`
+	default_vcpus, default_memory_mb, default_disk_mb, created_at, coalesce(host_id::text, ''),
+	coalesce(source_capsule_id::text, ''), agent_name`
 
 func scanTemplate(row pgx.Row) (Template, error) {
 	var t Template
 	err := row.Scan(&t.ID, &t.Name, &t.TeamID, &t.Kind, &t.Description, &t.SizeBytes,
-		&t.DefaultVCPUs, &t.DefaultMemoryMB, &t.DefaultDiskMB, &t.CreatedAt)
+		&t.DefaultVCPUs, &t.DefaultMemoryMB, &t.DefaultDiskMB, &t.CreatedAt, &t.HostID, &t.SourceCapsuleID,
+		&t.AgentName)
+	if err == nil && t.AgentName == "" {
+		t.AgentName = t.Name
+	}
 	return t, err
 }
 
@@ -68,4 +81,132 @@ func (s *Store) Template(ctx context.Context, teamID, name string) (Template, er
 		return Template{}, notFound("looking up template", err)
 	}
 	return t, nil
+}
+
+// NewSnapshot is a snapshot template about to be written on a host. Its id
+// is chosen before the agent writes it, because the id is its directory.
+type NewSnapshot struct {
+	ID              string
+	Name            string
+	TeamID          string
+	HostID          string
+	SourceCapsuleID string
+	VCPUs           int
+	MemoryMB        int
+	DiskMB          int
+	SizeBytes       int64
+}
+
+// ErrNameTaken means a template of that name already exists for the team
+// (or globally).
+var ErrNameTaken = errors.New("template name taken")
+
+// CreateSnapshot records a snapshot template with ev (resource filled in).
+// A name the team or a base template already has is ErrNameTaken.
+func (s *Store) CreateSnapshot(ctx context.Context, ns NewSnapshot, ev Event) (Template, error) {
+	var t Template
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		// Serializes creations of one name, so that the global check
+		// below cannot miss a concurrent base template (never created at
+		// run time, but cheap to be sure of).
+		var taken bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM templates WHERE name = $1 AND team_id IS NULL)`,
+			ns.Name).Scan(&taken); err != nil {
+			return err
+		}
+		if taken {
+			return ErrNameTaken
+		}
+		var err error
+		t, err = scanTemplate(tx.QueryRow(ctx, `
+			INSERT INTO templates (id, name, team_id, kind, size_bytes, default_vcpus, default_memory_mb,
+			                       default_disk_mb, host_id, source_capsule_id, agent_name, description)
+			VALUES ($1, $2, $3, 'snapshot', $4, $5, $6, $7, $8, $9, $1::text, 'snapshot of capsule ' || $9::text)
+			RETURNING `+templateColumns, ns.ID, ns.Name, ns.TeamID, ns.SizeBytes, ns.VCPUs, ns.MemoryMB, ns.DiskMB,
+			ns.HostID, ns.SourceCapsuleID))
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+			return ErrNameTaken
+		}
+		if err != nil {
+			return err
+		}
+		ev.ResourceID = t.ID
+		return writeEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return Template{}, fmt.Errorf("recording snapshot: %w", err)
+	}
+	return t, nil
+}
+
+// NameTaken reports whether team teamID cannot give a new snapshot the
+// name name: a base template or one of its own has it.
+func (s *Store) NameTaken(ctx context.Context, teamID, name string) (bool, error) {
+	var taken bool
+	err := s.pool.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM templates WHERE name = $2 AND (team_id IS NULL OR team_id = $1))`,
+		teamID, name).Scan(&taken)
+	if err != nil {
+		return false, fmt.Errorf("checking template name: %w", err)
+	}
+	return taken, nil
+}
+
+// ErrTemplateInUse means capsules that are not stopped started from the
+// template.
+var ErrTemplateInUse = errors.New("template in use")
+
+// DeleteSnapshot deletes team teamID's snapshot template id and writes ev,
+// unless a capsule that is not stopped started from it (ErrTemplateInUse,
+// wrapped with how many). The capsule rows are locked while checking, so a
+// capsule cannot be created from the template in between. An unknown id is
+// ErrNotFound.
+func (s *Store) DeleteSnapshot(ctx context.Context, teamID, id string, ev Event) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var tid string
+		if err := tx.QueryRow(ctx, `
+			SELECT id::text FROM templates WHERE id = $1 AND team_id = $2 AND kind = 'snapshot' FOR UPDATE`,
+			id, teamID).Scan(&tid); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `
+			SELECT count(*) FROM capsules WHERE template_id = $1 AND status <> 'stopped'`,
+			id).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%d capsules: %w", n, ErrTemplateInUse)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM templates WHERE id = $1`, id); err != nil {
+			return err
+		}
+		ev.ResourceID = id
+		return writeEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return notFound("deleting snapshot", err)
+	}
+	return nil
+}
+
+// DeleteTemplateRow deletes template id without checks: it undoes a
+// CreateSnapshot whose files could not be kept.
+func (s *Store) DeleteTemplateRow(ctx context.Context, id string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM templates WHERE id = $1`, id); err != nil {
+		return fmt.Errorf("deleting template: %w", err)
+	}
+	return nil
+}
+
+// CapsulesUsingTemplate counts the capsules started from template id that
+// are not stopped.
+func (s *Store) CapsulesUsingTemplate(ctx context.Context, id string) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM capsules WHERE template_id = $1 AND status <> 'stopped'`, id).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting capsules of template: %w", err)
+	}
+	return n, nil
 }
