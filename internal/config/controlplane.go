@@ -26,6 +26,9 @@ type ControlPlane struct {
 	// HostMonitorInterval is how often the host monitor looks for silent
 	// hosts; at most HostTimeout.
 	HostMonitorInterval time.Duration `env:"WRENN_HOST_MONITOR_INTERVAL" default:"10s"`
+	// ReaperInterval is how often the TTL reaper looks for capsules idle
+	// for longer than their timeout_sec, and pauses them; at most 1m.
+	ReaperInterval time.Duration `env:"WRENN_REAPER_INTERVAL" default:"1s"`
 	// RegistrationTokenTTL is how long a host registration token is valid.
 	RegistrationTokenTTL time.Duration `env:"WRENN_REGISTRATION_TOKEN_TTL" default:"1h"`
 	// HostCredentialTTL is how long a host credential is valid before the
@@ -49,6 +52,10 @@ type ControlPlane struct {
 // maxJWTTTL bounds sessions so that a stolen token cannot live for ever.
 const maxJWTTTL = 30 * 24 * time.Hour
 
+// maxReaperInterval bounds how late an idle capsule may be paused beyond
+// its timeout.
+const maxReaperInterval = time.Minute
+
 // LoadControlPlane reads and validates the control plane's settings.
 func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 	r := &reader{getenv: getenv}
@@ -59,6 +66,7 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		JWTTTL:               r.duration("WRENN_JWT_TTL", 24*time.Hour),
 		HostTimeout:          r.duration("WRENN_HOST_TIMEOUT", 90*time.Second),
 		HostMonitorInterval:  r.duration("WRENN_HOST_MONITOR_INTERVAL", 10*time.Second),
+		ReaperInterval:       r.duration("WRENN_REAPER_INTERVAL", time.Second),
 		RegistrationTokenTTL: r.duration("WRENN_REGISTRATION_TOKEN_TTL", time.Hour),
 		HostCredentialTTL:    r.duration("WRENN_HOST_CREDENTIAL_TTL", 24*time.Hour),
 		AuthRateLimit:        r.int("WRENN_AUTH_RATE_LIMIT", 10),
@@ -77,6 +85,8 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		return ControlPlane{}, fmt.Errorf("config: WRENN_JWT_TTL=%s: at most %s", c.JWTTTL, maxJWTTTL)
 	case c.HostMonitorInterval > c.HostTimeout:
 		return ControlPlane{}, fmt.Errorf("config: WRENN_HOST_MONITOR_INTERVAL=%s must not exceed WRENN_HOST_TIMEOUT=%s", c.HostMonitorInterval, c.HostTimeout)
+	case c.ReaperInterval < 100*time.Millisecond || c.ReaperInterval > maxReaperInterval:
+		return ControlPlane{}, fmt.Errorf("config: WRENN_REAPER_INTERVAL=%s: must be from 100ms to %s", c.ReaperInterval, maxReaperInterval)
 	case c.AuthRateLimit < 1:
 		return ControlPlane{}, fmt.Errorf("config: WRENN_AUTH_RATE_LIMIT=%d: must be at least 1", c.AuthRateLimit)
 	}

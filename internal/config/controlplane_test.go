@@ -19,7 +19,8 @@ func TestLoadControlPlane(t *testing.T) {
 	}
 	if c.ListenAddr != ":8000" || c.JWTTTL != 24*time.Hour || c.HostTimeout != 90*time.Second ||
 		c.HostMonitorInterval != 10*time.Second || c.RegistrationTokenTTL != time.Hour ||
-		c.HostCredentialTTL != 24*time.Hour || c.AuthRateLimit != 10 || !c.AutoMigrate || c.TrustProxy {
+		c.HostCredentialTTL != 24*time.Hour || c.AuthRateLimit != 10 || !c.AutoMigrate || c.TrustProxy ||
+		c.ReaperInterval != time.Second {
 		t.Errorf("defaults: got %+v", c)
 	}
 
@@ -35,6 +36,10 @@ func TestLoadControlPlane(t *testing.T) {
 		{"bad duration", map[string]string{"WRENN_HOST_TIMEOUT": "soon"}, "WRENN_HOST_TIMEOUT"},
 		{"interval above timeout", map[string]string{"WRENN_HOST_TIMEOUT": "2s", "WRENN_HOST_MONITOR_INTERVAL": "5s"}, "WRENN_HOST_MONITOR_INTERVAL"},
 		{"short timeout for tests", map[string]string{"WRENN_HOST_TIMEOUT": "2s", "WRENN_HOST_MONITOR_INTERVAL": "500ms"}, ""},
+		{"reaper interval too short", map[string]string{"WRENN_REAPER_INTERVAL": "10ms"}, "WRENN_REAPER_INTERVAL"},
+		{"reaper interval too long", map[string]string{"WRENN_REAPER_INTERVAL": "2m"}, "WRENN_REAPER_INTERVAL"},
+		{"reaper interval not a duration", map[string]string{"WRENN_REAPER_INTERVAL": "often"}, "WRENN_REAPER_INTERVAL"},
+		{"fast reaper", map[string]string{"WRENN_REAPER_INTERVAL": "250ms"}, ""},
 		{"zero rate limit", map[string]string{"WRENN_AUTH_RATE_LIMIT": "0"}, "WRENN_AUTH_RATE_LIMIT"},
 		{"bad log level", map[string]string{"WRENN_LOG_LEVEL": "loud"}, "WRENN_LOG_LEVEL"},
 		{"bad log format", map[string]string{"WRENN_LOG_FORMAT": "xml"}, "WRENN_LOG_FORMAT"},
