@@ -40,8 +40,9 @@ func serve(ctx context.Context, cfg config.ControlPlane, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
+	apiSrv := api.New(api.Deps{Store: st, Logger: log, Config: cfg, Signer: hostauth.NewSigner(key)})
 	srv := &http.Server{
-		Handler:           api.NewServer(api.Deps{Store: st, Logger: log, Config: cfg, Signer: hostauth.NewSigner(key)}),
+		Handler:           apiSrv,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -62,6 +63,7 @@ func serve(ctx context.Context, cfg config.ControlPlane, log *slog.Logger) error
 	})
 	monitor := &hosts.Monitor{Store: st, Log: log, Interval: cfg.HostMonitorInterval, Timeout: cfg.HostTimeout}
 	g.Go(func() error { return monitor.Run(gctx) })
+	g.Go(func() error { return apiSrv.RunReaper(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info("shutting down")

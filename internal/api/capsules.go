@@ -66,6 +66,9 @@ type capsuleJSON struct {
 	StartedAt    *time.Time        `json:"started_at"`
 	StoppedAt    *time.Time        `json:"stopped_at"`
 	LastActiveAt time.Time         `json:"last_active_at"`
+	// PausedAt and SnapshotBytes describe a paused capsule's saved state.
+	PausedAt      *time.Time `json:"paused_at"`
+	SnapshotBytes int64      `json:"snapshot_bytes"`
 }
 
 func toCapsuleJSON(c store.Capsule) capsuleJSON {
@@ -77,7 +80,7 @@ func toCapsuleJSON(c store.Capsule) capsuleJSON {
 		ID: c.ID, Status: c.Status, StatusReason: c.StatusReason, Template: c.Template, VCPUs: c.VCPUs,
 		MemoryMB: c.MemoryMB, DiskMB: c.DiskMB, TimeoutSec: c.TimeoutSec, Metadata: meta, HostID: ptr(c.HostID),
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, StartedAt: c.StartedAt, StoppedAt: c.StoppedAt,
-		LastActiveAt: c.LastActiveAt,
+		LastActiveAt: c.LastActiveAt, PausedAt: c.PausedAt, SnapshotBytes: c.SnapshotBytes,
 	}
 }
 
@@ -181,6 +184,14 @@ func (s *server) handleCreateCapsule() http.Handler {
 			return err
 		}
 		vcpus, memory, disk := tmpl.DefaultVCPUs, tmpl.DefaultMemoryMB, tmpl.DefaultDiskMB
+		if tmpl.Kind == store.TemplateSnapshot {
+			if err := sameAsSnapshot(tmpl, req.VCPUs, req.MemoryMB, req.DiskMB); err != nil {
+				return err
+			}
+			if tmpl.HostID == "" {
+				return errorf(codeTemplateUnavailable, "snapshot %q was on a host that has been deleted; it cannot be restored", tmpl.Name)
+			}
+		}
 		if req.VCPUs != nil {
 			vcpus = *req.VCPUs
 		}
@@ -217,11 +228,14 @@ func (s *server) handleCreateCapsule() http.Handler {
 		c, h, err := s.store.CreateCapsule(ctx, store.NewCapsule{
 			TeamID: p.TeamID, Template: tmpl.Name, VCPUs: vcpus, MemoryMB: memory, DiskMB: disk,
 			TimeoutSec: timeout, Metadata: req.Metadata, CreatedBy: actorID,
+			TemplateID: tmpl.ID, AgentTemplate: tmpl.AgentName, HostID: tmpl.HostID,
 		}, s.event(r, p, "capsule.create", map[string]any{
 			"template": tmpl.Name, "vcpus": vcpus, "memory_mb": memory, "disk_mb": disk, "timeout_sec": timeout,
 		}))
 		var full *store.NoCapacityError
 		switch {
+		case errors.Is(err, store.ErrNoHost) && tmpl.Kind == store.TemplateSnapshot:
+			return errorf(codeNoHost, "the host that holds snapshot %q is not online", tmpl.Name)
 		case errors.Is(err, store.ErrNoHost):
 			return errorf(codeNoHost, "no online host has template %q", tmpl.Name)
 		case errors.As(err, &full):
@@ -232,7 +246,7 @@ func (s *server) handleCreateCapsule() http.Handler {
 		}
 		s.log.InfoContext(ctx, "capsule placed", "capsule_id", c.ID, "host_id", h.ID, "template", tmpl.Name)
 		spec := &hostagentv1.CapsuleSpec{
-			CapsuleId: c.ID, Template: tmpl.Name, Vcpus: int32(vcpus), MemoryMb: int32(memory),
+			CapsuleId: c.ID, Template: tmpl.AgentName, Vcpus: int32(vcpus), MemoryMb: int32(memory),
 			DiskMb: int32(disk), Envs: req.Envs,
 		}
 		// The start outlives the request: a client that hangs up, or asked
@@ -250,6 +264,22 @@ func (s *server) handleCreateCapsule() http.Handler {
 		encode(w, http.StatusCreated, toCapsuleJSON(c))
 		return nil
 	})
+}
+
+// sameAsSnapshot refuses sizes other than the snapshot's own: a snapshot
+// restores a capsule's memory whole, so it cannot be given less or more.
+func sameAsSnapshot(t store.Template, vcpus, memory, disk *int) error {
+	for _, f := range []struct {
+		name string
+		got  *int
+		want int
+	}{{"vcpus", vcpus, t.DefaultVCPUs}, {"memory_mb", memory, t.DefaultMemoryMB}, {"disk_mb", disk, t.DefaultDiskMB}} {
+		if f.got != nil && *f.got != f.want {
+			return errorf(codeInvalid, "%s must be %d or left out: snapshot %q restores a capsule of %d vCPUs, %d MB of memory and %d MB of disk, and cannot be resized",
+				f.name, f.want, t.Name, t.DefaultVCPUs, t.DefaultMemoryMB, t.DefaultDiskMB)
+		}
+	}
+	return nil
 }
 
 // startCapsule asks host h to start capsule c and records the outcome:
@@ -354,7 +384,12 @@ func (s *server) handleGetCapsule() http.Handler {
 
 // destroyAttempts bounds how often DELETE follows a capsule whose status
 // changes under it (a start or pause finishing meanwhile).
-const destroyAttempts = 3
+const destroyAttempts = 5
+
+// settleWait is how often DELETE looks again at a capsule it destroyed on
+// its host while a pause or resume was in flight there: that operation
+// fails and settles the row, and only then can the destroy be recorded.
+const settleWait = 100 * time.Millisecond
 
 func (s *server) handleDeleteCapsule() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
@@ -364,10 +399,30 @@ func (s *server) handleDeleteCapsule() http.Handler {
 			return err
 		}
 		ctx := context.WithoutCancel(r.Context())
-		for range destroyAttempts {
-			if c.Status == store.CapsuleStopped {
+		// destroyed is set once the agent destroyed the capsule: from then
+		// on this call has acted and must finish recording it.
+		destroyed := false
+		deadline := time.Now().Add(capsuleDestroyTimeout)
+		for attempt := 0; ; {
+			switch c.Status {
+			case store.CapsuleStopped:
 				w.WriteHeader(http.StatusNoContent)
 				return nil
+			case store.CapsulePausing, store.CapsuleResuming:
+				if !destroyed {
+					return wrongStatus(c, "running or paused")
+				}
+				if time.Now().After(deadline) {
+					return errorf(codeConflict, "capsule %s was destroyed on its host but stays %s; try again", c.ID, c.Status)
+				}
+				time.Sleep(settleWait)
+				if c, err = s.store.GetCapsule(ctx, p.TeamID, c.ID); err != nil {
+					return err
+				}
+				continue
+			}
+			if attempt++; attempt > destroyAttempts {
+				return errorf(codeConflict, "capsule %s kept changing status (now %s); try again", c.ID, c.Status)
 			}
 			if c.HostID != "" {
 				h, err := s.store.Host(ctx, c.HostID)
@@ -385,8 +440,10 @@ func (s *server) handleDeleteCapsule() http.Handler {
 							// the agent failing.
 							apiErr.Code = codeAgentError
 						}
+						apiErr.Status = c.Status
 						return apiErr
 					}
+					destroyed = true
 				}
 			}
 			// Only from the status the destroy saw: if a start finished
@@ -403,7 +460,6 @@ func (s *server) handleDeleteCapsule() http.Handler {
 				return err
 			}
 		}
-		return errorf(codeConflict, "capsule %s kept changing status (now %s); try again", c.ID, c.Status)
 	})
 }
 

@@ -25,9 +25,20 @@ import (
 const envdCallTimeout = 30 * time.Second
 
 // activeEvery is how often a long operation (a terminal, a stream, a long
-// command) touches its capsule, so that the TTL reaper does not stop a
-// capsule that is in use.
+// command) touches its capsule, so that the TTL reaper does not pause a
+// capsule that is in use; activeEveryFor shortens it for short timeouts.
 const activeEvery = 30 * time.Second
+
+// activeEveryFor is the touch interval for a capsule with timeout_sec
+// timeoutSec: a quarter of the timeout (the store skips touches less than
+// a second apart, so last_active_at may lag by that much more), between
+// 250 ms and activeEvery.
+func activeEveryFor(timeoutSec int) time.Duration {
+	if timeoutSec <= 0 {
+		return activeEvery
+	}
+	return min(activeEvery, max(250*time.Millisecond, time.Duration(timeoutSec)*time.Second/4))
+}
 
 // runningCapsule returns the capsule {id} of the caller's team (see
 // teamCapsule) when it is running.
@@ -74,19 +85,21 @@ func (s *server) used(r *http.Request, c store.Capsule, action string, meta map[
 	}
 }
 
-// keepActive touches c every activeEvery until ctx ends, for operations
-// that may outlast the capsule's idle timeout.
+// keepActive touches c at once and then every activeEveryFor its timeout
+// until ctx ends, for operations that may outlast the capsule's idle
+// timeout. The first touch matters: an operation that starts just before
+// the timeout would otherwise be paused under it.
 func (s *server) keepActive(ctx context.Context, c store.Capsule) {
-	t := time.NewTicker(activeEvery)
+	t := time.NewTicker(activeEveryFor(c.TimeoutSec))
 	defer t.Stop()
 	for {
+		if err := s.store.TouchCapsule(ctx, c.ID); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "recording capsule activity", "capsule_id", c.ID, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.store.TouchCapsule(ctx, c.ID); err != nil && ctx.Err() == nil {
-				s.log.WarnContext(ctx, "recording capsule activity", "capsule_id", c.ID, "err", err)
-			}
 		}
 	}
 }

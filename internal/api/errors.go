@@ -13,6 +13,9 @@ import (
 type Error struct {
 	Code    string
 	Message string
+	// Status is the capsule's current status, set on the conflicts of
+	// lifecycle operations so that clients need not ask again.
+	Status string
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -41,6 +44,8 @@ const (
 	codeNoHost              = "no_host"
 	codeNoCapacity          = "no_capacity"
 	codeAgentError          = "agent_error"
+	codeNameTaken           = "name_taken"
+	codeTemplateInUse       = "template_in_use"
 )
 
 // Error codes of work inside a capsule (processes and files).
@@ -78,6 +83,8 @@ var statusOf = map[string]int{
 	codeNoHost:              http.StatusServiceUnavailable,
 	codeNoCapacity:          http.StatusServiceUnavailable,
 	codeAgentError:          http.StatusBadGateway,
+	codeNameTaken:           http.StatusConflict,
+	codeTemplateInUse:       http.StatusConflict,
 	codeCapsuleNotRunning:   http.StatusConflict,
 	codeCapsuleUnreachable:  http.StatusBadGateway,
 	codeProcessNotFound:     http.StatusNotFound,
@@ -96,6 +103,7 @@ type errorBody struct {
 	Error struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
+		Status  string `json:"status,omitempty"`
 	} `json:"error"`
 }
 
@@ -120,6 +128,6 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		status = http.StatusInternalServerError
 	}
 	var body errorBody
-	body.Error.Code, body.Error.Message = e.Code, e.Message
+	body.Error.Code, body.Error.Message, body.Error.Status = e.Code, e.Message, e.Status
 	encode(w, status, body)
 }

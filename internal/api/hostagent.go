@@ -190,10 +190,16 @@ func (s *server) handleHeartbeat() http.Handler {
 				return errorf(codeInvalid, "templates[%d]: %q is not a template name (%s)", i, name, templateNameRule)
 			}
 		}
+		reported := make([]store.ReportedCapsule, 0, len(req.Capsules))
 		for i, c := range req.Capsules {
 			if t := strings.TrimSpace(string(c)); !strings.HasPrefix(t, "{") {
 				return errorf(codeInvalid, "capsules[%d] must be an object", i)
 			}
+			var rc store.ReportedCapsule
+			if err := json.Unmarshal(c, &rc); err != nil {
+				return errorf(codeInvalid, "capsules[%d]: id and status must be strings", i)
+			}
+			reported = append(reported, rc)
 		}
 		capsules, err := json.Marshal(req.Capsules)
 		if err != nil {
@@ -214,6 +220,16 @@ func (s *server) handleHeartbeat() http.Handler {
 		}
 		if revived {
 			s.log.InfoContext(r.Context(), "host back online", "host_id", hostID)
+		}
+		// The agent's own list settles what the control plane could not
+		// know: capsules marked missing while the host was silent, and
+		// operations a dead control plane left half-recorded.
+		changed, err := s.store.ReconcileHost(r.Context(), hostID, reported, staleTransient)
+		if err != nil {
+			return err
+		}
+		for _, c := range changed {
+			s.log.InfoContext(r.Context(), "capsule reconciled", "capsule_id", c.ID, "host_id", hostID, "from", c.From, "to", c.To)
 		}
 		encode(w, http.StatusOK, response{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()})
 		return nil

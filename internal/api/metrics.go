@@ -19,6 +19,20 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// Lifecycle operations, by outcome (ok or error), timed from the
+	// claim to the agent's answer.
+	pause    *prometheus.HistogramVec
+	resume   *prometheus.HistogramVec
+	snapshot *prometheus.HistogramVec
+}
+
+// lifecycleBuckets spread from a fast resume (tens of ms) to a pause of a
+// large capsule (a minute).
+var lifecycleBuckets = []float64{0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+func lifecycleHistogram(name, help string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: lifecycleBuckets},
+		[]string{"outcome"})
 }
 
 func newMetrics(reg *prometheus.Registry, st *store.Store, log *slog.Logger) *metrics {
@@ -32,8 +46,17 @@ func newMetrics(reg *prometheus.Registry, st *store.Store, log *slog.Logger) *me
 			Help:    "Time to answer HTTP requests, by method and route pattern.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"method", "route"}),
+		pause:    lifecycleHistogram("wrenn_capsule_pause_seconds", "Time to pause a capsule, by outcome (ok, error)."),
+		resume:   lifecycleHistogram("wrenn_capsule_resume_seconds", "Time to resume a capsule, by outcome (ok, error)."),
+		snapshot: lifecycleHistogram("wrenn_snapshot_create_seconds", "Time to snapshot a capsule into a template, by outcome (ok, error)."),
 	}
-	reg.MustRegister(m.requests, m.duration, &hostCollector{store: st, log: log},
+	for _, h := range []*prometheus.HistogramVec{m.pause, m.resume, m.snapshot} {
+		// Both series exist from the start, so that a rate of errors is
+		// 0 rather than absent.
+		h.WithLabelValues("ok")
+		h.WithLabelValues("error")
+	}
+	reg.MustRegister(m.requests, m.duration, m.pause, m.resume, m.snapshot, &hostCollector{store: st, log: log},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -56,7 +56,13 @@ func routeTable() []route {
 		{"GET", "/v1/capsules", member, (*server).handleListCapsules},
 		{"GET", "/v1/capsules/{id}", member, (*server).handleGetCapsule},
 		{"DELETE", "/v1/capsules/{id}", member, (*server).handleDeleteCapsule},
+		{"POST", "/v1/capsules/{id}/pause", member, (*server).handlePauseCapsule},
+		{"POST", "/v1/capsules/{id}/resume", member, (*server).handleResumeCapsule},
+		{"POST", "/v1/capsules/{id}/ping", member, (*server).handlePingCapsule},
 		{"GET", "/v1/templates", member, (*server).handleListTemplates},
+		{"POST", "/v1/snapshots", member, (*server).handleCreateSnapshot},
+		{"GET", "/v1/snapshots", member, (*server).handleListSnapshots},
+		{"DELETE", "/v1/snapshots/{name}", member, (*server).handleDeleteSnapshot},
 
 		{"POST", "/v1/capsules/{id}/exec", member, (*server).handleExec},
 		{"GET", "/v1/capsules/{id}/exec/stream", member, (*server).handleExecStream},

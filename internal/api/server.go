@@ -5,6 +5,7 @@
 package api
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -58,8 +59,24 @@ const refreshTokenTTL = 90 * 24 * time.Hour
 // agentCallTimeout bounds a call to an agent made while answering a request.
 const agentCallTimeout = 2 * time.Second
 
-// NewServer returns the control plane's HTTP handler.
-func NewServer(d Deps) http.Handler {
+// NewServer returns the control plane's HTTP handler, without its
+// background jobs (see New).
+func NewServer(d Deps) http.Handler { return New(d) }
+
+// Server is the control plane's HTTP handler together with the background
+// jobs that act through the same code: the TTL reaper.
+type Server struct {
+	http.Handler
+	s *server
+}
+
+// RunReaper pauses capsules idle for longer than their timeout_sec, every
+// Config.ReaperInterval, until ctx ends; it returns nil then. Every replica
+// runs one; a PostgreSQL advisory lock lets one act per round.
+func (sv *Server) RunReaper(ctx context.Context) error { return sv.s.runReaper(ctx) }
+
+// New returns the control plane's API server.
+func New(d Deps) *Server {
 	s := &server{
 		store:       d.Store,
 		log:         d.Logger,
@@ -88,7 +105,7 @@ func NewServer(d Deps) http.Handler {
 	agentClient.CheckRedirect = noRedirects
 	s.agentClient = &agentClient
 	s.metrics = newMetrics(s.registry, s.store, s.log)
-	return s.routes()
+	return &Server{Handler: s.routes(), s: s}
 }
 
 // noRedirects makes an http.Client return a redirect as the answer instead

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"slices"
 	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/store"
 )
 
 // templateNameRule says in words what templateName matches.
@@ -33,6 +35,17 @@ type templateJSON struct {
 	DefaultMemoryMB int       `json:"default_memory_mb"`
 	DefaultDiskMB   int       `json:"default_disk_mb"`
 	CreatedAt       time.Time `json:"created_at"`
+	// A snapshot's host and source capsule (null for base templates).
+	HostID          *string `json:"host_id"`
+	SourceCapsuleID *string `json:"source_capsule_id"`
+}
+
+func toTemplateJSON(t store.Template) templateJSON {
+	return templateJSON{
+		Name: t.Name, Kind: t.Kind, Description: t.Description, SizeBytes: t.SizeBytes,
+		DefaultVCPUs: t.DefaultVCPUs, DefaultMemoryMB: t.DefaultMemoryMB, DefaultDiskMB: t.DefaultDiskMB,
+		CreatedAt: t.CreatedAt, HostID: ptr(t.HostID), SourceCapsuleID: ptr(t.SourceCapsuleID),
+	}
 }
 
 func (s *server) handleListTemplates() http.Handler {
@@ -43,11 +56,7 @@ func (s *server) handleListTemplates() http.Handler {
 		}
 		out := make([]templateJSON, 0, len(ts))
 		for _, t := range ts {
-			out = append(out, templateJSON{
-				Name: t.Name, Kind: t.Kind, Description: t.Description, SizeBytes: t.SizeBytes,
-				DefaultVCPUs: t.DefaultVCPUs, DefaultMemoryMB: t.DefaultMemoryMB, DefaultDiskMB: t.DefaultDiskMB,
-				CreatedAt: t.CreatedAt,
-			})
+			out = append(out, toTemplateJSON(t))
 		}
 		encode(w, http.StatusOK, out)
 		return nil
