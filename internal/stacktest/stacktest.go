@@ -18,11 +18,15 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +38,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/auth"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosts"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	"github.com/wrenn-dev/wrenn/internal/testdb"
 )
@@ -58,6 +63,18 @@ type Stack struct {
 	Signer *hostauth.Signer
 
 	users int
+	// cpReachable is the relay's switch (Options.HeartbeatSwitch).
+	cpReachable *atomic.Bool
+}
+
+// SetHeartbeats lets the agent reach the control plane (on) or not (off).
+// It needs Options.HeartbeatSwitch.
+func (s *Stack) SetHeartbeats(t testing.TB, on bool) {
+	t.Helper()
+	if s.cpReachable == nil {
+		t.Fatal("SetHeartbeats needs stacktest.Options{HeartbeatSwitch: true}")
+	}
+	s.cpReachable.Store(on)
 }
 
 // Team is a team with an API key.
@@ -74,6 +91,18 @@ type Options struct {
 	// boots when it is created (the pool is on by default, as in
 	// production, with 2 capsules per profile).
 	ColdStarts bool
+	// HostTimeout, when set, runs the control plane's host monitor with
+	// this timeout (and a tenth of it as interval, at least 100 ms), so
+	// that a test can see a silent host marked unreachable. Without it
+	// the monitor does not run.
+	HostTimeout time.Duration
+	// ReaperInterval, when set, runs the control plane's TTL reaper at
+	// this interval. Without it idle capsules are never paused.
+	ReaperInterval time.Duration
+	// HeartbeatSwitch routes the agent's calls to the control plane
+	// through a relay that Stack.SetHeartbeats turns off and on, so that
+	// a test can make the host go silent while its capsules keep running.
+	HeartbeatSwitch bool
 }
 
 // Env returns runsc and the images directory that `make test` prepares,
@@ -182,13 +211,37 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cpSrv := &http.Server{Handler: api.NewServer(api.Deps{
+	if o.HostTimeout > 0 {
+		cpCfg.HostTimeout = o.HostTimeout
+		cpCfg.HostMonitorInterval = max(100*time.Millisecond, o.HostTimeout/10)
+	}
+	if o.ReaperInterval > 0 {
+		cpCfg.ReaperInterval = o.ReaperInterval
+	}
+	apiSrv := api.New(api.Deps{
 		Store: st, Config: cpCfg, Signer: signer, Logger: log.With("component", "cp"),
 		Passwords: auth.Passwords{Cost: bcrypt.MinCost},
-	})}
+	})
+	cpSrv := &http.Server{Handler: apiSrv}
 	go func() { _ = cpSrv.Serve(cpLn) }()
 	t.Cleanup(func() { _ = cpSrv.Close() })
 	s := &Stack{URL: "http://" + loopback(cpLn), Store: st, Signer: signer}
+	jobs := make(chan struct{}, 2)
+	if o.HostTimeout > 0 {
+		monitor := &hosts.Monitor{Store: st, Log: log.With("component", "cp"), Interval: cpCfg.HostMonitorInterval, Timeout: cpCfg.HostTimeout}
+		go func() { _ = monitor.Run(ctx); jobs <- struct{}{} }()
+		t.Cleanup(func() { cancel(); <-jobs })
+	}
+	if o.ReaperInterval > 0 {
+		go func() { _ = apiSrv.RunReaper(ctx); jobs <- struct{}{} }()
+		t.Cleanup(func() { cancel(); <-jobs })
+	}
+	cpURL := s.URL
+	if o.HeartbeatSwitch {
+		s.cpReachable = &atomic.Bool{}
+		s.cpReachable.Store(true)
+		cpURL = relay(t, s.URL, s.cpReachable)
+	}
 
 	// The first user is platform admin and may add hosts.
 	s.Team = s.NewTeam(t)
@@ -209,7 +262,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		t.Fatal(err)
 	}
 	agCfg := config.Agent{
-		CPURL: s.URL, Dir: dir, ListenAddr: loopback(agLn), HeartbeatInterval: 500 * time.Millisecond,
+		CPURL: cpURL, Dir: dir, ListenAddr: loopback(agLn), HeartbeatInterval: 500 * time.Millisecond,
 		Runtime: config.RuntimeGVisor, Runsc: runsc, CapsuleCIDR: cidr, NetworkPrefix: prefix,
 		WarmPool: 2,
 	}
@@ -266,6 +319,26 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return s
+}
+
+// relay serves a reverse proxy to target, which answers 503 while on is
+// false, and returns its URL.
+func relay(t testing.TB, target string, on *atomic.Bool) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !on.Load() {
+			http.Error(w, "control plane switched off by the test", http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // loopback is ln's port on 127.0.0.1.
