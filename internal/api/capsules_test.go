@@ -216,6 +216,9 @@ func TestCreateCapsuleNoHost(t *testing.T) {
 // It checks the control plane's call tokens like the real one. Safe for
 // concurrent use.
 type fakeAgent struct {
+	// Pause, resume and snapshots are tested against the real agent only.
+	hostagentv1connect.UnimplementedCapsuleServiceHandler
+
 	templates []string
 	url       string
 	srv       *httptest.Server
