@@ -28,7 +28,9 @@ func connectError(err error) error {
 		return connect.NewError(connect.CodeResourceExhausted, err)
 	case errors.Is(err, errCapsuleBusy):
 		return connect.NewError(connect.CodeAborted, err)
-	case errors.Is(err, errCapsuleExists):
+	case errors.Is(err, errNoCheckpoint):
+		return connect.NewError(connect.CodeUnimplemented, err)
+	case errors.Is(err, errCapsuleExists), errors.Is(err, errTemplateExists):
 		return connect.NewError(connect.CodeAlreadyExists, err)
 	case errors.Is(err, errCapsuleNotFound):
 		return connect.NewError(connect.CodeNotFound, err)

@@ -73,6 +73,17 @@ type capsuleRecord struct {
 	Address   string    `json:"address"`
 	Token     string    `json:"token"`
 	StartedAt time.Time `json:"started_at"`
+	// Hostname is the hostname the sandbox was started with (envd may
+	// have set another since); a resume restarts it with the same.
+	Hostname string `json:"hostname,omitempty"`
+}
+
+// bootHostname is the hostname r's sandbox was started with.
+func (r *capsuleRecord) bootHostname() string {
+	if r.Hostname != "" {
+		return r.Hostname
+	}
+	return hostnameOf(r.Spec.ID)
 }
 
 // CapsuleInfo is what the agent reports about a capsule.
@@ -114,6 +125,24 @@ type Capsules struct {
 	busy     map[string]bool           // ids with an operation in progress; guarded by mu
 
 	pool *pool
+
+	stopHooks []func() // run when a pause stops a sandbox; guarded by mu
+}
+
+// onSandboxStop registers f to run whenever a pause stops a sandbox.
+func (c *Capsules) onSandboxStop(f func()) {
+	c.mu.Lock()
+	c.stopHooks = append(c.stopHooks, f)
+	c.mu.Unlock()
+}
+
+func (c *Capsules) sandboxStopped() {
+	c.mu.Lock()
+	hooks := slices.Clone(c.stopHooks)
+	c.mu.Unlock()
+	for _, f := range hooks {
+		f()
+	}
 }
 
 // OpenCapsules loads the capsules recorded under cfg.Dir, re-adopts those
@@ -146,7 +175,7 @@ func OpenCapsules(ctx context.Context, cfg CapsulesConfig) (*Capsules, error) {
 		if err == nil && rec.RuntimeID == "" {
 			rec.RuntimeID = rec.Spec.ID
 		}
-		if err != nil || rec.RuntimeID != e.Name() || rec.Status != capsuleRunning || !validID(rec.Spec.ID) {
+		if err != nil || rec.RuntimeID != e.Name() || !validID(rec.Spec.ID) || !adoptable(rec.Status) {
 			// A capsule whose start never finished was never reported
 			// to the control plane as running, and a warm-pool capsule
 			// was never handed out: both are leftovers.
@@ -156,17 +185,28 @@ func OpenCapsules(ctx context.Context, cfg CapsulesConfig) (*Capsules, error) {
 			}
 			continue
 		}
-		if states[rec.RuntimeID] != runtime.StateRunning {
-			rec.Status = capsuleStopped
-		} else if _, err := cfg.Network.Setup(ctx, rec.RuntimeID); err != nil {
+		if err := c.recoverRecord(ctx, rec, states[rec.RuntimeID]); err != nil {
 			return nil, fmt.Errorf("re-adopting capsule %s: %w", rec.Spec.ID, err)
+		}
+		if rec.Status == capsuleRunning {
+			states[rec.RuntimeID] = runtime.StateRunning
+			if _, err := cfg.Network.Setup(ctx, rec.RuntimeID); err != nil {
+				return nil, fmt.Errorf("re-adopting capsule %s: %w", rec.Spec.ID, err)
+			}
+		} else {
+			// A paused capsule keeps its address for its resume, but
+			// no sandbox.
+			delete(states, rec.RuntimeID)
 		}
 		c.capsules[rec.Spec.ID] = rec
 		kept[rec.RuntimeID] = true
 		c.log.Info("re-adopted capsule", "capsule_id", rec.Spec.ID, "status", rec.Status)
 	}
+	if err := c.removeOrphanSavedStates(); err != nil {
+		return nil, err
+	}
 	for _, info := range running {
-		if !kept[info.ID] {
+		if _, live := states[info.ID]; !kept[info.ID] || !live {
 			c.log.Warn("destroying a sandbox that belongs to no capsule", "runtime_id", info.ID)
 			if err := cfg.Driver.Destroy(ctx, info.ID); err != nil {
 				return nil, fmt.Errorf("removing leftover sandbox %s: %w", info.ID, err)
@@ -198,6 +238,8 @@ func (c *Capsules) Templates() []string {
 			continue
 		}
 		if st, err := os.Stat(filepath.Join(c.imagesDir(), e.Name(), "rootfs", runtime.EnvdPath)); err == nil && st.Mode().IsRegular() {
+			names = append(names, e.Name())
+		} else if _, err := os.Stat(filepath.Join(c.imagesDir(), e.Name(), templateSnapMeta)); err == nil {
 			names = append(names, e.Name())
 		}
 	}
@@ -273,6 +315,11 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 	}
 
 	start := time.Now()
+	if meta, ok, err := c.readSnapshotMeta(spec.Template); err != nil {
+		return CapsuleInfo{}, err
+	} else if ok {
+		return c.createRestored(ctx, spec, meta, start)
+	}
 	prof := profileOf(spec)
 	defer c.pool.want(prof) // refill, or learn what is asked for
 	if rec := c.pool.take(ctx, spec); rec != nil {
@@ -327,7 +374,7 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, runtimeID, hostn
 	if err != nil {
 		return nil, err
 	}
-	rec := &capsuleRecord{Spec: spec, RuntimeID: runtimeID, Status: capsuleStarting, Token: token}
+	rec := &capsuleRecord{Spec: spec, RuntimeID: runtimeID, Status: capsuleStarting, Token: token, Hostname: hostname}
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, err
 	}
@@ -339,20 +386,12 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, runtimeID, hostn
 	phases.network = time.Since(t0)
 	t0 = time.Now()
 	rec.Address = slot.Address.Addr().String()
-	info, err := c.cfg.Driver.Create(ctx, runtime.Spec{
-		ID:       runtimeID,
-		Dir:      dir,
-		Image:    filepath.Join(c.imagesDir(), spec.Template),
-		Hostname: hostname,
-		VCPUs:    spec.VCPUs,
-		MemoryMB: spec.MemoryMB,
-		DiskMB:   spec.DiskMB,
-		Network: runtime.Network{
-			NetnsPath: slot.NetnsPath,
-			Address:   slot.Address,
-			Gateway:   slot.HostAddr,
-		},
-	})
+	rspec, err := c.runtimeSpec(spec, runtimeID, hostname)
+	if err != nil {
+		return nil, err
+	}
+	rspec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Address: slot.Address, Gateway: slot.HostAddr}
+	info, err := c.cfg.Driver.Create(ctx, rspec)
 	if err != nil {
 		return nil, err
 	}
@@ -440,6 +479,9 @@ func (c *Capsules) Destroy(ctx context.Context, id string) error {
 	if err := c.remove(ctx, runtimeID); err != nil {
 		return err
 	}
+	if err := os.RemoveAll(c.savedDir(id)); err != nil {
+		return fmt.Errorf("destroying capsule %s: removing its saved state: %w", id, err)
+	}
 	c.mu.Lock()
 	delete(c.capsules, id)
 	c.mu.Unlock()
@@ -487,6 +529,9 @@ func (c *Capsules) Get(ctx context.Context, id string) (CapsuleInfo, error) {
 		if info, err := c.cfg.Driver.Info(ctx, cp.RuntimeID); err != nil || info.State != runtime.StateRunning {
 			cp.Status = capsuleStopped
 		}
+	}
+	if cp.Status == capsulePaused {
+		return c.snapshotInfo(&cp), nil
 	}
 	return cp.info(), nil
 }

@@ -29,7 +29,10 @@ type envdProxy struct {
 
 func newEnvdProxy(caps *Capsules, verifier *hostauth.Verifier) *envdProxy {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	h2 := &http.Transport{DialContext: dialer.DialContext, Protocols: new(http.Protocols), IdleConnTimeout: 90 * time.Second}
+	h2 := &http.Transport{DialContext: dialer.DialContext, Protocols: new(http.Protocols), IdleConnTimeout: 90 * time.Second,
+		// A paused capsule's connections end without a word from its
+		// side; pings find them dead instead of waiting on them.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}}
 	h2.Protocols.SetUnencryptedHTTP2(true)
 	h1 := &http.Transport{
 		DialContext:         dialer.DialContext,
@@ -39,7 +42,16 @@ func newEnvdProxy(caps *Capsules, verifier *hostauth.Verifier) *envdProxy {
 		ReadBufferSize:      256 << 10,
 		DisableCompression:  true,
 	}
-	return &envdProxy{caps: caps, verifier: verifier, h1: h1, h2: h2}
+	p := &envdProxy{caps: caps, verifier: verifier, h1: h1, h2: h2}
+	if caps != nil {
+		// Connections kept open to a sandbox that a pause stopped would
+		// fail the first calls after the resume.
+		caps.onSandboxStop(func() {
+			h1.CloseIdleConnections()
+			h2.CloseIdleConnections()
+		})
+	}
+	return p
 }
 
 // proxyError answers in the shape Connect clients read ({"code","message"}),

@@ -2,43 +2,733 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	"github.com/wrenn-dev/wrenn/internal/runtime"
+)
+
+// This file holds pause, resume and snapshots. A pause saves the whole
+// capsule under $WRENN_DIR/snapshots/<capsule id>/image and records it as
+// saved (saved.json, synced) before the sandbox is stopped; the capsule
+// record says where a pause or resume stood when the agent died, and
+// OpenCapsules finishes or undoes it (recover below). A snapshot template
+// is a saved state hard-linked into $WRENN_DIR/images/<name>/snapshot,
+// with snapshot.json saying what it restores to.
+
+// Capsule statuses of pause and resume, as recorded and reported.
+const (
+	capsulePausing  = "pausing"
+	capsulePaused   = "paused"
+	capsuleResuming = "resuming"
 )
 
 // Errors of pause, resume and snapshots.
 var (
-	errWrongState   = errors.New("capsule is not in a state that allows this")
-	errBaseTemplate = errors.New("base templates cannot be deleted")
+	errWrongState     = errors.New("capsule is not in a state that allows this")
+	errBaseTemplate   = errors.New("base templates cannot be deleted")
+	errTemplateExists = errors.New("template already exists")
+	errNoCheckpoint   = errors.New("this runtime cannot save capsules")
+)
+
+// Files of saved state.
+const (
+	snapshotsDir     = "snapshots"     // $WRENN_DIR/snapshots/<capsule id>
+	savedImageDir    = "image"         // runsc's files, inside it
+	savedMarker      = "saved.json"    // written once the image is durable
+	templateSnapDir  = "snapshot"      // $WRENN_DIR/images/<name>/snapshot
+	templateSnapMeta = "snapshot.json" // $WRENN_DIR/images/<name>/snapshot.json
 )
 
 // TemplateInfo is a template as the agent reports it.
 type TemplateInfo struct {
 	Name      string
-	Kind      string
+	Kind      string // "base" or "snapshot"
 	VCPUs     int
 	MemoryMB  int
 	DiskMB    int
 	SizeBytes int64
 }
 
-var errLifecycleWIP = errors.New("pause, resume and snapshots are being built")
+// savedState is what saved.json records about a pause.
+type savedState struct {
+	SavedAt time.Time `json:"saved_at"`
+	Bytes   int64     `json:"bytes"`
+}
 
-// Pause saves a running capsule and stops it.
+// snapshotMeta is a snapshot template's snapshot.json (0600: it holds the
+// envd token of the capsule it was taken from, which every capsule
+// restored from it starts with until the agent rotates it).
+type snapshotMeta struct {
+	// Base is the base template whose root filesystem lies under the
+	// saved writable layer.
+	Base     string    `json:"base"`
+	VCPUs    int       `json:"vcpus"`
+	MemoryMB int       `json:"memory_mb"`
+	DiskMB   int       `json:"disk_mb"`
+	Token    string    `json:"token"`
+	Hostname string    `json:"hostname"`
+	TakenAt  time.Time `json:"taken_at"`
+	Source   string    `json:"source_capsule_id"`
+}
+
+func (c *Capsules) savedDir(capsuleID string) string {
+	return filepath.Join(c.cfg.Dir, snapshotsDir, capsuleID)
+}
+
+func (c *Capsules) checkpointer() (runtime.Checkpointer, error) {
+	cp, ok := c.cfg.Driver.(runtime.Checkpointer)
+	if !ok {
+		return nil, fmt.Errorf("%w (%s)", errNoCheckpoint, c.cfg.Driver.Name())
+	}
+	return cp, nil
+}
+
+// lockedRecord claims id and returns its record, which the caller may then
+// change (under c.mu for fields others read) until it calls the returned
+// release.
+func (c *Capsules) lockedRecord(id string) (*capsuleRecord, func(), error) {
+	if !validID(id) {
+		return nil, nil, fmt.Errorf("%w: capsule_id %q is not a lowercase UUID", errInvalidSpec, id)
+	}
+	if !c.claim(id) {
+		return nil, nil, fmt.Errorf("%w: %s", errCapsuleBusy, id)
+	}
+	c.mu.Lock()
+	rec, ok := c.capsules[id]
+	c.mu.Unlock()
+	if !ok {
+		c.release(id)
+		return nil, nil, fmt.Errorf("%w: %s", errCapsuleNotFound, id)
+	}
+	return rec, func() { c.release(id) }, nil
+}
+
+// setStatus records a new status durably, then makes it visible.
+func (c *Capsules) setStatus(rec *capsuleRecord, status string) error {
+	c.mu.Lock()
+	next := *rec
+	c.mu.Unlock()
+	next.Status = status
+	if err := writeRecord(c.dirOf(rec.RuntimeID), &next); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	*rec = next
+	c.mu.Unlock()
+	return nil
+}
+
+// Pause saves a running capsule and stops it. It answers only once the
+// saved state is on disk and recorded; if anything fails before that, the
+// capsule runs on as it was.
 func (c *Capsules) Pause(ctx context.Context, id string) (CapsuleInfo, error) {
-	return CapsuleInfo{}, errLifecycleWIP
+	rec, release, err := c.lockedRecord(id)
+	if err != nil {
+		return CapsuleInfo{}, err
+	}
+	defer release()
+	if err := c.pause(ctx, rec); err != nil {
+		return CapsuleInfo{}, err
+	}
+	return c.snapshotInfo(rec), nil
 }
 
-// Resume restores a paused capsule.
+func (c *Capsules) pause(ctx context.Context, rec *capsuleRecord) error {
+	cp, err := c.checkpointer()
+	if err != nil {
+		return err
+	}
+	if rec.Status != capsuleRunning {
+		return fmt.Errorf("%w: capsule %s is %s, not running", errWrongState, rec.Spec.ID, rec.Status)
+	}
+	start := time.Now()
+	// envd flushes what it buffers and syncs; the checkpoint would keep
+	// it all anyway, so a slow envd only costs a warning.
+	if err := prepareEnvd(ctx, rec); err != nil {
+		c.log.Warn("envd did not prepare for the pause", "capsule_id", rec.Spec.ID, "err", err)
+	}
+	prepared := time.Since(start)
+	saved := c.savedDir(rec.Spec.ID)
+	if err := os.RemoveAll(saved); err != nil {
+		return fmt.Errorf("clearing old saved state: %w", err)
+	}
+	image := filepath.Join(saved, savedImageDir)
+	if err := os.MkdirAll(image, 0o700); err != nil {
+		return fmt.Errorf("creating saved state dir: %w", err)
+	}
+	// Recorded before the checkpoint, so that an agent dying half-way
+	// knows on restart to look at what it left (see recoverRecord).
+	if err := c.setStatus(rec, capsulePausing); err != nil {
+		_ = os.RemoveAll(saved)
+		return err
+	}
+	t0 := time.Now()
+	if err := cp.Checkpoint(ctx, rec.RuntimeID, image); err != nil {
+		// The driver thawed the capsule: it runs as before.
+		_ = os.RemoveAll(saved)
+		if serr := c.setStatus(rec, capsuleRunning); serr != nil {
+			c.log.Error("recording a capsule running again after a failed pause", "capsule_id", rec.Spec.ID, "err", serr)
+		}
+		return fmt.Errorf("pausing capsule %s: %w", rec.Spec.ID, err)
+	}
+	checkpointed := time.Since(t0)
+	size, err := dirSize(image)
+	if err == nil {
+		err = writeJSONDurable(filepath.Join(saved, savedMarker), savedState{SavedAt: time.Now().UTC(), Bytes: size})
+	}
+	if err == nil {
+		err = c.setStatus(rec, capsulePaused)
+	}
+	if err != nil {
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if terr := cp.Thaw(tctx, rec.RuntimeID); terr != nil {
+			c.log.Error("thawing a capsule whose pause could not be recorded", "capsule_id", rec.Spec.ID, "err", terr)
+		}
+		_ = os.Remove(filepath.Join(saved, savedMarker))
+		if serr := c.setStatus(rec, capsuleRunning); serr != nil {
+			c.log.Error("recording a capsule running again after a failed pause", "capsule_id", rec.Spec.ID, "err", serr)
+		}
+		return fmt.Errorf("pausing capsule %s: %w", rec.Spec.ID, err)
+	}
+	// The capsule is paused for good now: its saved state is durable and
+	// recorded. The frozen sandbox only holds memory and CPU; if it cannot
+	// be removed now, the next start of the agent removes it.
+	t0 = time.Now()
+	if err := c.cfg.Driver.Destroy(context.WithoutCancel(ctx), rec.RuntimeID); err != nil {
+		c.log.Error("stopping a paused capsule's sandbox", "capsule_id", rec.Spec.ID, "err", err)
+	}
+	c.sandboxStopped()
+	c.log.Info("capsule paused", "capsule_id", rec.Spec.ID, "bytes", size,
+		"took_ms", time.Since(start).Milliseconds(), "prepare_ms", prepared.Milliseconds(),
+		"checkpoint_ms", checkpointed.Milliseconds(), "stop_ms", time.Since(t0).Milliseconds())
+	return nil
+}
+
+// prepareEnvd asks the capsule's envd to get ready for a pause.
+func prepareEnvd(ctx context.Context, rec *capsuleRecord) error {
+	client := envdclient.New(envdURL(rec.Address), rec.Token)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return client.PreparePause(ctx)
+}
+
+// Resume restores a paused capsule with its id, address and token.
 func (c *Capsules) Resume(ctx context.Context, id string) (CapsuleInfo, error) {
-	return CapsuleInfo{}, errLifecycleWIP
+	rec, release, err := c.lockedRecord(id)
+	if err != nil {
+		return CapsuleInfo{}, err
+	}
+	defer release()
+	if err := c.resume(ctx, rec); err != nil {
+		return CapsuleInfo{}, err
+	}
+	return c.snapshotInfo(rec), nil
 }
 
-// Snapshot makes a template of a capsule's saved state.
-func (c *Capsules) Snapshot(ctx context.Context, id, template string, resume bool) (CapsuleInfo, TemplateInfo, error) {
-	return CapsuleInfo{}, TemplateInfo{}, errLifecycleWIP
+func (c *Capsules) resume(ctx context.Context, rec *capsuleRecord) error {
+	if _, err := c.checkpointer(); err != nil {
+		return err
+	}
+	if rec.Status != capsulePaused {
+		return fmt.Errorf("%w: capsule %s is %s, not paused", errWrongState, rec.Spec.ID, rec.Status)
+	}
+	saved := c.savedDir(rec.Spec.ID)
+	if _, err := readSaved(saved); err != nil {
+		return fmt.Errorf("resuming capsule %s: %w", rec.Spec.ID, err)
+	}
+	start := time.Now()
+	// A resume cut short by the caller would leave the capsule half
+	// restored; it takes a fraction of a second, so it always finishes.
+	ctx = context.WithoutCancel(ctx)
+	if err := c.setStatus(rec, capsuleResuming); err != nil {
+		return err
+	}
+	err := c.restore(ctx, rec, filepath.Join(saved, savedImageDir))
+	if err != nil {
+		if serr := c.setStatus(rec, capsulePaused); serr != nil {
+			c.log.Error("recording a capsule paused again after a failed resume", "capsule_id", rec.Spec.ID, "err", serr)
+		}
+		return fmt.Errorf("resuming capsule %s: %w", rec.Spec.ID, err)
+	}
+	if err := c.setStatus(rec, capsuleRunning); err != nil {
+		return err
+	}
+	// The capsule has moved on from the saved state: keeping it would only
+	// cost disk (snapshot templates hold their own links to the files).
+	if err := os.RemoveAll(saved); err != nil {
+		c.log.Warn("removing a resumed capsule's saved state", "capsule_id", rec.Spec.ID, "err", err)
+	}
+	c.log.Info("capsule resumed", "capsule_id", rec.Spec.ID, "took_ms", time.Since(start).Milliseconds())
+	return nil
 }
 
-// DeleteTemplate removes a snapshot template.
+// restore starts rec's sandbox from image in a renewed network and waits
+// for its envd. On error nothing of the sandbox is left.
+func (c *Capsules) restore(ctx context.Context, rec *capsuleRecord, image string) error {
+	cp, err := c.checkpointer()
+	if err != nil {
+		return err
+	}
+	slot, err := c.cfg.Network.Renew(ctx, rec.RuntimeID)
+	if err != nil {
+		return err
+	}
+	spec, err := c.runtimeSpec(rec.Spec, rec.RuntimeID, rec.bootHostname())
+	if err != nil {
+		return err
+	}
+	spec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Address: slot.Address, Gateway: slot.HostAddr}
+	if _, err := cp.Restore(ctx, spec, image); err != nil {
+		return err
+	}
+	if err := waitEnvd(ctx, rec.Address, rec.Token); err != nil {
+		if derr := c.cfg.Driver.Destroy(ctx, rec.RuntimeID); derr != nil {
+			c.log.Error("stopping a capsule whose envd did not come back", "capsule_id", rec.Spec.ID, "err", derr)
+		}
+		return err
+	}
+	return nil
+}
+
+// waitEnvd polls envd's health at addr until it answers.
+func waitEnvd(ctx context.Context, addr, token string) error {
+	client := envdclient.New(envdURL(addr), token)
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(ctx, envdReadyTimeout)
+	defer cancel()
+	wait := 500 * time.Microsecond
+	for {
+		hctx, hcancel := context.WithTimeout(ctx, time.Second)
+		err := client.Health(hctx)
+		hcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for envd: %w (last error: %w)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 10*time.Millisecond)
+	}
+}
+
+// Snapshot makes template name out of a capsule's saved state. A running
+// capsule is paused for it, and resumed afterwards when resume is set.
+func (c *Capsules) Snapshot(ctx context.Context, id, name string, resume bool) (CapsuleInfo, TemplateInfo, error) {
+	if !templateName.MatchString(name) {
+		return CapsuleInfo{}, TemplateInfo{}, fmt.Errorf("%w: template name %q", errInvalidSpec, name)
+	}
+	rec, release, err := c.lockedRecord(id)
+	if err != nil {
+		return CapsuleInfo{}, TemplateInfo{}, err
+	}
+	defer release()
+	if _, err := os.Lstat(filepath.Join(c.imagesDir(), name)); err == nil {
+		return CapsuleInfo{}, TemplateInfo{}, fmt.Errorf("%w: %s", errTemplateExists, name)
+	}
+	wasRunning := rec.Status == capsuleRunning
+	if !wasRunning && rec.Status != capsulePaused {
+		return CapsuleInfo{}, TemplateInfo{}, fmt.Errorf("%w: capsule %s is %s", errWrongState, id, rec.Status)
+	}
+	if wasRunning {
+		if err := c.pause(ctx, rec); err != nil {
+			return CapsuleInfo{}, TemplateInfo{}, err
+		}
+	}
+	tmpl, terr := c.makeTemplate(rec, name)
+	if wasRunning && resume {
+		if err := c.resume(ctx, rec); err != nil {
+			// The capsule stays paused, which is true and resumable.
+			c.log.Error("resuming a capsule after its snapshot", "capsule_id", id, "err", err)
+			if terr == nil {
+				terr = fmt.Errorf("snapshot %s was taken but the capsule could not be resumed: %w", name, err)
+			}
+		}
+	}
+	if terr != nil {
+		return c.snapshotInfo(rec), TemplateInfo{}, terr
+	}
+	c.log.Info("snapshot taken", "capsule_id", id, "template", name, "bytes", tmpl.SizeBytes)
+	return c.snapshotInfo(rec), tmpl, nil
+}
+
+// makeTemplate links the paused rec's saved state into a new template.
+// The template appears whole or not at all: it is built under a temporary
+// name and renamed into place once synced.
+func (c *Capsules) makeTemplate(rec *capsuleRecord, name string) (TemplateInfo, error) {
+	base, err := c.baseOf(rec.Spec.Template)
+	if err != nil {
+		return TemplateInfo{}, err
+	}
+	final := filepath.Join(c.imagesDir(), name)
+	tmp := filepath.Join(c.imagesDir(), ".new-"+name)
+	if err := os.RemoveAll(tmp); err != nil {
+		return TemplateInfo{}, err
+	}
+	fail := func(err error) (TemplateInfo, error) {
+		_ = os.RemoveAll(tmp)
+		return TemplateInfo{}, fmt.Errorf("making template %s: %w", name, err)
+	}
+	if err := os.MkdirAll(filepath.Join(tmp, templateSnapDir), 0o700); err != nil {
+		return fail(err)
+	}
+	image := filepath.Join(c.savedDir(rec.Spec.ID), savedImageDir)
+	entries, err := os.ReadDir(image)
+	if err != nil {
+		return fail(err)
+	}
+	for _, e := range entries {
+		// A hard link costs no copy; the capsule's own saved state may be
+		// removed on resume without touching the template's.
+		if err := linkOrCopy(filepath.Join(image, e.Name()), filepath.Join(tmp, templateSnapDir, e.Name())); err != nil {
+			return fail(err)
+		}
+	}
+	meta := snapshotMeta{
+		Base: base, VCPUs: rec.Spec.VCPUs, MemoryMB: rec.Spec.MemoryMB, DiskMB: rec.Spec.DiskMB,
+		Token: rec.Token, Hostname: rec.bootHostname(), TakenAt: time.Now().UTC(), Source: rec.Spec.ID,
+	}
+	if err := writeJSONDurable(filepath.Join(tmp, templateSnapMeta), meta); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(filepath.Join(tmp, templateSnapDir)); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(c.imagesDir()); err != nil {
+		return TemplateInfo{}, err
+	}
+	size, _ := dirSize(filepath.Join(final, templateSnapDir))
+	return TemplateInfo{Name: name, Kind: "snapshot", VCPUs: meta.VCPUs, MemoryMB: meta.MemoryMB, DiskMB: meta.DiskMB, SizeBytes: size}, nil
+}
+
+// baseOf is the base template under template: itself, or the base of the
+// snapshot it names.
+func (c *Capsules) baseOf(template string) (string, error) {
+	meta, ok, err := c.readSnapshotMeta(template)
+	if err != nil {
+		return "", err
+	}
+	if ok {
+		return meta.Base, nil
+	}
+	return template, nil
+}
+
+// readSnapshotMeta reads template's snapshot.json; ok is false for a base
+// template.
+func (c *Capsules) readSnapshotMeta(template string) (snapshotMeta, bool, error) {
+	b, err := os.ReadFile(filepath.Join(c.imagesDir(), template, templateSnapMeta))
+	if errors.Is(err, fs.ErrNotExist) {
+		return snapshotMeta{}, false, nil
+	}
+	if err != nil {
+		return snapshotMeta{}, false, err
+	}
+	var m snapshotMeta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return snapshotMeta{}, false, fmt.Errorf("reading snapshot template %s: %w", template, err)
+	}
+	return m, true, nil
+}
+
+// DeleteTemplate removes a snapshot template. Capsules restored from it do
+// not need it any more; base templates are never removed this way.
 func (c *Capsules) DeleteTemplate(ctx context.Context, name string) error {
-	return errLifecycleWIP
+	if !templateName.MatchString(name) {
+		return fmt.Errorf("%w: template name %q", errInvalidSpec, name)
+	}
+	dir := filepath.Join(c.imagesDir(), name)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, ok, err := c.readSnapshotMeta(name); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("%w: %s", errBaseTemplate, name)
+	}
+	// Renamed away first, so that the template disappears at once and a
+	// crash half-way through the removal leaves no half template.
+	trash := filepath.Join(c.imagesDir(), ".deleted-"+name)
+	_ = os.RemoveAll(trash)
+	if err := os.Rename(dir, trash); err != nil {
+		return fmt.Errorf("deleting template %s: %w", name, err)
+	}
+	if err := os.RemoveAll(trash); err != nil {
+		return fmt.Errorf("deleting template %s: %w", name, err)
+	}
+	c.log.Info("template deleted", "template", name)
+	return nil
+}
+
+// createFromSnapshot starts capsule spec from snapshot template meta: the
+// saved state is restored under a new id, address and hostname, and envd
+// is handed the capsule's own token and environment.
+func (c *Capsules) createFromSnapshot(ctx context.Context, spec CapsuleSpec, meta snapshotMeta) (*capsuleRecord, error) {
+	if spec.VCPUs != meta.VCPUs || spec.MemoryMB != meta.MemoryMB || spec.DiskMB != meta.DiskMB {
+		return nil, fmt.Errorf("%w: snapshot %s restores with %d vcpus, %d MB memory and %d MB disk, not %d, %d and %d",
+			errInvalidSpec, spec.Template, meta.VCPUs, meta.MemoryMB, meta.DiskMB, spec.VCPUs, spec.MemoryMB, spec.DiskMB)
+	}
+	cp, err := c.checkpointer()
+	if err != nil {
+		return nil, err
+	}
+	dir := c.dirOf(spec.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating capsule dir: %w", err)
+	}
+	token, err := newToken()
+	if err != nil {
+		return nil, err
+	}
+	hostname := hostnameOf(spec.ID)
+	rec := &capsuleRecord{Spec: spec, RuntimeID: spec.ID, Status: capsuleStarting, Token: token, Hostname: hostname}
+	if err := writeRecord(dir, rec); err != nil {
+		return nil, err
+	}
+	slot, err := c.cfg.Network.Setup(ctx, spec.ID)
+	if err != nil {
+		return nil, fmt.Errorf("setting up network: %w", err)
+	}
+	rec.Address = slot.Address.Addr().String()
+	rspec, err := c.runtimeSpec(spec, spec.ID, hostname)
+	if err != nil {
+		return nil, err
+	}
+	rspec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Address: slot.Address, Gateway: slot.HostAddr}
+	info, err := cp.Restore(ctx, rspec, filepath.Join(c.imagesDir(), spec.Template, templateSnapDir))
+	if err != nil {
+		return nil, err
+	}
+	rec.StartedAt = info.StartedAt
+	if err := waitEnvd(ctx, rec.Address, meta.Token); err != nil {
+		return nil, err
+	}
+	// The restored envd still holds the token of the capsule the snapshot
+	// was taken from; /init rotates it to this capsule's own.
+	if err := initEnvd(ctx, rec, meta.Token, hostname); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// runtimeSpec is the driver's spec of a capsule of spec under runtimeID
+// (without its network). A snapshot template's capsules sit on its base
+// template's root filesystem.
+func (c *Capsules) runtimeSpec(spec CapsuleSpec, runtimeID, hostname string) (runtime.Spec, error) {
+	base, err := c.baseOf(spec.Template)
+	if err != nil {
+		return runtime.Spec{}, err
+	}
+	return runtime.Spec{
+		ID: runtimeID, Dir: c.dirOf(runtimeID), Image: filepath.Join(c.imagesDir(), base), Hostname: hostname,
+		VCPUs: spec.VCPUs, MemoryMB: spec.MemoryMB, DiskMB: spec.DiskMB,
+	}, nil
+}
+
+// snapshotInfo is rec's info, with the size of its saved state if paused.
+func (c *Capsules) snapshotInfo(rec *capsuleRecord) CapsuleInfo {
+	c.mu.Lock()
+	info := rec.info()
+	c.mu.Unlock()
+	if info.Status == capsulePaused {
+		if s, err := readSaved(c.savedDir(info.Spec.ID)); err == nil {
+			info.SnapshotBytes = s.Bytes
+		}
+	}
+	return info
+}
+
+// readSaved reads the marker of a complete saved state in dir.
+func readSaved(dir string) (savedState, error) {
+	b, err := os.ReadFile(filepath.Join(dir, savedMarker))
+	if err != nil {
+		return savedState{}, fmt.Errorf("saved state is missing: %w", err)
+	}
+	var s savedState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return savedState{}, fmt.Errorf("saved state marker is unreadable: %w", err)
+	}
+	return s, nil
+}
+
+// dirSize is the bytes the regular files directly in dir take.
+func dirSize(dir string) (int64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+	}
+	return n, nil
+}
+
+// linkOrCopy hard-links src to dst, copying when a link is impossible.
+func linkOrCopy(src, dst string) error {
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = in.Close() }()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := out.ReadFrom(in); err != nil {
+		_ = out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		_ = out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// writeJSONDurable writes v as JSON to path atomically and synced.
+func writeJSONDurable(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, b, 0o600)
+}
+
+// syncDir fsyncs a directory, making the entries in it durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	return f.Sync()
+}
+
+// createRestored is Create for a snapshot template.
+func (c *Capsules) createRestored(ctx context.Context, spec CapsuleSpec, meta snapshotMeta, start time.Time) (CapsuleInfo, error) {
+	rec, err := c.createFromSnapshot(ctx, spec, meta)
+	if err == nil {
+		rec.Status = capsuleRunning
+		err = writeRecord(c.dirOf(rec.RuntimeID), rec)
+	}
+	if err != nil {
+		if rerr := c.remove(context.WithoutCancel(ctx), spec.ID); rerr != nil {
+			c.log.Error("cleaning up after a failed restore", "capsule_id", spec.ID, "err", rerr)
+		}
+		return CapsuleInfo{}, err
+	}
+	c.mu.Lock()
+	c.capsules[spec.ID] = rec
+	c.mu.Unlock()
+	c.log.Info("capsule restored from a snapshot", "capsule_id", spec.ID, "template", spec.Template,
+		"address", rec.Address, "took_ms", time.Since(start).Milliseconds())
+	return rec.info(), nil
+}
+
+// adoptable reports whether a capsule recorded with status is kept across
+// an agent restart.
+func adoptable(status string) bool {
+	switch status {
+	case capsuleRunning, capsulePausing, capsulePaused, capsuleResuming:
+		return true
+	}
+	return false
+}
+
+// recoverRecord settles a capsule the agent found recorded at start, given
+// what runsc says of its sandbox (state is "" when runsc has none). A pause
+// counts once its saved state is marked complete; before that the capsule
+// is thawed and runs on. A resume counts once the sandbox exists.
+func (c *Capsules) recoverRecord(ctx context.Context, rec *capsuleRecord, state runtime.State) error {
+	saved := c.savedDir(rec.Spec.ID)
+	_, savedErr := readSaved(saved)
+	status := rec.Status
+	switch {
+	case status == capsulePaused || (status == capsulePausing && savedErr == nil):
+		if savedErr != nil {
+			c.log.Error("a paused capsule's saved state is missing", "capsule_id", rec.Spec.ID, "err", savedErr)
+			rec.Status = capsuleStopped
+			return nil
+		}
+		status = capsulePaused
+	case status == capsuleResuming && savedErr == nil && state == "":
+		// The restore never started or was undone: still paused.
+		status = capsulePaused
+	default: // running, an unfinished pause, or a finished resume
+		if state == runtime.StateFrozen {
+			cp, err := c.checkpointer()
+			if err != nil {
+				return err
+			}
+			if err := cp.Thaw(ctx, rec.RuntimeID); err != nil {
+				return err
+			}
+			state = runtime.StateRunning
+		}
+		if state != runtime.StateRunning {
+			rec.Status = capsuleStopped
+			return nil
+		}
+		status = capsuleRunning
+		if err := os.RemoveAll(saved); err != nil {
+			return err
+		}
+	}
+	if status != rec.Status {
+		c.log.Info("finishing what a stopped agent left", "capsule_id", rec.Spec.ID, "was", rec.Status, "now", status)
+		rec.Status = status
+		if err := writeRecord(c.dirOf(rec.RuntimeID), rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeOrphanSavedStates removes saved states of capsules that are not
+// paused, and templates whose making or deletion an earlier run did not
+// finish.
+func (c *Capsules) removeOrphanSavedStates() error {
+	root := filepath.Join(c.cfg.Dir, snapshotsDir)
+	entries, err := os.ReadDir(root)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, e := range entries {
+		if rec, ok := c.capsules[e.Name()]; ok && rec.Status == capsulePaused {
+			continue
+		}
+		c.log.Info("removing saved state of no paused capsule", "capsule_id", e.Name())
+		if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+			return err
+		}
+	}
+	images, _ := os.ReadDir(c.imagesDir())
+	for _, e := range images {
+		if n := e.Name(); e.IsDir() && (strings.HasPrefix(n, ".new-") || strings.HasPrefix(n, ".deleted-")) {
+			if err := os.RemoveAll(filepath.Join(c.imagesDir(), n)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -205,6 +205,30 @@ func (m *Manager) Setup(ctx context.Context, capsuleID string) (Slot, error) {
 	return slot, nil
 }
 
+// Renew rebuilds the namespace and veth pair of a capsule that already has
+// a slot, with the same address, and returns the slot. runsc takes the
+// capsule end's addresses away when its netstack starts, so a capsule
+// restored from saved state needs them put back — in a fresh namespace,
+// which also drops whatever the old sandbox left in it. A capsule without a
+// slot is an error.
+func (m *Manager) Renew(ctx context.Context, capsuleID string) (Slot, error) {
+	if err := ctx.Err(); err != nil {
+		return Slot{}, err
+	}
+	defer m.lockID(capsuleID)()
+	slot, ok := m.Lookup(capsuleID)
+	if !ok {
+		return Slot{}, fmt.Errorf("renewing network of %s: no address allocated", capsuleID)
+	}
+	if err := m.destroy(slot); err != nil {
+		return Slot{}, fmt.Errorf("renewing network of %s: %w", capsuleID, err)
+	}
+	if err := m.build(slot); err != nil {
+		return Slot{}, fmt.Errorf("renewing network of %s: %w", capsuleID, err)
+	}
+	return slot, nil
+}
+
 // freeIndex finds an unused slot index, round-robin from m.next. m.mu held.
 func (m *Manager) freeIndex() (int, bool) {
 	n := slotCount(m.cfg.CIDR)

@@ -28,6 +28,11 @@ func (m *Manager) Setup(ctx context.Context, capsuleID string) (Slot, error) {
 	return Slot{}, errUnsupported
 }
 
+// Renew is not supported off Linux.
+func (m *Manager) Renew(ctx context.Context, capsuleID string) (Slot, error) {
+	return Slot{}, errUnsupported
+}
+
 // Lookup finds nothing.
 func (m *Manager) Lookup(capsuleID string) (Slot, bool) { return Slot{}, false }
 

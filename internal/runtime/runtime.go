@@ -69,6 +69,9 @@ const (
 	StateRunning State = "running"
 	// StateStopped: the capsule exited on its own and was not destroyed.
 	StateStopped State = "stopped"
+	// StateFrozen: the capsule's processes are stopped in place, as
+	// Checkpoint leaves them; Thaw continues them.
+	StateFrozen State = "frozen"
 )
 
 // Info is a capsule as the driver sees it.
@@ -98,4 +101,25 @@ type Driver interface {
 	// List reports every capsule the driver has, including ones started by
 	// an earlier agent process, so that the agent can re-adopt or remove them.
 	List(ctx context.Context) ([]Info, error)
+}
+
+// Checkpointer is a driver that can save a capsule whole — memory,
+// processes, open files and its writable layer — and start a capsule again
+// from what it saved. Pause, resume and snapshots need it; the agent
+// refuses them on a driver without it.
+type Checkpointer interface {
+	// Checkpoint freezes the capsule and writes its whole state into
+	// imageDir (created by the caller, empty), synced to disk before it
+	// returns. The capsule is left frozen, so that the caller decides what
+	// happens next: Destroy once the saved state is recorded, or Thaw. On
+	// error the capsule runs on as before.
+	Checkpoint(ctx context.Context, id, imageDir string) error
+	// Thaw continues a frozen capsule.
+	Thaw(ctx context.Context, id string) error
+	// Restore starts a capsule from the state saved in imageDir. spec may
+	// differ from the saved capsule's in ID, Dir, Hostname and Network —
+	// how a snapshot becomes many capsules — but not in Image or size.
+	// imageDir is only read, so one saved state can be restored many
+	// times. On error nothing of the capsule is left running.
+	Restore(ctx context.Context, spec Spec, imageDir string) (Info, error)
 }

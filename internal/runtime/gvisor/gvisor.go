@@ -79,32 +79,47 @@ const (
 
 // Create implements runtime.Driver.
 func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Info, error) {
+	return d.launch(ctx, spec, "run", "--detach")
+}
+
+// Restore implements runtime.Checkpointer: the same sandbox as Create, but
+// runsc loads the saved kernel instead of booting envd.
+func (d *Driver) Restore(ctx context.Context, spec runtime.Spec, imageDir string) (runtime.Info, error) {
+	if st, err := os.Stat(filepath.Join(imageDir, checkpointFile)); err != nil || !st.Mode().IsRegular() {
+		return runtime.Info{}, fmt.Errorf("restoring capsule %s: no saved state in %s", spec.ID, imageDir)
+	}
+	return d.launch(ctx, spec, "restore", "--detach", "--image-path", imageDir)
+}
+
+// launch writes spec's bundle and runs `runsc <subcommand...>` for it.
+func (d *Driver) launch(ctx context.Context, spec runtime.Spec, subcommand ...string) (runtime.Info, error) {
+	verb := subcommand[0]
 	if err := validate(spec); err != nil {
-		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+		return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
 	}
 	if d.known(spec.ID) {
-		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, runtime.ErrExists)
+		return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, runtime.ErrExists)
 	}
 	bundle := filepath.Join(spec.Dir, bundleDir)
 	overlay := filepath.Join(spec.Dir, overlayDir)
 	for _, dir := range []string{bundle, overlay} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+			return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
 		}
 	}
 	b, err := json.MarshalIndent(bundleSpec(spec), "", "  ")
 	if err != nil {
-		return runtime.Info{}, fmt.Errorf("creating capsule %s: encoding bundle: %w", spec.ID, err)
+		return runtime.Info{}, fmt.Errorf("%s capsule %s: encoding bundle: %w", verb, spec.ID, err)
 	}
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
-		return runtime.Info{}, fmt.Errorf("creating capsule %s: writing bundle: %w", spec.ID, err)
+		return runtime.Info{}, fmt.Errorf("%s capsule %s: writing bundle: %w", verb, spec.ID, err)
 	}
 	// A detached sandbox inherits the stdout/stderr of the runsc that
 	// started it, so they go to a file of the capsule's, never to a pipe
 	// that someone would have to drain for the capsule's whole life.
 	console, err := os.OpenFile(filepath.Join(spec.Dir, consoleFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+		return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
 	}
 	defer func() { _ = console.Close() }()
 
@@ -114,13 +129,14 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Info, e
 		network = "none"
 	}
 	args = append(args, "--network="+network,
-		fmt.Sprintf("--overlay2=root:dir=%s,size=%dm", overlay, spec.DiskMB),
-		"run", "--detach", "--bundle", bundle, spec.ID)
+		fmt.Sprintf("--overlay2=root:dir=%s,size=%dm", overlay, spec.DiskMB))
+	args = append(args, subcommand...)
+	args = append(args, "--bundle", bundle, spec.ID)
 	if err := ctx.Err(); err != nil {
-		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+		return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
 	}
-	// Not CommandContext: killing `runsc run` half-way leaves the sandbox
-	// and gofer it already started running, with no state to find them by.
+	// Not CommandContext: killing runsc half-way leaves the sandbox and
+	// gofer it already started running, with no state to find them by.
 	// It takes a fraction of a second; a caller that gave up meanwhile
 	// gets the capsule destroyed once it is complete.
 	cmd := exec.Command(d.cfg.Runsc, args...)
@@ -133,16 +149,91 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Info, e
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
 		d.cleanupFailed(spec.ID)
-		return runtime.Info{}, fmt.Errorf("creating capsule %s: runsc run: %w%s", spec.ID, err, d.consoleTail(spec.Dir))
+		return runtime.Info{}, fmt.Errorf("%s capsule %s: runsc %s: %w%s", verb, spec.ID, verb, err, d.consoleTail(spec.Dir))
 	}
 	if err := ctx.Err(); err != nil {
 		d.cleanupFailed(spec.ID)
-		return runtime.Info{}, fmt.Errorf("creating capsule %s: %w", spec.ID, err)
+		return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
 	}
-	// `run --detach` returns once the container runs; asking runsc again
-	// would cost another process start on the capsule's critical path.
-	d.log.Debug("capsule started", "capsule_id", spec.ID, "took", time.Since(start))
+	// runsc returns once the container runs; asking runsc again would cost
+	// another process start on the capsule's critical path.
+	d.log.Debug("capsule started", "capsule_id", spec.ID, "how", verb, "took", time.Since(start))
 	return runtime.Info{ID: spec.ID, State: runtime.StateRunning, StartedAt: start}, nil
+}
+
+// checkpointFile is the file of a saved state that runsc writes last
+// among the ones it needs (the kernel state; pages*.img hold memory).
+const checkpointFile = "checkpoint.img"
+
+// Checkpoint implements runtime.Checkpointer. The capsule is frozen first
+// and the checkpoint taken with --leave-running, which keeps the sandbox
+// alive (and frozen) afterwards: a plain checkpoint leaves a sandbox that
+// runsc still calls running but that no longer answers, so an agent that
+// died half-way could neither resume it nor trust what was saved.
+func (d *Driver) Checkpoint(ctx context.Context, id, imageDir string) error {
+	if !d.known(id) {
+		return fmt.Errorf("checkpointing capsule %s: %w", id, runtime.ErrNotFound)
+	}
+	if _, err := d.runsc(ctx, "pause", id); err != nil {
+		return fmt.Errorf("checkpointing capsule %s: %w", id, err)
+	}
+	err := func() error {
+		if _, err := d.runsc(ctx, "checkpoint", "--leave-running", "--image-path", imageDir, id); err != nil {
+			return err
+		}
+		return syncTree(imageDir)
+	}()
+	if err != nil {
+		// Not ctx: the capsule must not stay frozen because the caller gave up.
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if terr := d.Thaw(tctx, id); terr != nil {
+			d.log.Error("thawing a capsule after a failed checkpoint", "capsule_id", id, "err", terr)
+		}
+		return fmt.Errorf("checkpointing capsule %s: %w", id, err)
+	}
+	return nil
+}
+
+// Thaw implements runtime.Checkpointer.
+func (d *Driver) Thaw(ctx context.Context, id string) error {
+	if _, err := d.runsc(ctx, "resume", id); err != nil {
+		return fmt.Errorf("thawing capsule %s: %w", id, err)
+	}
+	return nil
+}
+
+// syncTree fsyncs every regular file directly in dir, then dir itself and
+// its parent, so that the saved state and its directory entry survive a
+// power loss.
+func syncTree(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			if err := syncPath(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	if err := syncPath(dir); err != nil {
+		return err
+	}
+	return syncPath(filepath.Dir(dir))
+}
+
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", path, err)
+	}
+	return nil
 }
 
 // validate reports what makes spec unusable.
@@ -227,8 +318,11 @@ type containerState struct {
 // its modification time stands in.
 func (c containerState) info() runtime.Info {
 	st := runtime.StateStopped
-	if c.Status == "running" || c.Status == "created" {
+	switch c.Status {
+	case "running", "created":
 		st = runtime.StateRunning
+	case "paused":
+		st = runtime.StateFrozen
 	}
 	info := runtime.Info{ID: c.ID, State: st}
 	if fi, err := os.Stat(filepath.Join(c.Bundle, "config.json")); err == nil {
