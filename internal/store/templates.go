@@ -121,9 +121,9 @@ func (s *Store) CreateSnapshot(ctx context.Context, ns NewSnapshot, ev Event) (T
 		t, err = scanTemplate(tx.QueryRow(ctx, `
 			INSERT INTO templates (id, name, team_id, kind, size_bytes, default_vcpus, default_memory_mb,
 			                       default_disk_mb, host_id, source_capsule_id, agent_name, description)
-			VALUES ($1, $2, $3, 'snapshot', $4, $5, $6, $7, $8, $9, $1::text, 'snapshot of capsule ' || $9::text)
+			VALUES ($1, $2, $3, 'snapshot', $4, $5, $6, $7, $8, $9, $10, $11)
 			RETURNING `+templateColumns, ns.ID, ns.Name, ns.TeamID, ns.SizeBytes, ns.VCPUs, ns.MemoryMB, ns.DiskMB,
-			ns.HostID, ns.SourceCapsuleID))
+			ns.HostID, ns.SourceCapsuleID, ns.ID, "snapshot of capsule "+ns.SourceCapsuleID))
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 			return ErrNameTaken
