@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/wrenn-dev/wrenn/internal/agent"
 	"github.com/wrenn-dev/wrenn/internal/stacktest"
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
@@ -442,13 +443,14 @@ func TestConcurrentLifecycleStack(t *testing.T) {
 	ops := []string{"pause", "resume"}
 	for i := range 50 {
 		op := ops[i%2]
-		if i%10 == 9 {
+		if i >= 45 {
+			// The last few destroy, when the others are mostly done.
 			op = "destroy"
 		}
 		wg.Go(func() {
 			// Spread over a second, so that some operations finish
 			// before others start.
-			time.Sleep(time.Duration(i) * 20 * time.Millisecond)
+			time.Sleep(time.Duration(i) * 25 * time.Millisecond)
 			var a answer
 			if op == "destroy" {
 				a = cc.call("DELETE", "", nil)
@@ -490,8 +492,23 @@ func TestConcurrentLifecycleStack(t *testing.T) {
 	if got := dbStatus(t, st, cc.id).Status; got != want {
 		t.Errorf("final status %s, want %s from the calls that succeeded (%+v)", got, want, outs)
 	}
-	t.Logf("%d of %d calls succeeded; final %s", succeeded, len(outs), want)
+	var seq []string
+	for _, o := range outs {
+		if o.status != http.StatusConflict {
+			seq = append(seq, o.op)
+		}
+	}
+	t.Logf("%d of %d calls succeeded (%v); final %s", succeeded, len(outs), seq, want)
 	if !destroyed {
+		// The host agrees with the row.
+		info, err := st.Capsules.List(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(info, func(c agent.CapsuleInfo) bool { return c.Spec.ID == cc.id })
+		if i < 0 || info[i].Status != want {
+			t.Errorf("the agent has the capsule as %+v, the control plane as %s", info, want)
+		}
 		cc.call("DELETE", "", nil).want(t, "destroy at the end", http.StatusNoContent)
 	}
 	if info, err := st.Capsules.List(t.Context()); err == nil {
