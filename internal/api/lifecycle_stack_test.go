@@ -24,8 +24,9 @@ import (
 
 // counterLoop counts in the shell's own memory and writes each value to
 // /tmp/counter: after a resume the count goes on from where it was, which
-// only a restored process can do (a restarted one would start at 1).
-const counterLoop = `i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done`
+// only a restored process can do (a restarted one would start at 1). Each
+// value is renamed into place, so that a read never sees it half-written.
+const counterLoop = `i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done`
 
 // startCounter starts counterLoop in the background and waits for its
 // first value.
