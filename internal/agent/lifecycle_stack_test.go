@@ -25,8 +25,9 @@ import (
 
 // counterLoop starts a shell in the capsule that counts in its own memory
 // and writes each value to /tmp/counter: after a resume the count must go
-// on from where it was, which only a restored process can do.
-const counterLoop = `setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done' </dev/null >/dev/null 2>&1 &`
+// on from where it was, which only a restored process can do. The value is
+// renamed into place so that a reader never sees a half-written file.
+const counterLoop = `setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done' </dev/null >/dev/null 2>&1 &`
 
 // readCounter returns the value the capsule's counter loop last wrote.
 func readCounter(t *testing.T, client *envdclient.Client) int {
