@@ -68,6 +68,14 @@ func (cc *capsuleClient) sha256(path string) string {
 	return strings.Fields(cc.sh("sha256sum " + path))[0]
 }
 
+// teamCall sends method+path with body as team tm and reads the answer.
+func teamCall(t testing.TB, st *stacktest.Stack, tm stacktest.Team, method, path string, body any) answer {
+	t.Helper()
+	res := tm.Do(t, st, method, path, body)
+	defer func() { _ = res.Body.Close() }()
+	return readAnswer(t, res)
+}
+
 // dbStatus is the capsule's status as the control plane records it.
 func dbStatus(t testing.TB, st *stacktest.Stack, id string) store.Capsule {
 	t.Helper()
@@ -91,8 +99,7 @@ func wantConflict(t testing.TB, what string, a answer, status string) {
 // templateNames lists GET /v1/snapshots as name:kind.
 func templateNames(t testing.TB, st *stacktest.Stack) []string {
 	t.Helper()
-	res := st.Team.Do(t, st, "GET", "/v1/snapshots", nil)
-	a := readAnswer(t, res).want(t, "listing snapshots", http.StatusOK)
+	a := teamCall(t, st, st.Team, "GET", "/v1/snapshots", nil).want(t, "listing snapshots", http.StatusOK)
 	var out []string
 	for _, v := range a.list {
 		m, _ := v.(map[string]any)
@@ -103,18 +110,18 @@ func templateNames(t testing.TB, st *stacktest.Stack) []string {
 
 func postSnapshot(t testing.TB, st *stacktest.Stack, body any) answer {
 	t.Helper()
-	return readAnswer(t, st.Team.Do(t, st, "POST", "/v1/snapshots", body))
+	return teamCall(t, st, st.Team, "POST", "/v1/snapshots", body)
 }
 
 func deleteSnapshot(t testing.TB, st *stacktest.Stack, name string) answer {
 	t.Helper()
-	return readAnswer(t, st.Team.Do(t, st, "DELETE", "/v1/snapshots/"+name, nil))
+	return teamCall(t, st, st.Team, "DELETE", "/v1/snapshots/"+name, nil)
 }
 
 // createFrom creates a capsule from template through the API.
 func createFrom(t testing.TB, st *stacktest.Stack, body map[string]any) answer {
 	t.Helper()
-	return readAnswer(t, st.Team.Do(t, st, "POST", "/v1/capsules", body))
+	return teamCall(t, st, st.Team, "POST", "/v1/capsules", body)
 }
 
 // TestLifecycleBadInputStack checks that every wrong pause, resume, ping
@@ -178,8 +185,7 @@ func TestLifecycleBadInputStack(t *testing.T) {
 		unchanged("snapshot: "+tc.what, "running")
 	}
 	other := st.NewTeam(t)
-	res := other.Do(t, st, "POST", "/v1/snapshots", map[string]any{"capsule_id": cc.id, "name": "theirs"})
-	readAnswer(t, res).wantError(t, "snapshot of another team's capsule", http.StatusNotFound, "capsule_not_found")
+	teamCall(t, st, other, "POST", "/v1/snapshots", map[string]any{"capsule_id": cc.id, "name": "theirs"}).wantError(t, "snapshot of another team's capsule", http.StatusNotFound, "capsule_not_found")
 
 	// A good snapshot, then the same name again.
 	s := postSnapshot(t, st, map[string]any{"capsule_id": cc.id, "name": "snap-a"}).want(t, "snapshot", http.StatusCreated)
@@ -208,7 +214,7 @@ func TestLifecycleBadInputStack(t *testing.T) {
 	deleteSnapshot(t, st, "Bad.Name").wantError(t, "delete a bad name", http.StatusNotFound, "template_not_found")
 	unchanged("bad deletes", "running")
 
-	readAnswer(t, st.Team.Do(t, st, "DELETE", "/v1/capsules/"+cloneID, nil)).want(t, "destroy clone", http.StatusNoContent)
+	teamCall(t, st, st.Team, "DELETE", "/v1/capsules/"+cloneID, nil).want(t, "destroy clone", http.StatusNoContent)
 	deleteSnapshot(t, st, "snap-a").want(t, "delete snapshot", http.StatusNoContent)
 	deleteSnapshot(t, st, "snap-a").wantError(t, "delete it again", http.StatusNotFound, "template_not_found")
 	if got := templateNames(t, st); slices.Contains(got, "snap-a:snapshot") {
@@ -217,10 +223,9 @@ func TestLifecycleBadInputStack(t *testing.T) {
 
 	// Unknown capsules.
 	for _, sub := range []string{"/pause", "/resume", "/ping"} {
-		res := st.Team.Do(t, st, "POST", "/v1/capsules/"+uuid.NewString()+sub, nil)
-		readAnswer(t, res).wantError(t, sub+" of an unknown capsule", http.StatusNotFound, "capsule_not_found")
-		res = other.Do(t, st, "POST", cc.path(sub), nil)
-		readAnswer(t, res).wantError(t, sub+" of another team's capsule", http.StatusNotFound, "capsule_not_found")
+		teamCall(t, st, st.Team, "POST", "/v1/capsules/"+uuid.NewString()+sub, nil).
+			wantError(t, sub+" of an unknown capsule", http.StatusNotFound, "capsule_not_found")
+		teamCall(t, st, other, "POST", cc.path(sub), nil).wantError(t, sub+" of another team's capsule", http.StatusNotFound, "capsule_not_found")
 	}
 
 	// Destroyed: nothing can be paused or resumed any more.
@@ -343,8 +348,7 @@ func TestSnapshotClonesStack(t *testing.T) {
 	s := postSnapshot(t, st, map[string]any{"capsule_id": src.id, "name": "clones"}).want(t, "snapshot", http.StatusCreated)
 	t.Cleanup(func() {
 		// The agent keeps templates in the shared test images directory.
-		res := st.Team.Do(t, st, "DELETE", "/v1/snapshots/clones", nil)
-		_ = res.Body.Close()
+		teamCall(t, st, st.Team, "DELETE", "/v1/snapshots/clones", nil)
 	})
 	if got := dbStatus(t, st, src.id).Status; got != "running" {
 		t.Fatalf("source after snapshot is %s, want running", got)
