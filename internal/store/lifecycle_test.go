@@ -1,0 +1,161 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/store"
+)
+
+// running places a capsule and marks it running with an address.
+func (d *db) running(nc store.NewCapsule) store.Capsule {
+	d.t.Helper()
+	c := d.mustPlace(nc)
+	c, err := d.store.MarkCapsuleRunning(context.Background(), c.ID, "10.0.0.2", time.Now())
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return c
+}
+
+func (d *db) status(id string) store.Capsule {
+	d.t.Helper()
+	var team string
+	if err := d.conn.QueryRow(context.Background(), `SELECT team_id::text FROM capsules WHERE id = $1`, id).Scan(&team); err != nil {
+		d.t.Fatal(err)
+	}
+	c, err := d.store.GetCapsule(context.Background(), team, id)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return c
+}
+
+// TestHostLossAndReconcile marks a silent host unreachable, which makes its
+// capsules missing, then reconciles them from a report; stale transient
+// capsules are settled, fresh ones and other hosts' are left alone.
+func TestHostLossAndReconcile(t *testing.T) {
+	d := newDB(t)
+	ctx := context.Background()
+	team := d.team()
+	h := d.host(hostSpec{cpus: 8, memoryMB: 100000})
+	alive, paused, gone := d.running(capsule(team, "minimal", 1, 256)), d.running(capsule(team, "minimal", 1, 256)), d.running(capsule(team, "minimal", 1, 256))
+	if _, err := d.store.MarkCapsulePaused(ctx, paused.ID, []string{store.CapsuleRunning}, 42, ""); err != nil {
+		t.Fatal(err)
+	}
+	d.exec(`UPDATE hosts SET last_heartbeat_at = now() - interval '1 hour' WHERE id = $1`, h)
+	ids, err := d.store.MarkUnreachable(ctx, time.Minute)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("MarkUnreachable = %v, %v", ids, err)
+	}
+	for _, c := range []store.Capsule{alive, paused, gone} {
+		if got := d.status(c.ID); got.Status != store.CapsuleMissing || got.StatusReason == "" {
+			t.Errorf("capsule of a lost host: %s %q, want missing with a reason", got.Status, got.StatusReason)
+		}
+	}
+	changed, err := d.store.ReconcileHost(ctx, h, []store.ReportedCapsule{
+		{ID: alive.ID, Status: "running"}, {ID: paused.ID, Status: "paused"}, {ID: "not-ours", Status: "running"},
+	}, time.Hour)
+	if err != nil || len(changed) != 3 {
+		t.Fatalf("ReconcileHost = %+v, %v; want 3 changes", changed, err)
+	}
+	for id, want := range map[string]string{alive.ID: "running", paused.ID: "paused", gone.ID: "stopped"} {
+		if got := d.status(id); got.Status != want {
+			t.Errorf("reconciled %s: got %s, want %s", id, got.Status, want)
+		}
+	}
+	if got := d.status(paused.ID); got.PausedAt == nil {
+		t.Error("reconciled paused capsule has no paused_at")
+	}
+
+	// A pause in flight is not touched; one left for longer than the
+	// stale age is settled from the report.
+	d.exec(`UPDATE hosts SET status = 'online', last_heartbeat_at = now() WHERE id = $1`, h)
+	fresh, stale := d.running(capsule(team, "minimal", 1, 256)), d.running(capsule(team, "minimal", 1, 256))
+	for _, c := range []store.Capsule{fresh, stale} {
+		if _, err := d.store.SetCapsuleStatus(ctx, c.ID, []string{store.CapsuleRunning}, store.CapsulePausing, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.exec(`UPDATE capsules SET updated_at = now() - interval '1 hour' WHERE id = $1`, stale.ID)
+	report := []store.ReportedCapsule{{ID: alive.ID, Status: "running"}, {ID: fresh.ID, Status: "paused"}, {ID: stale.ID, Status: "paused"}}
+	changed, err = d.store.ReconcileHost(ctx, h, report, time.Minute)
+	if err != nil || len(changed) != 1 || changed[0].ID != stale.ID {
+		t.Fatalf("ReconcileHost = %+v, %v; want only the stale capsule", changed, err)
+	}
+	if got := d.status(fresh.ID).Status; got != store.CapsulePausing {
+		t.Errorf("a pause in flight became %s", got)
+	}
+	if got := d.status(stale.ID).Status; got != store.CapsulePaused {
+		t.Errorf("a stale pause became %s, want paused", got)
+	}
+}
+
+// TestClaimIdleCapsules claims only running capsules idle beyond their
+// timeout, once.
+func TestClaimIdleCapsules(t *testing.T) {
+	d := newDB(t)
+	ctx := context.Background()
+	team := d.team()
+	d.host(hostSpec{cpus: 8, memoryMB: 100000})
+	withTimeout := func(sec int) store.NewCapsule {
+		nc := capsule(team, "minimal", 1, 256)
+		nc.TimeoutSec = sec
+		return nc
+	}
+	idle, busy, never := d.running(withTimeout(1)), d.running(withTimeout(1)), d.running(withTimeout(0))
+	d.exec(`UPDATE capsules SET last_active_at = now() - interval '1 minute' WHERE id = ANY($1::uuid[])`,
+		[]string{idle.ID, busy.ID, never.ID})
+	if err := d.store.TouchCapsule(ctx, busy.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.store.ClaimIdleCapsules(ctx, 10)
+	if err != nil || len(got) != 1 || got[0].ID != idle.ID || got[0].Status != store.CapsulePausing {
+		t.Fatalf("ClaimIdleCapsules = %+v, %v; want only the idle one, pausing", got, err)
+	}
+	if got, err := d.store.ClaimIdleCapsules(ctx, 10); err != nil || len(got) != 0 {
+		t.Errorf("second claim = %+v, %v; want none", got, err)
+	}
+	if _, err := d.store.PingCapsule(ctx, idle.ID); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("ping of a pausing capsule: %v, want a conflict", err)
+	}
+}
+
+// TestClaimResumeCapacity refuses a resume when the host's memory went to
+// others while the capsule was paused.
+func TestClaimResumeCapacity(t *testing.T) {
+	d := newDB(t)
+	ctx := context.Background()
+	team := d.team()
+	d.host(hostSpec{cpus: 8, memoryMB: 1000}) // 900 MB usable
+	c := d.running(capsule(team, "minimal", 1, 600))
+	if _, err := d.store.MarkCapsulePaused(ctx, c.ID, []string{store.CapsuleRunning}, 1, ""); err != nil {
+		t.Fatal(err)
+	}
+	other := d.running(capsule(team, "minimal", 1, 600))
+	var full *store.NoCapacityError
+	if _, err := d.store.ClaimResume(ctx, c.ID); !errors.As(err, &full) {
+		t.Fatalf("ClaimResume on a full host: %v, want no capacity", err)
+	}
+	if got := d.status(c.ID).Status; got != store.CapsulePaused {
+		t.Errorf("refused resume left the capsule %s", got)
+	}
+	if _, err := d.store.SetCapsuleStatus(ctx, other.ID, []string{store.CapsuleRunning}, store.CapsuleStopped, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.store.ClaimResume(ctx, c.ID); err != nil || got.Status != store.CapsuleResuming {
+		t.Fatalf("ClaimResume with room: %+v, %v", got.Status, err)
+	}
+	if got, err := d.store.ClaimResume(ctx, c.ID); !errors.Is(err, store.ErrConflict) || got.Status != store.CapsuleResuming {
+		t.Errorf("second ClaimResume: %s, %v; want a conflict naming resuming", got.Status, err)
+	}
+}
+
+func (d *db) exec(sql string, args ...any) {
+	d.t.Helper()
+	if _, err := d.conn.Exec(context.Background(), sql, args...); err != nil {
+		d.t.Fatalf("%s: %v", sql, err)
+	}
+}
