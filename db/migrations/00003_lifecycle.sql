@@ -18,7 +18,10 @@ UPDATE templates SET agent_name = name WHERE kind = 'base';
 ALTER TABLE capsules
     ADD COLUMN paused_at timestamptz,
     ADD COLUMN snapshot_bytes bigint NOT NULL DEFAULT 0,
-    ADD COLUMN template_id uuid REFERENCES templates (id) ON DELETE SET NULL;
+    ADD COLUMN template_id uuid REFERENCES templates (id) ON DELETE SET NULL,
+    -- An operation that failed without reaching the host left the capsule
+    -- pausing or resuming: its host's next report settles it.
+    ADD COLUMN settle_from_host boolean NOT NULL DEFAULT false;
 CREATE INDEX capsules_template ON capsules (template_id) WHERE template_id IS NOT NULL;
 -- The reaper looks for idle running capsules.
 CREATE INDEX capsules_running_idle ON capsules (last_active_at) WHERE status = 'running' AND timeout_sec > 0;
@@ -30,5 +33,5 @@ CREATE INDEX capsules_host_unsettled ON capsules (host_id)
 DROP INDEX capsules_host_unsettled;
 DROP INDEX capsules_running_idle;
 DROP INDEX capsules_template;
-ALTER TABLE capsules DROP COLUMN template_id, DROP COLUMN snapshot_bytes, DROP COLUMN paused_at;
+ALTER TABLE capsules DROP COLUMN settle_from_host, DROP COLUMN template_id, DROP COLUMN snapshot_bytes, DROP COLUMN paused_at;
 ALTER TABLE templates DROP COLUMN agent_name, DROP COLUMN source_capsule_id, DROP COLUMN host_id;

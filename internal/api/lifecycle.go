@@ -220,7 +220,7 @@ func (s *server) hostLost(ctx context.Context, c store.Capsule, err error) (stor
 // failed op, truly is: it asks the agent. Running or paused there, it is
 // recorded so, with the failure as its reason; gone there, it is in error;
 // and when the agent cannot be reached at all the transient status stays
-// for reconciliation to settle when the host reports again. It returns
+// for reconciliation to settle when the host next reports. It returns
 // the capsule as recorded and the client's error.
 func (s *server) settleAfterFailure(ctx context.Context, c store.Capsule, h store.Host, from, op string, callErr error) (store.Capsule, error) {
 	apiErr, reason := agentFailure(op+" the capsule", callErr)
@@ -245,8 +245,13 @@ func (s *server) settleAfterFailure(ctx context.Context, c store.Capsule, h stor
 		}
 	default:
 		s.log.WarnContext(ctx, "asking the agent about a capsule after a failure", "capsule_id", c.ID, "host_id", h.ID, "err", gerr)
-		apiErr.Status = c.Status
-		return c, apiErr
+		lc, err := s.store.LeaveToHost(ctx, c.ID, from, op+" failed and its host could not be asked what became of the capsule; its next heartbeat settles it: "+reason)
+		if err != nil && !errors.Is(err, store.ErrConflict) {
+			s.log.ErrorContext(ctx, "recording capsule "+op+" failure", "capsule_id", c.ID, "err", err)
+			lc = c
+		}
+		apiErr.Status = lc.Status
+		return lc, apiErr
 	}
 	if err != nil && !errors.Is(err, store.ErrConflict) {
 		s.log.ErrorContext(ctx, "recording capsule "+op+" failure", "capsule_id", c.ID, "err", err)

@@ -77,7 +77,7 @@ func (s *Store) ClaimIdleCapsules(ctx context.Context, limit int) ([]Capsule, er
 			return ErrLocked
 		}
 		rows, err := tx.Query(ctx, `
-			UPDATE capsules SET status = 'pausing', status_reason = '', updated_at = now()
+			UPDATE capsules SET status = 'pausing', status_reason = '', updated_at = now(), settle_from_host = false
 			WHERE id IN (
 				SELECT id FROM capsules
 				WHERE status = 'running' AND timeout_sec > 0

@@ -326,7 +326,7 @@ func (s *Store) setCapsuleStatus(ctx context.Context, id string, from []string, 
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
 		c, err = scanCapsule(tx.QueryRow(ctx, `
-			UPDATE capsules SET status = $3, status_reason = $4, updated_at = now(),
+			UPDATE capsules SET status = $3, status_reason = $4, updated_at = now(), settle_from_host = false,
 			       stopped_at = CASE WHEN $3 = 'stopped' THEN now() ELSE stopped_at END,
 			       paused_at = CASE WHEN $3 <> 'paused' THEN NULL
 			                        WHEN status = 'paused' THEN paused_at ELSE now() END,
@@ -495,7 +495,7 @@ func (s *Store) ClaimResume(ctx context.Context, id string) (Capsule, error) {
 			return e
 		}
 		c, err = scanCapsule(tx.QueryRow(ctx, `
-			UPDATE capsules SET status = 'resuming', status_reason = '', updated_at = now()
+			UPDATE capsules SET status = 'resuming', status_reason = '', updated_at = now(), settle_from_host = false
 			WHERE id = $1 AND status = 'paused'
 			RETURNING `+capsuleColumns, id))
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -520,6 +520,25 @@ func (s *Store) PingCapsule(ctx context.Context, id string) (Capsule, error) {
 	}
 	if err != nil {
 		return c, notFound("pinging capsule", err)
+	}
+	return c, nil
+}
+
+// LeaveToHost records that the operation that moved capsule id to from
+// (pausing or resuming) failed without learning what the host did: the
+// capsule keeps that status, with reason, until its host's next report
+// settles it (ReconcileHost). It returns ErrConflict when the capsule is
+// no longer in from.
+func (s *Store) LeaveToHost(ctx context.Context, id, from, reason string) (Capsule, error) {
+	c, err := scanCapsule(s.pool.QueryRow(ctx, `
+		UPDATE capsules SET settle_from_host = true, status_reason = $3, updated_at = now()
+		WHERE id = $1 AND status = $2
+		RETURNING `+capsuleColumns, id, from, reason))
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = currentStatusConflict(ctx, s.pool, id, &c)
+	}
+	if err != nil {
+		return c, notFound("leaving capsule to its host", err)
 	}
 	return c, nil
 }

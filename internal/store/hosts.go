@@ -408,9 +408,9 @@ type Reconciled struct {
 }
 
 // ReconcileHost settles host hostID's capsules from reported, the agent's
-// own list: capsules marked missing, and capsules left starting, pausing or
-// resuming for longer than staleAfter (an operation whose control plane
-// died). Alive becomes running, paused stays paused, absent or stopped
+// own list: capsules marked missing, capsules an operation left to the host
+// (LeaveToHost), and capsules left starting, pausing or resuming for longer
+// than staleAfter (an operation whose control plane died). Alive becomes running, paused stays paused, absent or stopped
 // becomes stopped. Nothing else is touched, so operations in flight are not
 // raced: they hold their transient status for less than staleAfter.
 func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []ReportedCapsule, staleAfter time.Duration) ([]Reconciled, error) {
@@ -430,7 +430,7 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 				SELECT c.id, c.status FROM capsules c
 				WHERE c.host_id = $1
 				  AND (c.status = 'missing' OR (c.status IN ('starting', 'pausing', 'resuming')
-				       AND c.updated_at < now() - make_interval(secs => $3)))
+				       AND (c.settle_from_host OR c.updated_at < now() - make_interval(secs => $3))))
 				FOR UPDATE
 			), want AS (
 				SELECT old.id, old.status AS was, CASE
@@ -440,7 +440,7 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 					ELSE 'stopped' END AS status
 				FROM old JOIN capsules c ON c.id = old.id LEFT JOIN rep ON rep.id = old.id::text
 			)
-			UPDATE capsules c SET status = want.status, updated_at = now(),
+			UPDATE capsules c SET status = want.status, updated_at = now(), settle_from_host = false,
 			       status_reason = CASE want.status
 			           WHEN 'stopped' THEN 'its host no longer has it (found while reconciling from ' || want.was || ')'
 			           WHEN 'error' THEN 'its start did not finish; the host runs it but its address was never recorded'

@@ -91,6 +91,19 @@ func TestHostLossAndReconcile(t *testing.T) {
 	if got := d.status(stale.ID).Status; got != store.CapsulePaused {
 		t.Errorf("a stale pause became %s, want paused", got)
 	}
+
+	// A pause that could not ask the host leaves the capsule to the next
+	// report, however fresh.
+	if _, err := d.store.LeaveToHost(ctx, fresh.ID, store.CapsulePausing, "pause failed"); err != nil {
+		t.Fatal(err)
+	}
+	changed, err = d.store.ReconcileHost(ctx, h, report, time.Hour)
+	if err != nil || len(changed) != 1 || changed[0].ID != fresh.ID || changed[0].To != store.CapsulePaused {
+		t.Fatalf("ReconcileHost = %+v, %v; want the capsule left to the host, paused", changed, err)
+	}
+	if _, err := d.store.LeaveToHost(ctx, fresh.ID, store.CapsulePausing, "late"); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("LeaveToHost of a paused capsule: %v, want a conflict", err)
+	}
 }
 
 // TestClaimIdleCapsules claims only running capsules idle beyond their
