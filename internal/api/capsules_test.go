@@ -51,7 +51,7 @@ func TestHeartbeatTemplates(t *testing.T) {
 	reg := e.createHost(admin)
 	cred := e.call("POST", "/v1/hosts/register", registerBody(reg.token)).want(t, "register", http.StatusCreated).str("credential")
 	hostAuth := []string{"Authorization", "Bearer " + cred}
-	tooMany := make([]string, 101)
+	tooMany := make([]string, 10001)
 	for i := range tooMany {
 		tooMany[i] = fmt.Sprintf("t%d", i)
 	}

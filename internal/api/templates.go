@@ -18,8 +18,11 @@ var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 // directory name on hosts).
 func validTemplateName(name string) bool { return templateName.MatchString(name) }
 
-// maxHostTemplates bounds the templates one heartbeat may report.
-const maxHostTemplates = 100
+// maxHostTemplates bounds the templates one heartbeat may report. Every
+// snapshot taken on a host is one of them, so the bound is far above the
+// base templates; 10000 names of at most 63 bytes stay under the
+// heartbeat's body limit.
+const maxHostTemplates = 10000
 
 // dedupe returns names sorted and without repeats.
 func dedupe(names []string) []string {
