@@ -142,13 +142,15 @@ cat <<MSG
   Admin account:  $admin_email / $password
   API key:        $key
 
-  Create a capsule and run a command in it:
+  Create a capsule, run a command in it, pause and resume it:
 
     export WRENN_API_KEY=$key
     id=\$(curl -fsS -X POST $url/v1/capsules -H "X-API-Key: \$WRENN_API_KEY" \\
           -H 'Content-Type: application/json' -d '{"template": "minimal"}' | jq -r .id)
     curl -fsS -X POST $url/v1/capsules/\$id/exec -H "X-API-Key: \$WRENN_API_KEY" \\
           -H 'Content-Type: application/json' -d '{"cmd": "echo hello"}'
+    curl -fsS -X POST $url/v1/capsules/\$id/pause -H "X-API-Key: \$WRENN_API_KEY"
+    curl -fsS -X POST $url/v1/capsules/\$id/resume -H "X-API-Key: \$WRENN_API_KEY"
     curl -fsS -X DELETE $url/v1/capsules/\$id -H "X-API-Key: \$WRENN_API_KEY"
 
   Logs: $DEV_DIR/cp.log, $DEV_DIR/agent.log — Ctrl-C stops everything and removes all capsules.

@@ -250,54 +250,75 @@ func (c *Capsules) resume(ctx context.Context, rec *capsuleRecord) error {
 	// A resume cut short by the caller would leave the capsule half
 	// restored; it takes a fraction of a second, so it always finishes.
 	ctx = context.WithoutCancel(ctx)
-	if err := c.setStatus(rec, capsuleResuming); err != nil {
-		return err
+	// "resuming" is not written to disk: an agent that dies during the
+	// restore finds the capsule recorded paused and removes whatever
+	// sandbox the restore got to start (see recoverRecord), which is
+	// true, and saves an fsync on the way to a running capsule.
+	c.mu.Lock()
+	rec.Status = capsuleResuming
+	c.mu.Unlock()
+	phases, err := c.restore(ctx, rec, filepath.Join(saved, savedImageDir))
+	if err == nil {
+		err = c.setStatus(rec, capsuleRunning)
 	}
-	err := c.restore(ctx, rec, filepath.Join(saved, savedImageDir))
 	if err != nil {
-		if serr := c.setStatus(rec, capsulePaused); serr != nil {
-			c.log.Error("recording a capsule paused again after a failed resume", "capsule_id", rec.Spec.ID, "err", serr)
+		if derr := c.cfg.Driver.Destroy(ctx, rec.RuntimeID); derr != nil {
+			c.log.Error("stopping a capsule whose resume failed", "capsule_id", rec.Spec.ID, "err", derr)
 		}
+		c.mu.Lock()
+		rec.Status = capsulePaused
+		c.mu.Unlock()
 		return fmt.Errorf("resuming capsule %s: %w", rec.Spec.ID, err)
-	}
-	if err := c.setStatus(rec, capsuleRunning); err != nil {
-		return err
 	}
 	// The capsule has moved on from the saved state: keeping it would only
 	// cost disk (snapshot templates hold their own links to the files).
-	if err := os.RemoveAll(saved); err != nil {
+	// Removing 100 MB of files takes a while; nobody waits for it.
+	doomed := saved + ".resumed"
+	if err := os.Rename(saved, doomed); err != nil {
 		c.log.Warn("removing a resumed capsule's saved state", "capsule_id", rec.Spec.ID, "err", err)
+	} else {
+		go func() {
+			if err := os.RemoveAll(doomed); err != nil {
+				c.log.Warn("removing a resumed capsule's saved state", "capsule_id", rec.Spec.ID, "err", err)
+			}
+		}()
 	}
-	c.log.Info("capsule resumed", "capsule_id", rec.Spec.ID, "took_ms", time.Since(start).Milliseconds())
+	c.log.Info("capsule resumed", "capsule_id", rec.Spec.ID, "took_ms", time.Since(start).Milliseconds(),
+		"network_ms", phases.network.Milliseconds(), "runtime_ms", phases.runtime.Milliseconds(),
+		"envd_ms", phases.envd.Milliseconds())
 	return nil
 }
 
-// restore starts rec's sandbox from image in a renewed network and waits
-// for its envd. On error nothing of the sandbox is left.
-func (c *Capsules) restore(ctx context.Context, rec *capsuleRecord, image string) error {
+// restore starts rec's sandbox from image in its renewed network and
+// waits for its envd.
+func (c *Capsules) restore(ctx context.Context, rec *capsuleRecord, image string) (startPhases, error) {
+	var phases startPhases
 	cp, err := c.checkpointer()
 	if err != nil {
-		return err
+		return phases, err
 	}
+	t0 := time.Now()
 	slot, err := c.cfg.Network.Renew(ctx, rec.RuntimeID)
 	if err != nil {
-		return err
+		return phases, err
 	}
+	phases.network = time.Since(t0)
 	spec, err := c.runtimeSpec(rec.Spec, rec.RuntimeID, rec.bootHostname())
 	if err != nil {
-		return err
+		return phases, err
 	}
 	spec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Address: slot.Address, Gateway: slot.HostAddr}
+	t0 = time.Now()
 	if _, err := cp.Restore(ctx, spec, image); err != nil {
-		return err
+		return phases, err
 	}
+	phases.runtime = time.Since(t0)
+	t0 = time.Now()
 	if err := waitEnvd(ctx, rec.Address, rec.Token); err != nil {
-		if derr := c.cfg.Driver.Destroy(ctx, rec.RuntimeID); derr != nil {
-			c.log.Error("stopping a capsule whose envd did not come back", "capsule_id", rec.Spec.ID, "err", derr)
-		}
-		return err
+		return phases, err
 	}
-	return nil
+	phases.envd = time.Since(t0)
+	return phases, nil
 }
 
 // waitEnvd polls envd's health at addr until it answers.

@@ -159,9 +159,18 @@ func TestLifecycleRefusals(t *testing.T) {
 		t.Fatalf("after the refusals GetCapsule = %v, %v; want paused", got, err)
 	}
 	for name, err := range map[string]error{
-		"pause unknown":   func() error { _, err := svc.PauseCapsule(ctx, connect.NewRequest(&hostagentv1.PauseCapsuleRequest{CapsuleId: uuid.NewString()})); return err }(),
-		"resume unknown":  func() error { _, err := svc.ResumeCapsule(ctx, connect.NewRequest(&hostagentv1.ResumeCapsuleRequest{CapsuleId: uuid.NewString()})); return err }(),
-		"pause bad id":    func() error { _, err := svc.PauseCapsule(ctx, connect.NewRequest(&hostagentv1.PauseCapsuleRequest{CapsuleId: "../x"})); return err }(),
+		"pause unknown": func() error {
+			_, err := svc.PauseCapsule(ctx, connect.NewRequest(&hostagentv1.PauseCapsuleRequest{CapsuleId: uuid.NewString()}))
+			return err
+		}(),
+		"resume unknown": func() error {
+			_, err := svc.ResumeCapsule(ctx, connect.NewRequest(&hostagentv1.ResumeCapsuleRequest{CapsuleId: uuid.NewString()}))
+			return err
+		}(),
+		"pause bad id": func() error {
+			_, err := svc.PauseCapsule(ctx, connect.NewRequest(&hostagentv1.PauseCapsuleRequest{CapsuleId: "../x"}))
+			return err
+		}(),
 		"snapshot unknown": func() error {
 			_, err := svc.SnapshotCapsule(ctx, connect.NewRequest(&hostagentv1.SnapshotCapsuleRequest{CapsuleId: uuid.NewString(), Template: "t1"}))
 			return err

@@ -205,11 +205,11 @@ func (m *Manager) Setup(ctx context.Context, capsuleID string) (Slot, error) {
 	return slot, nil
 }
 
-// Renew rebuilds the namespace and veth pair of a capsule that already has
-// a slot, with the same address, and returns the slot. runsc takes the
-// capsule end's addresses away when its netstack starts, so a capsule
-// restored from saved state needs them put back — in a fresh namespace,
-// which also drops whatever the old sandbox left in it. A capsule without a
+// Renew readies the network of a capsule that already has a slot for a new
+// sandbox of it, with the same address, and returns the slot. runsc takes
+// the capsule end's addresses and routes away when its netstack starts, so
+// a capsule restored from saved state needs them put back. When the
+// namespace or veth is gone the whole slot is rebuilt. A capsule without a
 // slot is an error.
 func (m *Manager) Renew(ctx context.Context, capsuleID string) (Slot, error) {
 	if err := ctx.Err(); err != nil {
@@ -219,6 +219,18 @@ func (m *Manager) Renew(ctx context.Context, capsuleID string) (Slot, error) {
 	slot, ok := m.Lookup(capsuleID)
 	if !ok {
 		return Slot{}, fmt.Errorf("renewing network of %s: no address allocated", capsuleID)
+	}
+	if slotIntact(slot) {
+		if err := m.fw.add(slot); err != nil {
+			return Slot{}, fmt.Errorf("renewing network of %s: %w", capsuleID, err)
+		}
+		if err := configureHost(slot); err != nil {
+			return Slot{}, fmt.Errorf("renewing network of %s: %w", capsuleID, err)
+		}
+		if err := configurePeer(slot); err != nil {
+			return Slot{}, fmt.Errorf("renewing network of %s: %w", capsuleID, err)
+		}
+		return slot, nil
 	}
 	if err := m.destroy(slot); err != nil {
 		return Slot{}, fmt.Errorf("renewing network of %s: %w", capsuleID, err)
@@ -307,6 +319,18 @@ func (m *Manager) build(slot Slot) error {
 		return err
 	}
 
+	return configurePeer(slot)
+}
+
+// configurePeer brings lo and the capsule end of slot's veth up inside its
+// namespace, with the capsule's address and its default route through the
+// host end; each step is a no-op when already done.
+func configurePeer(slot Slot) error {
+	ns, err := netns.GetFromPath(slot.NetnsPath)
+	if err != nil {
+		return fmt.Errorf("opening netns: %w", err)
+	}
+	defer ns.Close()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		return fmt.Errorf("opening netlink in netns: %w", err)

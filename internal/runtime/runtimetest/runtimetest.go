@@ -21,6 +21,9 @@ type NewSpec func(t *testing.T, id string) runtime.Spec
 // Run runs the conformance suite against d.
 func Run(t *testing.T, d runtime.Driver, newSpec NewSpec) {
 	t.Run("Lifecycle", func(t *testing.T) { lifecycle(t, d, newSpec) })
+	if cp, ok := d.(runtime.Checkpointer); ok {
+		t.Run("Checkpoint", func(t *testing.T) { checkpoint(t, d, cp, newSpec) })
+	}
 	t.Run("DestroyUnknown", func(t *testing.T) {
 		if err := d.Destroy(context.Background(), uuid.NewString()); err != nil {
 			t.Fatalf("Destroy of an unknown capsule = %v, want nil", err)
@@ -90,5 +93,62 @@ func lifecycle(t *testing.T, d runtime.Driver, newSpec NewSpec) {
 	}
 	if err := d.Destroy(ctx, spec.ID); err != nil {
 		t.Fatalf("second Destroy = %v, want nil", err)
+	}
+}
+
+// checkpoint saves a capsule (which stays frozen), thaws it, saves it
+// again and restores that state twice, under its own id after a Destroy
+// and under a new one: a saved state is only read, never used up.
+func checkpoint(t *testing.T, d runtime.Driver, cp runtime.Checkpointer, newSpec NewSpec) {
+	ctx := context.Background()
+	spec := newSpec(t, uuid.NewString())
+	if _, err := d.Create(ctx, spec); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() { _ = d.Destroy(context.Background(), spec.ID) })
+	image := t.TempDir()
+	if err := cp.Checkpoint(ctx, spec.ID, image); err != nil {
+		t.Fatalf("Checkpoint: %v", err)
+	}
+	if info, err := d.Info(ctx, spec.ID); err != nil || info.State != runtime.StateFrozen {
+		t.Fatalf("after Checkpoint Info = %+v, %v; want frozen", info, err)
+	}
+	if err := cp.Thaw(ctx, spec.ID); err != nil {
+		t.Fatalf("Thaw: %v", err)
+	}
+	if info, err := d.Info(ctx, spec.ID); err != nil || info.State != runtime.StateRunning {
+		t.Fatalf("after Thaw Info = %+v, %v; want running", info, err)
+	}
+	image = t.TempDir()
+	if err := cp.Checkpoint(ctx, spec.ID, image); err != nil {
+		t.Fatalf("second Checkpoint: %v", err)
+	}
+	if err := d.Destroy(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Restore(ctx, spec, image); err != nil {
+		t.Fatalf("Restore under the same id: %v", err)
+	}
+	if info, err := d.Info(ctx, spec.ID); err != nil || info.State != runtime.StateRunning {
+		t.Fatalf("after Restore Info = %+v, %v; want running", info, err)
+	}
+	other := newSpec(t, uuid.NewString())
+	if _, err := cp.Restore(ctx, other, image); err != nil {
+		t.Fatalf("Restore under a new id: %v", err)
+	}
+	t.Cleanup(func() { _ = d.Destroy(context.Background(), other.ID) })
+	if info, err := d.Info(ctx, other.ID); err != nil || info.State != runtime.StateRunning {
+		t.Fatalf("after Restore under a new id Info = %+v, %v; want running", info, err)
+	}
+	if _, err := cp.Restore(ctx, other, image); !errors.Is(err, runtime.ErrExists) {
+		t.Fatalf("Restore under an id in use = %v, want ErrExists", err)
+	}
+	empty := newSpec(t, uuid.NewString())
+	if _, err := cp.Restore(ctx, empty, t.TempDir()); err == nil {
+		_ = d.Destroy(context.Background(), empty.ID)
+		t.Fatal("Restore from an empty directory succeeded")
+	}
+	if err := cp.Checkpoint(ctx, uuid.NewString(), t.TempDir()); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("Checkpoint of an unknown capsule = %v, want ErrNotFound", err)
 	}
 }
