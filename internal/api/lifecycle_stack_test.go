@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -76,6 +77,39 @@ func teamCall(t testing.TB, st *stacktest.Stack, tm stacktest.Team, method, path
 	return readAnswer(t, res)
 }
 
+// testLog writes log lines to the test's output, which shows them when the
+// test fails (or with -v), until the test ends: a goroutine of the stack
+// that logs later must not make t.Log panic.
+type testLog struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// startStack starts a stack whose warnings and errors (an agent's cause of
+// a failed pause, say) appear with the test's failures.
+func startStack(t testing.TB, o stacktest.Options) *stacktest.Stack {
+	t.Helper()
+	l := &testLog{t: t}
+	// Registered first, so it runs after the stack's own cleanups.
+	t.Cleanup(func() {
+		l.mu.Lock()
+		l.done = true
+		l.mu.Unlock()
+	})
+	o.Logger = slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return stacktest.Start(t, o)
+}
+
 // dbStatus is the capsule's status as the control plane records it.
 func dbStatus(t testing.TB, st *stacktest.Stack, id string) store.Capsule {
 	t.Helper()
@@ -128,7 +162,7 @@ func createFrom(t testing.TB, st *stacktest.Stack, body map[string]any) answer {
 // and snapshot call gets a clear 4xx and changes nothing.
 func TestLifecycleBadInputStack(t *testing.T) {
 	t.Parallel()
-	st := stacktest.Start(t)
+	st := startStack(t, stacktest.Options{})
 	cc := newCapsuleClient(t, st)
 	base := templateNames(t, st)
 	unchanged := func(what, status string) {
@@ -264,7 +298,7 @@ func TestLifecycleBadInputStack(t *testing.T) {
 // a shell's memory has gone on counting.
 func TestPauseResumeCyclesStack(t *testing.T) {
 	t.Parallel()
-	st := stacktest.Start(t)
+	st := startStack(t, stacktest.Options{})
 	cc := newCapsuleClient(t, st)
 	sum := cc.writeData("/root/data")
 	cc.startCounter()
@@ -309,7 +343,7 @@ func TestPauseResumeCyclesStack(t *testing.T) {
 // gets its whole output.
 func TestBackgroundProcessAcrossPauseStack(t *testing.T) {
 	t.Parallel()
-	st := stacktest.Start(t)
+	st := startStack(t, stacktest.Options{})
 	cc := newCapsuleClient(t, st)
 	cc.exec(map[string]any{"cmd": "for i in $(seq 1 20); do echo line$i; sleep 0.1; done", "background": true, "tag": "job"}).
 		want(t, "background", http.StatusAccepted)
@@ -341,7 +375,7 @@ func TestBackgroundProcessAcrossPauseStack(t *testing.T) {
 // others.
 func TestSnapshotClonesStack(t *testing.T) {
 	t.Parallel()
-	st := stacktest.Start(t)
+	st := startStack(t, stacktest.Options{})
 	src := newCapsuleClient(t, st)
 	sum := src.writeData("/root/data")
 	src.startCounter()
@@ -431,7 +465,7 @@ func leftoversOf(t *testing.T, st *stacktest.Stack, id string, rids []string) []
 // of the capsule is left on the host.
 func TestConcurrentLifecycleStack(t *testing.T) {
 	t.Parallel()
-	st := stacktest.Start(t)
+	st := startStack(t, stacktest.Options{})
 	cc := newCapsuleClient(t, st)
 	rec, _ := stacktest.FindRecord(t, st.AgentConfig.Dir, cc.id)
 	rids := []string{rec.RuntimeID}
@@ -532,7 +566,7 @@ func TestConcurrentLifecycleStack(t *testing.T) {
 // timeout_sec, and not one that is running a command.
 func TestTTLStack(t *testing.T) {
 	t.Parallel()
-	st := stacktest.Start(t, stacktest.Options{ReaperInterval: 200 * time.Millisecond})
+	st := startStack(t, stacktest.Options{ReaperInterval: 200 * time.Millisecond})
 	mk := func() *capsuleClient {
 		a := createFrom(t, st, map[string]any{"template": "minimal", "timeout_sec": 2}).want(t, "create", http.StatusCreated)
 		return &capsuleClient{t: t, st: st, tm: st.Team, id: a.str("id")}
@@ -602,7 +636,7 @@ func TestTTLStack(t *testing.T) {
 // and one destroyed on the host meanwhile becomes stopped.
 func TestHostLossStack(t *testing.T) {
 	t.Parallel()
-	st := stacktest.Start(t, stacktest.Options{HostTimeout: 2 * time.Second, HeartbeatSwitch: true})
+	st := startStack(t, stacktest.Options{HostTimeout: 2 * time.Second, HeartbeatSwitch: true})
 	running, paused, gone := newCapsuleClient(t, st), newCapsuleClient(t, st), newCapsuleClient(t, st)
 	paused.call("POST", "/pause", nil).want(t, "pause", http.StatusOK)
 
