@@ -682,3 +682,56 @@ func TestHostLossStack(t *testing.T) {
 	}
 	paused.call("POST", "/resume", nil).want(t, "resume after reconcile", http.StatusOK)
 }
+
+// TestAgentUnreachableStack pauses a capsule while the control plane
+// cannot hear its agent: once when the agent never gets the call, once when
+// it pauses the capsule but its answer is lost. Either way the capsule is
+// left pausing, the agent's next heartbeat settles it to what it is, and
+// nothing of it is lost.
+func TestAgentUnreachableStack(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, stacktest.Options{AgentSwitch: true})
+	cc := newCapsuleClient(t, st)
+	sum := cc.writeData("/root/data")
+	cc.startCounter()
+	settle := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for c := dbStatus(t, st, cc.id); c.Status != want; c = dbStatus(t, st, cc.id) {
+			if time.Now().After(deadline) {
+				t.Fatalf("capsule is %s (%s), want %s after the agent's heartbeats", c.Status, c.StatusReason, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for _, tc := range []struct {
+		mode stacktest.AgentCalls
+		want string
+	}{
+		{stacktest.AgentCallsRefused, "running"},
+		{stacktest.AgentCallsLost, "paused"},
+	} {
+		before := cc.counter()
+		st.SetAgentCalls(t, tc.mode)
+		a := cc.call("POST", "/pause", nil)
+		wantErr := a.status == http.StatusBadGateway && strings.Contains(string(a.raw), `"status":"pausing"`)
+		if !wantErr {
+			t.Errorf("pause, agent calls %d: got %d %s, want 502 with status pausing", tc.mode, a.status, a.raw)
+		}
+		if c := dbStatus(t, st, cc.id); c.Status != "pausing" || !strings.Contains(c.StatusReason, "heartbeat") {
+			t.Errorf("after a pause without the agent's answer: %s %q, want pausing, left to the next heartbeat", c.Status, c.StatusReason)
+		}
+		st.SetAgentCalls(t, stacktest.AgentCallsPass)
+		settle(tc.want)
+		if tc.want == "paused" {
+			cc.call("POST", "/resume", nil).want(t, "resume after the settled pause", http.StatusOK)
+		}
+		if got := cc.sha256("/root/data"); got != sum {
+			t.Errorf("/root/data changed: %s", got)
+		}
+		if n := cc.counter(); n < before {
+			t.Errorf("counter went back from %d to %d", before, n)
+		}
+	}
+	cc.call("POST", "/pause", nil).want(t, "pause with the agent back", http.StatusOK)
+}

@@ -65,6 +65,18 @@ type Stack struct {
 	users int
 	// cpReachable is the relay's switch (Options.HeartbeatSwitch).
 	cpReachable *atomic.Bool
+	// agentCalls is the agent relay's mode (Options.AgentSwitch).
+	agentCalls *atomic.Int32
+}
+
+// SetAgentCalls sets what happens to the control plane's calls to the
+// agent. It needs Options.AgentSwitch.
+func (s *Stack) SetAgentCalls(t testing.TB, mode AgentCalls) {
+	t.Helper()
+	if s.agentCalls == nil {
+		t.Fatal("SetAgentCalls needs stacktest.Options{AgentSwitch: true}")
+	}
+	s.agentCalls.Store(int32(mode))
 }
 
 // SetHeartbeats lets the agent reach the control plane (on) or not (off).
@@ -103,7 +115,26 @@ type Options struct {
 	// through a relay that Stack.SetHeartbeats turns off and on, so that
 	// a test can make the host go silent while its capsules keep running.
 	HeartbeatSwitch bool
+	// AgentSwitch routes the control plane's calls to the agent through a
+	// relay that Stack.SetAgentCalls controls, so that a test can make
+	// the agent unreachable, or lose its answers, while it runs on.
+	AgentSwitch bool
 }
+
+// AgentCalls says what the relay of Options.AgentSwitch does with the
+// control plane's calls to the agent.
+type AgentCalls int32
+
+const (
+	// AgentCallsPass forwards calls and answers.
+	AgentCallsPass AgentCalls = iota
+	// AgentCallsRefused answers 503 without forwarding: the agent cannot
+	// be reached.
+	AgentCallsRefused
+	// AgentCallsLost forwards each call, lets the agent act on it, and
+	// answers 503 instead of the agent's answer. Only for unary calls.
+	AgentCallsLost
+)
 
 // Env returns runsc and the images directory that `make test` prepares,
 // failing the test with instructions when they are missing.
@@ -270,7 +301,13 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		agCfg.WarmPool = 0
 	}
 	agLog := log.With("component", "agent")
-	cred, err := agent.Register(ctx, agCfg, host.RegistrationToken, loopback(agLn), agLog)
+	// The address the control plane calls the agent at.
+	agentAddr := loopback(agLn)
+	if o.AgentSwitch {
+		s.agentCalls = &atomic.Int32{}
+		agentAddr = strings.TrimPrefix(agentRelay(t, "http://"+agentAddr, s.agentCalls), "http://")
+	}
+	cred, err := agent.Register(ctx, agCfg, host.RegistrationToken, agentAddr, agLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,6 +375,50 @@ func relay(t testing.TB, target string, on *atomic.Bool) string {
 		proxy.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// agentRelay serves a reverse proxy to target that does what mode says
+// (AgentCalls) and returns its URL.
+func agentRelay(t testing.TB, target string, mode *atomic.Int32) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Calls go on in the protocol they came in: envd's streams need
+	// unencrypted HTTP/2 end to end, file transfers use HTTP/1.1.
+	h1 := httputil.NewSingleHostReverseProxy(u)
+	h2 := httputil.NewSingleHostReverseProxy(u)
+	h2t := &http.Transport{Protocols: new(http.Protocols)}
+	h2t.Protocols.SetUnencryptedHTTP2(true)
+	h2.Transport = h2t
+	// Streams (envd's process output) pass as they come.
+	h1.FlushInterval, h2.FlushInterval = -1, -1
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxy := h1
+		if r.ProtoMajor == 2 {
+			proxy = h2
+		}
+		switch AgentCalls(mode.Load()) {
+		case AgentCallsRefused:
+			http.Error(w, "agent switched off by the test", http.StatusServiceUnavailable)
+			return
+		case AgentCallsLost:
+			proxy.ServeHTTP(httptest.NewRecorder(), r)
+			http.Error(w, "agent's answer lost by the test", http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(func() {
+		srv.Close()
+		h2t.CloseIdleConnections()
+	})
 	return srv.URL
 }
 
