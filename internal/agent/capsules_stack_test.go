@@ -102,17 +102,25 @@ func hostIfaceOf(t *testing.T, capsuleAddr string) string {
 	t.Helper()
 	ip := net.ParseIP(capsuleAddr).To4()
 	gw := net.IPv4(ip[0], ip[1], ip[2], ip[3]-1)
-	links, err := netlink.LinkList()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range links {
-		addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
-		for _, a := range addrs {
-			if a.IP.Equal(gw) {
-				return l.Attrs().Name
+	// Other tests add and remove veths meanwhile, which interrupts netlink
+	// dumps: those are retried.
+	for range 20 {
+		links, err := netlink.LinkList()
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range links {
+			addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+			for _, a := range addrs {
+				if a.IP.Equal(gw) {
+					return l.Attrs().Name
+				}
 			}
 		}
+		break
 	}
 	t.Fatalf("no host interface has gateway %s", gw)
 	return ""
