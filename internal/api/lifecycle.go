@@ -218,9 +218,10 @@ func (s *server) hostLost(ctx context.Context, c store.Capsule, err error) (stor
 
 // settleAfterFailure records what capsule c, left in status from by a
 // failed op, truly is: it asks the agent. Running or paused there, it is
-// recorded so, with the failure as its reason; gone there, it is in error;
-// and when the agent cannot be reached at all the transient status stays
-// for reconciliation to settle when the host next reports. It returns
+// recorded so, with the failure as its reason; gone or stopped there, it is
+// in error; and when the agent cannot be reached at all (or reports a
+// status of its own) the transient status stays for reconciliation to
+// settle when the host next reports. It returns
 // the capsule as recorded and the client's error.
 func (s *server) settleAfterFailure(ctx context.Context, c store.Capsule, h store.Host, from, op string, callErr error) (store.Capsule, error) {
 	apiErr, reason := agentFailure(op+" the capsule", callErr)
@@ -237,13 +238,15 @@ func (s *server) settleAfterFailure(ctx context.Context, c store.Capsule, h stor
 		fc, err = s.store.SetCapsuleStatus(ctx, c.ID, []string{from}, store.CapsuleRunning, op+" failed: "+reason)
 	case gerr == nil && got.Msg.GetCapsule().GetStatus() == store.CapsulePaused:
 		fc, err = s.store.MarkCapsulePaused(ctx, c.ID, []string{from}, got.Msg.GetCapsule().GetSnapshotBytes(), op+" failed: "+reason)
-	case gerr == nil || connect.CodeOf(gerr) == connect.CodeNotFound:
+	case (gerr == nil && got.Msg.GetCapsule().GetStatus() == store.CapsuleStopped) || connect.CodeOf(gerr) == connect.CodeNotFound:
 		fc, err = s.store.SetCapsuleStatus(ctx, c.ID, []string{from}, store.CapsuleError,
 			op+" failed and its host no longer has the capsule: "+reason)
 		if apiErr.Code == codeConflict {
 			apiErr.Code = codeAgentError
 		}
 	default:
+		// Unreachable, or in a status of its own that the agent will
+		// report as running, paused or stopped later.
 		s.log.WarnContext(ctx, "asking the agent about a capsule after a failure", "capsule_id", c.ID, "host_id", h.ID, "err", gerr)
 		lc, err := s.store.LeaveToHost(ctx, c.ID, from, op+" failed and its host could not be asked what became of the capsule; its next heartbeat settles it: "+reason)
 		if err != nil && !errors.Is(err, store.ErrConflict) {
