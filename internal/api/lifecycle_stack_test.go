@@ -563,7 +563,8 @@ func TestConcurrentLifecycleStack(t *testing.T) {
 }
 
 // TestTTLStack checks that the reaper pauses a capsule idle for its
-// timeout_sec, and not one that is running a command.
+// timeout_sec, and not one that is running a command or has a terminal
+// open.
 func TestTTLStack(t *testing.T) {
 	t.Parallel()
 	st := startStack(t, stacktest.Options{ReaperInterval: 200 * time.Millisecond})
@@ -571,7 +572,18 @@ func TestTTLStack(t *testing.T) {
 		a := createFrom(t, st, map[string]any{"template": "minimal", "timeout_sec": 2}).want(t, "create", http.StatusCreated)
 		return &capsuleClient{t: t, st: st, tm: st.Team, id: a.str("id")}
 	}
-	idle, busy := mk(), mk()
+	idle, busy, attached := mk(), mk(), mk()
+
+	// attached has a terminal open, in which nothing is typed.
+	ctx := testCtx(t, 30*time.Second)
+	conn, _, err := attached.dial(ctx, "/pty")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.CloseNow() }()
+	if m := readMsg(t, ctx, conn); m.Type != "start" {
+		t.Fatalf("terminal: first message %+v", m)
+	}
 
 	// busy runs a 5 s command in the foreground: it must stay running
 	// throughout, and the command must finish.
@@ -595,6 +607,9 @@ func TestTTLStack(t *testing.T) {
 	for a.status == 0 {
 		if got := dbStatus(t, st, busy.id).Status; got != "running" {
 			t.Errorf("capsule running a command became %s", got)
+		}
+		if got := dbStatus(t, st, attached.id).Status; got != "running" {
+			t.Errorf("capsule with an open terminal became %s", got)
 		}
 		select {
 		case a = <-done:
