@@ -273,7 +273,9 @@ func (c *Capsules) resume(ctx context.Context, rec *capsuleRecord) error {
 	// The capsule has moved on from the saved state: keeping it would only
 	// cost disk (snapshot templates hold their own links to the files).
 	// Removing 100 MB of files takes a while; nobody waits for it.
-	doomed := saved + ".resumed"
+	// A name of its own each time: the removal of the previous resume's
+	// may still be running.
+	doomed := fmt.Sprintf("%s.resumed-%d", saved, time.Now().UnixNano())
 	if err := os.Rename(saved, doomed); err != nil {
 		c.log.Warn("removing a resumed capsule's saved state", "capsule_id", rec.Spec.ID, "err", err)
 	} else {

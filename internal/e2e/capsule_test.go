@@ -22,51 +22,8 @@ import (
 // create a capsule, run `echo hello`, write a file, read it back, list its
 // directory, destroy the capsule — and nothing of it is left on the host.
 func TestCapsuleStory(t *testing.T) {
-	_, images := stacktest.Env(t)
-	dbURL := testdb.New(t)
-	migrate := start(t, "wrenn-cp-migrate", bin.cp, map[string]string{"DATABASE_URL": dbURL}, "migrate", "up")
-	if code := migrate.wait(t, 60*time.Second); code != 0 {
-		t.Fatalf("wrenn-cp migrate up exited %d:\n%s", code, migrate.logs())
-	}
-	cpAddr := freeAddr(t)
-	cpURL := "http://" + cpAddr
-	startControlPlane(t, dbURL, cpAddr)
-
-	anon := &client{t: t, base: cpURL}
-	var session struct {
-		Token string `json:"token"`
-	}
-	anon.must(http.StatusCreated, "POST", "/v1/auth/signup",
-		map[string]string{"email": "ada@example.com", "password": "correct horse battery staple", "name": "Ada"}, &session)
-	user := &client{t: t, base: cpURL, header: http.Header{"Authorization": {"Bearer " + session.Token}}}
-	var key struct {
-		Key string `json:"key"`
-	}
-	user.must(http.StatusCreated, "POST", "/v1/api-keys", map[string]string{"name": "e2e"}, &key)
-	api := &client{t: t, base: cpURL, header: http.Header{"X-Api-Key": {key.Key}}}
-
-	hostID, regToken := createHost(t, api)
-	agentDir := stacktest.ScratchDir(t)
-	if err := os.Symlink(images, filepath.Join(agentDir, "images")); err != nil {
-		t.Fatal(err)
-	}
-	agentAddr := freeAddr(t)
-	env := agentEnv(t, cpURL, agentDir, agentAddr)
-	agent := start(t, "wrenn-agent", bin.agent, env, "--register", regToken, "--address", agentAddr)
-	eventually(t, 15*time.Second, "host online with the minimal template", func() error {
-		if agent.exited() {
-			t.Fatalf("wrenn-agent exited:\n%s", agent.logs())
-		}
-		var h struct {
-			Status    string   `json:"status"`
-			Templates []string `json:"templates"`
-		}
-		api.must(http.StatusOK, "GET", "/v1/hosts/"+hostID, nil, &h)
-		if h.Status != "online" || !slices.Contains(h.Templates, "minimal") {
-			return errorString("host is " + h.Status + " with templates " + strings.Join(h.Templates, ","))
-		}
-		return nil
-	})
+	u := startUserStack(t)
+	api, env, agentDir := u.api, u.agentEnv, u.agentDir
 
 	// Create.
 	began := time.Now()
@@ -154,6 +111,71 @@ func TestCapsuleStory(t *testing.T) {
 	if pids := stacktest.ProcessesNaming(t, rec.RuntimeID); len(pids) > 0 {
 		t.Errorf("processes of the capsule still run: %v", pids)
 	}
+}
+
+// userStack is a control plane and a registered agent, started from the
+// real binaries, and an API client of a user of it.
+type userStack struct {
+	api      *client
+	agent    *process
+	agentEnv map[string]string
+	agentDir string
+	hostID   string
+}
+
+// startUserStack starts a control plane on a fresh database, signs a user
+// up, creates an API key, and registers an agent whose templates are the
+// ones `make test` built; it returns once the host is online.
+func startUserStack(t *testing.T) *userStack {
+	t.Helper()
+	_, images := stacktest.Env(t)
+	dbURL := testdb.New(t)
+	migrate := start(t, "wrenn-cp-migrate", bin.cp, map[string]string{"DATABASE_URL": dbURL}, "migrate", "up")
+	if code := migrate.wait(t, 60*time.Second); code != 0 {
+		t.Fatalf("wrenn-cp migrate up exited %d:\n%s", code, migrate.logs())
+	}
+	cpAddr := freeAddr(t)
+	cpURL := "http://" + cpAddr
+	startControlPlane(t, dbURL, cpAddr)
+
+	anon := &client{t: t, base: cpURL}
+	var session struct {
+		Token string `json:"token"`
+	}
+	anon.must(http.StatusCreated, "POST", "/v1/auth/signup",
+		map[string]string{"email": "ada@example.com", "password": "correct horse battery staple", "name": "Ada"}, &session)
+	user := &client{t: t, base: cpURL, header: http.Header{"Authorization": {"Bearer " + session.Token}}}
+	var key struct {
+		Key string `json:"key"`
+	}
+	user.must(http.StatusCreated, "POST", "/v1/api-keys", map[string]string{"name": "e2e"}, &key)
+	api := &client{t: t, base: cpURL, header: http.Header{"X-Api-Key": {key.Key}}}
+
+	hostID, regToken := createHost(t, api)
+	agentDir := stacktest.ScratchDir(t)
+	if err := os.Symlink(images, filepath.Join(agentDir, "images")); err != nil {
+		t.Fatal(err)
+	}
+	agentAddr := freeAddr(t)
+	env := agentEnv(t, cpURL, agentDir, agentAddr)
+	u := &userStack{api: api, agentEnv: env, agentDir: agentDir, hostID: hostID}
+	u.agent = start(t, "wrenn-agent", bin.agent, env, "--register", regToken, "--address", agentAddr)
+	eventually(t, 15*time.Second, "host online with the minimal template", func() error {
+		if u.agent.exited() {
+			t.Fatalf("wrenn-agent exited:\n%s", u.agent.logs())
+		}
+		var h struct {
+			Status    string   `json:"status"`
+			Templates []string `json:"templates"`
+		}
+		api.must(http.StatusOK, "GET", "/v1/hosts/"+hostID, nil, &h)
+		if h.Status != "online" || !slices.Contains(h.Templates, "minimal") {
+			return errorString("host is " + h.Status + " with templates " + strings.Join(h.Templates, ","))
+		}
+		return nil
+	})
+
+	return u
 }
 
 type errorString string
