@@ -268,6 +268,7 @@ func (c *Capsules) resume(ctx context.Context, rec *capsuleRecord) error {
 		c.mu.Lock()
 		rec.Status = capsulePaused
 		c.mu.Unlock()
+		c.log.Error("resume failed; the capsule stays paused", "capsule_id", rec.Spec.ID, "err", err)
 		return fmt.Errorf("resuming capsule %s: %w", rec.Spec.ID, err)
 	}
 	// The capsule has moved on from the saved state: keeping it would only
@@ -297,6 +298,12 @@ func (c *Capsules) restore(ctx context.Context, rec *capsuleRecord, image string
 	var phases startPhases
 	cp, err := c.checkpointer()
 	if err != nil {
+		return phases, err
+	}
+	// A paused capsule has no sandbox, unless removing the frozen one
+	// failed at the end of the pause; it goes now, or the restore would
+	// find its id taken. (For an unknown id this costs no runsc call.)
+	if err := c.cfg.Driver.Destroy(ctx, rec.RuntimeID); err != nil {
 		return phases, err
 	}
 	t0 := time.Now()
