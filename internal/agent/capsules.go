@@ -332,25 +332,35 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 	}
 	var phases startPhases
 	rec, err := c.start(ctx, spec, spec.ID, hostnameOf(spec.ID), &phases)
+	if err := c.adopt(ctx, spec.ID, rec, err); err != nil {
+		return CapsuleInfo{}, err
+	}
+	c.log.Info("capsule started", "capsule_id", spec.ID, "template", spec.Template,
+		"address", rec.Address, "took_ms", time.Since(start).Milliseconds(),
+		"network_ms", phases.network.Milliseconds(), "runtime_ms", phases.runtime.Milliseconds(),
+		"envd_ms", phases.envd.Milliseconds())
+	return rec.info(), nil
+}
+
+// adopt finishes a create: rec, which a start or restore brought up (err
+// says whether it did), is recorded running and becomes a capsule of the
+// manager. On any error everything made for capsule id is removed.
+func (c *Capsules) adopt(ctx context.Context, id string, rec *capsuleRecord, err error) error {
 	if err == nil {
 		rec.Status = capsuleRunning
 		err = writeRecord(c.dirOf(rec.RuntimeID), rec)
 	}
 	if err != nil {
 		// The start may have been cut short by ctx; the clean-up must not be.
-		if rerr := c.remove(context.WithoutCancel(ctx), spec.ID); rerr != nil {
-			c.log.Error("cleaning up after a failed start", "capsule_id", spec.ID, "err", rerr)
+		if rerr := c.remove(context.WithoutCancel(ctx), id); rerr != nil {
+			c.log.Error("cleaning up after a failed create", "capsule_id", id, "err", rerr)
 		}
-		return CapsuleInfo{}, err
+		return err
 	}
 	c.mu.Lock()
-	c.capsules[spec.ID] = rec
+	c.capsules[id] = rec
 	c.mu.Unlock()
-	c.log.Info("capsule started", "capsule_id", spec.ID, "template", spec.Template,
-		"address", rec.Address, "took_ms", time.Since(start).Milliseconds(),
-		"network_ms", phases.network.Milliseconds(), "runtime_ms", phases.runtime.Milliseconds(),
-		"envd_ms", phases.envd.Milliseconds())
-	return rec.info(), nil
+	return nil
 }
 
 // dirOf is the directory of the capsule whose runtime id is id.
@@ -417,22 +427,10 @@ func initEnvd(ctx context.Context, rec *capsuleRecord, current, hostname string)
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(ctx, envdReadyTimeout)
 	defer cancel()
-	wait := 500 * time.Microsecond
-	for current == "" {
-		hctx, hcancel := context.WithTimeout(ctx, time.Second)
-		err := client.Health(hctx)
-		hcancel()
-		if err == nil {
-			break
+	if current == "" {
+		if err := waitHealthy(ctx, client); err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for envd: %w (last error: %w)", ctx.Err(), err)
-		case <-time.After(wait):
-		}
-		// envd is usually up within milliseconds of the sandbox: poll
-		// often at first, and back off only if it is slow.
-		wait = min(wait*2, 10*time.Millisecond)
 	}
 	err := client.Init(ctx, envdclient.InitRequest{
 		AccessToken: rec.Token,
@@ -443,6 +441,27 @@ func initEnvd(ctx context.Context, rec *capsuleRecord, current, hostname string)
 		return fmt.Errorf("initializing envd: %w", err)
 	}
 	return nil
+}
+
+// waitHealthy polls client's envd until it answers or ctx ends. envd is
+// usually up within milliseconds of the sandbox: it polls often at first,
+// and backs off only if envd is slow.
+func waitHealthy(ctx context.Context, client *envdclient.Client) error {
+	wait := 500 * time.Microsecond
+	for {
+		hctx, hcancel := context.WithTimeout(ctx, time.Second)
+		err := client.Health(hctx)
+		hcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for envd: %w (last error: %w)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 10*time.Millisecond)
+	}
 }
 
 // envdURL is the base URL of the envd at a capsule address.

@@ -330,27 +330,13 @@ func (c *Capsules) restore(ctx context.Context, rec *capsuleRecord, image string
 	return phases, nil
 }
 
-// waitEnvd polls envd's health at addr until it answers.
+// waitEnvd waits for the envd at addr, which holds token, to answer.
 func waitEnvd(ctx context.Context, addr, token string) error {
 	client := envdclient.New(envdURL(addr), token)
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(ctx, envdReadyTimeout)
 	defer cancel()
-	wait := 500 * time.Microsecond
-	for {
-		hctx, hcancel := context.WithTimeout(ctx, time.Second)
-		err := client.Health(hctx)
-		hcancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for envd: %w (last error: %w)", ctx.Err(), err)
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 10*time.Millisecond)
-	}
+	return waitHealthy(ctx, client)
 }
 
 // Snapshot makes template name out of a capsule's saved state. A running
@@ -657,19 +643,9 @@ func syncDir(dir string) error {
 // createRestored is Create for a snapshot template.
 func (c *Capsules) createRestored(ctx context.Context, spec CapsuleSpec, meta snapshotMeta, start time.Time) (CapsuleInfo, error) {
 	rec, err := c.createFromSnapshot(ctx, spec, meta)
-	if err == nil {
-		rec.Status = capsuleRunning
-		err = writeRecord(c.dirOf(rec.RuntimeID), rec)
-	}
-	if err != nil {
-		if rerr := c.remove(context.WithoutCancel(ctx), spec.ID); rerr != nil {
-			c.log.Error("cleaning up after a failed restore", "capsule_id", spec.ID, "err", rerr)
-		}
+	if err := c.adopt(ctx, spec.ID, rec, err); err != nil {
 		return CapsuleInfo{}, err
 	}
-	c.mu.Lock()
-	c.capsules[spec.ID] = rec
-	c.mu.Unlock()
 	c.log.Info("capsule restored from a snapshot", "capsule_id", spec.ID, "template", spec.Template,
 		"address", rec.Address, "took_ms", time.Since(start).Milliseconds())
 	return rec.info(), nil
