@@ -410,8 +410,9 @@ type Reconciled struct {
 // ReconcileHost settles host hostID's capsules from reported, the agent's
 // own list: capsules marked missing, capsules an operation left to the host
 // (LeaveToHost), and capsules left starting, pausing or resuming for longer
-// than staleAfter (an operation whose control plane died). Alive becomes running, paused stays paused, absent or stopped
-// becomes stopped. Nothing else is touched, so operations in flight are not
+// than staleAfter (an operation whose control plane died). Alive becomes
+// running, paused stays paused, absent or stopped becomes stopped; one the
+// host reports pausing or resuming is left for a later report. Nothing else is touched, so operations in flight are not
 // raced: they hold their transient status for less than staleAfter.
 func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []ReportedCapsule, staleAfter time.Duration) ([]Reconciled, error) {
 	if reported == nil {
@@ -439,6 +440,9 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 					WHEN rep.status = 'paused' THEN 'paused'
 					ELSE 'stopped' END AS status
 				FROM old JOIN capsules c ON c.id = old.id LEFT JOIN rep ON rep.id = old.id::text
+				-- A pause or resume still under way on the host settles
+				-- with a later report.
+				WHERE rep.status IS NULL OR rep.status NOT IN ('pausing', 'resuming')
 			)
 			UPDATE capsules c SET status = want.status, updated_at = now(), settle_from_host = false,
 			       status_reason = CASE want.status

@@ -93,9 +93,17 @@ func TestHostLossAndReconcile(t *testing.T) {
 	}
 
 	// A pause that could not ask the host leaves the capsule to the next
-	// report, however fresh.
+	// report, however fresh — but not to one in which the host is still
+	// pausing it.
 	if _, err := d.store.LeaveToHost(ctx, fresh.ID, store.CapsulePausing, "pause failed"); err != nil {
 		t.Fatal(err)
+	}
+	stillPausing := []store.ReportedCapsule{{ID: fresh.ID, Status: "pausing"}}
+	if changed, err := d.store.ReconcileHost(ctx, h, stillPausing, time.Hour); err != nil || len(changed) != 0 {
+		t.Fatalf("ReconcileHost with the pause still under way = %+v, %v; want no change", changed, err)
+	}
+	if got := d.status(fresh.ID).Status; got != store.CapsulePausing {
+		t.Fatalf("a capsule its host still pauses became %s", got)
 	}
 	changed, err = d.store.ReconcileHost(ctx, h, report, time.Hour)
 	if err != nil || len(changed) != 1 || changed[0].ID != fresh.ID || changed[0].To != store.CapsulePaused {
