@@ -117,6 +117,9 @@ func TestCapsuleStory(t *testing.T) {
 // real binaries, and an API client of a user of it.
 type userStack struct {
 	api      *client
+	cp       *process
+	dbURL    string
+	cpAddr   string
 	agent    *process
 	agentEnv map[string]string
 	agentDir string
@@ -136,7 +139,7 @@ func startUserStack(t *testing.T) *userStack {
 	}
 	cpAddr := freeAddr(t)
 	cpURL := "http://" + cpAddr
-	startControlPlane(t, dbURL, cpAddr)
+	cp := startControlPlane(t, dbURL, cpAddr)
 
 	anon := &client{t: t, base: cpURL}
 	var session struct {
@@ -158,7 +161,7 @@ func startUserStack(t *testing.T) *userStack {
 	}
 	agentAddr := freeAddr(t)
 	env := agentEnv(t, cpURL, agentDir, agentAddr)
-	u := &userStack{api: api, agentEnv: env, agentDir: agentDir, hostID: hostID}
+	u := &userStack{api: api, cp: cp, dbURL: dbURL, cpAddr: cpAddr, agentEnv: env, agentDir: agentDir, hostID: hostID}
 	u.agent = start(t, "wrenn-agent", bin.agent, env, "--register", regToken, "--address", agentAddr)
 	eventually(t, 15*time.Second, "host online with the minimal template", func() error {
 		if u.agent.exited() {

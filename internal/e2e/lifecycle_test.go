@@ -127,3 +127,43 @@ func TestAgentKilledMidPause(t *testing.T) {
 	}
 	t.Logf("outcomes of the pauses the agent was killed in: %v", outcomes)
 }
+
+// TestControlPlaneKilled kills the control plane with SIGKILL while one
+// capsule runs and another is paused, and starts it again: nothing changes
+// for either. The running one answers at once, the paused one resumes with
+// its file.
+func TestControlPlaneKilled(t *testing.T) {
+	u := startUserStack(t)
+	var running, paused struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	u.api.must(http.StatusCreated, "POST", "/v1/capsules", map[string]any{"template": "minimal"}, &running)
+	u.api.must(http.StatusCreated, "POST", "/v1/capsules", map[string]any{"template": "minimal"}, &paused)
+	u.exec(t, running.ID, "echo one > /root/f")
+	u.exec(t, paused.ID, "echo two > /root/f")
+	u.api.must(http.StatusOK, "POST", "/v1/capsules/"+paused.ID+"/pause", nil, nil)
+
+	if err := u.cp.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-u.cp.done
+	u.cp = startControlPlane(t, u.dbURL, u.cpAddr)
+
+	for id, want := range map[string]string{running.ID: "running", paused.ID: "paused"} {
+		var got struct {
+			Status string `json:"status"`
+		}
+		u.api.must(http.StatusOK, "GET", "/v1/capsules/"+id, nil, &got)
+		if got.Status != want {
+			t.Errorf("after the control plane's restart capsule %s is %s, want %s", id, got.Status, want)
+		}
+	}
+	if out := u.exec(t, running.ID, "cat /root/f").Stdout; out != "one\n" {
+		t.Errorf("the running capsule's file = %q", out)
+	}
+	u.api.must(http.StatusOK, "POST", "/v1/capsules/"+paused.ID+"/resume", nil, nil)
+	if out := u.exec(t, paused.ID, "cat /root/f").Stdout; out != "two\n" {
+		t.Errorf("the resumed capsule's file = %q", out)
+	}
+}
