@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"slices"
 	"testing"
 	"time"
 
@@ -89,12 +88,7 @@ func BenchmarkPauseResume(b *testing.B) {
 		}
 	}
 
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	pct := func(ds []time.Duration, p int) time.Duration {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		return s[min(len(s)-1, len(s)*p/100)]
-	}
+	ms, pct := stacktest.Millis, stacktest.Percentile
 	b.ReportMetric(ms(pct(pauses, 50)), "pause-p50-ms")
 	b.ReportMetric(ms(pct(pauses, 95)), "pause-p95-ms")
 	b.ReportMetric(ms(pct(resumes, 50)), "resume-p50-ms")

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -141,12 +140,7 @@ func BenchmarkCreateToFirstCommand(b *testing.B) {
 		destroy(warm, id)
 	}
 
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	pct := func(ds []time.Duration, p int) time.Duration {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		return s[min(len(s)-1, len(s)*p/100)]
-	}
+	ms, pct := stacktest.Millis, stacktest.Percentile
 	ratio := func(ds []time.Duration) float64 { return float64(pct(ds, 50)) / float64(pct(raw, 50)) }
 	b.ReportMetric(ms(pct(seqWarm, 50)), "warm-p50-ms")
 	b.ReportMetric(ms(pct(seqWarm, 95)), "warm-p95-ms")

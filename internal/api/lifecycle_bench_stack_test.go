@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"net/http"
-	"slices"
 	"testing"
 	"time"
 
@@ -24,38 +23,38 @@ func BenchmarkPauseResume(b *testing.B) {
 
 	var pauses, resumes []time.Duration
 	var snapBytes float64
-	for range cycles {
-		t0 := time.Now()
-		p := cc.call("POST", "/pause", nil).want(b, "pause", http.StatusOK)
-		pauses = append(pauses, time.Since(t0))
-		snapBytes = p.num("snapshot_bytes")
-		t0 = time.Now()
-		cc.call("POST", "/resume", nil).want(b, "resume", http.StatusOK)
-		resumes = append(resumes, time.Since(t0))
+	for b.Loop() {
+		for range cycles {
+			t0 := time.Now()
+			p := cc.call("POST", "/pause", nil).want(b, "pause", http.StatusOK)
+			pauses = append(pauses, time.Since(t0))
+			snapBytes = p.num("snapshot_bytes")
+			t0 = time.Now()
+			cc.call("POST", "/resume", nil).want(b, "resume", http.StatusOK)
+			resumes = append(resumes, time.Since(t0))
+		}
 	}
+	b.StopTimer()
 
 	teamCall(b, st, st.Team, "POST", "/v1/snapshots", map[string]any{"capsule_id": cc.id, "name": "bench"}).
 		want(b, "snapshot", http.StatusCreated)
 	b.Cleanup(func() { teamCall(b, st, st.Team, "DELETE", "/v1/snapshots/bench", nil) })
-	createTimes := func(template string) []time.Duration {
-		var ds []time.Duration
-		for range creates {
-			t0 := time.Now()
-			a := teamCall(b, st, st.Team, "POST", "/v1/capsules", map[string]any{"template": template}).
-				want(b, "create from "+template, http.StatusCreated)
-			ds = append(ds, time.Since(t0))
-			teamCall(b, st, st.Team, "DELETE", "/v1/capsules/"+a.str("id"), nil).want(b, "destroy", http.StatusNoContent)
-		}
-		return ds
+	create := func(template string) time.Duration {
+		t0 := time.Now()
+		a := teamCall(b, st, st.Team, "POST", "/v1/capsules", map[string]any{"template": template}).
+			want(b, "create from "+template, http.StatusCreated)
+		d := time.Since(t0)
+		teamCall(b, st, st.Team, "DELETE", "/v1/capsules/"+a.str("id"), nil).want(b, "destroy", http.StatusNoContent)
+		return d
 	}
-	fromSnap, fromBase := createTimes("bench"), createTimes("minimal")
+	// Interleaved, so that both see the same machine.
+	var fromSnap, fromBase []time.Duration
+	for range creates {
+		fromSnap = append(fromSnap, create("bench"))
+		fromBase = append(fromBase, create("minimal"))
+	}
 
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	pct := func(ds []time.Duration, p int) time.Duration {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		return s[min(len(s)-1, len(s)*p/100)]
-	}
+	ms, pct := stacktest.Millis, stacktest.Percentile
 	b.ReportMetric(ms(pct(pauses, 50)), "pause-p50-ms")
 	b.ReportMetric(ms(pct(pauses, 95)), "pause-p95-ms")
 	b.ReportMetric(ms(pct(resumes, 50)), "resume-p50-ms")
@@ -63,8 +62,11 @@ func BenchmarkPauseResume(b *testing.B) {
 	b.ReportMetric(snapBytes/(1<<20), "paused-disk-MiB")
 	b.ReportMetric(ms(pct(fromSnap, 50)), "create-snapshot-p50-ms")
 	b.ReportMetric(ms(pct(fromBase, 50)), "create-base-p50-ms")
+	b.ReportMetric(float64(pct(fromSnap, 50))/float64(pct(fromBase, 50)), "snapshot/base")
+	b.ReportMetric(float64(pct(resumes, 50))/float64(pct(fromBase, 50)), "resume/create-base")
 	b.Logf("64 MiB touched, %d cycles: pause p50 %.1f ms p95 %.1f ms; resume p50 %.1f ms p95 %.1f ms; paused capsule %.1f MiB on disk; "+
-		"create (n=%d, no pool) from snapshot p50 %.1f ms, from base p50 %.1f ms",
+		"create (n=%d, no pool) from snapshot p50 %.1f ms, from base p50 %.1f ms (%.2f×); resume p50 / create-from-base p50 = %.2f",
 		cycles, ms(pct(pauses, 50)), ms(pct(pauses, 95)), ms(pct(resumes, 50)), ms(pct(resumes, 95)), snapBytes/(1<<20),
-		creates, ms(pct(fromSnap, 50)), ms(pct(fromBase, 50)))
+		creates, ms(pct(fromSnap, 50)), ms(pct(fromBase, 50)), float64(pct(fromSnap, 50))/float64(pct(fromBase, 50)),
+		float64(pct(resumes, 50))/float64(pct(fromBase, 50)))
 }

@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -506,3 +507,14 @@ func (tm Team) JSON(t testing.TB, s *Stack, method, path string, body any, want 
 		}
 	}
 }
+
+// Percentile returns the p-th percentile (0–100) of ds, for benchmarks'
+// reports.
+func Percentile(ds []time.Duration, p int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+// Millis is d in milliseconds, for benchmarks' reports.
+func Millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
