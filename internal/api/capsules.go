@@ -234,6 +234,8 @@ func (s *server) handleCreateCapsule() http.Handler {
 		}))
 		var full *store.NoCapacityError
 		switch {
+		case errors.Is(err, store.ErrTemplateGone):
+			return errorf(codeTemplateNotFound, "snapshot %q was deleted meanwhile", tmpl.Name)
 		case errors.Is(err, store.ErrNoHost) && tmpl.Kind == store.TemplateSnapshot:
 			return errorf(codeNoHost, "the host that holds snapshot %q is not online", tmpl.Name)
 		case errors.Is(err, store.ErrNoHost):

@@ -196,31 +196,34 @@ func (s *server) handleDeleteSnapshot() http.Handler {
 			return errorf(codeConflict, "%q is a base template; only snapshots can be deleted", name)
 		}
 		ctx := context.WithoutCancel(r.Context())
-		// Refused before the files go, then checked again with the row
-		// locked as it is deleted.
-		if n, err := s.store.CapsulesUsingTemplate(ctx, t.ID); err != nil {
-			return err
-		} else if n > 0 {
-			return inUse(name, n)
-		}
-		if t.HostID != "" {
-			h, err := s.store.Host(ctx, t.HostID)
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-			case err != nil:
-				return err
-			default:
-				if err := s.deleteTemplateOnAgent(ctx, h, t.AgentName); err != nil {
-					s.log.WarnContext(ctx, "deleting snapshot on its host", "host_id", h.ID, "template_id", t.ID, "err", err)
-					apiErr, _ := agentFailure("delete the snapshot", err)
-					apiErr.Code = codeAgentError
-					return apiErr
-				}
+		// The files go inside DeleteSnapshot, with the template locked
+		// and no capsule using it; a failure there leaves the row.
+		var agentErr error
+		removeFiles := func() error {
+			if t.HostID == "" {
+				return nil
 			}
+			h, err := s.store.Host(ctx, t.HostID)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil // the host and its disk are gone
+			}
+			if err != nil {
+				return err
+			}
+			if err := s.deleteTemplateOnAgent(ctx, h, t.AgentName); err != nil {
+				s.log.WarnContext(ctx, "deleting snapshot on its host", "host_id", h.ID, "template_id", t.ID, "err", err)
+				agentErr = err
+				return err
+			}
+			return nil
 		}
-		err = s.store.DeleteSnapshot(ctx, p.TeamID, t.ID, s.event(r, p, "snapshot.delete", map[string]any{"name": name}))
+		err = s.store.DeleteSnapshot(ctx, p.TeamID, t.ID, removeFiles, s.event(r, p, "snapshot.delete", map[string]any{"name": name}))
 		var n int
 		switch {
+		case agentErr != nil:
+			apiErr, _ := agentFailure("delete the snapshot", agentErr)
+			apiErr.Code = codeAgentError
+			return apiErr
 		case errors.Is(err, store.ErrNotFound):
 			// Deleted by a concurrent call: the outcome asked for.
 		case errors.Is(err, store.ErrTemplateInUse):

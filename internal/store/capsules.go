@@ -211,6 +211,19 @@ func (s *Store) CreateCapsule(ctx context.Context, nc NewCapsule, ev Event) (Cap
 }
 
 func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, ev Event) (Capsule, Host, error) {
+	if nc.TemplateID != "" {
+		// Held until the capsule is in: a DELETE of the template (which
+		// locks it FOR UPDATE while it checks for users and removes the
+		// files) waits for this create, or this create for it.
+		var one int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM templates WHERE id = $1 FOR SHARE`, nc.TemplateID).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Capsule{}, Host{}, ErrTemplateGone
+		}
+		if err != nil {
+			return Capsule{}, Host{}, err
+		}
+	}
 	rows, err := tx.Query(ctx, `
 		SELECT id::text, type = 'byoc', cpus, memory_mb FROM hosts
 		WHERE status = 'online' AND (type = 'regular' OR team_id = $1)

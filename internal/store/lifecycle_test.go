@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
 
@@ -178,5 +180,67 @@ func (d *db) exec(sql string, args ...any) {
 	d.t.Helper()
 	if _, err := d.conn.Exec(context.Background(), sql, args...); err != nil {
 		d.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// TestDeleteSnapshotExcludesCreates deletes a snapshot while a capsule is
+// being created from it: the create waits until the files are gone and then
+// fails with ErrTemplateGone, instead of being placed on files that are
+// being removed. A failure to remove the files leaves the template.
+func TestDeleteSnapshotExcludesCreates(t *testing.T) {
+	d := newDB(t)
+	ctx := context.Background()
+	team := d.team()
+	tid := uuid.NewString()
+	h := d.host(hostSpec{cpus: 8, memoryMB: 100000, templates: []string{"minimal", tid}})
+	tmpl, err := d.store.CreateSnapshot(ctx, store.NewSnapshot{
+		ID: tid, Name: "snap", TeamID: team, HostID: h, SourceCapsuleID: uuid.NewString(), VCPUs: 1, MemoryMB: 256, DiskMB: 1024,
+	}, store.Event{TeamID: team, ActorType: store.ActorSystem, Action: "snapshot.create"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromSnap := capsule(team, "snap", 1, 256)
+	fromSnap.TemplateID, fromSnap.AgentTemplate, fromSnap.HostID = tmpl.ID, tmpl.AgentName, h
+
+	ev := store.Event{TeamID: team, ActorType: store.ActorSystem, Action: "snapshot.delete"}
+	failed := errors.New("the host could not remove the files")
+	if err := d.store.DeleteSnapshot(ctx, team, tmpl.ID, func() error { return failed }, ev); !errors.Is(err, failed) {
+		t.Fatalf("DeleteSnapshot with a failing removal = %v", err)
+	}
+	if _, err := d.store.Template(ctx, team, "snap"); err != nil {
+		t.Fatalf("after a failed removal the template is gone: %v", err)
+	}
+
+	removing := make(chan struct{})
+	proceed := make(chan struct{})
+	deleted := make(chan error, 1)
+	go func() {
+		deleted <- d.store.DeleteSnapshot(ctx, team, tmpl.ID, func() error {
+			close(removing)
+			<-proceed
+			return nil
+		}, ev)
+	}()
+	<-removing
+	created := make(chan error, 1)
+	go func() {
+		_, _, err := d.store.CreateCapsule(ctx, fromSnap, createEvent(team))
+		created <- err
+	}()
+	select {
+	case err := <-created:
+		t.Fatalf("a create from the snapshot did not wait for its deletion: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(proceed)
+	if err := <-deleted; err != nil {
+		t.Fatalf("DeleteSnapshot: %v", err)
+	}
+	if err := <-created; !errors.Is(err, store.ErrTemplateGone) {
+		t.Fatalf("create from a snapshot deleted meanwhile = %v, want ErrTemplateGone", err)
+	}
+	var n int
+	if err := d.conn.QueryRow(ctx, `SELECT count(*) FROM capsules`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d capsules were created (%v)", n, err)
 	}
 }

@@ -157,12 +157,17 @@ func (s *Store) NameTaken(ctx context.Context, teamID, name string) (bool, error
 // template.
 var ErrTemplateInUse = errors.New("template in use")
 
-// DeleteSnapshot deletes team teamID's snapshot template id and writes ev,
-// unless a capsule that is not stopped started from it (ErrTemplateInUse,
-// wrapped with how many). The capsule rows are locked while checking, so a
-// capsule cannot be created from the template in between. An unknown id is
-// ErrNotFound.
-func (s *Store) DeleteSnapshot(ctx context.Context, teamID, id string, ev Event) error {
+// ErrTemplateGone means the template a capsule was to be created from was
+// deleted meanwhile.
+var ErrTemplateGone = errors.New("template deleted")
+
+// DeleteSnapshot deletes team teamID's snapshot template id — first its
+// files, with removeFiles, then its row — and writes ev, unless a capsule
+// that is not stopped started from it (ErrTemplateInUse, wrapped with how
+// many). The template row stays locked throughout, so no capsule can be
+// created from it in between. An error of removeFiles is returned as is
+// and leaves the template as it was. An unknown id is ErrNotFound.
+func (s *Store) DeleteSnapshot(ctx context.Context, teamID, id string, removeFiles func() error, ev Event) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var tid string
 		if err := tx.QueryRow(ctx, `
@@ -178,6 +183,12 @@ func (s *Store) DeleteSnapshot(ctx context.Context, teamID, id string, ev Event)
 		}
 		if n > 0 {
 			return fmt.Errorf("%d capsules: %w", n, ErrTemplateInUse)
+		}
+		// The files go while the row is locked: a create from the
+		// template waits (createCapsule locks it FOR SHARE) and then
+		// finds it gone, instead of restoring from files being removed.
+		if err := removeFiles(); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM templates WHERE id = $1`, id); err != nil {
 			return err
