@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"math"
@@ -228,8 +229,21 @@ func (s *server) handleHeartbeat() http.Handler {
 		if err != nil {
 			return err
 		}
+		var stopped []string
 		for _, c := range changed {
 			s.log.InfoContext(r.Context(), "capsule reconciled", "capsule_id", c.ID, "host_id", hostID, "from", c.From, "to", c.To)
+			if c.To == store.CapsuleStopped {
+				stopped = append(stopped, c.ID)
+			}
+		}
+		if len(stopped) > 0 {
+			// A stopped capsule is never destroyed again (DELETE of one
+			// does not ask its host), so whatever the agent still holds
+			// of it (a dead sandbox's runsc state, its network namespace
+			// and address, its files) goes now or stays for ever. Not on
+			// the heartbeat's time: the agent is answering, and the
+			// destroys may take a while.
+			go s.destroyReconciled(context.WithoutCancel(r.Context()), hostID, stopped)
 		}
 		encode(w, http.StatusOK, response{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()})
 		return nil
@@ -271,4 +285,18 @@ func (s *server) handleRefresh() http.Handler {
 		encode(w, http.StatusOK, response{HostID: hostID, credentialsJSON: creds})
 		return nil
 	})
+}
+
+// destroyReconciled asks host hostID to destroy capsules that reconciliation
+// recorded stopped. The agent answers success for capsules it does not
+// have; a failure is only logged, since the rows are already true.
+func (s *server) destroyReconciled(ctx context.Context, hostID string, ids []string) {
+	h, err := s.store.Host(ctx, hostID)
+	if err != nil {
+		s.log.WarnContext(ctx, "destroying reconciled capsules: reading their host", "host_id", hostID, "err", err)
+		return
+	}
+	for _, id := range ids {
+		s.destroyBestEffort(ctx, h, id)
+	}
 }
