@@ -546,7 +546,9 @@ func (c *Capsules) Get(ctx context.Context, id string) (CapsuleInfo, error) {
 	}
 	if cp.Status == capsuleRunning {
 		if info, err := c.cfg.Driver.Info(ctx, cp.RuntimeID); err != nil || info.State != runtime.StateRunning {
-			cp.Status = capsuleStopped
+			// The record was read before runsc was asked: a pause may
+			// have frozen or removed the sandbox in between.
+			cp.Status = c.confirmedStatus(ctx, id)
 		}
 	}
 	if cp.Status == capsulePaused {
@@ -566,16 +568,54 @@ func (c *Capsules) List(ctx context.Context) ([]CapsuleInfo, error) {
 	}
 	c.mu.Lock()
 	out := make([]CapsuleInfo, 0, len(c.capsules))
+	var doubtful []int // indexes in out of capsules runsc did not see running
 	for _, rec := range c.capsules {
 		info := rec.info()
 		if listErr == nil && info.Status == capsuleRunning && states[rec.RuntimeID] != runtime.StateRunning {
-			info.Status = capsuleStopped
+			doubtful = append(doubtful, len(out))
 		}
 		out = append(out, info)
 	}
 	c.mu.Unlock()
+	// runsc was asked before the records were read: a capsule that a
+	// resume or create brought up in between is recorded running but was
+	// not in runsc's answer. Only a fresh look, with no operation on the
+	// capsule under way, may call it stopped: the control plane settles a
+	// capsule reported stopped as stopped and destroys it.
+	for _, i := range doubtful {
+		out[i].Status = c.confirmedStatus(ctx, out[i].Spec.ID)
+	}
 	slices.SortFunc(out, func(a, b CapsuleInfo) int { return strings.Compare(a.Spec.ID, b.Spec.ID) })
 	return out, listErr
+}
+
+// confirmedStatus is the status of capsule id as recorded, except that one
+// recorded running whose sandbox runsc does not report running is stopped.
+// It asks runsc while it holds the capsule, so that no pause, resume or
+// create changes the capsule between its record and runsc's answer; a
+// capsule busy with one is reported as recorded.
+func (c *Capsules) confirmedStatus(ctx context.Context, id string) string {
+	c.mu.Lock()
+	rec, ok := c.capsules[id]
+	var status, runtimeID string
+	if ok {
+		status, runtimeID = rec.Status, rec.RuntimeID
+	}
+	c.mu.Unlock()
+	if !ok || status != capsuleRunning || !c.claim(id) {
+		return status
+	}
+	defer c.release(id)
+	c.mu.Lock()
+	status = rec.Status
+	c.mu.Unlock()
+	if status != capsuleRunning {
+		return status
+	}
+	if info, err := c.cfg.Driver.Info(ctx, runtimeID); err != nil || info.State != runtime.StateRunning {
+		return capsuleStopped
+	}
+	return status
 }
 
 // envdTarget returns the address and token of a running capsule's envd.
