@@ -807,3 +807,31 @@ func TestHostLossDeadSandboxStack(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestTTLShortTimeoutStack: a capsule with timeout_sec 1 that runs a 4 s
+// command in the foreground is in use the whole time and must not be
+// paused under it. The command keeps touching the capsule every 250 ms,
+// but touches less than a second apart used to be dropped, so its
+// last_active_at could be more than its 1 s timeout old.
+func TestTTLShortTimeoutStack(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, stacktest.Options{ReaperInterval: 100 * time.Millisecond})
+	a := createFrom(t, st, map[string]any{"template": "minimal", "timeout_sec": 1}).want(t, "create", http.StatusCreated)
+	busy := &capsuleClient{t: t, st: st, tm: st.Team, id: a.str("id")}
+	done := make(chan answer, 1)
+	go func() { done <- busy.exec(map[string]any{"cmd": "sleep 4; echo done", "timeout_sec": 30}) }()
+	var got answer
+	for got.status == 0 {
+		if s := dbStatus(t, st, busy.id).Status; s != "running" {
+			t.Fatalf("capsule running a command became %s", s)
+		}
+		select {
+		case got = <-done:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	got.want(t, "the long command", http.StatusOK)
+	if got.str("stdout") != "done\n" {
+		t.Errorf("long command: %s", got.raw)
+	}
+}
