@@ -590,7 +590,7 @@ func (c *Capsules) List(ctx context.Context) ([]CapsuleInfo, error) {
 }
 
 // confirmedStatus is the status of capsule id as recorded, except that one
-// recorded running whose sandbox runsc does not report running is stopped.
+// recorded running whose sandbox runsc has not or calls stopped is stopped.
 // It asks runsc while it holds the capsule, so that no pause, resume or
 // create changes the capsule between its record and runsc's answer; a
 // capsule busy with one is reported as recorded.
@@ -612,7 +612,12 @@ func (c *Capsules) confirmedStatus(ctx context.Context, id string) string {
 	if status != capsuleRunning {
 		return status
 	}
-	if info, err := c.cfg.Driver.Info(ctx, runtimeID); err != nil || info.State != runtime.StateRunning {
+	// Only a sandbox runsc no longer has, or calls stopped, is: a runsc
+	// that fails to answer, or a sandbox still frozen, says nothing of
+	// that, and a stopped report makes the control plane stop the capsule
+	// for good.
+	info, err := c.cfg.Driver.Info(ctx, runtimeID)
+	if errors.Is(err, runtime.ErrNotFound) || (err == nil && info.State == runtime.StateStopped) {
 		return capsuleStopped
 	}
 	return status

@@ -412,7 +412,11 @@ type Reconciled struct {
 // (LeaveToHost), and capsules left starting, pausing or resuming for longer
 // than staleAfter (an operation whose control plane died). Alive becomes
 // running, paused stays paused, absent or stopped becomes stopped; one the
-// host reports pausing or resuming is left for a later report. Nothing else is touched, so operations in flight are not
+// host reports pausing or resuming is left for a later report. A capsule
+// recorded running or paused that the host reports stopped (its sandbox
+// died, its saved state is gone) becomes stopped too; one the host merely
+// does not list is not, since a heartbeat may predate its creation.
+// Nothing else is touched, so operations in flight are not
 // raced: they hold their transient status for less than staleAfter.
 func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []ReportedCapsule, staleAfter time.Duration) ([]Reconciled, error) {
 	if reported == nil {
@@ -431,7 +435,11 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 				SELECT c.id, c.status FROM capsules c
 				WHERE c.host_id = $1
 				  AND (c.status = 'missing' OR (c.status IN ('starting', 'pausing', 'resuming')
-				       AND (c.settle_from_host OR c.updated_at < now() - make_interval(secs => $3))))
+				       AND (c.settle_from_host OR c.updated_at < now() - make_interval(secs => $3)))
+				       -- The host says it is stopped: the agent never brings
+				       -- a stopped capsule back, so the report cannot be stale.
+				       OR (c.status IN ('running', 'paused')
+				           AND c.id::text IN (SELECT id FROM rep WHERE status = 'stopped')))
 				FOR UPDATE
 			), want AS (
 				SELECT old.id, old.status AS was, CASE

@@ -114,6 +114,35 @@ func TestHostLossAndReconcile(t *testing.T) {
 	}
 }
 
+// TestReconcileReportedStopped: a capsule recorded running or paused that
+// its host reports stopped (its sandbox died, say the host rebooted within
+// the host timeout, or its saved state is gone) is stopped: the agent never
+// brings a stopped capsule back. One the host does not list, or lists as
+// running, is left as it is: a heartbeat may have been put together before
+// the capsule was created.
+func TestReconcileReportedStopped(t *testing.T) {
+	d := newDB(t)
+	ctx := context.Background()
+	team := d.team()
+	h := d.host(hostSpec{cpus: 8, memoryMB: 100000})
+	dead, deadPaused, unlisted, alive := d.running(capsule(team, "minimal", 1, 256)), d.running(capsule(team, "minimal", 1, 256)),
+		d.running(capsule(team, "minimal", 1, 256)), d.running(capsule(team, "minimal", 1, 256))
+	if _, err := d.store.MarkCapsulePaused(ctx, deadPaused.ID, []string{store.CapsuleRunning}, 42, ""); err != nil {
+		t.Fatal(err)
+	}
+	changed, err := d.store.ReconcileHost(ctx, h, []store.ReportedCapsule{
+		{ID: dead.ID, Status: "stopped"}, {ID: deadPaused.ID, Status: "stopped"}, {ID: alive.ID, Status: "running"},
+	}, time.Hour)
+	if err != nil || len(changed) != 2 {
+		t.Fatalf("ReconcileHost = %+v, %v; want the 2 capsules reported stopped", changed, err)
+	}
+	for id, want := range map[string]string{dead.ID: "stopped", deadPaused.ID: "stopped", unlisted.ID: "running", alive.ID: "running"} {
+		if got := d.status(id); got.Status != want {
+			t.Errorf("reconciled %s: got %s, want %s", id, got.Status, want)
+		}
+	}
+}
+
 // TestClaimIdleCapsules claims only running capsules idle beyond their
 // timeout, once.
 func TestClaimIdleCapsules(t *testing.T) {
