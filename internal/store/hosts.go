@@ -154,6 +154,17 @@ func (s *Store) Host(ctx context.Context, id string) (Host, error) {
 // its agent is refused from then on, and writes ev.
 func (s *Store) DeleteHost(ctx context.Context, id string, ev Event) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		// Nothing of the host's capsules can run or resume again once it
+		// is gone (their host_id becomes NULL): a capsule left running,
+		// paused or missing would say otherwise. An operation in flight
+		// on one finds its compare-and-set refused.
+		if _, err := tx.Exec(ctx, `
+			UPDATE capsules SET status = 'error', updated_at = now(), settle_from_host = false,
+			       status_reason = 'its host was deleted (it was ' || status || ')',
+			       paused_at = NULL, snapshot_bytes = 0
+			WHERE host_id = $1 AND status NOT IN ('stopped', 'error')`, id); err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, `DELETE FROM hosts WHERE id = $1`, id)
 		if err != nil {
 			return err

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -139,6 +140,36 @@ func TestReconcileReportedStopped(t *testing.T) {
 	for id, want := range map[string]string{dead.ID: "stopped", deadPaused.ID: "stopped", unlisted.ID: "running", alive.ID: "running"} {
 		if got := d.status(id); got.Status != want {
 			t.Errorf("reconciled %s: got %s, want %s", id, got.Status, want)
+		}
+	}
+}
+
+// TestDeleteHostCapsules: once a host is deleted nothing of its capsules
+// can run or be resumed again, so none may stay recorded running, paused
+// or missing: they are in error, saying why. Stopped ones stay stopped.
+func TestDeleteHostCapsules(t *testing.T) {
+	d := newDB(t)
+	ctx := context.Background()
+	team := d.team()
+	h := d.host(hostSpec{cpus: 8, memoryMB: 100000})
+	running, paused, stopped := d.running(capsule(team, "minimal", 1, 256)), d.running(capsule(team, "minimal", 1, 256)),
+		d.running(capsule(team, "minimal", 1, 256))
+	if _, err := d.store.MarkCapsulePaused(ctx, paused.ID, []string{store.CapsuleRunning}, 42, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.store.SetCapsuleStatus(ctx, stopped.ID, []string{store.CapsuleRunning}, store.CapsuleStopped, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.store.DeleteHost(ctx, h, store.Event{ActorType: store.ActorSystem, Action: "host.delete"}); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{running.ID: "error", paused.ID: "error", stopped.ID: "stopped"} {
+		got := d.status(id)
+		if got.Status != want {
+			t.Errorf("capsule of a deleted host: %s (%q), want %s", got.Status, got.StatusReason, want)
+		}
+		if want == "error" && !strings.Contains(got.StatusReason, "deleted") {
+			t.Errorf("capsule of a deleted host: reason %q does not say its host was deleted", got.StatusReason)
 		}
 	}
 }
