@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -437,6 +438,14 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 	if err != nil {
 		return nil, fmt.Errorf("reconciling host capsules: %w", err)
 	}
+	// The ids reported stopped, as uuids so that the primary key finds
+	// them (an id that is no uuid is no capsule's).
+	stopped := []string{}
+	for _, r := range reported {
+		if u, err := uuid.Parse(r.ID); err == nil && r.Status == CapsuleStopped {
+			stopped = append(stopped, u.String())
+		}
+	}
 	var out []Reconciled
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `
@@ -449,8 +458,7 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 				       AND (c.settle_from_host OR c.updated_at < now() - make_interval(secs => $3)))
 				       -- The host says it is stopped: the agent never brings
 				       -- a stopped capsule back, so the report cannot be stale.
-				       OR (c.status IN ('running', 'paused')
-				           AND c.id::text IN (SELECT id FROM rep WHERE status = 'stopped')))
+				       OR (c.status IN ('running', 'paused') AND c.id = ANY($4::uuid[])))
 				FOR UPDATE
 			), want AS (
 				SELECT old.id, old.status AS was, CASE
@@ -473,7 +481,7 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 			       last_active_at = CASE WHEN want.status = 'running' THEN now() ELSE last_active_at END
 			FROM want
 			WHERE c.id = want.id AND c.status = want.was
-			RETURNING c.id::text, c.team_id::text, want.was, want.status`, hostID, rep, staleAfter.Seconds())
+			RETURNING c.id::text, c.team_id::text, want.was, want.status`, hostID, rep, staleAfter.Seconds(), stopped)
 		if err != nil {
 			return err
 		}
