@@ -620,6 +620,18 @@ func (c *Capsules) confirmedStatus(ctx context.Context, id string) string {
 	if errors.Is(err, runtime.ErrNotFound) || (err == nil && info.State == runtime.StateStopped) {
 		return capsuleStopped
 	}
+	if err == nil && info.State == runtime.StateFrozen {
+		// Recorded running, frozen, and no operation on it: a pause
+		// whose checkpoint and then thaw failed. It is thawed now, as an
+		// agent restart would (recoverRecord), rather than left unusable.
+		if cp, cerr := c.checkpointer(); cerr == nil {
+			if terr := cp.Thaw(ctx, runtimeID); terr != nil {
+				c.log.Error("thawing a running capsule left frozen", "capsule_id", id, "err", terr)
+			} else {
+				c.log.Warn("thawed a running capsule left frozen", "capsule_id", id)
+			}
+		}
+	}
 	return status
 }
 

@@ -424,3 +424,37 @@ func TestListDuringResume(t *testing.T) {
 		}
 	}
 }
+
+// TestFrozenRunningCapsuleThawed: a capsule recorded running whose sandbox
+// is frozen, which is what a pause leaves when its checkpoint and then its
+// thaw failed, is thawed the next time the agent looks at it, as an agent
+// restart would, instead of being reported stopped: the control plane
+// would record it in error, or stop and destroy it, though nothing of it
+// was lost.
+func TestFrozenRunningCapsuleThawed(t *testing.T) {
+	s := stacktest.Start(t)
+	c := s.CreateCapsule(t)
+	id := c.GetSpec().GetCapsuleId()
+	client := s.Envd(t, id)
+	if out, err := runsc(s, "pause", c.GetRuntimeId()); err != nil {
+		t.Fatalf("runsc pause: %v %s", err, out)
+	}
+	res, err := s.CapsuleService().GetCapsule(context.Background(), connect.NewRequest(&hostagentv1.GetCapsuleRequest{CapsuleId: id}))
+	if err != nil || res.Msg.GetCapsule().GetStatus() != "running" {
+		t.Fatalf("GetCapsule of a capsule left frozen = %v, %v; want running", res, err)
+	}
+	list, err := s.Capsules.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range list {
+		if info.Spec.ID == id && info.Status != "running" {
+			t.Fatalf("a capsule left frozen was listed %s", info.Status)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := client.Health(ctx); err != nil {
+		t.Fatalf("envd of the thawed capsule: %v", err)
+	}
+}
