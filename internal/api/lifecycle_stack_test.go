@@ -760,7 +760,7 @@ func TestAgentUnreachableStack(t *testing.T) {
 // state) would be kept for ever.
 func TestHostLossDeadSandboxStack(t *testing.T) {
 	t.Parallel()
-	st := startStack(t, stacktest.Options{HostTimeout: 2 * time.Second, HeartbeatSwitch: true})
+	st := startStack(t, stacktest.Options{HostTimeout: 2 * time.Second, HeartbeatSwitch: true, AgentSwitch: true})
 	cc := newCapsuleClient(t, st)
 	rec, _ := stacktest.FindRecord(t, st.AgentConfig.Dir, cc.id)
 	st.SetHeartbeats(t, false)
@@ -792,8 +792,16 @@ func TestHostLossDeadSandboxStack(t *testing.T) {
 			t.Fatalf("runsc state after kill: %s", out)
 		}
 	}
+	// The first destroy the control plane asks for does not reach the
+	// agent: a later heartbeat must try again.
+	st.SetAgentCalls(t, stacktest.AgentCallsRefused)
 	st.SetHeartbeats(t, true)
 	waitFor("stopped")
+	time.Sleep(time.Second)
+	if left := leftoversOf(t, st, cc.id, []string{rec.RuntimeID}); len(left) == 0 {
+		t.Fatal("the capsule was destroyed on its host though the control plane could not reach it")
+	}
+	st.SetAgentCalls(t, stacktest.AgentCallsPass)
 	cc.call("DELETE", "", nil).want(t, "delete the stopped capsule", http.StatusNoContent)
 	deadline := time.Now().Add(15 * time.Second)
 	for {

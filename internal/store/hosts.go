@@ -507,6 +507,31 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 	return out, nil
 }
 
+// StoppedCapsulesOnHost returns the ids of the capsules in reported that
+// are recorded stopped on host hostID: what the host still holds of them is
+// a leftover. Ids that name no capsule of the host are not returned.
+func (s *Store) StoppedCapsulesOnHost(ctx context.Context, hostID string, reported []ReportedCapsule) ([]string, error) {
+	ids := make([]string, 0, len(reported))
+	for _, r := range reported {
+		if u, err := uuid.Parse(r.ID); err == nil {
+			ids = append(ids, u.String())
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT id::text FROM capsules WHERE id = ANY($2::uuid[]) AND host_id = $1 AND status = 'stopped'`, hostID, ids)
+	if err != nil {
+		return nil, fmt.Errorf("finding stopped capsules on host: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("finding stopped capsules on host: %w", err)
+	}
+	return out, nil
+}
+
 // AddHostTemplate adds name to host hostID's template list until its next
 // heartbeat reports the list again: a snapshot just written there can be
 // used at once.
