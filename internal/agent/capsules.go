@@ -546,7 +546,9 @@ func (c *Capsules) Get(ctx context.Context, id string) (CapsuleInfo, error) {
 	}
 	if cp.Status == capsuleRunning {
 		if info, err := c.cfg.Driver.Info(ctx, cp.RuntimeID); err != nil || info.State != runtime.StateRunning {
-			cp.Status = capsuleStopped
+			// The record was read before runsc was asked: a pause may
+			// have frozen or removed the sandbox in between.
+			cp.Status = c.confirmedStatus(ctx, id)
 		}
 	}
 	if cp.Status == capsulePaused {
@@ -566,16 +568,71 @@ func (c *Capsules) List(ctx context.Context) ([]CapsuleInfo, error) {
 	}
 	c.mu.Lock()
 	out := make([]CapsuleInfo, 0, len(c.capsules))
+	var doubtful []int // indexes in out of capsules runsc did not see running
 	for _, rec := range c.capsules {
 		info := rec.info()
 		if listErr == nil && info.Status == capsuleRunning && states[rec.RuntimeID] != runtime.StateRunning {
-			info.Status = capsuleStopped
+			doubtful = append(doubtful, len(out))
 		}
 		out = append(out, info)
 	}
 	c.mu.Unlock()
+	// runsc was asked before the records were read: a capsule that a
+	// resume or create brought up in between is recorded running but was
+	// not in runsc's answer. Only a fresh look, with no operation on the
+	// capsule under way, may call it stopped: the control plane settles a
+	// capsule reported stopped as stopped and destroys it.
+	for _, i := range doubtful {
+		out[i].Status = c.confirmedStatus(ctx, out[i].Spec.ID)
+	}
 	slices.SortFunc(out, func(a, b CapsuleInfo) int { return strings.Compare(a.Spec.ID, b.Spec.ID) })
 	return out, listErr
+}
+
+// confirmedStatus is the status of capsule id as recorded, except that one
+// recorded running whose sandbox runsc has not or calls stopped is stopped.
+// It asks runsc while it holds the capsule, so that no pause, resume or
+// create changes the capsule between its record and runsc's answer; a
+// capsule busy with one is reported as recorded.
+func (c *Capsules) confirmedStatus(ctx context.Context, id string) string {
+	c.mu.Lock()
+	rec, ok := c.capsules[id]
+	var status, runtimeID string
+	if ok {
+		status, runtimeID = rec.Status, rec.RuntimeID
+	}
+	c.mu.Unlock()
+	if !ok || status != capsuleRunning || !c.claim(id) {
+		return status
+	}
+	defer c.release(id)
+	c.mu.Lock()
+	status = rec.Status
+	c.mu.Unlock()
+	if status != capsuleRunning {
+		return status
+	}
+	// Only a sandbox runsc no longer has, or calls stopped, is: a runsc
+	// that fails to answer, or a sandbox still frozen, says nothing of
+	// that, and a stopped report makes the control plane stop the capsule
+	// for good.
+	info, err := c.cfg.Driver.Info(ctx, runtimeID)
+	if errors.Is(err, runtime.ErrNotFound) || (err == nil && info.State == runtime.StateStopped) {
+		return capsuleStopped
+	}
+	if err == nil && info.State == runtime.StateFrozen {
+		// Recorded running, frozen, and no operation on it: a pause
+		// whose checkpoint and then thaw failed. It is thawed now, as an
+		// agent restart would (recoverRecord), rather than left unusable.
+		if cp, cerr := c.checkpointer(); cerr == nil {
+			if terr := cp.Thaw(ctx, runtimeID); terr != nil {
+				c.log.Error("thawing a running capsule left frozen", "capsule_id", id, "err", terr)
+			} else {
+				c.log.Warn("thawed a running capsule left frozen", "capsule_id", id)
+			}
+		}
+	}
+	return status
 }
 
 // envdTarget returns the address and token of a running capsule's envd.

@@ -389,3 +389,72 @@ func TestPausedSurvivesRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestListDuringResume lists the capsules, as every heartbeat does, while a
+// capsule resumes on a host where `runsc list` is slow (a loaded host): the
+// list's view of the sandboxes is older than the capsule's record, and the
+// capsule must not be reported stopped for that. The control plane takes
+// a stopped report as the truth when it settles a capsule (one whose
+// resume's answer was lost, one marked missing) and then destroys it, so a
+// false one loses a live capsule.
+func TestListDuringResume(t *testing.T) {
+	runscPath, _ := stacktest.Env(t)
+	// The real runsc, whose list answers 500 ms after it looked.
+	slow := filepath.Join(stacktest.ScratchDir(t), "runsc")
+	script := "#!/bin/sh\nfor a; do if [ \"$a\" = list ]; then out=$(" + runscPath + " \"$@\"); rc=$?; sleep 0.5; printf '%s\\n' \"$out\"; exit $rc; fi; done\nexec " + runscPath + " \"$@\"\n"
+	if err := os.WriteFile(slow, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("WRENN_TEST_RUNSC", slow)
+	s := stacktest.Start(t, stacktest.Options{ColdStarts: true})
+	c := s.CreateCapsule(t)
+	id := c.GetSpec().GetCapsuleId()
+	pause(t, s, id)
+	listed := make(chan []agent.CapsuleInfo, 1)
+	go func() {
+		list, _ := s.Capsules.List(context.Background())
+		listed <- list
+	}()
+	// The list has asked runsc (no sandbox yet) before the resume ends.
+	time.Sleep(100 * time.Millisecond)
+	resume(t, s, id)
+	for _, info := range <-listed {
+		if info.Spec.ID == id && info.Status != "running" && info.Status != "resuming" && info.Status != "paused" {
+			t.Fatalf("a capsule listed while it resumed was reported %s", info.Status)
+		}
+	}
+}
+
+// TestFrozenRunningCapsuleThawed: a capsule recorded running whose sandbox
+// is frozen, which is what a pause leaves when its checkpoint and then its
+// thaw failed, is thawed the next time the agent looks at it, as an agent
+// restart would, instead of being reported stopped: the control plane
+// would record it in error, or stop and destroy it, though nothing of it
+// was lost.
+func TestFrozenRunningCapsuleThawed(t *testing.T) {
+	s := stacktest.Start(t)
+	c := s.CreateCapsule(t)
+	id := c.GetSpec().GetCapsuleId()
+	client := s.Envd(t, id)
+	if out, err := runsc(s, "pause", c.GetRuntimeId()); err != nil {
+		t.Fatalf("runsc pause: %v %s", err, out)
+	}
+	res, err := s.CapsuleService().GetCapsule(context.Background(), connect.NewRequest(&hostagentv1.GetCapsuleRequest{CapsuleId: id}))
+	if err != nil || res.Msg.GetCapsule().GetStatus() != "running" {
+		t.Fatalf("GetCapsule of a capsule left frozen = %v, %v; want running", res, err)
+	}
+	list, err := s.Capsules.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range list {
+		if info.Spec.ID == id && info.Status != "running" {
+			t.Fatalf("a capsule left frozen was listed %s", info.Status)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := client.Health(ctx); err != nil {
+		t.Fatalf("envd of the thawed capsule: %v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"math"
@@ -231,6 +232,19 @@ func (s *server) handleHeartbeat() http.Handler {
 		for _, c := range changed {
 			s.log.InfoContext(r.Context(), "capsule reconciled", "capsule_id", c.ID, "host_id", hostID, "from", c.From, "to", c.To)
 		}
+		// A stopped capsule is never destroyed again (DELETE of one does
+		// not ask its host), so whatever the agent still holds of one it
+		// reports (a dead sandbox's runsc state, its network namespace and
+		// address, its files) goes now, or stays for ever. Asked at every
+		// heartbeat, so that a destroy that failed is tried again.
+		leftovers, err := s.store.StoppedCapsulesOnHost(r.Context(), hostID, reported)
+		if err != nil {
+			return err
+		}
+		if len(leftovers) > 0 {
+			// Not on the heartbeat's time: the destroys may take a while.
+			go s.destroyLeftovers(context.WithoutCancel(r.Context()), hostID, leftovers)
+		}
 		encode(w, http.StatusOK, response{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()})
 		return nil
 	})
@@ -271,4 +285,24 @@ func (s *server) handleRefresh() http.Handler {
 		encode(w, http.StatusOK, response{HostID: hostID, credentialsJSON: creds})
 		return nil
 	})
+}
+
+// destroyLeftovers asks host hostID to destroy capsules ids, recorded
+// stopped, that it still reports; one already being destroyed is skipped.
+// The agent answers success for capsules it does not have; a failure is
+// only logged, and the next heartbeat tries again.
+func (s *server) destroyLeftovers(ctx context.Context, hostID string, ids []string) {
+	h, err := s.store.Host(ctx, hostID)
+	if err != nil {
+		s.log.WarnContext(ctx, "destroying stopped capsules: reading their host", "host_id", hostID, "err", err)
+		return
+	}
+	for _, id := range ids {
+		if _, busy := s.leftovers.LoadOrStore(id, true); busy {
+			continue
+		}
+		s.log.InfoContext(ctx, "destroying a stopped capsule its host still has", "capsule_id", id, "host_id", hostID)
+		s.destroyBestEffort(ctx, h, id)
+		s.leftovers.Delete(id)
+	}
 }

@@ -750,3 +750,96 @@ func TestAgentUnreachableStack(t *testing.T) {
 	}
 	cc.call("POST", "/pause", nil).want(t, "pause with the agent back", http.StatusOK)
 }
+
+// TestHostLossDeadSandboxStack: while the host is silent a capsule's
+// sandbox dies (as on a host reboot). When the agent heartbeats again it
+// reports the capsule stopped and the control plane records it so; then
+// nothing of it may stay on the host: a stopped capsule is never destroyed
+// again (DELETE of a stopped capsule does not ask the agent), so whatever
+// the agent still holds for it (network namespace, address, files, runsc
+// state) would be kept for ever.
+func TestHostLossDeadSandboxStack(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, stacktest.Options{HostTimeout: 2 * time.Second, HeartbeatSwitch: true, AgentSwitch: true})
+	cc := newCapsuleClient(t, st)
+	rec, _ := stacktest.FindRecord(t, st.AgentConfig.Dir, cc.id)
+	st.SetHeartbeats(t, false)
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for c := dbStatus(t, st, cc.id); c.Status != want; c = dbStatus(t, st, cc.id) {
+			if time.Now().After(deadline) {
+				t.Fatalf("capsule is %s (%s), want %s", c.Status, c.StatusReason, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor("missing")
+	// The sandbox dies without the agent destroying the capsule.
+	if out, err := exec.Command(st.AgentConfig.Runsc, "--root", filepath.Join(st.AgentConfig.Dir, "runsc"),
+		"kill", rec.RuntimeID, "KILL").CombinedOutput(); err != nil {
+		t.Fatalf("runsc kill: %v %s", err, out)
+	}
+	// Only once runsc itself calls the sandbox stopped is that what the
+	// agent reports.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, _ := exec.Command(st.AgentConfig.Runsc, "--root", filepath.Join(st.AgentConfig.Dir, "runsc"),
+			"state", rec.RuntimeID).CombinedOutput()
+		if strings.Contains(string(out), `"stopped"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("runsc state after kill: %s", out)
+		}
+	}
+	// The first destroy the control plane asks for does not reach the
+	// agent: a later heartbeat must try again.
+	st.SetAgentCalls(t, stacktest.AgentCallsRefused)
+	st.SetHeartbeats(t, true)
+	waitFor("stopped")
+	time.Sleep(time.Second)
+	if left := leftoversOf(t, st, cc.id, []string{rec.RuntimeID}); len(left) == 0 {
+		t.Fatal("the capsule was destroyed on its host though the control plane could not reach it")
+	}
+	st.SetAgentCalls(t, stacktest.AgentCallsPass)
+	cc.call("DELETE", "", nil).want(t, "delete the stopped capsule", http.StatusNoContent)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		left := leftoversOf(t, st, cc.id, []string{rec.RuntimeID})
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a capsule reconciled to stopped left on its host: %v", left)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestTTLShortTimeoutStack: a capsule with timeout_sec 1 that runs a 4 s
+// command in the foreground is in use the whole time and must not be
+// paused under it. The command keeps touching the capsule every 250 ms,
+// but touches less than a second apart used to be dropped, so its
+// last_active_at could be more than its 1 s timeout old.
+func TestTTLShortTimeoutStack(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, stacktest.Options{ReaperInterval: 100 * time.Millisecond})
+	a := createFrom(t, st, map[string]any{"template": "minimal", "timeout_sec": 1}).want(t, "create", http.StatusCreated)
+	busy := &capsuleClient{t: t, st: st, tm: st.Team, id: a.str("id")}
+	done := make(chan answer, 1)
+	go func() { done <- busy.exec(map[string]any{"cmd": "sleep 4; echo done", "timeout_sec": 30}) }()
+	var got answer
+	for got.status == 0 {
+		if s := dbStatus(t, st, busy.id).Status; s != "running" {
+			t.Fatalf("capsule running a command became %s", s)
+		}
+		select {
+		case got = <-done:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	got.want(t, "the long command", http.StatusOK)
+	if got.str("stdout") != "done\n" {
+		t.Errorf("long command: %s", got.raw)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,6 +52,10 @@ type server struct {
 	metrics     *metrics
 	agentClient *http.Client
 	envds       *envdClients
+	// leftovers holds the ids of stopped capsules whose destroy on their
+	// host is under way (see destroyLeftovers), so that heartbeats that
+	// keep reporting one do not pile destroys on it.
+	leftovers sync.Map
 }
 
 // refreshTokenTTL is the lifetime of a host refresh token (host protocol).

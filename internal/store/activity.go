@@ -11,8 +11,16 @@ import (
 
 // capsuleTouchEvery is how stale last_active_at may be before a use
 // rewrites it: the TTL reaper counts in seconds, and a burst of commands
-// should not become a burst of row updates.
+// should not become a burst of row updates. A capsule with a shorter
+// timeout is rewritten after a quarter of it (touchSkipSQL): skipping a
+// whole second of touches would let a 1 s timeout expire under a capsule
+// in use.
 const capsuleTouchEvery = time.Second
+
+// touchSkipSQL is the condition under which a touch rewrites
+// last_active_at, with $2 the seconds of capsuleTouchEvery.
+const touchSkipSQL = `last_active_at < now() - make_interval(secs => CASE WHEN timeout_sec > 0
+	THEN least($2, timeout_sec / 4.0) ELSE $2 END)`
 
 // TouchCapsule records that capsule id was just used (a command, a file
 // operation, an open terminal), which keeps the TTL reaper away from it.
@@ -20,7 +28,7 @@ const capsuleTouchEvery = time.Second
 func (s *Store) TouchCapsule(ctx context.Context, id string) error {
 	_, err := s.pool.Exec(ctx, `
 		UPDATE capsules SET last_active_at = now()
-		WHERE id = $1 AND last_active_at < now() - make_interval(secs => $2)`,
+		WHERE id = $1 AND `+touchSkipSQL,
 		id, capsuleTouchEvery.Seconds())
 	if err != nil {
 		return fmt.Errorf("recording capsule activity: %w", err)
@@ -43,7 +51,7 @@ func (s *Store) RecordCapsuleUse(ctx context.Context, id string, ev Event) error
 	_, err = s.pool.Exec(ctx, `
 		WITH touched AS (
 			UPDATE capsules SET last_active_at = now()
-			WHERE id = $1 AND last_active_at < now() - make_interval(secs => $2)
+			WHERE id = $1 AND `+touchSkipSQL+`
 		)
 		INSERT INTO audit_log (team_id, actor_type, actor_id, action, resource_id, metadata, ip)
 		VALUES ($3, $4, $5, $6, $7, $8, $9::inet)`,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -154,6 +155,17 @@ func (s *Store) Host(ctx context.Context, id string) (Host, error) {
 // its agent is refused from then on, and writes ev.
 func (s *Store) DeleteHost(ctx context.Context, id string, ev Event) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		// Nothing of the host's capsules can run or resume again once it
+		// is gone (their host_id becomes NULL): a capsule left running,
+		// paused or missing would say otherwise. An operation in flight
+		// on one finds its compare-and-set refused.
+		if _, err := tx.Exec(ctx, `
+			UPDATE capsules SET status = 'error', updated_at = now(), settle_from_host = false,
+			       status_reason = 'its host was deleted (it was ' || status || ')',
+			       paused_at = NULL, snapshot_bytes = 0
+			WHERE host_id = $1 AND status NOT IN ('stopped', 'error')`, id); err != nil {
+			return err
+		}
 		tag, err := tx.Exec(ctx, `DELETE FROM hosts WHERE id = $1`, id)
 		if err != nil {
 			return err
@@ -412,7 +424,11 @@ type Reconciled struct {
 // (LeaveToHost), and capsules left starting, pausing or resuming for longer
 // than staleAfter (an operation whose control plane died). Alive becomes
 // running, paused stays paused, absent or stopped becomes stopped; one the
-// host reports pausing or resuming is left for a later report. Nothing else is touched, so operations in flight are not
+// host reports pausing or resuming is left for a later report. A capsule
+// recorded running or paused that the host reports stopped (its sandbox
+// died, its saved state is gone) becomes stopped too; one the host merely
+// does not list is not, since a heartbeat may predate its creation.
+// Nothing else is touched, so operations in flight are not
 // raced: they hold their transient status for less than staleAfter.
 func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []ReportedCapsule, staleAfter time.Duration) ([]Reconciled, error) {
 	if reported == nil {
@@ -421,6 +437,14 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 	rep, err := json.Marshal(reported)
 	if err != nil {
 		return nil, fmt.Errorf("reconciling host capsules: %w", err)
+	}
+	// The ids reported stopped, as uuids so that the primary key finds
+	// them (an id that is no uuid is no capsule's).
+	stopped := []string{}
+	for _, r := range reported {
+		if u, err := uuid.Parse(r.ID); err == nil && r.Status == CapsuleStopped {
+			stopped = append(stopped, u.String())
+		}
 	}
 	var out []Reconciled
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
@@ -431,7 +455,10 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 				SELECT c.id, c.status FROM capsules c
 				WHERE c.host_id = $1
 				  AND (c.status = 'missing' OR (c.status IN ('starting', 'pausing', 'resuming')
-				       AND (c.settle_from_host OR c.updated_at < now() - make_interval(secs => $3))))
+				       AND (c.settle_from_host OR c.updated_at < now() - make_interval(secs => $3)))
+				       -- The host says it is stopped: the agent never brings
+				       -- a stopped capsule back, so the report cannot be stale.
+				       OR (c.status IN ('running', 'paused') AND c.id = ANY($4::uuid[])))
 				FOR UPDATE
 			), want AS (
 				SELECT old.id, old.status AS was, CASE
@@ -454,7 +481,7 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 			       last_active_at = CASE WHEN want.status = 'running' THEN now() ELSE last_active_at END
 			FROM want
 			WHERE c.id = want.id AND c.status = want.was
-			RETURNING c.id::text, c.team_id::text, want.was, want.status`, hostID, rep, staleAfter.Seconds())
+			RETURNING c.id::text, c.team_id::text, want.was, want.status`, hostID, rep, staleAfter.Seconds(), stopped)
 		if err != nil {
 			return err
 		}
@@ -476,6 +503,31 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reconciling host capsules: %w", err)
+	}
+	return out, nil
+}
+
+// StoppedCapsulesOnHost returns the ids of the capsules in reported that
+// are recorded stopped on host hostID: what the host still holds of them is
+// a leftover. Ids that name no capsule of the host are not returned.
+func (s *Store) StoppedCapsulesOnHost(ctx context.Context, hostID string, reported []ReportedCapsule) ([]string, error) {
+	ids := make([]string, 0, len(reported))
+	for _, r := range reported {
+		if u, err := uuid.Parse(r.ID); err == nil {
+			ids = append(ids, u.String())
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT id::text FROM capsules WHERE id = ANY($2::uuid[]) AND host_id = $1 AND status = 'stopped'`, hostID, ids)
+	if err != nil {
+		return nil, fmt.Errorf("finding stopped capsules on host: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("finding stopped capsules on host: %w", err)
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,6 +114,65 @@ func TestHostLossAndReconcile(t *testing.T) {
 	}
 	if _, err := d.store.LeaveToHost(ctx, fresh.ID, store.CapsulePausing, "late"); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("LeaveToHost of a paused capsule: %v, want a conflict", err)
+	}
+}
+
+// TestReconcileReportedStopped: a capsule recorded running or paused that
+// its host reports stopped (its sandbox died, say the host rebooted within
+// the host timeout, or its saved state is gone) is stopped: the agent never
+// brings a stopped capsule back. One the host does not list, or lists as
+// running, is left as it is: a heartbeat may have been put together before
+// the capsule was created.
+func TestReconcileReportedStopped(t *testing.T) {
+	d := newDB(t)
+	ctx := context.Background()
+	team := d.team()
+	h := d.host(hostSpec{cpus: 8, memoryMB: 100000})
+	dead, deadPaused, unlisted, alive := d.running(capsule(team, "minimal", 1, 256)), d.running(capsule(team, "minimal", 1, 256)),
+		d.running(capsule(team, "minimal", 1, 256)), d.running(capsule(team, "minimal", 1, 256))
+	if _, err := d.store.MarkCapsulePaused(ctx, deadPaused.ID, []string{store.CapsuleRunning}, 42, ""); err != nil {
+		t.Fatal(err)
+	}
+	changed, err := d.store.ReconcileHost(ctx, h, []store.ReportedCapsule{
+		{ID: dead.ID, Status: "stopped"}, {ID: deadPaused.ID, Status: "stopped"}, {ID: alive.ID, Status: "running"},
+	}, time.Hour)
+	if err != nil || len(changed) != 2 {
+		t.Fatalf("ReconcileHost = %+v, %v; want the 2 capsules reported stopped", changed, err)
+	}
+	for id, want := range map[string]string{dead.ID: "stopped", deadPaused.ID: "stopped", unlisted.ID: "running", alive.ID: "running"} {
+		if got := d.status(id); got.Status != want {
+			t.Errorf("reconciled %s: got %s, want %s", id, got.Status, want)
+		}
+	}
+}
+
+// TestDeleteHostCapsules: once a host is deleted nothing of its capsules
+// can run or be resumed again, so none may stay recorded running, paused
+// or missing: they are in error, saying why. Stopped ones stay stopped.
+func TestDeleteHostCapsules(t *testing.T) {
+	d := newDB(t)
+	ctx := context.Background()
+	team := d.team()
+	h := d.host(hostSpec{cpus: 8, memoryMB: 100000})
+	running, paused, stopped := d.running(capsule(team, "minimal", 1, 256)), d.running(capsule(team, "minimal", 1, 256)),
+		d.running(capsule(team, "minimal", 1, 256))
+	if _, err := d.store.MarkCapsulePaused(ctx, paused.ID, []string{store.CapsuleRunning}, 42, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.store.SetCapsuleStatus(ctx, stopped.ID, []string{store.CapsuleRunning}, store.CapsuleStopped, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.store.DeleteHost(ctx, h, store.Event{ActorType: store.ActorSystem, Action: "host.delete"}); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{running.ID: "error", paused.ID: "error", stopped.ID: "stopped"} {
+		got := d.status(id)
+		if got.Status != want {
+			t.Errorf("capsule of a deleted host: %s (%q), want %s", got.Status, got.StatusReason, want)
+		}
+		if want == "error" && !strings.Contains(got.StatusReason, "deleted") {
+			t.Errorf("capsule of a deleted host: reason %q does not say its host was deleted", got.StatusReason)
+		}
 	}
 }
 
