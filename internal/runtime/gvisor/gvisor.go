@@ -198,6 +198,11 @@ func (d *Driver) Checkpoint(ctx context.Context, id, imageDir string) error {
 // Thaw implements runtime.Checkpointer.
 func (d *Driver) Thaw(ctx context.Context, id string) error {
 	if _, err := d.runsc(ctx, "resume", id); err != nil {
+		// Thawing a capsule that runs already (someone thawed it first)
+		// has the outcome asked for.
+		if st, serr := d.state(ctx, id); serr == nil && st.info().State == runtime.StateRunning {
+			return nil
+		}
 		return fmt.Errorf("thawing capsule %s: %w", id, err)
 	}
 	return nil

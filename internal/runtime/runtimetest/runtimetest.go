@@ -96,7 +96,8 @@ func lifecycle(t *testing.T, d runtime.Driver, newSpec NewSpec) {
 	}
 }
 
-// checkpoint saves a capsule (which stays frozen), thaws it, saves it
+// checkpoint saves a capsule (which stays frozen), thaws it (twice: the
+// second time it already runs, which is not an error), saves it
 // again and restores that state twice, under its own id after a Destroy
 // and under a new one: a saved state is only read, never used up.
 func checkpoint(t *testing.T, d runtime.Driver, cp runtime.Checkpointer, newSpec NewSpec) {
@@ -115,6 +116,9 @@ func checkpoint(t *testing.T, d runtime.Driver, cp runtime.Checkpointer, newSpec
 	}
 	if err := cp.Thaw(ctx, spec.ID); err != nil {
 		t.Fatalf("Thaw: %v", err)
+	}
+	if err := cp.Thaw(ctx, spec.ID); err != nil {
+		t.Fatalf("Thaw of a running capsule = %v, want nil (it runs, as asked)", err)
 	}
 	if info, err := d.Info(ctx, spec.ID); err != nil || info.State != runtime.StateRunning {
 		t.Fatalf("after Thaw Info = %+v, %v; want running", info, err)
