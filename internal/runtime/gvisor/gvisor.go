@@ -353,13 +353,17 @@ func (d *Driver) state(ctx context.Context, id string) (containerState, error) {
 }
 
 // known reports whether runsc has state for id: it keeps
-// "<sandbox id>_sandbox:<container id>.state" (and .lock) files under its
-// root, and a capsule is a sandbox of one container with its own id.
+// "<sandbox id>_sandbox:<container id>.state" files under its root, and a
+// capsule is a sandbox of one container with its own id. Only the .state
+// file counts: the .lock file next to it is re-created by any runsc command
+// that locks the container (a `runsc list` of a heartbeat) even while or
+// after it is deleted, and a lock file left that way made a resume find its
+// own id taken.
 func (d *Driver) known(id string) bool {
 	if !validID(id) {
 		return false
 	}
-	matches, _ := filepath.Glob(filepath.Join(d.cfg.StateDir, id+"_sandbox:*"))
+	matches, _ := filepath.Glob(filepath.Join(d.cfg.StateDir, id+"_sandbox:*.state"))
 	return len(matches) > 0
 }
 

@@ -2,6 +2,7 @@ package gvisor_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -72,5 +73,44 @@ func TestCreateCancelledLeavesNothing(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestLeftoverLockFile leaves what a `runsc list` running during a Destroy
+// leaves — the container's .lock file, re-created after runsc deleted it —
+// and starts a capsule with the same id again, as a resume does: the lock
+// file must not make the id look taken.
+func TestLeftoverLockFile(t *testing.T) {
+	runsc, images := stacktest.Env(t)
+	scratch := stacktest.ScratchDir(t)
+	state := filepath.Join(scratch, "runsc")
+	d, err := gvisor.New(gvisor.Config{Runsc: runsc, StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	dir := filepath.Join(scratch, id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	spec := runtime.Spec{ID: id, Dir: dir, Image: filepath.Join(images, "minimal"), Hostname: "lock", VCPUs: 1, MemoryMB: 256, DiskMB: 256}
+	ctx := context.Background()
+	if _, err := d.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(state, id+"_sandbox:"+id+".lock"), nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Info(ctx, id); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("Info with only a lock file left = %v, want ErrNotFound", err)
+	}
+	if _, err := d.Create(ctx, spec); err != nil {
+		t.Fatalf("Create again with a lock file left: %v", err)
+	}
+	if err := d.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
 	}
 }
