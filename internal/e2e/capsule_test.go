@@ -156,9 +156,7 @@ func startUserStack(t *testing.T) *userStack {
 
 	hostID, regToken := createHost(t, api)
 	agentDir := stacktest.ScratchDir(t)
-	if err := os.Symlink(images, filepath.Join(agentDir, "images")); err != nil {
-		t.Fatal(err)
-	}
+	stacktest.LinkImages(t, images, filepath.Join(agentDir, "images"))
 	agentAddr := freeAddr(t)
 	env := agentEnv(t, cpURL, agentDir, agentAddr)
 	u := &userStack{api: api, cp: cp, dbURL: dbURL, cpAddr: cpAddr, agentEnv: env, agentDir: agentDir, hostID: hostID}

@@ -285,9 +285,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 
 	// Agent, in a directory of its own with the test images linked in.
 	dir := ScratchDir(t)
-	if err := os.Symlink(images, filepath.Join(dir, "images")); err != nil {
-		t.Fatal(err)
-	}
+	LinkImages(t, images, filepath.Join(dir, "images"))
 	prefix, cidr := NetworkPool(t)
 	agLn, err := net.Listen("tcp", "0.0.0.0:0")
 	if err != nil {
@@ -518,3 +516,26 @@ func Percentile(ds []time.Duration, p int) time.Duration {
 
 // Millis is d in milliseconds, for benchmarks' reports.
 func Millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// LinkImages makes dir an agent's images directory holding a link to each
+// template in images (what `make test` built). The directory itself is the
+// agent's own, so that snapshot templates it writes there stay its own and
+// are not seen by the agents of other tests.
+func LinkImages(t testing.TB, images, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(images, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
