@@ -245,9 +245,36 @@ func (s *server) handleHeartbeat() http.Handler {
 			// Not on the heartbeat's time: the destroys may take a while.
 			go s.destroyLeftovers(context.WithoutCancel(r.Context()), hostID, leftovers)
 		}
+		orphans, err := s.store.OrphanTemplates(r.Context(), req.Templates, 2*snapshotTimeout)
+		if err != nil {
+			return err
+		}
+		if len(orphans) > 0 {
+			go s.removeOrphanTemplates(context.WithoutCancel(r.Context()), hostID, orphans)
+		}
 		encode(w, http.StatusOK, response{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()})
 		return nil
 	})
+}
+
+// removeOrphanTemplates has host hostID delete snapshot directories that
+// belong to no template and no snapshot under way: a snapshot whose answer
+// was lost, or whose row could not be written, after a clean-up that
+// failed too. Each is asked again at every heartbeat until it is gone.
+func (s *server) removeOrphanTemplates(ctx context.Context, hostID string, names []string) {
+	h, err := s.store.Host(ctx, hostID)
+	if err != nil {
+		s.log.WarnContext(ctx, "removing orphan snapshots: reading their host", "host_id", hostID, "err", err)
+		return
+	}
+	for _, name := range names {
+		if _, busy := s.leftovers.LoadOrStore("template:"+name, true); busy {
+			continue
+		}
+		s.log.InfoContext(ctx, "removing a snapshot directory no template owns", "host_id", hostID, "template_id", name)
+		s.deleteTemplateBestEffort(ctx, h, name)
+		s.leftovers.Delete("template:" + name)
+	}
 }
 
 func (s *server) handleRefresh() http.Handler {

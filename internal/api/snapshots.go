@@ -104,6 +104,21 @@ func (s *server) snapshotClaimed(ctx context.Context, c store.Capsule, was, name
 		return store.Template{}, err
 	}
 	tid := uuid.NewString()
+	// Until the row exists the directory is protected by this request:
+	// heartbeats have hosts remove snapshot directories of neither (see
+	// removeOrphanTemplates), which is what a failed recording leaves.
+	if err := s.store.BeginSnapshot(ctx, tid, h.ID); err != nil {
+		fail()
+		if _, serr := s.store.SetCapsuleStatus(ctx, c.ID, []string{store.CapsulePausing}, was, ""); serr != nil {
+			s.log.ErrorContext(ctx, "giving a capsule its status back after a failed snapshot", "capsule_id", c.ID, "err", serr)
+		}
+		return store.Template{}, err
+	}
+	defer func() {
+		if err := s.store.EndSnapshot(context.WithoutCancel(ctx), tid); err != nil {
+			s.log.WarnContext(ctx, "forgetting a snapshot request", "template_id", tid, "err", err)
+		}
+	}()
 	callCtx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	res, err := s.capsuleService(h).SnapshotCapsule(callCtx, connect.NewRequest(&hostagentv1.SnapshotCapsuleRequest{
 		CapsuleId: c.ID, Template: tid, Resume: resume,

@@ -221,3 +221,48 @@ func (s *Store) CapsulesUsingTemplate(ctx context.Context, id string) (int, erro
 	}
 	return n, nil
 }
+
+// BeginSnapshot records that template id is about to be written on host
+// hostID, so that OrphanTemplates does not take its directory for a
+// leftover before its row exists. EndSnapshot forgets it again, whatever
+// became of the snapshot.
+func (s *Store) BeginSnapshot(ctx context.Context, id, hostID string) error {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO snapshot_requests (template_id, host_id) VALUES ($1, $2)`, id, hostID); err != nil {
+		return fmt.Errorf("recording snapshot request: %w", err)
+	}
+	return nil
+}
+
+// EndSnapshot forgets the request BeginSnapshot recorded.
+func (s *Store) EndSnapshot(ctx context.Context, id string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM snapshot_requests WHERE template_id = $1`, id); err != nil {
+		return fmt.Errorf("forgetting snapshot request: %w", err)
+	}
+	return nil
+}
+
+// OrphanTemplates returns the templates among reported (a host's heartbeat
+// list) that are snapshot directories — named by a UUID — of no template row
+// and no snapshot under way: what a snapshot whose recording failed left on
+// the host. A request older than staleAfter (its control plane died) no
+// longer protects its directory.
+func (s *Store) OrphanTemplates(ctx context.Context, reported []string, staleAfter time.Duration) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT r.name FROM unnest($1::text[]) AS r(name)
+		WHERE r.name ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+		  AND NOT EXISTS (SELECT 1 FROM templates t WHERE t.agent_name = r.name)
+		  -- Any host's request protects the name: hosts may share a
+		  -- directory of templates.
+		  AND NOT EXISTS (SELECT 1 FROM snapshot_requests q
+		                  WHERE q.template_id = r.name::uuid
+		                    AND q.created_at > now() - make_interval(secs => $2))`,
+		reported, staleAfter.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("finding orphan templates: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("finding orphan templates: %w", err)
+	}
+	return out, nil
+}
