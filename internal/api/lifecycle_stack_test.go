@@ -711,7 +711,7 @@ func TestAgentUnreachableStack(t *testing.T) {
 	cc.startCounter()
 	settle := func(want string) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for c := dbStatus(t, st, cc.id); c.Status != want; c = dbStatus(t, st, cc.id) {
 			if time.Now().After(deadline) {
 				t.Fatalf("capsule is %s (%s), want %s after the agent's heartbeats", c.Status, c.StatusReason, want)
@@ -766,7 +766,7 @@ func TestHostLossDeadSandboxStack(t *testing.T) {
 	st.SetHeartbeats(t, false)
 	waitFor := func(want string) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for c := dbStatus(t, st, cc.id); c.Status != want; c = dbStatus(t, st, cc.id) {
 			if time.Now().After(deadline) {
 				t.Fatalf("capsule is %s (%s), want %s", c.Status, c.StatusReason, want)
@@ -803,7 +803,7 @@ func TestHostLossDeadSandboxStack(t *testing.T) {
 	}
 	st.SetAgentCalls(t, stacktest.AgentCallsPass)
 	cc.call("DELETE", "", nil).want(t, "delete the stopped capsule", http.StatusNoContent)
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		left := leftoversOf(t, st, cc.id, []string{rec.RuntimeID})
 		if len(left) == 0 {

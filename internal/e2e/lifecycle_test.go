@@ -74,7 +74,7 @@ func TestAgentKilledMidPause(t *testing.T) {
 	last := counter()
 
 	outcomes := map[string]int{}
-	for round, delay := range []time.Duration{0, 20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 250, 300, 400, 600} {
+	for round, delay := range []time.Duration{0, 30, 60, 90, 120, 150, 200, 300, 450, 600} {
 		delay *= time.Millisecond
 		answered := make(chan int, 1)
 		go func() {

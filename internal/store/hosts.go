@@ -419,6 +419,13 @@ type Reconciled struct {
 	ID, TeamID, From, To string
 }
 
+// reportLatency bounds the time from an agent listing its capsules to the
+// control plane reading the heartbeat that carries the list. A capsule left
+// to its host's report is settled only by a report received longer than
+// that after, so that a list made before the operation failed cannot undo
+// what the operation did.
+const reportLatency = 5 * time.Second
+
 // ReconcileHost settles host hostID's capsules from reported, the agent's
 // own list: capsules marked missing, capsules an operation left to the host
 // (LeaveToHost), and capsules left starting, pausing or resuming for longer
@@ -455,7 +462,11 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 				SELECT c.id, c.status FROM capsules c
 				WHERE c.host_id = $1
 				  AND (c.status = 'missing' OR (c.status IN ('starting', 'pausing', 'resuming')
-				       AND (c.settle_from_host OR c.updated_at < now() - make_interval(secs => $3)))
+				       -- A report left to settle a capsule must have been
+				       -- made after that: one built just before and received
+				       -- just after would settle it to the old status.
+				       AND ((c.settle_from_host AND c.updated_at < now() - make_interval(secs => $5))
+				            OR c.updated_at < now() - make_interval(secs => $3)))
 				       -- The host says it is stopped: the agent never brings
 				       -- a stopped capsule back, so the report cannot be stale.
 				       OR (c.status IN ('running', 'paused') AND c.id = ANY($4::uuid[])))
@@ -481,7 +492,8 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 			       last_active_at = CASE WHEN want.status = 'running' THEN now() ELSE last_active_at END
 			FROM want
 			WHERE c.id = want.id AND c.status = want.was
-			RETURNING c.id::text, c.team_id::text, want.was, want.status`, hostID, rep, staleAfter.Seconds(), stopped)
+			RETURNING c.id::text, c.team_id::text, want.was, want.status`, hostID, rep, staleAfter.Seconds(), stopped,
+			reportLatency.Seconds())
 		if err != nil {
 			return err
 		}

@@ -95,12 +95,18 @@ func TestHostLossAndReconcile(t *testing.T) {
 		t.Errorf("a stale pause became %s, want paused", got)
 	}
 
-	// A pause that could not ask the host leaves the capsule to the next
-	// report, however fresh — but not to one in which the host is still
-	// pausing it.
+	// A pause that could not ask the host leaves the capsule to a later
+	// report — not to one that may have been made before the pause failed
+	// (received within seconds of it; here: running, the status before),
+	// and not to one in which the host is still pausing it.
 	if _, err := d.store.LeaveToHost(ctx, fresh.ID, store.CapsulePausing, "pause failed"); err != nil {
 		t.Fatal(err)
 	}
+	before := []store.ReportedCapsule{{ID: fresh.ID, Status: "running"}}
+	if changed, err := d.store.ReconcileHost(ctx, h, before, time.Hour); err != nil || len(changed) != 0 {
+		t.Fatalf("ReconcileHost with a report received right after the failure = %+v, %v; want no change", changed, err)
+	}
+	d.exec(`UPDATE capsules SET updated_at = now() - interval '10 seconds' WHERE id = $1`, fresh.ID)
 	stillPausing := []store.ReportedCapsule{{ID: fresh.ID, Status: "pausing"}}
 	if changed, err := d.store.ReconcileHost(ctx, h, stillPausing, time.Hour); err != nil || len(changed) != 0 {
 		t.Fatalf("ReconcileHost with the pause still under way = %+v, %v; want no change", changed, err)
