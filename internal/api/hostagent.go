@@ -232,12 +232,14 @@ func (s *server) handleHeartbeat() http.Handler {
 		for _, c := range changed {
 			s.log.InfoContext(r.Context(), "capsule reconciled", "capsule_id", c.ID, "host_id", hostID, "from", c.From, "to", c.To)
 		}
-		// A stopped capsule is never destroyed again (DELETE of one does
-		// not ask its host), so whatever the agent still holds of one it
-		// reports (a dead sandbox's runsc state, its network namespace and
-		// address, its files) goes now, or stays for ever. Asked at every
-		// heartbeat, so that a destroy that failed is tried again.
-		leftovers, err := s.store.StoppedCapsulesOnHost(r.Context(), hostID, reported)
+		// A stopped capsule, or one in error, never runs again and is never
+		// destroyed again (DELETE of one does not ask its host), so whatever
+		// the agent still holds of one it reports (a dead sandbox's runsc
+		// state, the sandbox of a start that never finished, its network
+		// namespace and address, its files) goes now, or stays for ever.
+		// Asked at every heartbeat, so that a destroy that failed is tried
+		// again.
+		leftovers, err := s.store.FinishedCapsulesOnHost(r.Context(), hostID, reported)
 		if err != nil {
 			return err
 		}

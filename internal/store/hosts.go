@@ -485,7 +485,7 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 			UPDATE capsules c SET status = want.status, updated_at = now(), settle_from_host = false,
 			       status_reason = CASE want.status
 			           WHEN 'stopped' THEN 'its host no longer has it (found while reconciling from ' || want.was || ')'
-			           WHEN 'error' THEN 'its start did not finish; the host runs it but its address was never recorded'
+			           WHEN 'error' THEN 'its start did not finish (its address was never recorded); it is removed from its host'
 			           ELSE '' END,
 			       stopped_at = CASE WHEN want.status = 'stopped' THEN now() ELSE stopped_at END,
 			       paused_at = CASE WHEN want.status = 'paused' THEN coalesce(paused_at, now()) ELSE NULL END,
@@ -519,10 +519,13 @@ func (s *Store) ReconcileHost(ctx context.Context, hostID string, reported []Rep
 	return out, nil
 }
 
-// StoppedCapsulesOnHost returns the ids of the capsules in reported that
-// are recorded stopped on host hostID: what the host still holds of them is
-// a leftover. Ids that name no capsule of the host are not returned.
-func (s *Store) StoppedCapsulesOnHost(ctx context.Context, hostID string, reported []ReportedCapsule) ([]string, error) {
+// FinishedCapsulesOnHost returns the ids of the capsules in reported that
+// are recorded stopped or in error on host hostID: neither can run again,
+// so what the host still holds of them (a dead sandbox's state, or the
+// running sandbox of a start that never finished, which no placement
+// counts) is a leftover. Ids that name no capsule of the host are not
+// returned.
+func (s *Store) FinishedCapsulesOnHost(ctx context.Context, hostID string, reported []ReportedCapsule) ([]string, error) {
 	ids := make([]string, 0, len(reported))
 	for _, r := range reported {
 		if u, err := uuid.Parse(r.ID); err == nil {
@@ -533,13 +536,13 @@ func (s *Store) StoppedCapsulesOnHost(ctx context.Context, hostID string, report
 		return nil, nil
 	}
 	rows, err := s.pool.Query(ctx, `
-		SELECT id::text FROM capsules WHERE id = ANY($2::uuid[]) AND host_id = $1 AND status = 'stopped'`, hostID, ids)
+		SELECT id::text FROM capsules WHERE id = ANY($2::uuid[]) AND host_id = $1 AND status IN ('stopped', 'error')`, hostID, ids)
 	if err != nil {
-		return nil, fmt.Errorf("finding stopped capsules on host: %w", err)
+		return nil, fmt.Errorf("finding finished capsules on host: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("finding stopped capsules on host: %w", err)
+		return nil, fmt.Errorf("finding finished capsules on host: %w", err)
 	}
 	return out, nil
 }

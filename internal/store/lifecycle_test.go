@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -149,6 +150,22 @@ func TestReconcileReportedStopped(t *testing.T) {
 		if got := d.status(id); got.Status != want {
 			t.Errorf("reconciled %s: got %s, want %s", id, got.Status, want)
 		}
+	}
+
+	// What the host still holds of capsules that cannot run again, stopped
+	// or in error, is a leftover to destroy there; running ones are not.
+	broken := d.running(capsule(team, "minimal", 1, 256))
+	if _, err := d.store.SetCapsuleStatus(ctx, broken.ID, []string{store.CapsuleRunning}, store.CapsuleError, "broken"); err != nil {
+		t.Fatal(err)
+	}
+	left, err := d.store.FinishedCapsulesOnHost(ctx, h, []store.ReportedCapsule{
+		{ID: dead.ID, Status: "stopped"}, {ID: broken.ID, Status: "running"}, {ID: alive.ID, Status: "running"}, {ID: "not-a-uuid"},
+	})
+	slices.Sort(left)
+	want := []string{dead.ID, broken.ID}
+	slices.Sort(want)
+	if err != nil || !slices.Equal(left, want) {
+		t.Errorf("FinishedCapsulesOnHost = %v, %v; want the stopped and the broken capsule %v", left, err, want)
 	}
 }
 
