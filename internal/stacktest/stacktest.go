@@ -336,6 +336,24 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		}
 		cancel()
 		<-done
+		// A create or resume the control plane still had under way when
+		// the capsules were listed above (a create with wait:false, say)
+		// has finished now: the agent's server waits for its calls. A
+		// manager opened afresh finds every capsule left, as a restarted
+		// agent would, and nothing of the test outlives it.
+		sweepCfg := agCfg
+		sweepCfg.WarmPool = 0
+		if left, err := agent.OpenCapsulesFromConfig(cctx, sweepCfg, slog.New(slog.DiscardHandler)); err != nil {
+			t.Errorf("reopening the agent's capsules to remove what is left: %v", err)
+		} else {
+			infos, _ := left.List(cctx)
+			for _, c := range infos {
+				if err := left.Destroy(cctx, c.Spec.ID); err != nil {
+					t.Errorf("destroying capsule %s left at the end of the test: %v", c.Spec.ID, err)
+				}
+			}
+			_ = left.Close()
+		}
 		if err := caps.Uninstall(cctx); err != nil {
 			t.Errorf("removing the agent's network: %v", err)
 		}
