@@ -76,6 +76,20 @@ type capsuleRecord struct {
 	// Hostname is the hostname the sandbox was started with (envd may
 	// have set another since); a resume restarts it with the same.
 	Hostname string `json:"hostname,omitempty"`
+	// Base is the base template whose root filesystem the capsule runs
+	// on: its template, or the base of the snapshot it was restored from.
+	// Recorded so that a resume or a snapshot of it never needs the
+	// snapshot template again (which may be deleted meanwhile).
+	Base string `json:"base,omitempty"`
+}
+
+// base is the base template r's capsule runs on. Records written before
+// Base existed only knew base templates.
+func (r *capsuleRecord) base() string {
+	if r.Base != "" {
+		return r.Base
+	}
+	return r.Spec.Template
 }
 
 // bootHostname is the hostname r's sandbox was started with.
@@ -384,7 +398,7 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, runtimeID, hostn
 	if err != nil {
 		return nil, err
 	}
-	rec := &capsuleRecord{Spec: spec, RuntimeID: runtimeID, Status: capsuleStarting, Token: token, Hostname: hostname}
+	rec := &capsuleRecord{Spec: spec, RuntimeID: runtimeID, Status: capsuleStarting, Token: token, Hostname: hostname, Base: spec.Template}
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, err
 	}
@@ -396,10 +410,7 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, runtimeID, hostn
 	phases.network = time.Since(t0)
 	t0 = time.Now()
 	rec.Address = slot.Address.Addr().String()
-	rspec, err := c.runtimeSpec(spec, runtimeID, hostname)
-	if err != nil {
-		return nil, err
-	}
+	rspec := c.runtimeSpec(rec)
 	rspec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Address: slot.Address, Gateway: slot.HostAddr}
 	info, err := c.cfg.Driver.Create(ctx, rspec)
 	if err != nil {

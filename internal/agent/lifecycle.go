@@ -312,10 +312,7 @@ func (c *Capsules) restore(ctx context.Context, rec *capsuleRecord, image string
 		return phases, err
 	}
 	phases.network = time.Since(t0)
-	spec, err := c.runtimeSpec(rec.Spec, rec.RuntimeID, rec.bootHostname())
-	if err != nil {
-		return phases, err
-	}
+	spec := c.runtimeSpec(rec)
 	spec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Address: slot.Address, Gateway: slot.HostAddr}
 	t0 = time.Now()
 	if _, err := cp.Restore(ctx, spec, image); err != nil {
@@ -383,10 +380,6 @@ func (c *Capsules) Snapshot(ctx context.Context, id, name string, resume bool) (
 // The template appears whole or not at all: it is built under a temporary
 // name and renamed into place once synced.
 func (c *Capsules) makeTemplate(rec *capsuleRecord, name string) (TemplateInfo, error) {
-	base, err := c.baseOf(rec.Spec.Template)
-	if err != nil {
-		return TemplateInfo{}, err
-	}
 	final := filepath.Join(c.imagesDir(), name)
 	tmp := filepath.Join(c.imagesDir(), ".new-"+name)
 	if err := os.RemoveAll(tmp); err != nil {
@@ -412,7 +405,7 @@ func (c *Capsules) makeTemplate(rec *capsuleRecord, name string) (TemplateInfo, 
 		}
 	}
 	meta := snapshotMeta{
-		Base: base, VCPUs: rec.Spec.VCPUs, MemoryMB: rec.Spec.MemoryMB, DiskMB: rec.Spec.DiskMB,
+		Base: rec.base(), VCPUs: rec.Spec.VCPUs, MemoryMB: rec.Spec.MemoryMB, DiskMB: rec.Spec.DiskMB,
 		Token: rec.Token, Hostname: rec.bootHostname(), TakenAt: time.Now().UTC(), Source: rec.Spec.ID,
 	}
 	if err := writeJSONDurable(filepath.Join(tmp, templateSnapMeta), meta); err != nil {
@@ -429,19 +422,6 @@ func (c *Capsules) makeTemplate(rec *capsuleRecord, name string) (TemplateInfo, 
 	}
 	size, _ := dirSize(filepath.Join(final, templateSnapDir))
 	return TemplateInfo{Name: name, Kind: "snapshot", VCPUs: meta.VCPUs, MemoryMB: meta.MemoryMB, DiskMB: meta.DiskMB, SizeBytes: size}, nil
-}
-
-// baseOf is the base template under template: itself, or the base of the
-// snapshot it names.
-func (c *Capsules) baseOf(template string) (string, error) {
-	meta, ok, err := c.readSnapshotMeta(template)
-	if err != nil {
-		return "", err
-	}
-	if ok {
-		return meta.Base, nil
-	}
-	return template, nil
 }
 
 // readSnapshotMeta reads template's snapshot.json; ok is false for a base
@@ -511,7 +491,7 @@ func (c *Capsules) createFromSnapshot(ctx context.Context, spec CapsuleSpec, met
 		return nil, err
 	}
 	hostname := hostnameOf(spec.ID)
-	rec := &capsuleRecord{Spec: spec, RuntimeID: spec.ID, Status: capsuleStarting, Token: token, Hostname: hostname}
+	rec := &capsuleRecord{Spec: spec, RuntimeID: spec.ID, Status: capsuleStarting, Token: token, Hostname: hostname, Base: meta.Base}
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, err
 	}
@@ -520,10 +500,7 @@ func (c *Capsules) createFromSnapshot(ctx context.Context, spec CapsuleSpec, met
 		return nil, fmt.Errorf("setting up network: %w", err)
 	}
 	rec.Address = slot.Address.Addr().String()
-	rspec, err := c.runtimeSpec(spec, spec.ID, hostname)
-	if err != nil {
-		return nil, err
-	}
+	rspec := c.runtimeSpec(rec)
 	rspec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Address: slot.Address, Gateway: slot.HostAddr}
 	info, err := cp.Restore(ctx, rspec, filepath.Join(c.imagesDir(), spec.Template, templateSnapDir))
 	if err != nil {
@@ -541,18 +518,14 @@ func (c *Capsules) createFromSnapshot(ctx context.Context, spec CapsuleSpec, met
 	return rec, nil
 }
 
-// runtimeSpec is the driver's spec of a capsule of spec under runtimeID
-// (without its network). A snapshot template's capsules sit on its base
-// template's root filesystem.
-func (c *Capsules) runtimeSpec(spec CapsuleSpec, runtimeID, hostname string) (runtime.Spec, error) {
-	base, err := c.baseOf(spec.Template)
-	if err != nil {
-		return runtime.Spec{}, err
-	}
+// runtimeSpec is the driver's spec of rec's sandbox, without its network:
+// rec's runtime id, directory, size and boot hostname, over the root
+// filesystem of its base template.
+func (c *Capsules) runtimeSpec(rec *capsuleRecord) runtime.Spec {
 	return runtime.Spec{
-		ID: runtimeID, Dir: c.dirOf(runtimeID), Image: filepath.Join(c.imagesDir(), base), Hostname: hostname,
-		VCPUs: spec.VCPUs, MemoryMB: spec.MemoryMB, DiskMB: spec.DiskMB,
-	}, nil
+		ID: rec.RuntimeID, Dir: c.dirOf(rec.RuntimeID), Image: filepath.Join(c.imagesDir(), rec.base()),
+		Hostname: rec.bootHostname(), VCPUs: rec.Spec.VCPUs, MemoryMB: rec.Spec.MemoryMB, DiskMB: rec.Spec.DiskMB,
+	}
 }
 
 // snapshotInfo is rec's info, with the size of its saved state if paused.

@@ -309,6 +309,12 @@ func TestSnapshotClones(t *testing.T) {
 	if got := sha256Of(t, clones[1].client, "/root/data"); got != sum {
 		t.Errorf("after the template was deleted a clone's file = %s", got)
 	}
+	// A clone still pauses and resumes: it knows its base template itself.
+	pause(t, s, clones[1].id)
+	resume(t, s, clones[1].id)
+	if got := sha256Of(t, clones[1].client, "/root/data"); got != sum {
+		t.Errorf("after a pause and resume without its template a clone's file = %s", got)
+	}
 }
 
 // TestPausedSurvivesRestart restarts the capsule manager (as an agent
