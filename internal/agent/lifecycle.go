@@ -603,16 +603,6 @@ func writeJSONDurable(path string, v any) error {
 	return writeFileAtomic(path, b, 0o600)
 }
 
-// syncDir fsyncs a directory, making the entries in it durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = f.Close() }()
-	return f.Sync()
-}
-
 // createRestored is Create for a snapshot template.
 func (c *Capsules) createRestored(ctx context.Context, spec CapsuleSpec, meta snapshotMeta, start time.Time) (CapsuleInfo, error) {
 	rec, err := c.createFromSnapshot(ctx, spec, meta)

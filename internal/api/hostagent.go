@@ -232,51 +232,59 @@ func (s *server) handleHeartbeat() http.Handler {
 		for _, c := range changed {
 			s.log.InfoContext(r.Context(), "capsule reconciled", "capsule_id", c.ID, "host_id", hostID, "from", c.From, "to", c.To)
 		}
-		// A stopped capsule, or one in error, never runs again and is never
-		// destroyed again (DELETE of one does not ask its host), so whatever
-		// the agent still holds of one it reports (a dead sandbox's runsc
-		// state, the sandbox of a start that never finished, its network
-		// namespace and address, its files) goes now, or stays for ever.
-		// Asked at every heartbeat, so that a destroy that failed is tried
-		// again.
-		leftovers, err := s.store.FinishedCapsulesOnHost(r.Context(), hostID, reported)
+		// What the host still holds of capsules that cannot run again, and
+		// snapshot directories nothing owns, would stay there for ever.
+		finished, err := s.store.FinishedCapsulesOnHost(r.Context(), hostID, reported)
 		if err != nil {
 			return err
-		}
-		if len(leftovers) > 0 {
-			// Not on the heartbeat's time: the destroys may take a while.
-			go s.destroyLeftovers(context.WithoutCancel(r.Context()), hostID, leftovers)
 		}
 		orphans, err := s.store.OrphanTemplates(r.Context(), req.Templates, 2*snapshotTimeout)
 		if err != nil {
 			return err
 		}
-		if len(orphans) > 0 {
-			go s.removeOrphanTemplates(context.WithoutCancel(r.Context()), hostID, orphans)
+		if len(finished)+len(orphans) > 0 {
+			// Not on the heartbeat's time: the removals may take a while.
+			go s.cleanUpHost(context.WithoutCancel(r.Context()), hostID, finished, orphans)
 		}
 		encode(w, http.StatusOK, response{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()})
 		return nil
 	})
 }
 
-// removeOrphanTemplates has host hostID delete snapshot directories that
-// belong to no template and no snapshot under way: a snapshot whose answer
-// was lost, or whose row could not be written, after a clean-up that
-// failed too. Each is asked again at every heartbeat until it is gone.
-func (s *server) removeOrphanTemplates(ctx context.Context, hostID string, names []string) {
+// cleanUpHost has host hostID remove what nothing the control plane records
+// owns any more: the capsules ids, recorded stopped or in error (a stopped
+// capsule is never destroyed again: DELETE of one does not ask its host),
+// and the snapshot directories templates, of no template and no snapshot
+// under way. Each leftover is worked on by one heartbeat at a time; one
+// that could not be removed is asked for again at the next heartbeat.
+func (s *server) cleanUpHost(ctx context.Context, hostID string, ids, templates []string) {
 	h, err := s.store.Host(ctx, hostID)
 	if err != nil {
-		s.log.WarnContext(ctx, "removing orphan snapshots: reading their host", "host_id", hostID, "err", err)
+		s.log.WarnContext(ctx, "removing leftovers from a host: reading the host", "host_id", hostID, "err", err)
 		return
 	}
-	for _, name := range names {
-		if _, busy := s.leftovers.LoadOrStore("template:"+name, true); busy {
-			continue
-		}
-		s.log.InfoContext(ctx, "removing a snapshot directory no template owns", "host_id", hostID, "template_id", name)
-		s.deleteTemplateBestEffort(ctx, h, name)
-		s.leftovers.Delete("template:" + name)
+	for _, id := range ids {
+		s.oneAtATime("capsule:"+id, func() {
+			s.log.InfoContext(ctx, "destroying a finished capsule its host still has", "capsule_id", id, "host_id", hostID)
+			s.destroyBestEffort(ctx, h, id)
+		})
 	}
+	for _, name := range templates {
+		s.oneAtATime("template:"+name, func() {
+			s.log.InfoContext(ctx, "removing a snapshot directory no template owns", "host_id", hostID, "template_id", name)
+			s.deleteTemplateBestEffort(ctx, h, name)
+		})
+	}
+}
+
+// oneAtATime runs work unless work for key is running already (started by
+// an earlier heartbeat), so that slow hosts do not pile up the same call.
+func (s *server) oneAtATime(key string, work func()) {
+	if _, busy := s.leftovers.LoadOrStore(key, true); busy {
+		return
+	}
+	defer s.leftovers.Delete(key)
+	work()
 }
 
 func (s *server) handleRefresh() http.Handler {
@@ -314,24 +322,4 @@ func (s *server) handleRefresh() http.Handler {
 		encode(w, http.StatusOK, response{HostID: hostID, credentialsJSON: creds})
 		return nil
 	})
-}
-
-// destroyLeftovers asks host hostID to destroy capsules ids, recorded
-// stopped, that it still reports; one already being destroyed is skipped.
-// The agent answers success for capsules it does not have; a failure is
-// only logged, and the next heartbeat tries again.
-func (s *server) destroyLeftovers(ctx context.Context, hostID string, ids []string) {
-	h, err := s.store.Host(ctx, hostID)
-	if err != nil {
-		s.log.WarnContext(ctx, "destroying stopped capsules: reading their host", "host_id", hostID, "err", err)
-		return
-	}
-	for _, id := range ids {
-		if _, busy := s.leftovers.LoadOrStore(id, true); busy {
-			continue
-		}
-		s.log.InfoContext(ctx, "destroying a stopped capsule its host still has", "capsule_id", id, "host_id", hostID)
-		s.destroyBestEffort(ctx, h, id)
-		s.leftovers.Delete(id)
-	}
 }

@@ -52,9 +52,9 @@ type server struct {
 	metrics     *metrics
 	agentClient *http.Client
 	envds       *envdClients
-	// leftovers holds the ids of stopped capsules whose destroy on their
-	// host is under way (see destroyLeftovers), so that heartbeats that
-	// keep reporting one do not pile destroys on it.
+	// leftovers holds the keys of leftovers whose removal from their host
+	// is under way (see cleanUpHost), so that heartbeats that keep
+	// reporting one do not pile removals on it.
 	leftovers sync.Map
 }
 

@@ -106,7 +106,7 @@ func (s *server) snapshotClaimed(ctx context.Context, c store.Capsule, was, name
 	tid := uuid.NewString()
 	// Until the row exists the directory is protected by this request:
 	// heartbeats have hosts remove snapshot directories of neither (see
-	// removeOrphanTemplates), which is what a failed recording leaves.
+	// cleanUpHost), which is what a failed recording leaves.
 	if err := s.store.BeginSnapshot(ctx, tid, h.ID); err != nil {
 		fail()
 		if _, serr := s.store.SetCapsuleStatus(ctx, c.ID, []string{store.CapsulePausing}, was, ""); serr != nil {
