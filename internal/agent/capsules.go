@@ -248,16 +248,24 @@ func (c *Capsules) Templates() []string {
 	}
 	names := []string{}
 	for _, e := range entries {
-		if !templateName.MatchString(e.Name()) {
-			continue
-		}
-		if st, err := os.Stat(filepath.Join(c.imagesDir(), e.Name(), "rootfs", runtime.EnvdPath)); err == nil && st.Mode().IsRegular() {
-			names = append(names, e.Name())
-		} else if _, err := os.Stat(filepath.Join(c.imagesDir(), e.Name(), templateSnapMeta)); err == nil {
+		if c.hasTemplate(e.Name()) {
 			names = append(names, e.Name())
 		}
 	}
 	return names
+}
+
+// hasTemplate reports whether name is a usable template on this host: a
+// root filesystem with envd, or a snapshot.
+func (c *Capsules) hasTemplate(name string) bool {
+	if !templateName.MatchString(name) {
+		return false
+	}
+	if st, err := os.Stat(filepath.Join(c.imagesDir(), name, "rootfs", runtime.EnvdPath)); err == nil && st.Mode().IsRegular() {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(c.imagesDir(), name, templateSnapMeta))
+	return err == nil
 }
 
 // claim marks id busy, so that no other operation on it runs meanwhile.
@@ -303,7 +311,9 @@ func (c *Capsules) validate(spec CapsuleSpec) error {
 			return fmt.Errorf("%w: environment variable name %q", errInvalidSpec, k)
 		}
 	}
-	if !slices.Contains(c.Templates(), spec.Template) {
+	// Only the template asked for is looked at: a host may hold many
+	// snapshots, and this is on every create's path.
+	if !c.hasTemplate(spec.Template) {
 		return fmt.Errorf("%w: %s", errNoTemplate, spec.Template)
 	}
 	return nil
