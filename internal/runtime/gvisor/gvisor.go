@@ -16,7 +16,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -408,18 +411,101 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 	return infos, nil
 }
 
-// Destroy implements runtime.Driver.
+// Destroy implements runtime.Driver. It also covers a capsule whose start
+// an earlier agent left under way: runsc writes a capsule's state only once
+// `run` or `restore` is done, so a Destroy that ran meanwhile would find
+// nothing and the sandbox would start afterwards with nobody to stop it.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
-	if !d.known(id) {
+	if !validID(id) {
 		return nil
 	}
-	// delete --force kills the sandbox and every process in it, then
-	// removes runsc's state; a kill first only makes it quicker.
-	_, _ = d.runsc(ctx, "kill", id, "KILL")
-	if _, err := d.runsc(ctx, "delete", "--force", id); err != nil && d.known(id) {
+	if err := d.waitForLaunch(ctx, id); err != nil {
 		return fmt.Errorf("destroying capsule %s: %w", id, err)
 	}
+	if d.known(id) {
+		// delete --force kills the sandbox and every process in it, then
+		// removes runsc's state; a kill first only makes it quicker.
+		_, _ = d.runsc(ctx, "kill", id, "KILL")
+		if _, err := d.runsc(ctx, "delete", "--force", id); err != nil && d.known(id) {
+			return fmt.Errorf("destroying capsule %s: %w", id, err)
+		}
+	}
+	// A runsc killed half-way through a start leaves its sandbox and gofer
+	// running without any state to find them by.
+	for _, p := range d.processes(id) {
+		if p.stray {
+			_ = syscall.Kill(p.pid, syscall.SIGKILL)
+		}
+	}
 	return nil
+}
+
+// waitForLaunch waits until no `runsc run` or `runsc restore` of capsule id
+// is running.
+func (d *Driver) waitForLaunch(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for slices.ContainsFunc(d.processes(id), func(p runscProcess) bool { return p.launch }) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for runsc to finish starting it: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// runscProcess is a host process of this driver's runsc that names a
+// capsule.
+type runscProcess struct {
+	pid int
+	// launch: a `runsc run` or `runsc restore` starting the capsule.
+	launch bool
+	// stray: the capsule's sandbox or gofer process.
+	stray bool
+}
+
+// processes lists the runsc processes of this driver's state root that
+// work on capsule id, read from /proc.
+func (d *Driver) processes(id string) []runscProcess {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []runscProcess
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		if args[len(args)-1] != id || !d.ownRoot(args) {
+			continue
+		}
+		switch filepath.Base(args[0]) {
+		case "runsc-sandbox", "runsc-gofer":
+			out = append(out, runscProcess{pid: pid, stray: true})
+		default:
+			if slices.Contains(args, "run") || slices.Contains(args, "restore") {
+				out = append(out, runscProcess{pid: pid, launch: true})
+			}
+		}
+	}
+	return out
+}
+
+// ownRoot reports whether a runsc command line uses this driver's --root.
+func (d *Driver) ownRoot(args []string) bool {
+	for i, a := range args {
+		if a == "--root="+d.cfg.StateDir || (a == "--root" && i+1 < len(args) && args[i+1] == d.cfg.StateDir) {
+			return true
+		}
+	}
+	return false
 }
 
 // bundleSpec is the OCI runtime spec of a capsule.

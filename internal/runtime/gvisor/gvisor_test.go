@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -112,5 +113,87 @@ func TestLeftoverLockFile(t *testing.T) {
 	}
 	if err := d.Destroy(ctx, id); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDestroyDuringStart destroys a capsule while `runsc run` is still
+// starting it, as an agent restarted after a crash does with a start the
+// dead agent left under way: once both calls return nothing of the capsule
+// may run.
+func TestDestroyDuringStart(t *testing.T) {
+	runsc, images := stacktest.Env(t)
+	scratch := stacktest.ScratchDir(t)
+	d, err := gvisor.New(gvisor.Config{Runsc: runsc, StateDir: filepath.Join(scratch, "runsc")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, after := range []time.Duration{5, 20, 40} {
+		id := uuid.NewString()
+		dir := filepath.Join(scratch, id)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		created := make(chan error, 1)
+		go func() {
+			_, err := d.Create(context.Background(), runtime.Spec{
+				ID: id, Dir: dir, Image: filepath.Join(images, "minimal"), Hostname: "racing",
+				VCPUs: 1, MemoryMB: 256, DiskMB: 256,
+			})
+			created <- err
+		}()
+		time.Sleep(after * time.Millisecond)
+		if err := d.Destroy(context.Background(), id); err != nil {
+			t.Fatalf("Destroy %d ms into the start: %v", after, err)
+		}
+		// The start may have finished before the Destroy or been overtaken
+		// by it: either way nothing may be left.
+		if err := <-created; err != nil {
+			t.Logf("Create %d ms before the Destroy: %v", after, err)
+		}
+		if procs := stacktest.ProcessesNaming(t, id); len(procs) > 0 {
+			t.Errorf("destroyed %d ms into its start, the capsule still has processes %v", after, procs)
+			for _, p := range procs {
+				if pid, err := strconv.Atoi(p); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+	}
+}
+
+// TestDestroyKillsStrays leaves what a runsc killed half-way through a start
+// leaves — a sandbox process of the capsule and no runsc state — and
+// destroys the capsule: the process must be gone.
+func TestDestroyKillsStrays(t *testing.T) {
+	runsc, _ := stacktest.Env(t)
+	state := filepath.Join(stacktest.ScratchDir(t), "runsc")
+	d, err := gvisor.New(gvisor.Config{Runsc: runsc, StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	// A shell standing in for runsc-sandbox: same name, same --root, the
+	// capsule id last, as runsc's sandbox processes have.
+	stray := exec.Command("bash", "-c", `exec -a runsc-sandbox bash -c "sleep 600; true" x --root=`+state+` boot `+id)
+	if err := stray.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = stray.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = stray.Process.Kill() })
+	deadline := time.Now().Add(5 * time.Second)
+	for len(stacktest.ProcessesNaming(t, id)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stand-in sandbox process did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := d.Destroy(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Destroy left a sandbox process of the capsule running")
 	}
 }
