@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -127,7 +128,7 @@ func TestDestroyDuringStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, after := range []time.Duration{5, 20, 40} {
+	for _, after := range []time.Duration{0, 10, 30} {
 		id := uuid.NewString()
 		dir := filepath.Join(scratch, id)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -141,9 +142,18 @@ func TestDestroyDuringStart(t *testing.T) {
 			})
 			created <- err
 		}()
+		// The start must have begun: a Destroy before runsc is even
+		// running is not a start under way.
+		deadline := time.Now().Add(10 * time.Second)
+		for len(stacktest.ProcessesNaming(t, id)) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("runsc run did not start")
+			}
+			time.Sleep(time.Millisecond)
+		}
 		time.Sleep(after * time.Millisecond)
 		if err := d.Destroy(context.Background(), id); err != nil {
-			t.Fatalf("Destroy %d ms into the start: %v", after, err)
+			t.Fatalf("Destroy %d ms after runsc run began: %v", after, err)
 		}
 		// The start may have finished before the Destroy or been overtaken
 		// by it: either way nothing may be left.
@@ -151,7 +161,7 @@ func TestDestroyDuringStart(t *testing.T) {
 			t.Logf("Create %d ms before the Destroy: %v", after, err)
 		}
 		if procs := stacktest.ProcessesNaming(t, id); len(procs) > 0 {
-			t.Errorf("destroyed %d ms into its start, the capsule still has processes %v", after, procs)
+			t.Errorf("destroyed %d ms after runsc run began, the capsule still has processes %v", after, procs)
 			for _, p := range procs {
 				if pid, err := strconv.Atoi(p); err == nil {
 					_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -181,8 +191,13 @@ func TestDestroyKillsStrays(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { _ = stray.Wait(); close(exited) }()
 	t.Cleanup(func() { _ = stray.Process.Kill() })
+	// Until bash has exec'd, the process is not yet named runsc-sandbox.
+	cmdline := filepath.Join("/proc", strconv.Itoa(stray.Process.Pid), "cmdline")
 	deadline := time.Now().Add(5 * time.Second)
-	for len(stacktest.ProcessesNaming(t, id)) == 0 {
+	for {
+		if b, err := os.ReadFile(cmdline); err == nil && strings.HasPrefix(string(b), "runsc-sandbox\x00") {
+			break
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("the stand-in sandbox process did not start")
 		}
