@@ -36,6 +36,7 @@ func routeTable() []route {
 
 		{"POST", "/v1/auth/signup", limited, (*server).handleSignup},
 		{"POST", "/v1/auth/login", limited, (*server).handleLogin},
+		{"POST", "/v1/auth/logout", public, (*server).handleLogout},
 		{"GET", "/v1/me", member, (*server).handleMe},
 
 		{"POST", "/v1/api-keys", member, (*server).handleCreateAPIKey},
