@@ -169,7 +169,6 @@ func TestCookieAuth(t *testing.T) {
 	e.call("GET", "/v1/me", nil, append(b.cookie(), "Authorization", "Basic eDp5")...).want(t, "non-bearer Authorization", http.StatusUnauthorized)
 }
 
-
 func TestLogout(t *testing.T) {
 	e := newEnv(t)
 	a := e.signup("a@example.com")
