@@ -82,6 +82,11 @@ func routeTable() []route {
 		{"PUT", "/v1/capsules/{id}/files", member, (*server).handlePutFile},
 		{"GET", "/v1/capsules/{id}/files", member, (*server).handleGetFile},
 
+		{"GET", "/v1/team/members", member, (*server).handleListMembers},
+		{"POST", "/v1/team/members", member, (*server).handleAddMember},
+		{"PATCH", "/v1/team/members/{user_id}", member, (*server).handleUpdateMember},
+		{"DELETE", "/v1/team/members/{user_id}", member, (*server).handleRemoveMember},
+
 		{"GET", "/v1/audit-log", member, (*server).handleAuditLog},
 	}
 }
