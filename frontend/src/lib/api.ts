@@ -50,6 +50,17 @@ function cookie(name: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Whether the browser holds a session: the server sets the readable
+ * wrenn_csrf cookie next to the httpOnly session cookie, with the same
+ * lifetime, and clears both on sign-out. Checking it first keeps a
+ * signed-out visit from asking /v1/me for a 401 (which the browser would
+ * log as an error).
+ */
+export function hasSessionCookie(): boolean {
+  return cookie('wrenn_csrf') !== undefined;
+}
+
 /** Headers every call carries; writes add the CSRF token. */
 function headers(method: string, extra?: HeadersInit): Headers {
   const h = new Headers(extra);

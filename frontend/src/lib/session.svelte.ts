@@ -1,7 +1,7 @@
 // Who is signed in. The cookie itself is invisible to scripts (httpOnly):
 // /v1/me says whether it is still good.
 
-import { api, ApiError } from './api';
+import { api, ApiError, hasSessionCookie } from './api';
 import type { Me } from './types';
 
 class SessionState {
@@ -10,6 +10,11 @@ class SessionState {
   loading = $state(true);
 
   async refresh(): Promise<void> {
+    if (!hasSessionCookie()) {
+      this.me = null;
+      this.loading = false;
+      return;
+    }
     try {
       this.me = await api.me();
     } catch (e) {
