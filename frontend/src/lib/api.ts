@@ -1,0 +1,223 @@
+// The dashboard's client for Wrenn's REST API (/v1). The browser holds the
+// session in an httpOnly cookie (wrenn_session) that this code never sees;
+// writes carry the CSRF token that the server put in the readable
+// wrenn_csrf cookie. Every failure becomes an ApiError whose message is the
+// server's own words, so dialogs can show it as is.
+
+import type {
+  ApiKey,
+  AuditEntry,
+  Capsule,
+  CapsuleList,
+  CapsuleMetrics,
+  FileEntry,
+  Host,
+  Me,
+  Member,
+  NewCapsule,
+  ProcessInfo,
+  Session,
+  Template,
+} from './types';
+
+/** An error answered by the API (or a network failure, status 0). */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  /** For 409s on capsules: the capsule's current status. */
+  readonly capsuleStatus?: string;
+
+  constructor(status: number, code: string, message: string, capsuleStatus?: string) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.capsuleStatus = capsuleStatus;
+  }
+}
+
+/** Called when the API answers 401: the session is gone. */
+let onUnauthenticated: (() => void) | undefined;
+export function setUnauthenticatedHandler(fn: () => void): void {
+  onUnauthenticated = fn;
+}
+
+function cookie(name: string): string | undefined {
+  for (const part of document.cookie.split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === name) return decodeURIComponent(v.join('='));
+  }
+  return undefined;
+}
+
+/**
+ * Whether the browser holds a session: the server sets the readable
+ * wrenn_csrf cookie next to the httpOnly session cookie, with the same
+ * lifetime, and clears both on sign-out. Checking it first keeps a
+ * signed-out visit from asking /v1/me for a 401 (which the browser would
+ * log as an error).
+ */
+export function hasSessionCookie(): boolean {
+  return cookie('wrenn_csrf') !== undefined;
+}
+
+/** Headers every call carries; writes add the CSRF token. */
+function headers(method: string, extra?: HeadersInit): Headers {
+  const h = new Headers(extra);
+  if (!['GET', 'HEAD', 'OPTIONS'].includes(method)) {
+    const csrf = cookie('wrenn_csrf');
+    if (csrf) h.set('X-CSRF-Token', csrf);
+  }
+  return h;
+}
+
+async function failure(res: Response): Promise<ApiError> {
+  let code = 'http_' + res.status;
+  let message = `${res.status} ${res.statusText}`.trim();
+  let status: string | undefined;
+  try {
+    const body = await res.json();
+    if (body?.error?.message) {
+      code = body.error.code ?? code;
+      message = body.error.message;
+      status = body.error.status;
+    }
+  } catch {
+    // Not JSON (a proxy's page, say): keep the status line.
+  }
+  return new ApiError(res.status, code, message, status);
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  /** A raw body (file upload) sent as is. */
+  raw?: BodyInit;
+  headers?: HeadersInit;
+  signal?: AbortSignal;
+  /** Do not call the unauthenticated handler on 401 (sign-in page). */
+  quiet401?: boolean;
+}
+
+/** Sends a request and returns the raw response, throwing ApiError on failure. */
+export async function send(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
+  const h = headers(method, opts.headers);
+  let body: BodyInit | undefined = opts.raw;
+  if (opts.body !== undefined) {
+    h.set('Content-Type', 'application/json');
+    body = JSON.stringify(opts.body);
+  }
+  let res: Response;
+  try {
+    res = await fetch(path, { method, headers: h, body, credentials: 'same-origin', signal: opts.signal });
+  } catch (e) {
+    if (e instanceof DOMException && e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', 'Cannot reach the Wrenn control plane. Check your connection and try again.');
+  }
+  if (!res.ok) {
+    const err = await failure(res);
+    if (res.status === 401 && !opts.quiet401) onUnauthenticated?.();
+    throw err;
+  }
+  return res;
+}
+
+/** Sends a request and decodes the JSON answer (undefined for 204). */
+export async function call<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+  const res = await send(method, path, opts);
+  if (res.status === 204) return undefined as T;
+  return (await res.json()) as T;
+}
+
+const enc = encodeURIComponent;
+
+/** Query string from a record, skipping empty values; arrays repeat the key. */
+export function query(params: Record<string, string | number | string[] | undefined>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v === undefined || v === '') continue;
+    if (Array.isArray(v)) v.forEach((x) => q.append(k, x));
+    else q.set(k, String(v));
+  }
+  const s = q.toString();
+  return s ? '?' + s : '';
+}
+
+export const api = {
+  // Accounts and sessions.
+  signup: (email: string, password: string, name: string) =>
+    call<Session>('POST', '/v1/auth/signup', { body: { email, password, name }, quiet401: true }),
+  login: (email: string, password: string) =>
+    call<Session>('POST', '/v1/auth/login', { body: { email, password }, quiet401: true }),
+  logout: () => call<void>('POST', '/v1/auth/logout', { quiet401: true }),
+  me: () => call<Me>('GET', '/v1/me', { quiet401: true }),
+
+  // Capsules.
+  listCapsules: (params: { status?: string[]; metadata?: string[]; limit?: number; cursor?: string } = {}, signal?: AbortSignal) =>
+    call<CapsuleList>('GET', '/v1/capsules' + query(params), { signal }),
+  getCapsule: (id: string, signal?: AbortSignal) => call<Capsule>('GET', `/v1/capsules/${enc(id)}`, { signal }),
+  createCapsule: (spec: NewCapsule) => call<Capsule>('POST', '/v1/capsules', { body: spec }),
+  destroyCapsule: (id: string) => call<void>('DELETE', `/v1/capsules/${enc(id)}`),
+  pauseCapsule: (id: string) => call<Capsule>('POST', `/v1/capsules/${enc(id)}/pause`),
+  resumeCapsule: (id: string) => call<Capsule>('POST', `/v1/capsules/${enc(id)}/resume`),
+  capsuleMetrics: (id: string, signal?: AbortSignal) =>
+    call<CapsuleMetrics>('GET', `/v1/capsules/${enc(id)}/metrics`, { signal }),
+  listProcesses: (id: string, signal?: AbortSignal) =>
+    call<ProcessInfo[]>('GET', `/v1/capsules/${enc(id)}/processes`, { signal }),
+  killProcess: (id: string, pid: number, signal = 'SIGTERM') =>
+    call<void>('DELETE', `/v1/capsules/${enc(id)}/processes/${pid}` + query({ signal })),
+
+  // Files.
+  listFiles: (id: string, path: string, signal?: AbortSignal) =>
+    call<{ entries: FileEntry[] }>('POST', `/v1/capsules/${enc(id)}/files/list`, { body: { path }, signal }),
+  makeDir: (id: string, path: string) => call<FileEntry>('POST', `/v1/capsules/${enc(id)}/files/mkdir`, { body: { path } }),
+  removeFile: (id: string, path: string) => call<void>('POST', `/v1/capsules/${enc(id)}/files/remove`, { body: { path } }),
+  /** Raw file bytes (GET /files?path=). */
+  downloadFile: (id: string, path: string, signal?: AbortSignal) =>
+    send('GET', `/v1/capsules/${enc(id)}/files` + query({ path }), { signal }),
+  uploadFile: (id: string, path: string, data: Blob) =>
+    send('PUT', `/v1/capsules/${enc(id)}/files` + query({ path }), {
+      raw: data,
+      headers: { 'Content-Type': 'application/octet-stream' },
+    }),
+  /** The URL of a file's bytes, for a plain download link (cookie-authenticated GET). */
+  fileURL: (id: string, path: string) => `/v1/capsules/${enc(id)}/files` + query({ path }),
+
+  // Templates and snapshots.
+  listTemplates: (signal?: AbortSignal) => call<Template[]>('GET', '/v1/templates', { signal }),
+  createSnapshot: (capsuleId: string, name?: string) =>
+    call<Template>('POST', '/v1/snapshots', { body: name ? { capsule_id: capsuleId, name } : { capsule_id: capsuleId } }),
+  deleteSnapshot: (name: string) => call<void>('DELETE', `/v1/snapshots/${enc(name)}`),
+
+  // API keys.
+  listAPIKeys: (signal?: AbortSignal) => call<ApiKey[]>('GET', '/v1/api-keys', { signal }),
+  createAPIKey: (name: string) => call<ApiKey>('POST', '/v1/api-keys', { body: { name } }),
+  deleteAPIKey: (id: string) => call<void>('DELETE', `/v1/api-keys/${enc(id)}`),
+
+  // Hosts.
+  listHosts: (signal?: AbortSignal) => call<Host[]>('GET', '/v1/hosts', { signal }),
+  createHost: (body: { type: string; team_id?: string }) =>
+    call<Host & { registration_token: string; registration_token_expires_at: string }>('POST', '/v1/hosts', { body }),
+  hostToken: (id: string) =>
+    call<{ host_id: string; registration_token: string; registration_token_expires_at: string }>(
+      'POST',
+      `/v1/hosts/${enc(id)}/token`,
+    ),
+  deleteHost: (id: string) => call<void>('DELETE', `/v1/hosts/${enc(id)}`),
+
+  // Team.
+  listMembers: (signal?: AbortSignal) => call<Member[]>('GET', '/v1/team/members', { signal }),
+  addMember: (email: string, role: string) => call<Member>('POST', '/v1/team/members', { body: { email, role } }),
+  setMemberRole: (userId: string, role: string) =>
+    call<Member>('PATCH', `/v1/team/members/${enc(userId)}`, { body: { role } }),
+  removeMember: (userId: string) => call<void>('DELETE', `/v1/team/members/${enc(userId)}`),
+
+  // Audit log.
+  auditLog: (params: { action?: string; actor_type?: string; resource_id?: string; before?: string; limit?: number }, signal?: AbortSignal) =>
+    call<AuditEntry[]>('GET', '/v1/audit-log' + query(params), { signal }),
+};
+
+/** The WebSocket URL of a capsule's terminal (cookie-authenticated, same origin). */
+export function ptyURL(id: string, params: { cols: number; rows: number; cmd?: string }): string {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${location.host}/v1/capsules/${enc(id)}/pty` + query({ cols: params.cols, rows: params.rows, cmd: params.cmd });
+}

@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { bytes, mib, relative, seconds, shortId } from './format';
+import { query } from './api';
+
+describe('format', () => {
+  it('bytes', () => {
+    expect(bytes(0)).toBe('0 B');
+    expect(bytes(1023)).toBe('1023 B');
+    expect(bytes(1536)).toBe('1.5 KiB');
+    expect(bytes(64 * 1024 * 1024)).toBe('64 MiB');
+    expect(bytes(null)).toBe('—');
+  });
+  it('mib', () => {
+    expect(mib(512)).toBe('512 MiB');
+    expect(mib(2048)).toBe('2 GiB');
+    expect(mib(1536)).toBe('1536 MiB');
+  });
+  it('relative', () => {
+    const now = Date.parse('2026-11-29T12:00:00Z');
+    expect(relative('2026-11-29T12:00:00Z', now)).toBe('just now');
+    expect(relative('2026-11-29T11:58:00Z', now)).toBe('2 minutes ago');
+    expect(relative('2026-11-29T09:00:00Z', now)).toBe('3 hours ago');
+    expect(relative('2026-11-27T12:00:00Z', now)).toBe('2 days ago');
+    expect(relative(null, now)).toBe('—');
+  });
+  it('seconds', () => {
+    expect(seconds(0)).toBe('never');
+    expect(seconds(45)).toBe('45 s');
+    expect(seconds(300)).toBe('5 min');
+    expect(seconds(5400)).toBe('1.5 h');
+  });
+  it('shortId', () => {
+    expect(shortId('0123456789abcdef')).toBe('01234567');
+  });
+});
+
+describe('query', () => {
+  it('skips empty values and repeats arrays', () => {
+    expect(query({})).toBe('');
+    expect(query({ a: '', b: undefined })).toBe('');
+    expect(query({ status: ['running', 'paused'], limit: 10 })).toBe('?status=running&status=paused&limit=10');
+    expect(query({ path: '/home/user/a b&c' })).toBe('?path=%2Fhome%2Fuser%2Fa+b%26c');
+  });
+});

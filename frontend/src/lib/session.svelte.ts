@@ -1,0 +1,52 @@
+// Who is signed in. The cookie itself is invisible to scripts (httpOnly):
+// /v1/me says whether it is still good.
+
+import { api, ApiError, hasSessionCookie } from './api';
+import type { Me } from './types';
+
+class SessionState {
+  me = $state<Me | null>(null);
+  /** True until the first /v1/me answered. */
+  loading = $state(true);
+
+  async refresh(): Promise<void> {
+    if (!hasSessionCookie()) {
+      this.me = null;
+      this.loading = false;
+      return;
+    }
+    try {
+      this.me = await api.me();
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 401) console.warn('checking the session failed', e);
+      this.me = null;
+    } finally {
+      this.loading = false;
+    }
+  }
+
+  get isAdmin(): boolean {
+    return this.me?.is_platform_admin ?? false;
+  }
+
+  /** The caller's role in the current team. */
+  get role(): string {
+    return this.me?.team.role ?? 'member';
+  }
+
+  get canManageTeam(): boolean {
+    return this.role === 'owner' || this.role === 'admin';
+  }
+
+  async signOut(): Promise<void> {
+    try {
+      await api.logout();
+    } catch {
+      // Already signed out, or the server is gone: the cookie is cleared
+      // by the server when it answers; either way, leave.
+    }
+    this.me = null;
+  }
+}
+
+export const session = new SessionState();

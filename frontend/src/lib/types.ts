@@ -1,0 +1,184 @@
+// Shapes of the API's JSON, as docs/api.md describes them.
+
+export type CapsuleStatus =
+  | 'pending'
+  | 'starting'
+  | 'running'
+  | 'pausing'
+  | 'paused'
+  | 'resuming'
+  | 'stopped'
+  | 'missing'
+  | 'error';
+
+export interface Capsule {
+  id: string;
+  status: CapsuleStatus;
+  status_reason?: string;
+  template: string;
+  vcpus: number;
+  memory_mb: number;
+  disk_mb: number;
+  timeout_sec: number;
+  metadata: Record<string, string>;
+  host_id: string | null;
+  created_at: string;
+  updated_at: string;
+  started_at: string | null;
+  stopped_at: string | null;
+  last_active_at: string;
+  paused_at: string | null;
+  snapshot_bytes: number;
+}
+
+export interface CapsuleList {
+  capsules: Capsule[];
+  next_cursor: string | null;
+}
+
+export interface NewCapsule {
+  template: string;
+  vcpus?: number;
+  memory_mb?: number;
+  disk_mb?: number;
+  timeout_sec?: number;
+  envs?: Record<string, string>;
+  metadata?: Record<string, string>;
+}
+
+export interface Template {
+  name: string;
+  kind: 'base' | 'snapshot';
+  description: string;
+  size_bytes: number;
+  default_vcpus: number;
+  default_memory_mb: number;
+  default_disk_mb: number;
+  created_at: string;
+  host_id: string | null;
+  source_capsule_id: string | null;
+}
+
+export interface ApiKey {
+  id: string;
+  name: string;
+  prefix: string;
+  created_at: string;
+  created_by: string | null;
+  last_used_at: string | null;
+  /** Only in the answer to a create: shown once. */
+  key?: string;
+}
+
+export interface Host {
+  id: string;
+  type: string;
+  team_id: string | null;
+  status: string;
+  arch: string;
+  cpus: number;
+  memory_mb: number;
+  disk_mb: number;
+  runtime: string;
+  address: string;
+  hostname: string;
+  agent_version: string;
+  free_cpus: number;
+  free_memory_mb: number;
+  free_disk_mb: number;
+  templates: string[];
+  allocated_vcpus: number;
+  allocated_memory_mb: number;
+  last_heartbeat_at: string | null;
+  registered_at: string | null;
+  created_at: string;
+  created_by: string | null;
+  registration_token?: string;
+}
+
+export interface User {
+  id: string;
+  email: string;
+  name: string;
+  is_platform_admin: boolean;
+  created_at: string;
+}
+
+export interface Team {
+  id: string;
+  name: string;
+  role: 'owner' | 'admin' | 'member';
+}
+
+export interface Session {
+  token: string;
+  expires_at: string;
+  user: User;
+  team?: Team;
+}
+
+export interface Me {
+  user: User | null;
+  team: Team;
+  teams: Team[];
+  is_platform_admin: boolean;
+  auth_method: 'session' | 'api_key';
+  api_key_id?: string;
+}
+
+export interface Member {
+  user_id: string;
+  email: string;
+  name: string;
+  role: 'owner' | 'admin' | 'member';
+  joined_at: string;
+}
+
+export interface AuditEntry {
+  id: string;
+  team_id: string | null;
+  actor_type: string;
+  actor_id: string | null;
+  action: string;
+  resource_id: string | null;
+  metadata: Record<string, unknown>;
+  ip: string | null;
+  created_at: string;
+}
+
+export interface FileEntry {
+  name: string;
+  path: string;
+  type: 'file' | 'directory' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  permissions: string;
+  owner: string;
+  group: string;
+  modified_at: string;
+  symlink_target: string | null;
+}
+
+export interface ProcessInfo {
+  pid: number;
+  tag: string;
+  cmd: string;
+  args: string[];
+  pty: boolean;
+  running: boolean;
+  exit_code: number | null;
+  signal: string | null;
+}
+
+export interface CapsuleMetrics {
+  cpu_count: number;
+  cpu_used_pct: number;
+  mem_total_bytes: number;
+  mem_used_bytes: number;
+  mem_available_bytes: number;
+  disk_total_bytes: number;
+  disk_used_bytes: number;
+  load_1: number;
+  processes: number;
+  timestamp: string;
+}
