@@ -396,6 +396,7 @@ func TestWarmPool(t *testing.T) {
 	}
 	pooled := waitPool(2) // the minimal template's default size, warmed at start
 	id := uuid.NewString()
+	asked := time.Now()
 	res, err := s.CapsuleService().CreateCapsule(ctx, connect.NewRequest(&hostagentv1.CreateCapsuleRequest{
 		Spec: &hostagentv1.CapsuleSpec{CapsuleId: id, Template: "minimal", Vcpus: 1, MemoryMb: 256, DiskMb: 1024,
 			Envs: map[string]string{"GREETING": "hi"}},
@@ -406,6 +407,10 @@ func TestWarmPool(t *testing.T) {
 	c := res.Msg.GetCapsule()
 	if c.GetRuntimeId() == id || !slices.ContainsFunc(pooled, func(r stacktest.Record) bool { return r.RuntimeID == c.GetRuntimeId() }) {
 		t.Fatalf("capsule runs as %s, not one of the waiting capsules %+v", c.GetRuntimeId(), pooled)
+	}
+	// It started when it was handed out, not when the pool booted it.
+	if started := time.UnixMilli(c.GetStartedAtUnixMs()); started.Before(asked.Truncate(time.Millisecond)) {
+		t.Errorf("capsule from the pool started at %v, before it was asked for at %v", started, asked)
 	}
 	r := stacktest.Run(t, s.Envd(t, id), "hostname; echo $GREETING")
 	if r.Stdout != "capsule-"+id[:8]+"\nhi\n" {

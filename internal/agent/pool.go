@@ -218,6 +218,8 @@ func (p *pool) handOver(ctx context.Context, rec *capsuleRecord, spec CapsuleSpe
 	}
 	poolToken := rec.Token
 	rec.Spec, rec.Token = spec, token
+	// For its user the capsule starts now, not when the pool booted it.
+	rec.StartedAt = time.Now()
 	// Record first: if the agent dies after envd took the new token, the
 	// record must hold it, or the capsule would be unreachable.
 	rec.Status = capsuleStarting
