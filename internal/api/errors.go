@@ -118,6 +118,12 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		e = errorf(codeNotFound, "not found")
 	case errors.Is(err, store.ErrConflict):
 		e = errorf(codeConflict, "conflicts with existing data")
+	case r.Context().Err() != nil:
+		// The client went away (a closed tab, an aborted fetch): the
+		// failure is the cancellation, not a fault of the server.
+		s.log.DebugContext(r.Context(), "request canceled by the client", "method", r.Method, "path", r.URL.Path,
+			"request_id", w.Header().Get("X-Request-ID"), "err", err)
+		e = errorf(codeUnavailable, "the request was canceled")
 	default:
 		s.log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", r.URL.Path,
 			"request_id", w.Header().Get("X-Request-ID"), "err", err)
