@@ -138,7 +138,8 @@ cat <<MSG
 
   Wrenn is running.
 
-  Control plane:  $url   (dashboard: $url/ once it is built)
+  Dashboard:      $url/   (sign in with the admin account)
+  API:            $url/v1
   Admin account:  $admin_email / $password
   API key:        $key
 
