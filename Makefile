@@ -20,7 +20,7 @@ LDFLAGS := -s -w -X github.com/wrenn-dev/wrenn/internal/version.Version=$(VERSIO
 -include .env
 export
 
-.PHONY: help build wrenn-cp wrenn-agent envd runsc images proto migrate-up migrate-down migrate-status \
+.PHONY: help build dashboard wrenn-cp wrenn-agent envd runsc images proto migrate-up migrate-down migrate-status \
 	dev dev-agent fmt vet lint test check bench clean
 
 help: ## list targets
@@ -28,7 +28,26 @@ help: ## list targets
 
 build: wrenn-cp wrenn-agent envd ## build the three binaries into builds/
 
-wrenn-cp: ## build the control plane
+# The dashboard (frontend/, Svelte + Vite) builds into internal/web/dist,
+# which wrenn-cp embeds. npm ci reruns only when package-lock.json is newer
+# than the install it made (npm writes node_modules/.package-lock.json).
+FRONTEND := frontend
+DASHBOARD_DIST := internal/web/dist
+NPM_STAMP := $(FRONTEND)/node_modules/.package-lock.json
+
+dashboard: ## build the web dashboard (frontend/) into internal/web/dist (skipped without frontend/package.json)
+	@if [ ! -f $(FRONTEND)/package.json ]; then \
+		echo "dashboard: no $(FRONTEND)/package.json; skipping (wrenn-cp will serve a 'dashboard not built' page)"; \
+		exit 0; \
+	fi; \
+	command -v npm >/dev/null || { echo "dashboard: npm not found; install Node.js 20+ and npm" >&2; exit 1; }; \
+	if [ ! -f $(NPM_STAMP) ] || [ $(FRONTEND)/package-lock.json -nt $(NPM_STAMP) ]; then \
+		(cd $(FRONTEND) && npm ci --no-audit --no-fund) || exit 1; \
+	fi; \
+	(cd $(FRONTEND) && npm run build) || exit 1; \
+	touch $(DASHBOARD_DIST)/.gitkeep
+
+wrenn-cp: dashboard ## build the control plane (with the dashboard)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILDS)/wrenn-cp ./cmd/wrenn-cp
 
 wrenn-agent: ## build the host agent

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Wrenn's whole test suite: installs what the tests need (runsc, the
-# minimal template), starts a throw-away PostgreSQL cluster in a temporary
+# minimal template, and with a frontend Chromium and the built dashboard),
+# starts a throw-away PostgreSQL cluster in a temporary
 # directory on a free port, runs `go test`, and removes the cluster afterwards
 # whatever happened.
 #
@@ -25,6 +26,16 @@ if [ ! -f "$WRENN_TEST_IMAGES/minimal/template.json" ] ||
 	echo "$image_key" >"$WRENN_TEST_IMAGES/minimal.sha256"
 fi
 export WRENN_TEST_RUNSC WRENN_TEST_IMAGES
+
+# The dashboard's browser tests drive Chromium against a wrenn-cp with the
+# dashboard built in; they skip without these variables. The frontend may
+# not be in this checkout yet.
+if [ -f frontend/package.json ]; then
+	apt_install chromium
+	make --no-print-directory dashboard
+	export WRENN_TEST_CHROMIUM=/usr/bin/chromium
+	export WRENN_TEST_FRONTEND=$PWD/frontend
+fi
 
 tmp=$(mktemp -d /var/tmp/wrenn-test.XXXXXX)
 chmod 755 "$tmp"

@@ -95,13 +95,14 @@ func (s *server) handleSignup() http.Handler {
 		if err != nil {
 			return err
 		}
-		tok, exp, err := s.sessions.Issue(u.ID)
+		tok, sess, err := s.sessions.Issue(u.ID)
 		if err != nil {
 			return err
 		}
 		s.log.InfoContext(r.Context(), "user signed up", "user_id", u.ID, "team_id", m.TeamID, "platform_admin", u.IsPlatformAdmin)
+		s.setSessionCookies(w, r, tok, sess.ExpiresAt)
 		encode(w, http.StatusCreated, sessionJSON{
-			Token: tok, ExpiresAt: exp, User: toUserJSON(u),
+			Token: tok, ExpiresAt: sess.ExpiresAt, User: toUserJSON(u),
 			Team: &teamJSON{ID: m.TeamID, Name: m.TeamName, Role: m.Role},
 		})
 		return nil
@@ -144,14 +145,15 @@ func (s *server) handleLogin() http.Handler {
 			team = &teamJSON{ID: ms[0].TeamID, Name: ms[0].TeamName, Role: ms[0].Role}
 			ev.TeamID = ms[0].TeamID
 		}
-		tok, exp, err := s.sessions.Issue(u.ID)
+		tok, sess, err := s.sessions.Issue(u.ID)
 		if err != nil {
 			return err
 		}
 		if err := s.store.Audit(r.Context(), ev); err != nil {
 			return err
 		}
-		encode(w, http.StatusOK, sessionJSON{Token: tok, ExpiresAt: exp, User: toUserJSON(u), Team: team})
+		s.setSessionCookies(w, r, tok, sess.ExpiresAt)
+		encode(w, http.StatusOK, sessionJSON{Token: tok, ExpiresAt: sess.ExpiresAt, User: toUserJSON(u), Team: team})
 		return nil
 	})
 }

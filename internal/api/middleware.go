@@ -149,7 +149,8 @@ func caller(r *http.Request) principal {
 
 // authenticate accepts `Authorization: Bearer <session JWT>` or an API key
 // (`X-API-Key: wrn_…`, or `Authorization: Bearer wrn_…`) and stores the
-// principal in the request context.
+// principal in the request context. Without either header it accepts the
+// dashboard's session cookie, under the CSRF rules of cookieSession.
 func (s *server) authenticate(next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		var (
@@ -165,6 +166,11 @@ func (s *server) authenticate(next http.Handler) http.Handler {
 			p, err = s.apiKeyPrincipal(r, tok)
 		case bearer && tok != "":
 			p, err = s.sessionPrincipal(r, tok)
+		case r.Header.Get("Authorization") == "" && hasCookie(r, sessionCookie):
+			var sess auth.Session
+			if sess, err = s.cookieSession(r); err == nil {
+				p, err = s.principalOf(r, sess)
+			}
 		default:
 			err = errorf(codeUnauthenticated, "send `Authorization: Bearer <token>` or `X-API-Key: <key>`")
 		}
@@ -201,21 +207,34 @@ func (s *server) apiKeyPrincipal(r *http.Request, key string) (principal, error)
 	return principal{UserID: k.CreatedBy, APIKeyID: k.ID, TeamID: k.TeamID, Role: store.RoleMember, PlatformAdmin: creatorIsAdmin}, nil
 }
 
+// errBadSession is the answer to a session token that is not (or no
+// longer) valid.
+func errBadSession() *Error {
+	return errorf(codeUnauthenticated, "invalid or expired session token; log in again")
+}
+
 func (s *server) sessionPrincipal(r *http.Request, tok string) (principal, error) {
-	ctx := r.Context()
-	userID, err := s.sessions.Parse(tok)
+	sess, err := s.sessions.Parse(tok)
 	if err != nil {
-		return principal{}, errorf(codeUnauthenticated, "invalid or expired session token; log in again")
+		return principal{}, errBadSession()
 	}
+	return s.principalOf(r, sess)
+}
+
+// principalOf returns the principal of a parsed session, in the team of
+// X-Team-ID or the user's default team.
+func (s *server) principalOf(r *http.Request, sess auth.Session) (principal, error) {
 	want, err := teamHeader(r)
 	if err != nil {
 		return principal{}, err
 	}
-	u, m, err := s.store.UserInTeam(ctx, userID, want)
-	if errors.Is(err, store.ErrNotFound) {
+	u, m, err := s.store.UserInTeam(r.Context(), sess.UserID, want, sess.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return principal{}, errorf(codeUnauthenticated, "the account of this session no longer exists")
-	}
-	if err != nil {
+	case errors.Is(err, store.ErrRevoked):
+		return principal{}, errorf(codeUnauthenticated, "this session was logged out; log in again")
+	case err != nil:
 		return principal{}, err
 	}
 	switch {

@@ -1,6 +1,9 @@
 package api
 
-import "net/http"
+import (
+	"net/http"
+	"strings"
+)
 
 // access says who may call a route.
 type access int
@@ -36,6 +39,7 @@ func routeTable() []route {
 
 		{"POST", "/v1/auth/signup", limited, (*server).handleSignup},
 		{"POST", "/v1/auth/login", limited, (*server).handleLogin},
+		{"POST", "/v1/auth/logout", public, (*server).handleLogout},
 		{"GET", "/v1/me", member, (*server).handleMe},
 
 		{"POST", "/v1/api-keys", member, (*server).handleCreateAPIKey},
@@ -78,12 +82,19 @@ func routeTable() []route {
 		{"PUT", "/v1/capsules/{id}/files", member, (*server).handlePutFile},
 		{"GET", "/v1/capsules/{id}/files", member, (*server).handleGetFile},
 
+		{"GET", "/v1/team/members", member, (*server).handleListMembers},
+		{"POST", "/v1/team/members", member, (*server).handleAddMember},
+		{"PATCH", "/v1/team/members/{user_id}", member, (*server).handleUpdateMember},
+		{"DELETE", "/v1/team/members/{user_id}", member, (*server).handleRemoveMember},
+
 		{"GET", "/v1/audit-log", member, (*server).handleAuditLog},
 	}
 }
 
 // routes builds the mux. Paths that exist with other methods answer 405,
-// everything else 404, both in the JSON error shape.
+// everything else under /v1/ 404, both in the JSON error shape. Other GET
+// and HEAD requests go to the dashboard, which answers its files or the
+// app's index.html; other methods there get the JSON 404.
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	paths := http.NewServeMux() // method-less patterns, to tell 405 from 404
@@ -102,11 +113,30 @@ func (s *server) routes() http.Handler {
 			paths.Handle(rt.pattern, http.NotFoundHandler())
 		}
 	}
-	mux.Handle("/", s.instrument("unmatched", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+	dashboard := s.instrument("dashboard", s.dashboard)
+	unmatched := s.instrument("unmatched", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		if _, pattern := paths.Handler(r); pattern != "" {
 			return errorf(codeMethodNotAllowed, "%s is not allowed on %s", r.Method, r.URL.Path)
 		}
 		return errorf(codeNotFound, "no route for %s %s", r.Method, r.URL.Path)
-	})))
+	}))
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isDashboard(r) {
+			if _, pattern := paths.Handler(r); pattern == "" {
+				dashboard.ServeHTTP(w, r)
+				return
+			}
+		}
+		unmatched.ServeHTTP(w, r)
+	}))
 	return mux
+}
+
+// isDashboard reports whether r may be for the dashboard: a GET or HEAD
+// outside the API's /v1/.
+func isDashboard(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	return r.URL.Path != "/v1" && !strings.HasPrefix(r.URL.Path, "/v1/")
 }

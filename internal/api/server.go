@@ -1,7 +1,8 @@
 // Package api is the control plane's REST API: NewServer returns the whole
 // HTTP surface as one http.Handler. Every route is listed in routes.go; each
 // resource has its own file; errors leave through one table (errors.go) and
-// bodies through one encode/decode pair (encode.go).
+// bodies through one encode/decode pair (encode.go). GET and HEAD requests
+// outside /v1/ that no route takes are the web dashboard's (internal/web).
 package api
 
 import (
@@ -17,6 +18,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/store"
+	"github.com/wrenn-dev/wrenn/internal/web"
 )
 
 // Deps is what the API needs from the rest of the control plane.
@@ -52,6 +54,8 @@ type server struct {
 	metrics     *metrics
 	agentClient *http.Client
 	envds       *envdClients
+	// dashboard serves the web dashboard (internal/web).
+	dashboard http.Handler
 	// leftovers holds the keys of leftovers whose removal from their host
 	// is under way (see cleanUpHost), so that heartbeats that keep
 	// reporting one do not pile removals on it.
@@ -93,6 +97,7 @@ func New(d Deps) *Server {
 		registry:    d.Registry,
 		agentClient: d.AgentClient,
 		envds:       newEnvdClients(),
+		dashboard:   web.Handler(d.Config.DashboardDir),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

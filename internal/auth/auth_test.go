@@ -14,15 +14,21 @@ var secret = []byte("0123456789abcdef0123456789abcdef")
 
 func TestSessions(t *testing.T) {
 	s := NewSessions(secret, time.Hour)
-	tok, exp, err := s.Issue("user-1")
+	tok, sess, err := s.Issue("user-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Until(exp); d < 59*time.Minute || d > time.Hour {
+	if d := time.Until(sess.ExpiresAt); d < 59*time.Minute || d > time.Hour {
 		t.Errorf("got expiry in %s, want about 1h", d)
 	}
-	if got, err := s.Parse(tok); err != nil || got != "user-1" {
-		t.Fatalf("Parse: got %q, %v; want user-1", got, err)
+	if len(sess.ID) != 32 {
+		t.Errorf("got session id %q, want 32 hex digits", sess.ID)
+	}
+	if got, err := s.Parse(tok); err != nil || got != sess {
+		t.Fatalf("Parse: got %+v, %v; want %+v", got, err, sess)
+	}
+	if _, other, _ := s.Issue("user-1"); other.ID == sess.ID {
+		t.Errorf("two sessions share id %s", sess.ID)
 	}
 
 	sign := func(method jwt.SigningMethod, key any, claims jwt.RegisteredClaims) string {
@@ -64,6 +70,47 @@ func TestSessions(t *testing.T) {
 		if _, err := s.Parse(tt.token); !errors.Is(err, ErrInvalidSession) {
 			t.Errorf("%s: got %v, want ErrInvalidSession", tt.name, err)
 		}
+	}
+}
+
+func TestSessionWithoutID(t *testing.T) {
+	// Tokens issued before sessions had ids stay valid.
+	s := NewSessions(secret, time.Hour)
+	now := time.Now()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+		Issuer: sessionIssuer, Subject: "user-1", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour)),
+	}).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Parse(tok); err != nil || got.UserID != "user-1" || got.ID != "" {
+		t.Errorf("Parse: got %+v, %v; want user-1 without id", got, err)
+	}
+}
+
+func TestCSRFToken(t *testing.T) {
+	s := NewSessions(secret, time.Hour)
+	other := NewSessions([]byte("another secret another secret 00"), time.Hour)
+	tok := s.CSRFToken("session-a")
+	tests := []struct {
+		name    string
+		session string
+		got     string
+		want    bool
+	}{
+		{"right", "session-a", tok, true},
+		{"empty", "session-a", "", false},
+		{"other session", "session-b", tok, false},
+		{"other secret", "session-a", other.CSRFToken("session-a"), false},
+		{"truncated", "session-a", tok[:len(tok)-1], false},
+	}
+	for _, tt := range tests {
+		if got := s.CheckCSRF(tt.session, tt.got); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if strings.ContainsAny(tok, "+/=") {
+		t.Errorf("CSRF token %q is not unpadded base64url", tok)
 	}
 }
 

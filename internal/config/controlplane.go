@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 )
 
@@ -40,6 +41,14 @@ type ControlPlane struct {
 	// TrustProxy makes the client IP come from X-Forwarded-For; enable it
 	// only behind a proxy that sets that header itself.
 	TrustProxy bool `env:"WRENN_TRUST_PROXY" default:"false"`
+	// CookieSecure marks the dashboard's cookies Secure on every answer;
+	// when false they are Secure only on requests that came over TLS
+	// (directly, or per X-Forwarded-Proto from a trusted proxy).
+	CookieSecure bool `env:"WRENN_COOKIE_SECURE" default:"false"`
+	// DashboardDir serves the dashboard from this directory instead of the
+	// copy built into the binary (for frontend development); "" uses the
+	// built-in copy.
+	DashboardDir string `env:"WRENN_DASHBOARD_DIR" default:"(unset)"`
 	// AutoMigrate makes serve apply pending migrations at start-up; when
 	// false, serve refuses to start while migrations are pending.
 	AutoMigrate bool `env:"WRENN_AUTO_MIGRATE" default:"true"`
@@ -71,6 +80,8 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		HostCredentialTTL:    r.duration("WRENN_HOST_CREDENTIAL_TTL", 24*time.Hour),
 		AuthRateLimit:        r.int("WRENN_AUTH_RATE_LIMIT", 10),
 		TrustProxy:           r.bool("WRENN_TRUST_PROXY", false),
+		CookieSecure:         r.bool("WRENN_COOKIE_SECURE", false),
+		DashboardDir:         r.string("WRENN_DASHBOARD_DIR", ""),
 		AutoMigrate:          r.bool("WRENN_AUTO_MIGRATE", true),
 		LogLevel:             r.logLevel("WRENN_LOG_LEVEL"),
 		LogFormat:            r.logFormat("WRENN_LOG_FORMAT"),
@@ -89,6 +100,11 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		return ControlPlane{}, fmt.Errorf("config: WRENN_REAPER_INTERVAL=%s: must be from 100ms to %s", c.ReaperInterval, maxReaperInterval)
 	case c.AuthRateLimit < 1:
 		return ControlPlane{}, fmt.Errorf("config: WRENN_AUTH_RATE_LIMIT=%d: must be at least 1", c.AuthRateLimit)
+	}
+	if c.DashboardDir != "" {
+		if fi, err := os.Stat(c.DashboardDir); err != nil || !fi.IsDir() {
+			return ControlPlane{}, fmt.Errorf("config: WRENN_DASHBOARD_DIR=%s: not a directory; unset it to serve the built-in dashboard", c.DashboardDir)
+		}
 	}
 	return c, nil
 }

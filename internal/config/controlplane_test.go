@@ -45,6 +45,10 @@ func TestLoadControlPlane(t *testing.T) {
 		{"bad log format", map[string]string{"WRENN_LOG_FORMAT": "xml"}, "WRENN_LOG_FORMAT"},
 		{"json debug", map[string]string{"WRENN_LOG_FORMAT": "JSON", "WRENN_LOG_LEVEL": "debug"}, ""},
 		{"bad bool", map[string]string{"WRENN_AUTO_MIGRATE": "maybe"}, "WRENN_AUTO_MIGRATE"},
+		{"secure cookies", map[string]string{"WRENN_COOKIE_SECURE": "true"}, ""},
+		{"dashboard dir", map[string]string{"WRENN_DASHBOARD_DIR": "."}, ""},
+		{"missing dashboard dir", map[string]string{"WRENN_DASHBOARD_DIR": "/nonexistent/dist"}, "WRENN_DASHBOARD_DIR"},
+		{"dashboard dir is a file", map[string]string{"WRENN_DASHBOARD_DIR": "controlplane_test.go"}, "WRENN_DASHBOARD_DIR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,7 +95,7 @@ func TestControlPlaneTagsMatchDefaults(t *testing.T) {
 			t.Errorf("field %s lacks an env or default tag", f.Name)
 			continue
 		}
-		if def != "(required)" {
+		if def != "(required)" && def != "(unset)" {
 			explicit[name] = def
 		}
 	}

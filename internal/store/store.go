@@ -22,6 +22,8 @@ var (
 	// ErrConflict means the change clashes with existing data, such as an
 	// email address that is already taken.
 	ErrConflict = errors.New("conflict")
+	// ErrRevoked means a user session was revoked (logged out).
+	ErrRevoked = errors.New("revoked")
 )
 
 // Store is the control plane's database. It is safe for concurrent use.

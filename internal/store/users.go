@@ -137,22 +137,55 @@ func (s *Store) Memberships(ctx context.Context, userID string) ([]Membership, e
 
 // UserInTeam returns a user and their role in teamID, or, when teamID is "",
 // in their default team (see Memberships), in one query: it is what
-// authenticating a session needs. An unknown user returns ErrNotFound; a
-// user who is not in the team gets a Membership with an empty TeamID.
-func (s *Store) UserInTeam(ctx context.Context, userID, teamID string) (User, Membership, error) {
-	var m Membership
+// authenticating a session needs. An unknown user returns ErrNotFound, and
+// a session whose id (jti, may be "") was revoked ErrRevoked; a user who is
+// not in the team gets a Membership with an empty TeamID.
+func (s *Store) UserInTeam(ctx context.Context, userID, teamID, sessionID string) (User, Membership, error) {
+	var (
+		m       Membership
+		revoked bool
+	)
 	u, err := scanUser(s.pool.QueryRow(ctx, `
-		SELECT `+userColumns+`, coalesce(m.team_id::text, ''), coalesce(m.role, '')
+		SELECT `+userColumns+`, coalesce(m.team_id::text, ''), coalesce(m.role, ''),
+		       EXISTS (SELECT 1 FROM revoked_sessions WHERE jti = $3)
 		FROM users LEFT JOIN LATERAL (
 			SELECT m.team_id, m.role FROM team_members m
 			WHERE m.user_id = users.id AND ($2::uuid IS NULL OR m.team_id = $2)
 			`+membershipOrder+` LIMIT 1
 		) m ON true
-		WHERE users.id = $1`, userID, nullable(teamID)), &m.TeamID, &m.Role)
+		WHERE users.id = $1`, userID, nullable(teamID), sessionID), &m.TeamID, &m.Role, &revoked)
 	if err != nil {
 		return User{}, Membership{}, notFound("looking up user", err)
 	}
+	if revoked {
+		return User{}, Membership{}, fmt.Errorf("looking up user: %w", ErrRevoked)
+	}
 	return u, m, nil
+}
+
+// RevokeSession refuses the session with id (a jti) from now on, until
+// expiresAt, when the token is refused anyway, and writes ev unless it has
+// no Action or the session was revoked already. Revoking twice is not an
+// error. Rows of sessions that have
+// expired are deleted on the way.
+func (s *Store) RevokeSession(ctx context.Context, id string, expiresAt time.Time, ev Event) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM revoked_sessions WHERE expires_at < now() - interval '1 minute'`); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO revoked_sessions (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING`, id, expiresAt)
+		if err != nil {
+			return err
+		}
+		if ev.Action == "" || tag.RowsAffected() == 0 {
+			return nil
+		}
+		return writeEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return fmt.Errorf("revoking session: %w", err)
+	}
+	return nil
 }
 
 // TeamName returns the name of a team, or ErrNotFound.
