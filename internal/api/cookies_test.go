@@ -234,8 +234,12 @@ func TestWebSocketCookieOrigin(t *testing.T) {
 		h := http.Header{}
 		h.Set("Cookie", b.cookie()[1])
 		h.Set("Origin", tt.origin)
-		_, res, err := websocket.Dial(context.Background(), wsURL, &websocket.DialOptions{HTTPHeader: h})
+		conn, res, err := websocket.Dial(context.Background(), wsURL, &websocket.DialOptions{HTTPHeader: h})
+		if res != nil && res.Body != nil {
+			_ = res.Body.Close()
+		}
 		if err == nil {
+			_ = conn.CloseNow()
 			t.Fatalf("%s: upgrade accepted, want refused", tt.name)
 		}
 		if res == nil || res.StatusCode != tt.want {

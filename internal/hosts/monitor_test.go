@@ -149,7 +149,7 @@ func TestUnreachableEventBelongsToHostTeam(t *testing.T) {
 	if err := m.Check(ctx); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := st.AuditLog(ctx, team.TeamID, false, 10)
+	entries, err := st.AuditLog(ctx, team.TeamID, false, store.AuditFilter{}, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,6 +74,7 @@ func TestHandler(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
 			res := get(t, h, tt.method, tt.path)
+			defer func() { _ = res.Body.Close() }()
 			body, _ := io.ReadAll(res.Body)
 			if res.StatusCode != tt.status {
 				t.Fatalf("got status %d, want %d; body %s", res.StatusCode, tt.status, body)
@@ -110,6 +111,7 @@ func TestHandlerNotBuilt(t *testing.T) {
 	for _, p := range []string{"/", "/capsules", "/.gitkeep"} {
 		res := get(t, Handler(dir), "GET", p)
 		body, _ := io.ReadAll(res.Body)
+		_ = res.Body.Close()
 		if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "make build") ||
 			!strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
 			t.Errorf("%s: got %d %s %q, want 503 with a page that says to run make build", p, res.StatusCode, res.Header.Get("Content-Type"), body)
@@ -124,6 +126,7 @@ func TestBuiltIn(t *testing.T) {
 	// Whether or not the dashboard was built, the built-in copy answers:
 	// the app, or the page that says it is not built.
 	res := get(t, Handler(""), "GET", "/")
+	_ = res.Body.Close()
 	if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("got status %d, want 200 or 503", res.StatusCode)
 	}
