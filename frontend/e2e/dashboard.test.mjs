@@ -164,12 +164,27 @@ async function confirmDestroy(screenshot) {
   await waitHidden(dlg, OP);
 }
 
-/** Every Tab press keeps focus inside the open modal dialog. */
+/**
+ * Tab and Shift+Tab never move focus to the page behind the open modal
+ * dialog. A native modal <dialog> lets focus pass from its last control to
+ * the browser's own UI (the address bar) and from there back to its first;
+ * headless Chromium has no such UI and shows that step as focus on <body>.
+ * That is allowed; focus on any element outside the dialog is not.
+ */
 async function assertTabTrapped(dlg, presses = 15) {
+  let inside = 0;
   for (let i = 0; i < presses; i++) {
-    await page.keyboard.press(i % 4 === 3 ? 'Shift+Tab' : 'Tab');
-    assert.ok(await focusInside(dlg), `focus left the dialog after ${i + 1} Tab presses`);
+    await page.keyboard.press(i % 5 === 4 ? 'Shift+Tab' : 'Tab');
+    const where = await dlg.evaluate((d) => {
+      const a = document.activeElement;
+      if (d.contains(a)) return 'inside';
+      if (!a || a === document.body) return 'browser';
+      return a.outerHTML.slice(0, 120);
+    });
+    if (where === 'inside') inside++;
+    else assert.equal(where, 'browser', `Tab press ${i + 1} moved focus out of the dialog to the page behind it`);
   }
+  assert.ok(inside >= presses / 2, `focus was in the dialog after only ${inside} of ${presses} Tab presses`);
 }
 
 /** Escape closes the dialog and focus goes back to opener. */
