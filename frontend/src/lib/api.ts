@@ -184,8 +184,13 @@ export const api = {
 
   // Hosts.
   listHosts: (signal?: AbortSignal) => call<Host[]>('GET', '/v1/hosts', { signal }),
-  createHost: (body: { type: string; team_id?: string }) => call<Host & { registration_token: string }>('POST', '/v1/hosts', { body }),
-  hostToken: (id: string) => call<{ registration_token: string; expires_at?: string }>('POST', `/v1/hosts/${enc(id)}/token`),
+  createHost: (body: { type: string; team_id?: string }) =>
+    call<Host & { registration_token: string; registration_token_expires_at: string }>('POST', '/v1/hosts', { body }),
+  hostToken: (id: string) =>
+    call<{ host_id: string; registration_token: string; registration_token_expires_at: string }>(
+      'POST',
+      `/v1/hosts/${enc(id)}/token`,
+    ),
   deleteHost: (id: string) => call<void>('DELETE', `/v1/hosts/${enc(id)}`),
 
   // Team.
