@@ -223,7 +223,7 @@ async function ensureApi() {
 async function ensureShared() {
   await ensureApi();
   if (shared && (await api('GET', `/v1/capsules/${shared}`)).json?.status === 'running') {
-    if (!page.url().endsWith(`/capsules/${shared}`)) await page.goto(`/capsules/${shared}`);
+    if (new URL(page.url()).pathname !== `/capsules/${shared}`) await page.goto(`/capsules/${shared}`);
     return;
   }
   shared = await launchByAPI();
@@ -289,7 +289,9 @@ test('launch a capsule from the list, then pause, resume, snapshot and destroy i
   // Launch from the list.
   await gotoPage('Capsules', 'Capsules');
   const before = new Set(await myCapsuleIds());
-  const launchButton = page.getByRole('button', { name: 'Launch capsule', exact: true });
+  // An empty list has a second "Launch capsule" button in its empty state;
+  // the first is the page's own (next to the heading).
+  const launchButton = page.getByRole('button', { name: 'Launch capsule', exact: true }).first();
   await launchButton.click();
   const launch = dialog('Launch capsule');
   await waitVisible(launch);
