@@ -127,8 +127,12 @@ async function menuItems(id) {
   const menu = page.getByRole('menu');
   await waitVisible(menu);
   const names = (await menu.getByRole('menuitem').allInnerTexts()).map((s) => s.trim());
+  // Opening moves focus into the menu (a frame later); Escape closes it and
+  // gives focus back to its button.
+  await eventually('focus in the opened menu', () => focusInside(menu), 3000, 50);
   await page.keyboard.press('Escape');
-  await waitHidden(menu);
+  await waitHidden(menu, 3000);
+  await eventually('focus back on the menu button', () => isFocused(opener), 3000, 50);
   return names;
 }
 
