@@ -48,15 +48,24 @@ const allowed = [
   },
 ];
 let during = '';
+let currentTest = '';
+
+/** test() that records which test is running, for the console report. */
+function step(name, opts, fn) {
+  test(name, opts, (t) => {
+    currentTest = name;
+    return fn(t);
+  });
+}
 
 function watch(p) {
   p.on('console', (msg) => {
     const loc = msg.location();
-    const entry = { text: msg.text(), url: loc?.url || '', page: p.url(), during };
+    const entry = { text: msg.text(), url: loc?.url || '', page: p.url(), during, test: currentTest };
     if (msg.type() === 'error') problems.push(entry);
     else if (msg.type() === 'warning') warnings.push(entry);
   });
-  p.on('pageerror', (err) => problems.push({ text: 'uncaught: ' + (err.stack || err.message), url: '', page: p.url(), during }));
+  p.on('pageerror', (err) => problems.push({ text: 'uncaught: ' + (err.stack || err.message), url: '', page: p.url(), during, test: currentTest }));
 }
 
 // --- screenshots (test 6) ---------------------------------------------------
@@ -251,7 +260,7 @@ after(async () => {
 });
 
 // 1 ---------------------------------------------------------------------------
-test('sign up in the browser', { timeout: 60_000 }, async () => {
+step('sign up in the browser', { timeout: 60_000 }, async () => {
   await page.goto('/signup');
   await page.getByLabel('Name', { exact: true }).fill(user.name);
   await page.getByLabel('Email', { exact: true }).fill(user.email);
@@ -262,7 +271,7 @@ test('sign up in the browser', { timeout: 60_000 }, async () => {
   signedUp = true;
 });
 
-test('create an API key on the API keys page; it is shown once and works', { timeout: 60_000 }, async () => {
+step('create an API key on the API keys page; it is shown once and works', { timeout: 60_000 }, async () => {
   assert.ok(signedUp, 'needs the user of the sign-up test');
   // The key is shown once, in the dialog.
   await gotoPage('API keys', 'API keys');
@@ -288,7 +297,7 @@ test('create an API key on the API keys page; it is shown once and works', { tim
   assert.equal(me.json.user.email, user.email, 'the key belongs to the user who signed up');
 });
 
-test('launch a capsule from the list, then pause, resume, snapshot and destroy it on its page', { timeout: 300_000 }, async () => {
+step('launch a capsule from the list, then pause, resume, snapshot and destroy it on its page', { timeout: 300_000 }, async () => {
   await ensureApi();
   // Launch from the list.
   await gotoPage('Capsules', 'Capsules');
@@ -353,7 +362,7 @@ test('launch a capsule from the list, then pause, resume, snapshot and destroy i
 });
 
 // 2 and 5 --------------------------------------------------------------------
-test('the list row actions open the same dialogs; an API error stays in the dialog', { timeout: 300_000 }, async () => {
+step('the list row actions open the same dialogs; an API error stays in the dialog', { timeout: 300_000 }, async () => {
   await ensureApi();
   const id = await launchByAPI();
   await page.goto('/capsules');
@@ -409,7 +418,7 @@ test('the list row actions open the same dialogs; an API error stays in the dial
 
 // 3, 4, 6 and 8 on one capsule --------------------------------------------------
 
-test('terminal: a command typed in runs in the capsule', { timeout: 120_000 }, async () => {
+step('terminal: a command typed in runs in the capsule', { timeout: 120_000 }, async () => {
   await ensureApi();
   shared = await launchByAPI();
   await page.goto(`/capsules/${shared}`);
@@ -429,7 +438,7 @@ test('terminal: a command typed in runs in the capsule', { timeout: 120_000 }, a
   await shot('tab-terminal');
 });
 
-test('files: an uploaded file is listed and downloads byte for byte', { timeout: 120_000 }, async () => {
+step('files: an uploaded file is listed and downloads byte for byte', { timeout: 120_000 }, async () => {
   await ensureShared();
   await page.getByRole('tab', { name: 'Files', exact: true }).click();
   const panel = tabPanel();
@@ -450,7 +459,7 @@ test('files: an uploaded file is listed and downloads byte for byte', { timeout:
   assert.equal(sha256(got), sha256(bytes), 'downloaded bytes are the uploaded ones');
 });
 
-test('a pause and a resume through the API show on the open page within 5 s', { timeout: 120_000 }, async () => {
+step('a pause and a resume through the API show on the open page within 5 s', { timeout: 120_000 }, async () => {
   await ensureShared();
   const badge = badgeIn(header());
   await waitStatus(badge, 'running', 5000);
@@ -462,7 +471,7 @@ test('a pause and a resume through the API show on the open page within 5 s', { 
   await waitStatus(badge, 'running', 5000);
 });
 
-test('keyboard: Escape closes a dialog and gives focus back; Tab stays inside', { timeout: 60_000 }, async () => {
+step('keyboard: Escape closes a dialog and gives focus back; Tab stays inside', { timeout: 60_000 }, async () => {
   await ensureShared();
   // On the detail page.
   await page.goto(`/capsules/${shared}`);
@@ -489,7 +498,7 @@ test('keyboard: Escape closes a dialog and gives focus back; Tab stays inside', 
   await assertEscapeReturnsFocus(dlg, opener);
 });
 
-test('narrow screens: list and detail at 390×844', { timeout: 60_000 }, async () => {
+step('narrow screens: list and detail at 390×844', { timeout: 60_000 }, async () => {
   await ensureShared();
   await page.setViewportSize(NARROW);
   try {
@@ -507,12 +516,12 @@ test('narrow screens: list and detail at 390×844', { timeout: 60_000 }, async (
 });
 
 // 7 -----------------------------------------------------------------------------
-test('no console errors or uncaught exceptions in any of the above', () => {
+step('no console errors or uncaught exceptions in any of the above', () => {
   for (const w of warnings) console.log(`console warning on ${w.page}: ${w.text}`);
   const left = problems.filter((p) => !allowed.some((a) => a.match(p)));
   for (const p of problems) {
     const a = allowed.find((x) => x.match(p));
     if (a) console.log(`allowed console error (${a.why}) on ${p.page}: ${p.text} [${p.url}]`);
   }
-  assert.deepEqual(left.map((p) => `on ${p.page}: ${p.text}${p.url ? ` [${p.url}]` : ''}`), [], 'console errors');
+  assert.deepEqual(left.map((p) => `in "${p.test}" on ${p.page}: ${p.text}${p.url ? ` [${p.url}]` : ''}`), [], 'console errors');
 });
