@@ -334,9 +334,13 @@ step('launch a capsule from the list, then pause, resume, snapshot and destroy i
   assert.ok(await headerButton('Pause').isDisabled(), 'Pause is disabled while paused');
   await shot('detail-paused');
 
-  // Resume (no confirmation in the contract).
+  // Resume (no confirmation in the contract); the Terminal tab, open all
+  // along, works again.
   await headerButton('Resume').click();
   await waitStatus(badge, 'running');
+  // Checked here, reported at the end, so that the rest still runs.
+  const terminalAfterResume = await runInTerminal('echo r""esumed', 'resumed', 'after the resume').then(() => null, (err) => err);
+  if (terminalAfterResume) await shot('detail-terminal-after-resume');
 
   // Snapshot with a name, then on the Templates page.
   const snap = `e2e-detail-${rand()}`;
@@ -359,6 +363,7 @@ step('launch a capsule from the list, then pause, resume, snapshot and destroy i
     return (await h1('Capsules').isVisible()) && (await page.getByRole('link', { name: id.slice(0, 8), exact: true }).count()) === 0;
   }, 30_000, 200);
   await assertGone(id);
+  if (terminalAfterResume) throw terminalAfterResume;
 });
 
 // 2 and 5 --------------------------------------------------------------------
@@ -418,23 +423,34 @@ step('the list row actions open the same dialogs; an API error stays in the dial
 
 // 3, 4, 6 and 8 on one capsule --------------------------------------------------
 
-step('terminal: a command typed in runs in the capsule', { timeout: 120_000 }, async () => {
-  await ensureApi();
-  shared = await launchByAPI();
-  await page.goto(`/capsules/${shared}`);
-  await waitStatus(badgeIn(header()), 'running', 20_000);
+/**
+ * Clicks into the open Terminal tab's terminal, types cmd and Enter, and
+ * waits for a line that is exactly want (cmd is written so that its echo is
+ * not that line: `echo h""i` prints `hi`).
+ */
+async function runInTerminal(cmd, want, when) {
   await page.getByRole('tab', { name: 'Terminal', exact: true }).click();
   const panel = tabPanel();
   await waitVisible(panel);
   // xterm.js's own DOM (not ours): the screen to click and the rows it renders.
   const term = panel.locator('.xterm').first();
   await waitVisible(term, 20_000);
-  await eventually('a prompt in the terminal', async () => (await panel.locator('.xterm-rows').first().innerText()).trim() !== '', 20_000, 200);
+  await eventually(`a prompt in the terminal ${when}`, async () => /[#$]\s*$/m.test(await panel.locator('.xterm-rows').first().innerText()), 20_000, 200)
+    .catch(async (err) => {
+      throw new Error(`${err.message}; the tab shows: ${JSON.stringify((await panel.innerText()).slice(0, 300))}`);
+    });
   await term.click();
-  // The command as typed (echo h""i) is not the line it prints (hi).
-  await page.keyboard.type('echo h""i');
+  await page.keyboard.type(cmd);
   await page.keyboard.press('Enter');
-  await waitVisible(panel.getByText('hi', { exact: true }).first(), 15_000);
+  await waitVisible(panel.getByText(want, { exact: true }).first(), 15_000);
+}
+
+step('terminal: a command typed in runs in the capsule', { timeout: 120_000 }, async () => {
+  await ensureApi();
+  shared = await launchByAPI();
+  await page.goto(`/capsules/${shared}`);
+  await waitStatus(badgeIn(header()), 'running', 20_000);
+  await runInTerminal('echo h""i', 'hi', 'of a new capsule');
   await shot('tab-terminal');
 });
 
