@@ -351,6 +351,13 @@ step('launch a capsule from the list, then pause, resume, snapshot and destroy i
   await waitVisible(page.getByRole('button', { name: `Launch from ${snap}`, exact: true }));
   await waitVisible(page.getByRole('button', { name: `Delete snapshot ${snap}`, exact: true }));
   await shot('templates');
+  // "Launch from" opens the same Launch capsule dialog, with the snapshot chosen.
+  const launchFrom = page.getByRole('button', { name: `Launch from ${snap}`, exact: true });
+  await launchFrom.click();
+  const launchSnap = dialog('Launch capsule');
+  await waitVisible(launchSnap);
+  assert.equal(await launchSnap.getByLabel('Template', { exact: true }).inputValue(), snap, 'the snapshot is the chosen template');
+  await assertEscapeReturnsFocus(launchSnap, launchFrom);
 
   // Destroy: stopped on the page, or the page goes back to the list.
   await page.goBack();
