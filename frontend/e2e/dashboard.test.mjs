@@ -482,8 +482,30 @@ step('files: an uploaded file is listed and downloads byte for byte', { timeout:
   assert.equal(sha256(got), sha256(bytes), 'downloaded bytes are the uploaded ones');
 });
 
+step('metrics and processes tabs show the running capsule', { timeout: 60_000 }, async () => {
+  await ensureShared();
+  await page.getByRole('tab', { name: 'Metrics', exact: true }).click();
+  const panel = tabPanel();
+  // Current values as text (CPU %), charts in SVG.
+  await eventually('a CPU percentage in the Metrics tab', async () => /\d\s*%/.test(await panel.innerText()), 15_000, 200);
+  await shot('tab-metrics');
+  // A process started through the API is listed, with its Kill button.
+  const bg = await api('POST', `/v1/capsules/${shared}/exec`, { cmd: 'sleep 600', tag: 'e2e-sleep', background: true }, 202);
+  await page.getByRole('tab', { name: 'Processes', exact: true }).click();
+  await waitVisible(tabPanel().getByRole('table'), 15_000);
+  await waitVisible(tabPanel().getByRole('button', { name: `Kill process ${bg.json.pid}`, exact: true }), 15_000);
+  await shot('tab-processes');
+  await page.getByRole('tab', { name: 'Files', exact: true }).click();
+  await waitVisible(tabPanel().getByRole('button', { name: 'Upload file', exact: true }), 15_000);
+});
+
 step('a pause and a resume through the API show on the open page within 5 s', { timeout: 120_000 }, async () => {
   await ensureShared();
+  // On the Files tab, which does not poll: a tab that polls the capsule
+  // (Metrics, Processes) may ask in the moment between the pause and the
+  // page noticing it and get a 409, which Chromium logs as an error.
+  await page.getByRole('tab', { name: 'Files', exact: true }).click();
+  await waitVisible(tabPanel().getByRole('button', { name: 'Upload file', exact: true }), 15_000);
   const badge = badgeIn(header());
   await waitStatus(badge, 'running', 5000);
   await api('POST', `/v1/capsules/${shared}/pause`, undefined, 200);
