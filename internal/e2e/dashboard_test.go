@@ -85,7 +85,7 @@ func TestDashboard(t *testing.T) {
 		"WRENN_ADMIN_API_KEY="+u.api.header.Get("X-Api-Key"),
 		"WRENN_TEST_CHROMIUM="+chromium,
 		"WRENN_TEST_OUTPUT="+out,
-		"NO_COLOR=1",
+		"NO_COLOR=1", "FORCE_COLOR=0",
 	)
 	// node and Chromium run in a process group of their own, so that the
 	// time limit takes all of them down.
