@@ -26,9 +26,14 @@ if [ ! -f "$WRENN_TEST_IMAGES/minimal/template.json" ] ||
 	echo "$image_key" >"$WRENN_TEST_IMAGES/minimal.sha256"
 fi
 export WRENN_TEST_RUNSC WRENN_TEST_IMAGES
+# Screenshots and other artefacts of the tests (the dashboard's browser
+# tests put theirs in test-results/dashboard/).
+WRENN_TEST_OUTPUT_DIR=${WRENN_TEST_OUTPUT_DIR:-$PWD/test-results}
+mkdir -p "$WRENN_TEST_OUTPUT_DIR"
+export WRENN_TEST_OUTPUT_DIR
 
 # The dashboard's browser tests drive Chromium against a wrenn-cp with the
-# dashboard built in; they skip without these variables. The frontend may
+# dashboard built in; they fail without these variables. The frontend may
 # not be in this checkout yet.
 if [ -f frontend/package.json ]; then
 	apt_install chromium
