@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Runs Wrenn's whole test suite: installs what the tests need (runsc, the
-# minimal template, and with a frontend Chromium and the built dashboard),
-# starts a throw-away PostgreSQL cluster in a temporary
-# directory on a free port, runs `go test`, and removes the cluster afterwards
-# whatever happened.
+# minimal template, Chromium and the built dashboard), checks the frontend,
+# starts a throw-away PostgreSQL cluster in a temporary directory on a free
+# port, runs `go test`, and removes the cluster afterwards whatever happened.
 #
 # Extra arguments go to `go test` (default: ./...).
 set -euo pipefail
@@ -32,14 +31,17 @@ WRENN_TEST_OUTPUT_DIR=${WRENN_TEST_OUTPUT_DIR:-$PWD/test-results}
 mkdir -p "$WRENN_TEST_OUTPUT_DIR"
 export WRENN_TEST_OUTPUT_DIR
 
-# The dashboard's browser tests drive Chromium against a wrenn-cp with the
-# dashboard built in; they fail without these variables. The frontend may
-# not be in this checkout yet.
-if [ -f frontend/package.json ]; then
-	apt_install chromium
-	make --no-print-directory dashboard
-	export WRENN_TEST_CHROMIUM=/usr/bin/chromium
-	export WRENN_TEST_FRONTEND=$PWD/frontend
+# The dashboard's browser tests (internal/e2e, TestDashboard) drive Debian's
+# Chromium against a wrenn-cp with the dashboard built in; they fail without
+# these variables. A whole run also type-checks the frontend (svelte-check,
+# warnings fail) and runs its unit tests (vitest).
+apt_install chromium fonts-dejavu-core
+make --no-print-directory dashboard
+export WRENN_TEST_CHROMIUM=/usr/bin/chromium
+export WRENN_TEST_FRONTEND=$PWD/frontend
+if [ $# -eq 0 ]; then
+	log "frontend: svelte-check and unit tests"
+	(cd frontend && npm run --silent check && npm test --silent)
 fi
 
 tmp=$(mktemp -d /var/tmp/wrenn-test.XXXXXX)
