@@ -140,22 +140,23 @@ type Capsules struct {
 
 	pool *pool
 
-	stopHooks []func() // run when a pause stops a sandbox; guarded by mu
+	stopHooks []func(address string) // run when a pause or destroy stops a sandbox; guarded by mu
 }
 
-// onSandboxStop registers f to run whenever a pause stops a sandbox.
-func (c *Capsules) onSandboxStop(f func()) {
+// onSandboxStop registers f to run, with the sandbox's address, whenever a
+// pause or a destroy stops a sandbox.
+func (c *Capsules) onSandboxStop(f func(address string)) {
 	c.mu.Lock()
 	c.stopHooks = append(c.stopHooks, f)
 	c.mu.Unlock()
 }
 
-func (c *Capsules) sandboxStopped() {
+func (c *Capsules) sandboxStopped(address string) {
 	c.mu.Lock()
 	hooks := slices.Clone(c.stopHooks)
 	c.mu.Unlock()
 	for _, f := range hooks {
-		f()
+		f(address)
 	}
 }
 
@@ -518,6 +519,11 @@ func (c *Capsules) Destroy(ctx context.Context, id string) error {
 	}
 	if err := c.remove(ctx, runtimeID); err != nil {
 		return err
+	}
+	if ok && rec.Address != "" {
+		// The address goes to the next capsule: no connection to this
+		// one's envd may be reused for it.
+		c.sandboxStopped(rec.Address)
 	}
 	if err := os.RemoveAll(c.savedDir(id)); err != nil {
 		return fmt.Errorf("destroying capsule %s: removing its saved state: %w", id, err)

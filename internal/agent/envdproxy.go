@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
@@ -28,14 +30,17 @@ type envdProxy struct {
 }
 
 func newEnvdProxy(caps *Capsules, verifier *hostauth.Verifier) *envdProxy {
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	h2 := &http.Transport{DialContext: dialer.DialContext, Protocols: new(http.Protocols), IdleConnTimeout: 90 * time.Second,
+	conns := &envdConns{
+		dialer: net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
+		byHost: map[string]map[*envdConn]struct{}{},
+	}
+	h2 := &http.Transport{DialContext: conns.DialContext, Protocols: new(http.Protocols), IdleConnTimeout: 90 * time.Second,
 		// A paused capsule's connections end without a word from its
 		// side; pings find them dead instead of waiting on them.
 		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}}
 	h2.Protocols.SetUnencryptedHTTP2(true)
 	h1 := &http.Transport{
-		DialContext:         dialer.DialContext,
+		DialContext:         conns.DialContext,
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 		WriteBufferSize:     256 << 10,
@@ -45,13 +50,77 @@ func newEnvdProxy(caps *Capsules, verifier *hostauth.Verifier) *envdProxy {
 	p := &envdProxy{caps: caps, verifier: verifier, h1: h1, h2: h2}
 	if caps != nil {
 		// Connections kept open to a sandbox that a pause stopped would
-		// fail the first calls after the resume.
-		caps.onSandboxStop(func() {
-			h1.CloseIdleConnections()
-			h2.CloseIdleConnections()
-		})
+		// fail the first calls after the resume, which comes back at the
+		// same address. CloseIdleConnections is not enough: an HTTP/2
+		// connection that still carries a stream (a terminal left open
+		// across the pause) is not idle, and new calls would share it.
+		caps.onSandboxStop(conns.closeHost)
 	}
 	return p
+}
+
+// envdConns dials envds and remembers the open connections to each
+// address, so that those of a sandbox that stopped can all be closed.
+type envdConns struct {
+	dialer net.Dialer
+	mu     sync.Mutex
+	byHost map[string]map[*envdConn]struct{}
+}
+
+// envdConn is a connection that leaves its envdConns when closed.
+type envdConn struct {
+	net.Conn
+	owner *envdConns
+	host  string
+	once  sync.Once
+}
+
+func (c *envdConn) Close() error {
+	c.once.Do(func() { c.owner.forget(c) })
+	return c.Conn.Close()
+}
+
+func (e *envdConns) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	conn, err := e.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	c := &envdConn{Conn: conn, owner: e, host: host}
+	e.mu.Lock()
+	if e.byHost[host] == nil {
+		e.byHost[host] = map[*envdConn]struct{}{}
+	}
+	e.byHost[host][c] = struct{}{}
+	e.mu.Unlock()
+	return c, nil
+}
+
+func (e *envdConns) forget(c *envdConn) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.byHost[c.host], c)
+	if len(e.byHost[c.host]) == 0 {
+		delete(e.byHost, c.host)
+	}
+}
+
+// closeHost closes every connection to the envd at address host, busy or
+// idle; the transports drop them from their pools when they see them fail.
+func (e *envdConns) closeHost(host string) {
+	e.mu.Lock()
+	open := make([]*envdConn, 0, len(e.byHost[host]))
+	for c := range e.byHost[host] {
+		open = append(open, c)
+	}
+	e.mu.Unlock()
+	for _, c := range open {
+		_ = c.Close()
+	}
 }
 
 // proxyError answers in the shape Connect clients read ({"code","message"}),

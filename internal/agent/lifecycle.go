@@ -206,7 +206,7 @@ func (c *Capsules) pause(ctx context.Context, rec *capsuleRecord) error {
 	if err := c.cfg.Driver.Destroy(context.WithoutCancel(ctx), rec.RuntimeID); err != nil {
 		c.log.Error("stopping a paused capsule's sandbox", "capsule_id", rec.Spec.ID, "err", err)
 	}
-	c.sandboxStopped()
+	c.sandboxStopped(rec.Address)
 	c.log.Info("capsule paused", "capsule_id", rec.Spec.ID, "bytes", size,
 		"took_ms", time.Since(start).Milliseconds(), "prepare_ms", prepared.Milliseconds(),
 		"checkpoint_ms", checkpointed.Milliseconds(), "stop_ms", time.Since(t0).Milliseconds())

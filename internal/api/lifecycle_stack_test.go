@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
 	"github.com/wrenn-dev/wrenn/internal/agent"
@@ -366,6 +368,44 @@ func TestBackgroundProcessAcrossPauseStack(t *testing.T) {
 	}
 	if out != want.String() || exit.ExitCode == nil || *exit.ExitCode != 0 {
 		t.Errorf("got %q (exit %+v), want every line and exit 0", out, exit)
+	}
+}
+
+// TestTerminalAcrossPauseStack leaves a terminal open while its capsule is
+// paused and resumed, as a dashboard tab does, and opens another after the
+// resume: the agent's connection to the old sandbox that still carried the
+// first terminal's stream must not be reused for it.
+func TestTerminalAcrossPauseStack(t *testing.T) {
+	t.Parallel()
+	st := startStack(t, stacktest.Options{})
+	cc := newCapsuleClient(t, st)
+	ctx := testCtx(t, 60*time.Second)
+	open := func(what string) *websocket.Conn {
+		t.Helper()
+		conn, status, err := cc.dial(ctx, "/pty?cmd="+url.QueryEscape("echo ready; exec cat"))
+		if err != nil {
+			t.Fatalf("%s: opening a terminal: %v (status %d)", what, err, status)
+		}
+		if m := readMsg(t, ctx, conn); m.Type != "start" {
+			t.Fatalf("%s: first message %+v, want start", what, m)
+		}
+		var out strings.Builder
+		for !strings.Contains(out.String(), "ready") {
+			m := readMsg(t, ctx, conn)
+			if m.Type != "binary" {
+				t.Fatalf("%s: message %+v before the terminal printed ready (got %q)", what, m, out.String())
+			}
+			out.Write(m.Data)
+		}
+		return conn
+	}
+	before := open("before the pause")
+	defer func() { _ = before.CloseNow() }()
+	cc.call("POST", "/pause", nil).want(t, "pause", http.StatusOK)
+	cc.call("POST", "/resume", nil).want(t, "resume", http.StatusOK)
+	for i := range 3 {
+		after := open(fmt.Sprintf("terminal %d after the resume", i+1))
+		_ = after.Close(websocket.StatusNormalClosure, "")
 	}
 }
 
