@@ -81,14 +81,28 @@ func TestTeamSelection(t *testing.T) {
 		{"other team a member of", b.teamID, http.StatusOK, b.teamID, "member"},
 		{"team not a member of", "00000000-0000-0000-0000-000000000001", http.StatusForbidden, "", ""},
 		{"not a uuid", "nope", http.StatusBadRequest, "", ""},
+		// What cannot send headers (WebSockets, links) names the team in the query.
+		{"query: other team a member of", "?team_id=" + b.teamID, http.StatusOK, b.teamID, "member"},
+		{"query: team not a member of", "?team_id=00000000-0000-0000-0000-000000000001", http.StatusForbidden, "", ""},
+		{"query: not a uuid", "?team_id=nope", http.StatusBadRequest, "", ""},
+		{"query: empty", "?team_id=", http.StatusOK, a.teamID, "owner"},
+		{"query and header disagree", "?team_id=" + a.teamID + "&header=" + b.teamID, http.StatusBadRequest, "", ""},
+		{"query and header agree", "?team_id=" + b.teamID + "&header=" + b.teamID, http.StatusOK, b.teamID, "member"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := a.bearer()
-			if tt.teamHeader != "" {
+			path := "/v1/me"
+			switch query, header, _ := strings.Cut(strings.TrimPrefix(tt.teamHeader, "?"), "&header="); {
+			case strings.HasPrefix(tt.teamHeader, "?"):
+				path += "?" + query
+				if header != "" {
+					h = append(h, "X-Team-ID", header)
+				}
+			case tt.teamHeader != "":
 				h = append(h, "X-Team-ID", tt.teamHeader)
 			}
-			r := e.call("GET", "/v1/me", nil, h...).want(t, "me", tt.wantStatus)
+			r := e.call("GET", path, nil, h...).want(t, "me", tt.wantStatus)
 			if tt.wantStatus != http.StatusOK {
 				return
 			}

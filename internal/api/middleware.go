@@ -246,16 +246,24 @@ func (s *server) principalOf(r *http.Request, sess auth.Session) (principal, err
 	return principal{UserID: u.ID, TeamID: m.TeamID, Role: m.Role, PlatformAdmin: u.IsPlatformAdmin}, nil
 }
 
-// teamHeader returns the X-Team-ID header as a canonical UUID, or "" when
-// it is absent.
+// teamHeader returns the team a request asks to act for, as a canonical
+// UUID, or "" when it names none: the X-Team-ID header, or else the
+// team_id query parameter, for what cannot send headers (a browser's
+// WebSocket, a download link). Both must agree when both are given.
 func teamHeader(r *http.Request) (string, error) {
-	v := r.Header.Get("X-Team-ID")
+	v, name := r.Header.Get("X-Team-ID"), "X-Team-ID"
+	if q := r.URL.Query(); q.Has("team_id") {
+		if v != "" && v != q.Get("team_id") {
+			return "", errorf(codeInvalid, "X-Team-ID and the team_id parameter name different teams")
+		}
+		v, name = q.Get("team_id"), "team_id"
+	}
 	if v == "" {
 		return "", nil
 	}
 	id, err := uuid.Parse(v)
 	if err != nil {
-		return "", errorf(codeInvalid, "X-Team-ID is not a team id")
+		return "", errorf(codeInvalid, "%s is not a team id", name)
 	}
 	return id.String(), nil
 }
