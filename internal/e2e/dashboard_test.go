@@ -74,7 +74,12 @@ func TestDashboard(t *testing.T) {
 	// The stack's first user (Ada) is the platform admin who registered
 	// a regular host, which serves every team: the user who signs up in
 	// the browser gets a team of their own and launches capsules on it.
-	u := startUserStack(t)
+	// No warm pool: each capsule started adds a veth and an address on
+	// this machine, and Chromium, which runs here too, aborts requests that
+	// are connecting at that moment (net::ERR_NETWORK_CHANGED). Without a
+	// pool refilling in the background, that happens only when the tests
+	// launch a capsule. (A user's browser is on another machine.)
+	u := startUserStackWith(t, map[string]string{"WRENN_WARM_POOL": "0"})
 
 	ctx, cancel := context.WithTimeout(context.Background(), browserTimeout)
 	defer cancel()

@@ -61,9 +61,27 @@ export function hasSessionCookie(): boolean {
   return cookie('wrenn_csrf') !== undefined;
 }
 
+// The team the dashboard acts for, when the user picked one other than
+// their own (a session may act for any team it belongs to). Kept across
+// reloads in localStorage; the server checks membership on every call.
+const teamKey = 'wrenn.team';
+let currentTeam: string | undefined = localStorage.getItem(teamKey) ?? undefined;
+
+/** Picks the team later calls act for; undefined means the user's own. */
+export function setTeam(id: string | undefined): void {
+  currentTeam = id;
+  if (id) localStorage.setItem(teamKey, id);
+  else localStorage.removeItem(teamKey);
+}
+
+export function selectedTeam(): string | undefined {
+  return currentTeam;
+}
+
 /** Headers every call carries; writes add the CSRF token. */
 function headers(method: string, extra?: HeadersInit): Headers {
   const h = new Headers(extra);
+  if (currentTeam) h.set('X-Team-ID', currentTeam);
   if (!['GET', 'HEAD', 'OPTIONS'].includes(method)) {
     const csrf = cookie('wrenn_csrf');
     if (csrf) h.set('X-CSRF-Token', csrf);
@@ -106,9 +124,20 @@ export async function send(method: string, path: string, opts: RequestOptions = 
     h.set('Content-Type', 'application/json');
     body = JSON.stringify(opts.body);
   }
+  const attempt = () => fetch(path, { method, headers: h, body, credentials: 'same-origin', signal: opts.signal });
   let res: Response;
   try {
-    res = await fetch(path, { method, headers: h, body, credentials: 'same-origin', signal: opts.signal });
+    try {
+      res = await attempt();
+    } catch (e) {
+      // A read that failed on the way (the browser drops requests that are
+      // connecting when the machine's addresses change, as they do on a
+      // host where capsules start) is tried once more; a write is not, as
+      // it may have reached the server.
+      if ((e instanceof DOMException && e.name === 'AbortError') || !['GET', 'HEAD'].includes(method)) throw e;
+      await new Promise((r) => setTimeout(r, 250));
+      res = await attempt();
+    }
   } catch (e) {
     if (e instanceof DOMException && e.name === 'AbortError') throw e;
     throw new ApiError(0, 'network', 'Cannot reach the Wrenn control plane. Check your connection and try again.');
@@ -180,7 +209,7 @@ export const api = {
       headers: { 'Content-Type': 'application/octet-stream' },
     }),
   /** The URL of a file's bytes, for a plain download link (cookie-authenticated GET). */
-  fileURL: (id: string, path: string) => `/v1/capsules/${enc(id)}/files` + query({ path }),
+  fileURL: (id: string, path: string) => `/v1/capsules/${enc(id)}/files` + query({ path, team_id: currentTeam }),
 
   // Templates and snapshots.
   listTemplates: (signal?: AbortSignal) => call<Template[]>('GET', '/v1/templates', { signal }),
@@ -219,5 +248,9 @@ export const api = {
 /** The WebSocket URL of a capsule's terminal (cookie-authenticated, same origin). */
 export function ptyURL(id: string, params: { cols: number; rows: number; cmd?: string }): string {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${location.host}/v1/capsules/${enc(id)}/pty` + query({ cols: params.cols, rows: params.rows, cmd: params.cmd });
+  // A browser WebSocket cannot send X-Team-ID: the team goes in the query.
+  return (
+    `${proto}//${location.host}/v1/capsules/${enc(id)}/pty` +
+    query({ cols: params.cols, rows: params.rows, cmd: params.cmd, team_id: currentTeam })
+  );
 }

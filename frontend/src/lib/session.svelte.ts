@@ -1,7 +1,7 @@
 // Who is signed in. The cookie itself is invisible to scripts (httpOnly):
 // /v1/me says whether it is still good.
 
-import { api, ApiError, hasSessionCookie } from './api';
+import { api, ApiError, hasSessionCookie, selectedTeam, setTeam } from './api';
 import type { Me } from './types';
 
 class SessionState {
@@ -16,7 +16,15 @@ class SessionState {
       return;
     }
     try {
-      this.me = await api.me();
+      try {
+        this.me = await api.me();
+      } catch (e) {
+        // The team picked earlier is no longer ours (removed from it):
+        // fall back to the user's own.
+        if (!(e instanceof ApiError && e.status === 403 && selectedTeam())) throw e;
+        setTeam(undefined);
+        this.me = await api.me();
+      }
     } catch (e) {
       if (!(e instanceof ApiError) || e.status !== 401) console.warn('checking the session failed', e);
       this.me = null;
@@ -38,6 +46,12 @@ class SessionState {
     return this.role === 'owner' || this.role === 'admin';
   }
 
+  /** Acts for another team the user belongs to (undefined: their own). */
+  async switchTeam(id: string | undefined): Promise<void> {
+    setTeam(id);
+    await this.refresh();
+  }
+
   async signOut(): Promise<void> {
     try {
       await api.logout();
@@ -45,6 +59,7 @@ class SessionState {
       // Already signed out, or the server is gone: the cookie is cleared
       // by the server when it answers; either way, leave.
     }
+    setTeam(undefined);
     this.me = null;
   }
 }
