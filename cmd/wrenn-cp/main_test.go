@@ -114,6 +114,7 @@ func TestMigrateCommands(t *testing.T) {
 		{[]string{"migrate", "up"}, "applied 00001_foundation.sql"},
 		{[]string{"migrate", "up"}, "no pending migrations"},
 		{[]string{"migrate", "status"}, "applied"},
+		{[]string{"migrate", "down"}, "rolled back 00005_dashboard.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00004_snapshot_requests.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00003_lifecycle.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00002_capsules.sql"},
