@@ -60,6 +60,9 @@ func (s *server) handleSignup() http.Handler {
 		Name     string `json:"name"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.refuseCrossOrigin(r); err != nil {
+			return err
+		}
 		req, err := decode[request](w, r, maxBody)
 		if err != nil {
 			return err
@@ -115,6 +118,9 @@ func (s *server) handleLogin() http.Handler {
 		Password string `json:"password"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if err := s.refuseCrossOrigin(r); err != nil {
+			return err
+		}
 		req, err := decode[request](w, r, maxBody)
 		if err != nil {
 			return err

@@ -103,6 +103,18 @@ func (s *server) cookieSession(r *http.Request) (auth.Session, error) {
 	return sess, nil
 }
 
+// refuseCrossOrigin refuses a request whose Origin header names another
+// origin (or is "null"). Signup and login check it: they set the session
+// cookies, and a page of another site posting the attacker's credentials
+// would otherwise sign the victim's browser into the attacker's account
+// (login CSRF). Clients that send no Origin (SDKs, curl) are unaffected.
+func (s *server) refuseCrossOrigin(r *http.Request) error {
+	if origin := r.Header.Get("Origin"); origin != "" && !s.sameOrigin(r, origin) {
+		return errorf(codeForbidden, "cross-origin request from %s refused: sign in from this server's own pages", origin)
+	}
+	return nil
+}
+
 // sameOrigin reports whether origin (an Origin header) names the host the
 // request was sent to (Host, or with a trusted proxy X-Forwarded-Host).
 func (s *server) sameOrigin(r *http.Request, origin string) bool {

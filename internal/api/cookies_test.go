@@ -247,3 +247,31 @@ func TestWebSocketCookieOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestLoginCrossOrigin: signup and login set the session cookies, so a page
+// of another origin must not be able to call them (login CSRF: a form
+// posting the attacker's credentials would sign the victim's browser into
+// the attacker's account). Clients without an Origin header are unaffected.
+func TestLoginCrossOrigin(t *testing.T) {
+	e := newEnv(t)
+	e.signup("a@example.com")
+	creds := map[string]string{"email": "a@example.com", "password": "correct horse"}
+	for _, origin := range []string{"https://evil.example", "null"} {
+		r := e.call("POST", "/v1/auth/login", creds, "Origin", origin)
+		if r.status != http.StatusForbidden || r.errCode() != "forbidden" {
+			t.Errorf("login from %s: got %d %s, want 403 forbidden", origin, r.status, r.raw)
+		}
+		if cs := cookiesOf(r); len(cs) != 0 {
+			t.Errorf("login from %s: got cookies %v, want none", origin, r.header.Values("Set-Cookie"))
+		}
+		r = e.call("POST", "/v1/auth/signup", map[string]string{"email": "b@example.com", "password": "correct horse"}, "Origin", origin)
+		if r.status != http.StatusForbidden || len(cookiesOf(r)) != 0 {
+			t.Errorf("signup from %s: got %d %v, want 403 and no cookies", origin, r.status, r.header.Values("Set-Cookie"))
+		}
+	}
+	if n := e.count("users"); n != 1 {
+		t.Errorf("got %d users after cross-origin signups, want 1", n)
+	}
+	e.login("a@example.com", "Origin", e.url)
+	e.login("a@example.com")
+}

@@ -132,8 +132,13 @@ func (s *server) handleUpdateMember() http.Handler {
 		if err := checkRole(req.Role); err != nil {
 			return err
 		}
-		m, err := s.store.SetMemberRole(r.Context(), p.TeamID, userID, req.Role, func(target store.Member, owners int) error {
-			if (target.Role == store.RoleOwner || req.Role == store.RoleOwner) && target.Role != req.Role && p.Role != store.RoleOwner {
+		// The caller's role is judged as it is under the lock: one demoted
+		// since this request was authenticated has lost its rights.
+		m, err := s.store.SetMemberRole(r.Context(), p.TeamID, userID, p.UserID, req.Role, func(target, me store.Member, owners int) error {
+			if me.Role != store.RoleOwner && me.Role != store.RoleAdmin {
+				return errorf(codeForbidden, "only the team's owners and admins can change roles")
+			}
+			if (target.Role == store.RoleOwner || req.Role == store.RoleOwner) && target.Role != req.Role && me.Role != store.RoleOwner {
 				return errorf(codeForbidden, "only an owner can grant or take away the owner role")
 			}
 			if target.Role == store.RoleOwner && req.Role != store.RoleOwner && owners <= 1 {
@@ -163,8 +168,11 @@ func (s *server) handleRemoveMember() http.Handler {
 		if !self && !p.canManage() {
 			return errorf(codeForbidden, "only the team's owners and admins can remove other members")
 		}
-		err = s.store.RemoveTeamMember(r.Context(), p.TeamID, userID, func(target store.Member, owners int) error {
-			if target.Role == store.RoleOwner && !self && p.Role != store.RoleOwner {
+		err = s.store.RemoveTeamMember(r.Context(), p.TeamID, userID, p.UserID, func(target, me store.Member, owners int) error {
+			if !self && me.Role != store.RoleOwner && me.Role != store.RoleAdmin {
+				return errorf(codeForbidden, "only the team's owners and admins can remove other members")
+			}
+			if target.Role == store.RoleOwner && !self && me.Role != store.RoleOwner {
 				return errorf(codeForbidden, "only an owner can remove an owner")
 			}
 			if target.Role == store.RoleOwner && owners <= 1 {

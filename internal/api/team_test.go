@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // team sets up alice's team: alice (owner), olga (owner), adam (admin),
@@ -226,5 +229,61 @@ func TestTeamLastOwnerConcurrent(t *testing.T) {
 		}
 		// Make both owners again for the next round.
 		e.exec(`UPDATE team_members SET role = 'owner' WHERE team_id = $1 AND user_id IN ($2, $3)`, f.alice.teamID, f.alice.id, f.olga.id)
+	}
+}
+
+// TestTeamStaleCallerRole: a change is judged by the caller's role at the
+// time the team's membership is locked, not the role read when the request
+// was authenticated. Olga's request is authenticated as an owner and then
+// waits for the lock while she is demoted to member; it must then be
+// refused, not grant ownership.
+func TestTeamStaleCallerRole(t *testing.T) {
+	e := newEnv(t)
+	f := e.team()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM teams WHERE id = $1 FOR UPDATE`, f.alice.teamID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan response, 1)
+	go func() {
+		done <- e.call("PATCH", "/v1/team/members/"+f.mia.id, map[string]string{"role": "owner"}, f.in(f.olga)...)
+	}()
+	// Wait until olga's request is authenticated and blocked on the lock.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		if err := e.db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM teams%FOR UPDATE%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("olga's request never waited for the team's lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE team_members SET role = 'member' WHERE team_id = $1 AND user_id = $2`, f.alice.teamID, f.olga.id); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.status != http.StatusForbidden {
+		t.Errorf("promotion by a demoted owner: got %d %s, want 403", r.status, r.raw)
+	}
+	if got := e.roles(f)["mia@example.com"]; got != "member" {
+		t.Errorf("mia's role: got %s, want member", got)
 	}
 }

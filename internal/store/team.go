@@ -73,17 +73,20 @@ func (s *Store) AddTeamMember(ctx context.Context, teamID, email, role string, e
 }
 
 // MemberCheck decides, with the team's membership locked, whether a change
-// to target may go ahead; owners is how many owners the team has. An error
-// it returns is returned as is and nothing changes.
-type MemberCheck func(target Member, owners int) error
+// to target may go ahead; caller is the membership of the user making the
+// change as it is now (zero, with an empty Role, if they are no longer in
+// the team), and owners is how many owners the team has. An error it
+// returns is returned as is and nothing changes.
+type MemberCheck func(target, caller Member, owners int) error
 
 // lockedMember locks the team's membership (the team row, then every
 // member row FOR UPDATE), so that concurrent changes see each other's
-// result, and returns the member userID and the number of owners. A user
-// not in the team returns ErrNotFound.
-func lockedMember(ctx context.Context, tx pgx.Tx, teamID, userID string) (Member, int, error) {
+// result, and returns the member userID, the member callerID (zero if not
+// in the team) and the number of owners. A user not in the team returns
+// ErrNotFound.
+func lockedMember(ctx context.Context, tx pgx.Tx, teamID, userID, callerID string) (Member, Member, int, error) {
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM teams WHERE id = $1 FOR UPDATE`, teamID); err != nil {
-		return Member{}, 0, err
+		return Member{}, Member{}, 0, err
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT `+memberColumns+`
@@ -91,16 +94,16 @@ func lockedMember(ctx context.Context, tx pgx.Tx, teamID, userID string) (Member
 		WHERE m.team_id = $1
 		FOR UPDATE OF m`, teamID)
 	if err != nil {
-		return Member{}, 0, err
+		return Member{}, Member{}, 0, err
 	}
 	ms, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Member, error) { return scanMember(row) })
 	if err != nil {
-		return Member{}, 0, err
+		return Member{}, Member{}, 0, err
 	}
 	var (
-		target Member
-		found  bool
-		owners int
+		target, caller Member
+		found          bool
+		owners         int
 	)
 	for _, m := range ms {
 		if m.Role == RoleOwner {
@@ -109,24 +112,28 @@ func lockedMember(ctx context.Context, tx pgx.Tx, teamID, userID string) (Member
 		if m.UserID == userID {
 			target, found = m, true
 		}
+		if m.UserID == callerID {
+			caller = m
+		}
 	}
 	if !found {
-		return Member{}, 0, ErrNotFound
+		return Member{}, Member{}, 0, ErrNotFound
 	}
-	return target, owners, nil
+	return target, caller, owners, nil
 }
 
-// SetMemberRole gives a member of a team a new role if check allows it,
-// and writes ev (ResourceID and the old and new roles are filled in). A
-// user not in the team returns ErrNotFound.
-func (s *Store) SetMemberRole(ctx context.Context, teamID, userID, role string, check MemberCheck, ev Event) (Member, error) {
+// SetMemberRole gives a member of a team a new role if check allows it
+// (callerID is the user making the change), and writes ev (ResourceID and
+// the old and new roles are filled in). A user not in the team returns
+// ErrNotFound.
+func (s *Store) SetMemberRole(ctx context.Context, teamID, userID, callerID, role string, check MemberCheck, ev Event) (Member, error) {
 	var m Member
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		target, owners, err := lockedMember(ctx, tx, teamID, userID)
+		target, caller, owners, err := lockedMember(ctx, tx, teamID, userID, callerID)
 		if err != nil {
 			return err
 		}
-		if err := check(target, owners); err != nil {
+		if err := check(target, caller, owners); err != nil {
 			return err
 		}
 		m = target
@@ -147,16 +154,17 @@ func (s *Store) SetMemberRole(ctx context.Context, teamID, userID, role string, 
 	return m, nil
 }
 
-// RemoveTeamMember removes a member from a team if check allows it, and
-// writes ev (ResourceID and the member's email and role are filled in). A
-// user not in the team returns ErrNotFound.
-func (s *Store) RemoveTeamMember(ctx context.Context, teamID, userID string, check MemberCheck, ev Event) error {
+// RemoveTeamMember removes a member from a team if check allows it
+// (callerID is the user making the change), and writes ev (ResourceID and
+// the member's email and role are filled in). A user not in the team
+// returns ErrNotFound.
+func (s *Store) RemoveTeamMember(ctx context.Context, teamID, userID, callerID string, check MemberCheck, ev Event) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		target, owners, err := lockedMember(ctx, tx, teamID, userID)
+		target, caller, owners, err := lockedMember(ctx, tx, teamID, userID, callerID)
 		if err != nil {
 			return err
 		}
-		if err := check(target, owners); err != nil {
+		if err := check(target, caller, owners); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM team_members WHERE team_id = $1 AND user_id = $2`, teamID, userID); err != nil {
