@@ -520,11 +520,6 @@ func (c *Capsules) Destroy(ctx context.Context, id string) error {
 	if err := c.remove(ctx, runtimeID); err != nil {
 		return err
 	}
-	if ok && rec.Address != "" {
-		// The address goes to the next capsule: no connection to this
-		// one's envd may be reused for it.
-		c.sandboxStopped(rec.Address)
-	}
 	if err := os.RemoveAll(c.savedDir(id)); err != nil {
 		return fmt.Errorf("destroying capsule %s: removing its saved state: %w", id, err)
 	}
@@ -542,6 +537,10 @@ func (c *Capsules) remove(ctx context.Context, runtimeID string) error {
 	var errs []error
 	if err := c.cfg.Driver.Destroy(ctx, runtimeID); err != nil {
 		errs = append(errs, err)
+	} else if rec, err := readRecord(c.dirOf(runtimeID)); err == nil && rec.Address != "" {
+		// The sandbox is gone and its address is about to go to the next
+		// capsule: no connection to this one's envd may serve that one.
+		c.sandboxStopped(rec.Address)
 	}
 	if err := c.cfg.Network.Teardown(ctx, runtimeID); err != nil {
 		errs = append(errs, err)
