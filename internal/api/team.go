@@ -88,10 +88,21 @@ func (s *server) handleAddMember() http.Handler {
 		if err := checkRole(req.Role); err != nil {
 			return err
 		}
-		if req.Role == store.RoleOwner && p.Role != store.RoleOwner {
-			return errorf(codeForbidden, "only an owner can add an owner")
+		// Checked again under the team's lock, where the caller's role is
+		// the one that counts (it may have changed since it was read).
+		check := func(me store.Member) error {
+			if me.Role != store.RoleOwner && me.Role != store.RoleAdmin {
+				return errorf(codeForbidden, "only the team's owners and admins can add members")
+			}
+			if req.Role == store.RoleOwner && me.Role != store.RoleOwner {
+				return errorf(codeForbidden, "only an owner can add an owner")
+			}
+			return nil
 		}
-		m, err := s.store.AddTeamMember(r.Context(), p.TeamID, email, req.Role,
+		if err := check(store.Member{Role: p.Role}); err != nil {
+			return err
+		}
+		m, err := s.store.AddTeamMember(r.Context(), p.TeamID, p.UserID, email, req.Role, check,
 			s.event(r, p, "team.member.add", map[string]any{"email": email, "role": req.Role}))
 		switch {
 		case errors.Is(err, store.ErrNotFound):

@@ -240,50 +240,65 @@ func TestTeamLastOwnerConcurrent(t *testing.T) {
 func TestTeamStaleCallerRole(t *testing.T) {
 	e := newEnv(t)
 	f := e.team()
+	e.signup("newbie@example.com")
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = conn.Close(ctx) }()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM teams WHERE id = $1 FOR UPDATE`, f.alice.teamID); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan response, 1)
-	go func() {
-		done <- e.call("PATCH", "/v1/team/members/"+f.mia.id, map[string]string{"role": "owner"}, f.in(f.olga)...)
-	}()
-	// Wait until olga's request is authenticated and blocked on the lock.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var waiting int
-		if err := e.db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM teams%FOR UPDATE%'`).Scan(&waiting); err != nil {
+	// demotedWhileWaiting sends olga's request while the team's lock is
+	// held, demotes her to member once the request waits for the lock, and
+	// returns its answer.
+	demotedWhileWaiting := func(method, path string, body any) response {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, e.dbURL)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if waiting > 0 {
-			break
+		defer func() { _ = conn.Close(ctx) }()
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("olga's request never waited for the team's lock")
+		defer func() { _ = tx.Rollback(ctx) }()
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM teams WHERE id = $1 FOR UPDATE`, f.alice.teamID); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		done := make(chan response, 1)
+		go func() { done <- e.call(method, path, body, f.in(f.olga)...) }()
+		// Wait until olga's request is authenticated and blocked on the lock.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var waiting int
+			if err := e.db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM teams%FOR UPDATE%'`).Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+			if waiting > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("olga's request never waited for the team's lock")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE team_members SET role = 'member' WHERE team_id = $1 AND user_id = $2`, f.alice.teamID, f.olga.id); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		// Olga is an owner again for the next case.
+		e.exec(`UPDATE team_members SET role = 'owner' WHERE team_id = $1 AND user_id = $2`, f.alice.teamID, f.olga.id)
+		return r
 	}
-	if _, err := tx.Exec(ctx, `UPDATE team_members SET role = 'member' WHERE team_id = $1 AND user_id = $2`, f.alice.teamID, f.olga.id); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r := <-done
-	if r.status != http.StatusForbidden {
+
+	if r := demotedWhileWaiting("PATCH", "/v1/team/members/"+f.mia.id, map[string]string{"role": "owner"}); r.status != http.StatusForbidden {
 		t.Errorf("promotion by a demoted owner: got %d %s, want 403", r.status, r.raw)
 	}
 	if got := e.roles(f)["mia@example.com"]; got != "member" {
 		t.Errorf("mia's role: got %s, want member", got)
+	}
+	if r := demotedWhileWaiting("POST", "/v1/team/members", map[string]string{"email": "newbie@example.com", "role": "owner"}); r.status != http.StatusForbidden {
+		t.Errorf("an owner added by a demoted owner: got %d %s, want 403", r.status, r.raw)
+	}
+	if got, ok := e.roles(f)["newbie@example.com"]; ok {
+		t.Errorf("newbie was added (as %s) by a demoted owner", got)
 	}
 }

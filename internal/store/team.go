@@ -45,12 +45,24 @@ func (s *Store) TeamMembers(ctx context.Context, teamID string) ([]Member, error
 }
 
 // AddTeamMember adds the user with that (lower-case) email to a team with
-// role and writes ev (its ResourceID is set to the user). An unknown email
-// returns ErrNotFound, a user already in the team ErrConflict.
-func (s *Store) AddTeamMember(ctx context.Context, teamID, email, role string, ev Event) (Member, error) {
+// role if check allows it (given the membership of callerID, the user
+// making the change, as it is under the team's lock; zero if they are no
+// longer in the team), and writes ev (its ResourceID is set to the user).
+// An unknown email returns ErrNotFound, a user already in the team
+// ErrConflict; an error of check is returned as is.
+func (s *Store) AddTeamMember(ctx context.Context, teamID, callerID, email, role string, check func(caller Member) error, ev Event) (Member, error) {
 	var m Member
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var err error
+		// The caller's standing as it is now, with the membership locked
+		// as the other changes lock it: a caller demoted meanwhile no
+		// longer adds.
+		_, caller, _, err := lockedMember(ctx, tx, teamID, callerID, callerID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if err := check(caller); err != nil {
+			return err
+		}
 		m, err = scanMember(tx.QueryRow(ctx, `
 			WITH u AS (SELECT id FROM users WHERE email = $2),
 			     m AS (INSERT INTO team_members (team_id, user_id, role) SELECT $1, id, $3 FROM u RETURNING *)
