@@ -157,6 +157,10 @@ func TestTeamMembersRemove(t *testing.T) {
 	del := func(who []string, target account) int {
 		return e.call("DELETE", "/v1/team/members/"+target.id, nil, who...).status
 	}
+	// A key mia made for the team, and one she made for her own.
+	teamKey := e.call("POST", "/v1/api-keys", map[string]string{"name": "mia's"}, f.in(f.mia)...).want(t, "mia's key", http.StatusCreated).body["key"].(string)
+	ownKey := e.call("POST", "/v1/api-keys", map[string]string{"name": "mia's own"}, f.mia.bearer()...).want(t, "mia's own key", http.StatusCreated).body["key"].(string)
+	e.call("GET", "/v1/capsules", nil, "X-API-Key", teamKey).want(t, "mia's key before she leaves", http.StatusOK)
 	tests := []struct {
 		name   string
 		who    []string
@@ -177,6 +181,8 @@ func TestTeamMembersRemove(t *testing.T) {
 		}
 	}
 	e.call("GET", "/v1/me", nil, f.in(f.mia)...).want(t, "mia after leaving", http.StatusForbidden)
+	e.call("GET", "/v1/capsules", nil, "X-API-Key", teamKey).want(t, "mia's key for the team she left", http.StatusUnauthorized)
+	e.call("GET", "/v1/capsules", nil, "X-API-Key", ownKey).want(t, "mia's key for her own team", http.StatusOK)
 	if got := e.roles(f); len(got) != 1 || got["alice@example.com"] != "owner" {
 		t.Errorf("got members %v, want only alice", got)
 	}

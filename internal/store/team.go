@@ -166,7 +166,8 @@ func (s *Store) SetMemberRole(ctx context.Context, teamID, userID, callerID, rol
 	return m, nil
 }
 
-// RemoveTeamMember removes a member from a team if check allows it
+// RemoveTeamMember removes a member from a team, with the API keys they
+// created for it, if check allows it
 // (callerID is the user making the change), and writes ev (ResourceID and
 // the member's email and role are filled in). A user not in the team
 // returns ErrNotFound.
@@ -182,8 +183,16 @@ func (s *Store) RemoveTeamMember(ctx context.Context, teamID, userID, callerID s
 		if _, err := tx.Exec(ctx, `DELETE FROM team_members WHERE team_id = $1 AND user_id = $2`, teamID, userID); err != nil {
 			return err
 		}
+		// Keys act with their creator's standing in the team: someone
+		// who left it keeps none of its access through them.
+		tag, err := tx.Exec(ctx, `
+			UPDATE api_keys SET deleted_at = now()
+			WHERE team_id = $1 AND created_by = $2 AND deleted_at IS NULL`, teamID, userID)
+		if err != nil {
+			return err
+		}
 		ev.ResourceID = userID
-		ev.Metadata = map[string]any{"email": target.Email, "role": target.Role}
+		ev.Metadata = map[string]any{"email": target.Email, "role": target.Role, "revoked_api_keys": tag.RowsAffected()}
 		return writeEvent(ctx, tx, ev)
 	})
 	if err != nil {
