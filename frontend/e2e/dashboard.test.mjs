@@ -626,6 +626,11 @@ step('accessibility: axe finds nothing serious or critical on any page or dialog
     await waitVisible(p.getByText('No capsules match'));
     await scan(p, '/capsules, nothing matches');
     await p.getByLabel('Search capsules', { exact: true }).fill('');
+    // Stopped capsules too (the earlier tests destroyed some): their rows are muted.
+    await p.getByLabel('Status', { exact: true }).selectOption('all');
+    await waitVisible(p.locator('tr[data-capsule-id] [data-status="stopped"]').first());
+    await scan(p, '/capsules, all statuses');
+    await p.getByLabel('Status', { exact: true }).selectOption('active');
 
     // The detail page: each tab, and the header's dialogs.
     await p.getByRole('link', { name: id8, exact: true }).click();
@@ -668,19 +673,64 @@ step('accessibility: axe finds nothing serious or critical on any page or dialog
   assert.deepEqual(found, [], `axe found ${found.length} serious or critical violations:\n${found.join('\n')}\n`);
 });
 
-step('narrow screens: list and detail at 390×844', { timeout: 60_000 }, async () => {
+step('narrow screens: every page at 390×844, none wider than the screen', { timeout: 60_000 }, async () => {
   await ensureShared();
+  const wide = [];
+  /** Nothing scrolls the page sideways (tables scroll inside their .table-wrap). */
+  const fits = async (q, what) => {
+    const o = await pageOverflow(q);
+    if (o) wide.push(`${what}: ${o}`);
+  };
   await page.setViewportSize(NARROW);
+  // Signed out, under the real CSP, in a context of its own.
+  const outCtx = await browser.newContext({ viewport: NARROW, baseURL: BASE });
+  try {
+    outCtx.on('page', watch);
+    const out = await outCtx.newPage();
+    for (const [url, name] of [['/signin', 'Sign in'], ['/signup', 'Create your account']]) {
+      await out.goto(url);
+      await waitVisible(out.getByRole('heading', { level: 1, name, exact: true }));
+      await fits(out, url);
+    }
+  } finally {
+    await outCtx.close();
+  }
   try {
     await page.goto('/capsules');
     await waitVisible(row(shared));
+    await fits(page, '/capsules');
     await shot('list-390');
     await page.goto(`/capsules/${shared}`);
     await waitStatus(badgeIn(header()), 'running', 20_000);
+    await waitVisible(tabPanel().locator('.xterm').first(), 20_000);
+    await fits(page, '/capsules/{id} (Terminal)');
     await shot('detail-390');
+    for (const [tab, ready] of [
+      ['Files', () => tabPanel().getByRole('button', { name: 'Upload file', exact: true })],
+      ['Metrics', () => tabPanel().getByText(/\d\s*%/).first()],
+      ['Processes', () => tabPanel().getByRole('table')],
+    ]) {
+      await page.getByRole('tab', { name: tab, exact: true }).click();
+      await waitVisible(ready(), 15_000);
+      await fits(page, `/capsules/{id} (${tab})`);
+    }
+    for (const [url, ready] of [
+      ['/templates', () => page.getByRole('table')],
+      ['/keys', () => page.getByRole('table')],
+      ['/team', () => page.getByRole('table')],
+      ['/audit', () => page.getByRole('table')],
+    ]) {
+      await page.goto(url);
+      await waitVisible(ready());
+      await fits(page, url);
+    }
+    await page.getByRole('button', { name: 'Menu', exact: true }).click();
+    await waitVisible(nav('Capsules'));
+    await fits(page, 'the open menu');
   } finally {
     await page.setViewportSize(WIDE);
   }
+  assert.deepEqual(wide, [], 'pages wider than a 390 px screen');
   await api('DELETE', `/v1/capsules/${shared}`, undefined, 204);
   await assertGone(shared);
 });
