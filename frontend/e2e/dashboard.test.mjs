@@ -568,14 +568,21 @@ step('accessibility: axe finds nothing serious or critical on any page or dialog
       { viewport: WIDE, colorScheme: 'dark' },
       { viewport: NARROW, colorScheme: 'light' },
     ];
-    /** Scans q (or the part matching include) in each mode, and leaves it wide and light. */
-    const scan = async (q, what, include) => {
+    /**
+     * Scans q (or the part matching include) in each mode, and leaves it wide
+     * and light. With darkShot, saves a screenshot in dark mode too (the
+     * other tests' screenshots are light).
+     */
+    const scan = async (q, what, include, darkShot) => {
       for (const m of modes) {
         await q.setViewportSize(m.viewport);
         await q.emulateMedia({ colorScheme: m.colorScheme });
         await q.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
         for (const v of await axeViolations(q, include)) found.push(`${what} at ${m.viewport.width}px ${m.colorScheme}: ${v}`);
         scans++;
+        if (darkShot && m.colorScheme === 'dark' && m.viewport === WIDE) {
+          await q.screenshot({ path: path.join(OUT, `${String(++shotN).padStart(2, '0')}-${darkShot}.png`), fullPage: true });
+        }
       }
       await q.setViewportSize(WIDE);
       await q.emulateMedia({ colorScheme: 'light' });
@@ -600,11 +607,11 @@ step('accessibility: axe finds nothing serious or critical on any page or dialog
     const p = await inCtx.newPage();
     const id8 = shared.slice(0, 8);
     /** Opens a dialog with the button opener, scans it, closes it with Escape. */
-    const dialogScan = async (where, opener, title) => {
+    const dialogScan = async (where, opener, title, darkShot) => {
       await opener.click();
       const dlg = p.getByRole('dialog', { name: title, exact: true });
       await waitVisible(dlg);
-      await scan(p, `${where}, dialog "${title}"`, 'dialog[open]');
+      await scan(p, `${where}, dialog "${title}"`, 'dialog[open]', darkShot);
       await p.keyboard.press('Escape');
       await waitHidden(dlg);
     };
@@ -629,7 +636,7 @@ step('accessibility: axe finds nothing serious or critical on any page or dialog
     // Stopped capsules too (the earlier tests destroyed some): their rows are muted.
     await p.getByLabel('Status', { exact: true }).selectOption('all');
     await waitVisible(p.locator('tr[data-capsule-id] [data-status="stopped"]').first());
-    await scan(p, '/capsules, all statuses');
+    await scan(p, '/capsules, all statuses', undefined, 'dark-list-all');
     await p.getByLabel('Status', { exact: true }).selectOption('active');
 
     // The detail page: each tab, and the header's dialogs.
@@ -643,11 +650,11 @@ step('accessibility: axe finds nothing serious or critical on any page or dialog
     for (const [tab, ready] of Object.entries(tabReady)) {
       await p.getByRole('tab', { name: tab, exact: true }).click();
       await settle(p, ready(p));
-      await scan(p, `/capsules/{id}, ${tab} tab`);
+      await scan(p, `/capsules/{id}, ${tab} tab`, undefined, tab === 'Terminal' ? 'dark-detail' : undefined);
     }
     const hdr = p.getByRole('region', { name: 'Capsule', exact: true });
     for (const [b, title] of [['Pause', 'Pause capsule'], ['Snapshot', 'Snapshot capsule'], ['Destroy', 'Destroy capsule']]) {
-      await dialogScan('/capsules/{id}', hdr.getByRole('button', { name: b, exact: true }), title);
+      await dialogScan('/capsules/{id}', hdr.getByRole('button', { name: b, exact: true }), title, b === 'Destroy' ? 'dark-dialog-destroy' : undefined);
     }
 
     // The other pages.
@@ -657,7 +664,7 @@ step('accessibility: axe finds nothing serious or critical on any page or dialog
     const delSnap = p.getByRole('button', { name: /^Delete snapshot / }).first();
     if (await delSnap.count()) await dialogScan('/templates', delSnap, 'Delete snapshot');
     await go('API keys', 'API keys');
-    await scan(p, '/keys');
+    await scan(p, '/keys', undefined, 'dark-keys');
     await dialogScan('/keys', p.getByRole('button', { name: 'Create API key', exact: true }), 'Create API key');
     await dialogScan('/keys', p.getByRole('button', { name: /^Delete API key / }).first(), 'Delete API key');
     await go('Team', 'Team');
