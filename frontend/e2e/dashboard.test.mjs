@@ -13,6 +13,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   BASE, OUT, launchBrowser, eventually, apiClient, sha256, rand, focusInside, isFocused, waitHidden, waitVisible,
+  axeViolations, pageOverflow,
 } from './helpers.mjs';
 
 const WIDE = { width: 1280, height: 800 };
@@ -548,19 +549,206 @@ step('keyboard: Escape closes a dialog and gives focus back; Tab stays inside', 
   await assertEscapeReturnsFocus(dlg, opener);
 });
 
-step('narrow screens: list and detail at 390×844', { timeout: 60_000 }, async () => {
+// Accessibility -------------------------------------------------------------------
+
+/**
+ * axe-core on every page and dialog, each at 1280 px light, 1280 px dark and
+ * 390 px light. The scans run in contexts of their own, created with
+ * bypassCSP: axe is an injected script, which the dashboard's CSP
+ * (script-src 'self') refuses everywhere else — the other tests keep the
+ * real CSP, so that a violation of it still fails them. The signed-in
+ * context borrows the session's cookies. Each page is loaded once and
+ * scanned in all three modes; it moves between pages and tabs the way a
+ * user does (links, tabs), so that axe is injected once per context.
+ */
+step('accessibility: axe finds nothing serious or critical on any page or dialog', { timeout: 120_000 }, async () => {
   await ensureShared();
+  const found = [];
+  let scans = 0;
+  const began = Date.now();
+  const opts = { viewport: WIDE, baseURL: BASE, bypassCSP: true };
+  const outCtx = await browser.newContext(opts);
+  const inCtx = await browser.newContext({ ...opts, storageState: await context.storageState() });
+  try {
+    for (const c of [outCtx, inCtx]) {
+      c.setDefaultTimeout(15_000);
+      c.on('page', watch);
+    }
+    const modes = [
+      { viewport: WIDE, colorScheme: 'light' },
+      { viewport: WIDE, colorScheme: 'dark' },
+      { viewport: NARROW, colorScheme: 'light' },
+    ];
+    /**
+     * Scans q (or the part matching include) in each mode, and leaves it wide
+     * and light. With darkShot, saves a screenshot in dark mode too (the
+     * other tests' screenshots are light).
+     */
+    const scan = async (q, what, include, darkShot) => {
+      for (const m of modes) {
+        await q.setViewportSize(m.viewport);
+        await q.emulateMedia({ colorScheme: m.colorScheme });
+        await q.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+        for (const v of await axeViolations(q, include)) found.push(`${what} at ${m.viewport.width}px ${m.colorScheme}: ${v}`);
+        scans++;
+        if (darkShot && m.colorScheme === 'dark' && m.viewport === WIDE) {
+          await q.screenshot({ path: path.join(OUT, `${String(++shotN).padStart(2, '0')}-${darkShot}.png`), fullPage: true });
+        }
+      }
+      await q.setViewportSize(WIDE);
+      await q.emulateMedia({ colorScheme: 'light' });
+    };
+    /** Waits for ready, then for the end of the page's first load (no spinner in main). */
+    const settle = async (q, ready) => {
+      await waitVisible(ready, 20_000);
+      await eventually('the page loaded', async () => (await q.locator('main .spinner').count()) === 0, 15_000, 50);
+    };
+    const heading = (q, name) => q.getByRole('heading', { level: 1, name, exact: true });
+
+    // Signed out.
+    const out = await outCtx.newPage();
+    await out.goto('/signin');
+    await settle(out, heading(out, 'Sign in'));
+    await scan(out, '/signin');
+    await out.getByRole('link', { name: 'Create one', exact: true }).click();
+    await settle(out, heading(out, 'Create your account'));
+    await scan(out, '/signup');
+
+    // Signed in.
+    const p = await inCtx.newPage();
+    const id8 = shared.slice(0, 8);
+    /** Opens a dialog with the button opener, scans it, closes it with Escape. */
+    const dialogScan = async (where, opener, title, darkShot) => {
+      await opener.click();
+      const dlg = p.getByRole('dialog', { name: title, exact: true });
+      await waitVisible(dlg);
+      await scan(p, `${where}, dialog "${title}"`, 'dialog[open]', darkShot);
+      await p.keyboard.press('Escape');
+      await waitHidden(dlg);
+    };
+    const go = async (link, name) => {
+      await p.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: link, exact: true }).click();
+      await settle(p, heading(p, name));
+    };
+
+    await p.goto('/capsules');
+    await settle(p, p.getByRole('link', { name: id8, exact: true }));
+    await scan(p, '/capsules');
+    await p.getByRole('button', { name: `Actions for capsule ${id8}`, exact: true }).click();
+    await waitVisible(p.getByRole('menu'));
+    await scan(p, '/capsules, row menu open');
+    await p.keyboard.press('Escape');
+    await waitHidden(p.getByRole('menu'));
+    await dialogScan('/capsules', p.getByRole('button', { name: 'Launch capsule', exact: true }).first(), 'Launch capsule');
+    await p.getByLabel('Search capsules', { exact: true }).fill('no-such-capsule');
+    await waitVisible(p.getByText('No capsules match'));
+    await scan(p, '/capsules, nothing matches');
+    await p.getByLabel('Search capsules', { exact: true }).fill('');
+    // Stopped capsules too (the earlier tests destroyed some): their rows are muted.
+    await p.getByLabel('Status', { exact: true }).selectOption('all');
+    await waitVisible(p.locator('tr[data-capsule-id] [data-status="stopped"]').first());
+    await scan(p, '/capsules, all statuses', undefined, 'dark-list-all');
+    await p.getByLabel('Status', { exact: true }).selectOption('active');
+
+    // The detail page: each tab, and the header's dialogs.
+    await p.getByRole('link', { name: id8, exact: true }).click();
+    const tabReady = {
+      Terminal: (q) => q.locator('.xterm').first(),
+      Files: (q) => q.getByRole('button', { name: 'Upload file', exact: true }),
+      Metrics: (q) => q.getByRole('tabpanel').getByText(/\d\s*%/).first(),
+      Processes: (q) => q.getByRole('tabpanel').getByRole('table'),
+    };
+    for (const [tab, ready] of Object.entries(tabReady)) {
+      await p.getByRole('tab', { name: tab, exact: true }).click();
+      await settle(p, ready(p));
+      await scan(p, `/capsules/{id}, ${tab} tab`, undefined, tab === 'Terminal' ? 'dark-detail' : undefined);
+    }
+    const hdr = p.getByRole('region', { name: 'Capsule', exact: true });
+    for (const [b, title] of [['Pause', 'Pause capsule'], ['Snapshot', 'Snapshot capsule'], ['Destroy', 'Destroy capsule']]) {
+      await dialogScan('/capsules/{id}', hdr.getByRole('button', { name: b, exact: true }), title, b === 'Destroy' ? 'dark-dialog-destroy' : undefined);
+    }
+
+    // The other pages.
+    await go('Templates', 'Templates');
+    await scan(p, '/templates');
+    await dialogScan('/templates', p.getByRole('button', { name: /^Launch from / }).first(), 'Launch capsule');
+    const delSnap = p.getByRole('button', { name: /^Delete snapshot / }).first();
+    if (await delSnap.count()) await dialogScan('/templates', delSnap, 'Delete snapshot');
+    await go('API keys', 'API keys');
+    await scan(p, '/keys', undefined, 'dark-keys');
+    await dialogScan('/keys', p.getByRole('button', { name: 'Create API key', exact: true }), 'Create API key');
+    await dialogScan('/keys', p.getByRole('button', { name: /^Delete API key / }).first(), 'Delete API key');
+    await go('Team', 'Team');
+    await scan(p, '/team');
+    await dialogScan('/team', p.getByRole('button', { name: 'Add member', exact: true }), 'Add member');
+    await go('Audit log', 'Audit log');
+    await scan(p, '/audit');
+  } finally {
+    await outCtx.close();
+    await inCtx.close();
+  }
+  console.log(`axe: ${scans} scans in ${((Date.now() - began) / 1000).toFixed(1)} s`);
+  assert.deepEqual(found, [], `axe found ${found.length} serious or critical violations:\n${found.join('\n')}\n`);
+});
+
+step('narrow screens: every page at 390×844, none wider than the screen', { timeout: 60_000 }, async () => {
+  await ensureShared();
+  const wide = [];
+  /** Nothing scrolls the page sideways (tables scroll inside their .table-wrap). */
+  const fits = async (q, what) => {
+    const o = await pageOverflow(q);
+    if (o) wide.push(`${what}: ${o}`);
+  };
   await page.setViewportSize(NARROW);
+  // Signed out, under the real CSP, in a context of its own.
+  const outCtx = await browser.newContext({ viewport: NARROW, baseURL: BASE });
+  try {
+    outCtx.on('page', watch);
+    const out = await outCtx.newPage();
+    for (const [url, name] of [['/signin', 'Sign in'], ['/signup', 'Create your account']]) {
+      await out.goto(url);
+      await waitVisible(out.getByRole('heading', { level: 1, name, exact: true }));
+      await fits(out, url);
+    }
+  } finally {
+    await outCtx.close();
+  }
   try {
     await page.goto('/capsules');
     await waitVisible(row(shared));
+    await fits(page, '/capsules');
     await shot('list-390');
     await page.goto(`/capsules/${shared}`);
     await waitStatus(badgeIn(header()), 'running', 20_000);
+    await waitVisible(tabPanel().locator('.xterm').first(), 20_000);
+    await fits(page, '/capsules/{id} (Terminal)');
     await shot('detail-390');
+    for (const [tab, ready] of [
+      ['Files', () => tabPanel().getByRole('button', { name: 'Upload file', exact: true })],
+      ['Metrics', () => tabPanel().getByText(/\d\s*%/).first()],
+      ['Processes', () => tabPanel().getByRole('table')],
+    ]) {
+      await page.getByRole('tab', { name: tab, exact: true }).click();
+      await waitVisible(ready(), 15_000);
+      await fits(page, `/capsules/{id} (${tab})`);
+    }
+    for (const [url, ready] of [
+      ['/templates', () => page.getByRole('table')],
+      ['/keys', () => page.getByRole('table')],
+      ['/team', () => page.getByRole('table')],
+      ['/audit', () => page.getByRole('table')],
+    ]) {
+      await page.goto(url);
+      await waitVisible(ready());
+      await fits(page, url);
+    }
+    await page.getByRole('button', { name: 'Menu', exact: true }).click();
+    await waitVisible(nav('Capsules'));
+    await fits(page, 'the open menu');
   } finally {
     await page.setViewportSize(WIDE);
   }
+  assert.deepEqual(wide, [], 'pages wider than a 390 px screen');
   await api('DELETE', `/v1/capsules/${shared}`, undefined, 204);
   await assertGone(shared);
 });

@@ -4,6 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
 
 export const BASE = required('WRENN_URL').replace(/\/$/, '');
@@ -83,4 +84,57 @@ export async function waitHidden(loc, timeout) {
 
 export async function waitVisible(loc, timeout) {
   await loc.waitFor({ state: 'visible', timeout });
+}
+
+// --- accessibility --------------------------------------------------------------
+
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'];
+
+/**
+ * Runs axe-core on the page (or only on the elements matching include) and
+ * returns its serious and critical violations, one line each: rule id,
+ * impact, the element and axe's help. The page must belong to a context
+ * created with bypassCSP: the dashboard's CSP (script-src 'self') rightly
+ * refuses the injected script everywhere else.
+ */
+export async function axeViolations(page, include) {
+  if (!(await page.evaluate(() => 'axe' in window))) {
+    await page.addScriptTag({ path: AXE });
+    // No transitions: a colour caught halfway (after a switch to dark) is no colour at all.
+    await page.addStyleTag({ content: '*, *::before, *::after { transition: none !important; animation: none !important; }' });
+  }
+  return page.evaluate(
+    async ({ include, tags }) => {
+      const r = await window.axe.run(include ? { include: [include] } : document, {
+        runOnly: { type: 'tag', values: tags },
+        resultTypes: ['violations'],
+      });
+      const out = [];
+      for (const v of r.violations) {
+        if (v.impact !== 'serious' && v.impact !== 'critical') continue;
+        for (const n of v.nodes) {
+          const why = (n.any[0] || n.all[0] || n.none[0])?.message || '';
+          out.push(`${v.id} (${v.impact}) ${n.target.join(' ')}: ${v.help}${why ? ` — ${why}` : ''}`);
+        }
+      }
+      return out;
+    },
+    { include, tags: AXE_TAGS },
+  );
+}
+
+/** The page is no wider than its viewport: nothing scrolls the page sideways. */
+export function pageOverflow(page) {
+  return page.evaluate(() => {
+    const w = document.documentElement.clientWidth;
+    const sw = document.documentElement.scrollWidth;
+    if (sw <= w) return null;
+    // The widest elements that stick out, to say where.
+    const culprits = [...document.querySelectorAll('body *')]
+      .filter((el) => el.getBoundingClientRect().right > w + 0.5 && !el.closest('.table-wrap, .xterm'))
+      .slice(0, 5)
+      .map((el) => el.tagName.toLowerCase() + (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\s+/).join('.') : ''));
+    return `scrollWidth ${sw} > ${w}: ${culprits.join(', ')}`;
+  });
 }
