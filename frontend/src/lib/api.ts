@@ -65,7 +65,7 @@ export function hasSessionCookie(): boolean {
 // their own (a session may act for any team it belongs to). Kept across
 // reloads in localStorage; the server checks membership on every call.
 const teamKey = 'wrenn.team';
-let currentTeam: string | undefined = localStorage.getItem(teamKey) ?? undefined;
+let currentTeam: string | undefined = (typeof localStorage !== 'undefined' && localStorage.getItem(teamKey)) || undefined;
 
 /** Picks the team later calls act for; undefined means the user's own. */
 export function setTeam(id: string | undefined): void {
