@@ -114,6 +114,12 @@ func TestCapsuleStory(t *testing.T) {
 	}
 }
 
+// The first user of a userStack: the platform admin, who registers its host.
+const (
+	adaEmail    = "ada@example.com"
+	adaPassword = "correct horse battery staple"
+)
+
 // userStack is a control plane and a registered agent, started from the
 // real binaries, and an API client of a user of it.
 type userStack struct {
@@ -153,7 +159,7 @@ func startUserStackWith(t *testing.T, agentSettings map[string]string) *userStac
 		Token string `json:"token"`
 	}
 	anon.must(http.StatusCreated, "POST", "/v1/auth/signup",
-		map[string]string{"email": "ada@example.com", "password": "correct horse battery staple", "name": "Ada"}, &session)
+		map[string]string{"email": adaEmail, "password": adaPassword, "name": "Ada"}, &session)
 	user := &client{t: t, base: cpURL, header: http.Header{"Authorization": {"Bearer " + session.Token}}}
 	var key struct {
 		Key string `json:"key"`

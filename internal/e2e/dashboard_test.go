@@ -88,6 +88,8 @@ func TestDashboard(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"WRENN_URL=http://"+u.cpAddr,
 		"WRENN_ADMIN_API_KEY="+u.api.header.Get("X-Api-Key"),
+		"WRENN_ADMIN_EMAIL="+adaEmail,
+		"WRENN_ADMIN_PASSWORD="+adaPassword,
 		"WRENN_TEST_CHROMIUM="+chromium,
 		"WRENN_TEST_OUTPUT="+out,
 		"NO_COLOR=1", "FORCE_COLOR=0",
