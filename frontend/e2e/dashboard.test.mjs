@@ -36,15 +36,6 @@ const problems = [];
 const warnings = [];
 const allowed = [
   {
-    // The browser runs on the agent's machine, where every capsule started
-    // adds a veth and an address; Chromium then fails requests that are
-    // connecting at that moment with ERR_NETWORK_CHANGED. The app retries
-    // reads (and the tests go on to pass, which shows it recovers); a
-    // user's browser is on another machine.
-    why: 'a capsule started and changed the addresses of the machine Chromium runs on',
-    match: (p) => /net::ERR_NETWORK_CHANGED/.test(p.text),
-  },
-  {
     // Test 5 provokes a 409 on purpose to see the message in the dialog;
     // allowed only while that test runs.
     why: 'the duplicate snapshot name test 5 provokes',

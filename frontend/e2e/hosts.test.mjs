@@ -22,8 +22,7 @@ before(async () => {
   browser = await launchBrowser();
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.on('console', (msg) => {
-    // ERR_NETWORK_CHANGED: see the allowance in dashboard.test.mjs.
-    if (msg.type() === 'error' && !/net::ERR_NETWORK_CHANGED/.test(msg.text())) {
+    if (msg.type() === 'error') {
       problems.push(`${msg.text()} [${msg.location()?.url}] on ${page.url()}`);
     }
   });

@@ -47,9 +47,7 @@ before(async () => {
   browser = await launchBrowser();
   page = await browser.newPage({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
   page.on('console', (msg) => {
-    // ERR_NETWORK_CHANGED: a capsule started on this machine (see the
-    // allowance in dashboard.test.mjs).
-    if (msg.type() === 'error' && !/net::ERR_NETWORK_CHANGED/.test(msg.text())) {
+    if (msg.type() === 'error') {
       problems.push(`${msg.text()} [${msg.location()?.url}] on ${page.url()}`);
     }
   });

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"io"
-	"maps"
 	"mime/multipart"
 	"net/http"
 	"os"
@@ -138,12 +137,6 @@ type userStack struct {
 // ones `make test` built; it returns once the host is online.
 func startUserStack(t *testing.T) *userStack {
 	t.Helper()
-	return startUserStackWith(t, nil)
-}
-
-// startUserStackWith is startUserStack with extra settings for the agent.
-func startUserStackWith(t *testing.T, agentSettings map[string]string) *userStack {
-	t.Helper()
 	_, images := stacktest.Env(t)
 	dbURL := testdb.New(t)
 	migrate := start(t, "wrenn-cp-migrate", bin.cp, map[string]string{"DATABASE_URL": dbURL}, "migrate", "up")
@@ -172,7 +165,6 @@ func startUserStackWith(t *testing.T, agentSettings map[string]string) *userStac
 	stacktest.LinkImages(t, images, filepath.Join(agentDir, "images"))
 	agentAddr := freeAddr(t)
 	env := agentEnv(t, cpURL, agentDir, agentAddr)
-	maps.Copy(env, agentSettings)
 	u := &userStack{api: api, cp: cp, dbURL: dbURL, cpAddr: cpAddr, agentEnv: env, agentDir: agentDir, hostID: hostID}
 	u.agent = start(t, "wrenn-agent", bin.agent, env, "--register", regToken, "--address", agentAddr)
 	eventually(t, 15*time.Second, "host online with the minimal template", func() error {

@@ -3,8 +3,11 @@ package e2e_test
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,23 +77,26 @@ func TestDashboard(t *testing.T) {
 	// The stack's first user (Ada) is the platform admin who registered
 	// a regular host, which serves every team: the user who signs up in
 	// the browser gets a team of their own and launches capsules on it.
-	// No warm pool: each capsule started adds a veth and an address on
-	// this machine, and Chromium, which runs here too, aborts requests that
-	// are connecting at that moment (net::ERR_NETWORK_CHANGED). Without a
-	// pool refilling in the background, that happens only when the tests
-	// launch a capsule. (A user's browser is on another machine.)
-	u := startUserStackWith(t, map[string]string{"WRENN_WARM_POOL": "0"})
+	u := startUserStack(t)
+	// Chromium runs in a network namespace of its own and reaches the
+	// control plane through a veth: every capsule started on this machine
+	// (by these tests or by the other packages' tests running alongside)
+	// adds a veth and an address here, and a browser that sees the
+	// machine's addresses change fails the requests it is connecting at
+	// that moment (net::ERR_NETWORK_CHANGED). A user's browser runs on
+	// another machine.
+	browser, baseURL := isolatedBrowser(t, chromium, u.cpAddr)
 
 	ctx, cancel := context.WithTimeout(context.Background(), browserTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "e2e/")
 	cmd.Dir = frontend
 	cmd.Env = append(os.Environ(),
-		"WRENN_URL=http://"+u.cpAddr,
+		"WRENN_URL="+baseURL,
 		"WRENN_ADMIN_API_KEY="+u.api.header.Get("X-Api-Key"),
 		"WRENN_ADMIN_EMAIL="+adaEmail,
 		"WRENN_ADMIN_PASSWORD="+adaPassword,
-		"WRENN_TEST_CHROMIUM="+chromium,
+		"WRENN_TEST_CHROMIUM="+browser,
 		"WRENN_TEST_OUTPUT="+out,
 		"NO_COLOR=1", "FORCE_COLOR=0",
 	)
@@ -113,7 +119,7 @@ func TestDashboard(t *testing.T) {
 		_, _ = io.Copy(io.Discard, pr)
 	}()
 	began := time.Now()
-	t.Logf("running node --test e2e/ in %s against http://%s", frontend, u.cpAddr)
+	t.Logf("running node --test e2e/ in %s against %s", frontend, baseURL)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting node: %v", err)
 	}
@@ -141,4 +147,78 @@ func TestDashboard(t *testing.T) {
 		}
 		t.Logf("screenshots: %s", strings.Join(names, " "))
 	}
+}
+
+// isolatedBrowser makes a network namespace joined to this one by a veth
+// pair with a /30 of its own, relays the veth's host-side address to the
+// control plane at target (which listens on loopback), and writes a
+// script that runs chromium in the namespace. It returns the script and
+// the control plane's URL as seen from the namespace. All of it goes when
+// the test ends.
+func isolatedBrowser(t *testing.T, chromium, target string) (browser, baseURL string) {
+	t.Helper()
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("wrenn-browser-%x", b)
+	hostIf, nsIf := fmt.Sprintf("wb%xh", b), fmt.Sprintf("wb%xn", b)
+	// 10.255.0.0/16, outside the capsule pools tests use (10.208.0.0/12).
+	hostIP := fmt.Sprintf("10.255.%d.%d", b[0], b[1]&0xfc|1)
+	nsIP := fmt.Sprintf("10.255.%d.%d", b[0], b[1]&0xfc|2)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", name)
+	t.Cleanup(func() {
+		_ = exec.Command("ip", "link", "del", hostIf).Run()
+		_ = exec.Command("ip", "netns", "del", name).Run()
+	})
+	ip("link", "add", hostIf, "type", "veth", "peer", "name", nsIf)
+	ip("link", "set", nsIf, "netns", name)
+	ip("addr", "add", hostIP+"/30", "dev", hostIf)
+	ip("link", "set", hostIf, "up")
+	ip("-n", name, "addr", "add", nsIP+"/30", "dev", nsIf)
+	ip("-n", name, "link", "set", nsIf, "up")
+	ip("-n", name, "link", "set", "lo", "up")
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(hostIP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go relayConn(c, target)
+		}
+	}()
+
+	browser = filepath.Join(t.TempDir(), "chromium-in-netns")
+	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", name, chromium)
+	if err := os.WriteFile(browser, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return browser, "http://" + ln.Addr().String()
+}
+
+// relayConn copies c to a new connection to target and back until either
+// side closes.
+func relayConn(c net.Conn, target string) {
+	defer func() { _ = c.Close() }()
+	up, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer func() { _ = up.Close() }()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	<-done
 }
