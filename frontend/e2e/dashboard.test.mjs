@@ -485,6 +485,10 @@ step('metrics and processes tabs show the running capsule', { timeout: 60_000 },
   const panel = tabPanel();
   // Current values as text (CPU %), charts in SVG.
   await eventually('a CPU percentage in the Metrics tab', async () => /\d\s*%/.test(await panel.innerText()), 15_000, 200);
+  // CPU is against the capsule's own vCPUs, not the CPUs its kernel sees (the host's).
+  const spec = (await api('GET', `/v1/capsules/${shared}`, undefined, 200)).json;
+  const vcpuText = `of ${spec.vcpus} vCPU${spec.vcpus === 1 ? '' : 's'}`;
+  await eventually(`"${vcpuText}" in the Metrics tab`, async () => (await panel.innerText()).includes(vcpuText), 15_000, 200);
   await shot('tab-metrics');
   // A process started through the API is listed, with its Kill button.
   const bg = await api('POST', `/v1/capsules/${shared}/exec`, { cmd: 'sleep 600', tag: 'e2e-sleep', background: true }, 202);

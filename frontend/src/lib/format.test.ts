@@ -1,8 +1,20 @@
 import { describe, expect, it } from 'vitest';
-import { bytes, mib, relative, seconds, shortId } from './format';
+import { bytes, cpuOfAllowance, mib, relative, seconds, shortId } from './format';
 import { query } from './api';
 
 describe('format', () => {
+  it('cpuOfAllowance: against the capsule\'s vCPUs, not the CPUs its kernel sees', () => {
+    // 1 vCPU on a 2-CPU host: one busy core is 50 % of what the kernel sees, 100 % of the allowance.
+    expect(cpuOfAllowance(50, 2, 1)).toBe(100);
+    expect(cpuOfAllowance(25, 2, 1)).toBe(50);
+    expect(cpuOfAllowance(25, 4, 2)).toBe(50);
+    expect(cpuOfAllowance(30, 2, 2)).toBe(30);
+    // Never above 100 %, never negative; a capsule asking for more than it sees counts what it sees.
+    expect(cpuOfAllowance(80, 2, 1)).toBe(100);
+    expect(cpuOfAllowance(-1, 2, 1)).toBe(0);
+    expect(cpuOfAllowance(50, 2, 4)).toBe(50);
+    expect(cpuOfAllowance(NaN, 2, 1)).toBe(0);
+  });
   it('bytes', () => {
     expect(bytes(0)).toBe('0 B');
     expect(bytes(1023)).toBe('1023 B');

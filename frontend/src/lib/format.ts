@@ -55,3 +55,16 @@ export function seconds(n: number): string {
 export function shortId(id: string): string {
   return id.slice(0, 8);
 }
+
+/**
+ * The share of a capsule's own CPU allowance in use. envd measures CPU as a
+ * percentage of every CPU the capsule's kernel sees (cpu_count, the host's
+ * CPUs under gVisor), while the capsule may use only `vcpus` of them: convert
+ * to cores in use and divide by the allowance, 0–100.
+ */
+export function cpuOfAllowance(usedPct: number, cpuCount: number, vcpus: number): number {
+  if (!Number.isFinite(usedPct) || usedPct <= 0) return 0;
+  const seen = cpuCount > 0 ? cpuCount : 1;
+  const allowed = vcpus > 0 ? Math.min(vcpus, seen) : seen;
+  return Math.min(100, (usedPct * seen) / allowed);
+}
