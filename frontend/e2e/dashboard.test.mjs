@@ -13,7 +13,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   BASE, OUT, launchBrowser, eventually, apiClient, sha256, rand, focusInside, isFocused, waitHidden, waitVisible,
-  axeViolations, pageOverflow,
+  axeViolations, pageOverflow, tableOverflow,
 } from './helpers.mjs';
 
 const WIDE = { width: 1280, height: 800 };
@@ -684,6 +684,24 @@ step('accessibility: axe finds nothing serious or critical on any page or dialog
   }
   console.log(`axe: ${scans} scans in ${((Date.now() - began) / 1000).toFixed(1)} s`);
   assert.deepEqual(found, [], `axe found ${found.length} serious or critical violations:\n${found.join('\n')}\n`);
+});
+
+step('at 1280 px no table is wider than the page (columns and row actions in view)', { timeout: 60_000 }, async () => {
+  await ensureShared();
+  const wide = [];
+  for (const [link, name] of [
+    ['Capsules', 'Capsules'],
+    ['Templates', 'Templates'],
+    ['API keys', 'API keys'],
+    ['Team', 'Team'],
+    ['Audit log', 'Audit log'],
+  ]) {
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: link, exact: true }).click();
+    await waitVisible(page.getByRole('heading', { level: 1, name, exact: true }));
+    await waitVisible(page.getByRole('table').first(), 15_000);
+    for (const t of await tableOverflow(page)) wide.push(`${name}: ${t}`);
+  }
+  assert.deepEqual(wide, [], 'tables wider than the page at 1280 px');
 });
 
 step('narrow screens: every page at 390×844, none wider than the screen', { timeout: 60_000 }, async () => {

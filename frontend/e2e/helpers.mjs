@@ -124,6 +124,19 @@ export async function axeViolations(page, include) {
   );
 }
 
+/**
+ * The tables scrolled sideways (a .table-wrap wider inside than out), each as
+ * "<first header>…: <inner> > <outer> px"; at 1280 px there should be none, so
+ * no column or row action is hidden out of view.
+ */
+export function tableOverflow(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('.table-wrap')]
+      .filter((el) => el.scrollWidth > el.clientWidth + 1)
+      .map((el) => `${el.querySelector('th')?.textContent?.trim() ?? 'table'}…: ${el.scrollWidth} > ${el.clientWidth} px`),
+  );
+}
+
 /** The page is no wider than its viewport: nothing scrolls the page sideways. */
 export function pageOverflow(page) {
   return page.evaluate(() => {

@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { BASE, OUT, launchBrowser, apiClient, eventually, waitVisible, waitHidden } from './helpers.mjs';
+import { BASE, OUT, launchBrowser, apiClient, eventually, waitVisible, waitHidden, tableOverflow } from './helpers.mjs';
 
 const adminEmail = process.env.WRENN_ADMIN_EMAIL;
 const adminPassword = process.env.WRENN_ADMIN_PASSWORD;
@@ -59,6 +59,8 @@ test('the platform admin sees the host online and adds one', async () => {
   const row = page.getByRole('row').filter({ hasText: online.hostname });
   await eventually('the host listed online', async () => (await row.locator('[data-status]').getAttribute('data-status')) === 'online');
   await page.screenshot({ path: path.join(OUT, 'hosts.png'), fullPage: true });
+  // At 1280 px the whole table fits: the row actions are not scrolled out of view.
+  assert.deepEqual(await tableOverflow(page), [], 'the hosts table is wider than the page at 1280 px');
 
   await page.getByRole('button', { name: 'Add host', exact: true }).click();
   const dlg = dialog('Add host');
