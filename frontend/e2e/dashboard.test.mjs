@@ -731,6 +731,23 @@ step('narrow screens: every page at 390×844, none wider than the screen', { tim
     await waitVisible(row(shared));
     await fits(page, '/capsules');
     await shot('list-390');
+    // The row menu stays at the right edge while the table scrolls, and opens over the rows
+    // below: a newer capsule's row is above the shared one.
+    const extra = await launchByAPI();
+    await waitVisible(row(extra), 15_000);
+    const menuBtn = row(extra).getByRole('button', { name: `Actions for capsule ${extra.slice(0, 8)}`, exact: true });
+    const box = await menuBtn.boundingBox();
+    assert.ok(box && box.x >= 0 && box.x + box.width <= NARROW.width, `the row menu button is in view at 390 px: ${JSON.stringify(box)}`);
+    await menuBtn.click();
+    const pauseItem = page.getByRole('menuitem', { name: 'Pause', exact: true });
+    await waitVisible(pauseItem);
+    const pb = await pauseItem.boundingBox();
+    const hit = await page.evaluate(([x, y]) => document.elementFromPoint(x, y)?.closest('[role="menu"]') !== null, [pb.x + pb.width - 8, pb.y + pb.height / 2]);
+    assert.ok(hit, 'the open row menu is not covered by the sticky cells of the rows below');
+    await page.keyboard.press('Escape');
+    await waitHidden(page.getByRole('menu'));
+    await api('DELETE', `/v1/capsules/${extra}`, undefined, 204);
+    await assertGone(extra);
     await page.goto(`/capsules/${shared}`);
     await waitStatus(badgeIn(header()), 'running', 20_000);
     await waitVisible(tabPanel().locator('.xterm').first(), 20_000);
