@@ -477,6 +477,17 @@ step('files: an uploaded file is listed and downloads byte for byte', { timeout:
   const got = await readFile(await download.path());
   assert.equal(got.length, bytes.length, 'downloaded size');
   assert.equal(sha256(got), sha256(bytes), 'downloaded bytes are the uploaded ones');
+
+  // The folder is in the URL: a reload comes back to it.
+  const dir = `e2e dir #${rand()}`;
+  await api('POST', `/v1/capsules/${shared}/files/mkdir`, { path: `/home/user/${dir}` }, 200);
+  await panel.getByRole('button', { name: 'Refresh', exact: true }).click();
+  await panel.getByRole('button', { name: dir, exact: true }).click();
+  await eventually('the folder in the URL', async () => new URL(page.url()).searchParams.get('path') === `/home/user/${dir}`, 10_000);
+  await page.reload();
+  await waitVisible(tabPanel().getByRole('navigation').getByText(dir, { exact: true }), 20_000);
+  await tabPanel().getByRole('navigation').getByRole('link', { name: 'user', exact: true }).click();
+  await waitVisible(tabPanel().getByRole('button', { name: dir, exact: true }), 10_000);
 });
 
 step('metrics and processes tabs show the running capsule', { timeout: 60_000 }, async () => {
