@@ -273,6 +273,36 @@ func TestPTYStack(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+	t.Run("a terminal cut by a pause is hung up after the resume", func(t *testing.T) {
+		ctx := testCtx(t, 90*time.Second)
+		conn, _, err := cc.dial(ctx, "/pty")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = conn.CloseNow() }()
+		start := readMsg(t, ctx, conn)
+		cc.call("POST", "/pause", nil).want(t, "pause", http.StatusOK)
+		cc.call("POST", "/resume", nil).want(t, "resume", http.StatusOK)
+		// Its stream died with the pause: nobody can type into it any more, so the
+		// restored shell must not run on (envd's keepalive finds the dead stream).
+		deadline := time.Now().Add(45 * time.Second)
+		for {
+			var shell map[string]any
+			l := cc.call("GET", "/processes", nil).want(t, "list", http.StatusOK)
+			for _, p := range l.list {
+				if p := p.(map[string]any); uint32(p["pid"].(float64)) == start.PID {
+					shell = p
+				}
+			}
+			if shell != nil && shell["running"] == false {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the shell of a terminal cut by a pause still runs 45 s after the resume: %v", shell)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	})
 	t.Run("bad start is a plain HTTP error", func(t *testing.T) {
 		ctx := testCtx(t, 30*time.Second)
 		if _, status, err := cc.dial(ctx, "/pty?cwd=/no/such/dir"); err == nil || status != http.StatusNotFound {

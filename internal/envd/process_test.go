@@ -548,3 +548,52 @@ func waitUntil(t testing.TB, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPtyHungUpWhenItsStreamGoes: a terminal whose starting stream goes away
+// before it ends (a closed client, or a connection a pause cut) gets SIGHUP,
+// and SIGKILL if it ignores that; a process without a PTY runs on (see
+// TestReconnect).
+func TestPtyHungUpWhenItsStreamGoes(t *testing.T) {
+	in := newEnvd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, c := range []struct{ name, script, signal string }{
+		{"a shell", "", "SIGHUP"},
+		{"one that ignores SIGHUP", "trap '' HUP; while :; do sleep 0.05; done", "SIGKILL"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req := cmd("sh")
+			if c.script != "" {
+				req = shell(c.script)
+			}
+			req.Pty = &envdv1.Pty{Rows: 24, Cols: 80}
+			sctx, scancel := context.WithCancel(ctx)
+			s, err := in.Client.Process.Start(sctx, connect.NewRequest(req))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !s.Receive() || s.Msg().Event.GetStart() == nil {
+				t.Fatalf("no start event: %v", s.Err())
+			}
+			pid := s.Msg().Event.GetStart().GetPid()
+			scancel()
+			_ = s.Close()
+			var got *envdv1.ProcessInfo
+			waitUntil(t, func() bool {
+				l, err := in.Client.Process.List(ctx, connect.NewRequest(&envdv1.ListRequest{}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range l.Msg.GetProcesses() {
+					if p.GetPid() == pid {
+						got = p
+					}
+				}
+				return got != nil && !got.GetRunning()
+			})
+			if got.GetSignal() != c.signal {
+				t.Errorf("the terminal ended with %v, want %s", got, c.signal)
+			}
+		})
+	}
+}

@@ -30,15 +30,42 @@ func NewService(t *Table, keepalive time.Duration) *Service {
 	return &Service{table: t, keepalive: keepalive}
 }
 
-// Start implements ProcessService.Start.
+// hangupGrace is how long a terminal's process has after SIGHUP, once the
+// caller that started it went away, before it gets SIGKILL.
+const hangupGrace = 2 * time.Second
+
+// Start implements ProcessService.Start. A process with a PTY is a terminal:
+// when the stream that started it goes away before it ends, it gets SIGHUP,
+// as when a terminal window closes, and SIGKILL hangupGrace later. The
+// control plane hangs up a terminal whose client leaves itself; this also
+// covers a stream cut by a pause or a snapshot, whose restored process
+// would otherwise run on with nobody attached (the stream dies then when the
+// restored envd next writes to it: its keepalive at the latest).
 func (s *Service) Start(ctx context.Context, req *connect.Request[envdv1.StartRequest], stream *connect.ServerStream[envdv1.StartResponse]) error {
 	p, err := s.table.Start(req.Msg)
 	if err != nil {
 		return s.rpcError(err)
 	}
-	return s.follow(ctx, p, func(ev *envdv1.ProcessEvent) error {
+	err = s.follow(ctx, p, func(ev *envdv1.ProcessEvent) error {
 		return stream.Send(&envdv1.StartResponse{Event: ev})
 	})
+	if p.tty != nil && !p.ended() {
+		go hangUp(p, hangupGrace)
+	}
+	return err
+}
+
+// hangUp sends p SIGHUP and, if it has not ended after grace, SIGKILL.
+func hangUp(p *Proc, grace time.Duration) {
+	if p.Signal(syscall.SIGHUP) != nil {
+		return // it has ended
+	}
+	for deadline := time.Now().Add(grace); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if p.ended() {
+			return
+		}
+	}
+	_ = p.Signal(syscall.SIGKILL)
 }
 
 // Connect implements ProcessService.Connect.
