@@ -94,8 +94,8 @@ func (s *server) cookieSession(r *http.Request) (auth.Session, error) {
 	if err != nil {
 		return auth.Session{}, errBadSession()
 	}
-	if origin := r.Header.Get("Origin"); origin != "" && !s.sameOrigin(r, origin) {
-		return auth.Session{}, errorf(codeForbidden, "cross-origin request from %s refused: the session cookie works only from this server's own pages", origin)
+	if err := s.refuseCrossOrigin(r); err != nil {
+		return auth.Session{}, err
 	}
 	if !safeMethod(r.Method) && !s.sessions.CheckCSRF(c.Value, r.Header.Get(csrfHeader)) {
 		return auth.Session{}, errorf(codeForbidden, "missing or wrong %s header: a request authenticated by the %s cookie must echo the value of the %s cookie in it", csrfHeader, sessionCookie, csrfCookie)
@@ -104,13 +104,14 @@ func (s *server) cookieSession(r *http.Request) (auth.Session, error) {
 }
 
 // refuseCrossOrigin refuses a request whose Origin header names another
-// origin (or is "null"). Signup and login check it: they set the session
-// cookies, and a page of another site posting the attacker's credentials
-// would otherwise sign the victim's browser into the attacker's account
-// (login CSRF). Clients that send no Origin (SDKs, curl) are unaffected.
+// origin (or is "null"). Requests using the session cookie check it, and so
+// do signup and login: they set the cookies, and a page of another site
+// posting the attacker's credentials would otherwise sign the victim's
+// browser into the attacker's account (login CSRF). Clients that send no
+// Origin (SDKs, curl) are unaffected.
 func (s *server) refuseCrossOrigin(r *http.Request) error {
 	if origin := r.Header.Get("Origin"); origin != "" && !s.sameOrigin(r, origin) {
-		return errorf(codeForbidden, "cross-origin request from %s refused: sign in from this server's own pages", origin)
+		return errorf(codeForbidden, "cross-origin request from %s refused: sessions work only from this server's own pages", origin)
 	}
 	return nil
 }

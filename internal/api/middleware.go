@@ -84,11 +84,8 @@ func (s *server) instrument(pattern string, next http.Handler) http.Handler {
 // from the client and can be forged), else the connection's peer.
 func (s *server) clientIP(r *http.Request) string {
 	if s.cfg.TrustProxy {
-		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-			entries := strings.Split(xff[len(xff)-1], ",")
-			if ip := net.ParseIP(strings.TrimSpace(entries[len(entries)-1])); ip != nil {
-				return ip.String()
-			}
+		if ip := net.ParseIP(lastForwarded(r, "X-Forwarded-For")); ip != nil {
+			return ip.String()
 		}
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)

@@ -145,15 +145,10 @@ func (h handler) serveFile(w http.ResponseWriter, r *http.Request, name string) 
 	if err != nil || !fi.Mode().IsRegular() {
 		return false
 	}
+	// The file systems Handler uses (embed, os.DirFS) have seekable files.
 	rs, ok := f.(io.ReadSeeker)
 	if !ok {
-		// Every fs.FS this package is given (embed, os.DirFS) has seekable
-		// files; anything else is read whole.
-		b, err := io.ReadAll(f)
-		if err != nil {
-			return false
-		}
-		rs = strings.NewReader(string(b))
+		return false
 	}
 	cache := cacheNoCache
 	if strings.HasPrefix(name, "assets/") {
