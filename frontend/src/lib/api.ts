@@ -89,27 +89,33 @@ function headers(method: string, extra?: HeadersInit): Headers {
   return h;
 }
 
-async function failure(res: Response): Promise<ApiError> {
-  let code = 'http_' + res.status;
-  let message = `${res.status} ${res.statusText}`.trim();
-  let status: string | undefined;
+/** The ApiError of a failed answer, in the server's words when it gave any. */
+function errorOf(status: number, statusText: string, body: string): ApiError {
+  let code = 'http_' + status;
+  let message = `${status} ${statusText}`.trim();
+  let capsuleStatus: string | undefined;
   try {
-    const body = await res.json();
-    if (body?.error?.message) {
-      code = body.error.code ?? code;
-      message = body.error.message;
-      status = body.error.status;
+    const parsed = JSON.parse(body);
+    if (parsed?.error?.message) {
+      code = parsed.error.code ?? code;
+      message = parsed.error.message;
+      capsuleStatus = parsed.error.status;
     }
   } catch {
     // Not JSON (a proxy's page, say): keep the status line.
   }
-  return new ApiError(res.status, code, message, status);
+  return new ApiError(status, code, message, capsuleStatus);
 }
+
+async function failure(res: Response): Promise<ApiError> {
+  return errorOf(res.status, res.statusText, await res.text().catch(() => ''));
+}
+
+const unreachable = () =>
+  new ApiError(0, 'network', 'Cannot reach the Wrenn control plane. Check your connection and try again.');
 
 export interface RequestOptions {
   body?: unknown;
-  /** A raw body (file upload) sent as is. */
-  raw?: BodyInit;
   headers?: HeadersInit;
   signal?: AbortSignal;
   /** Do not call the unauthenticated handler on 401 (sign-in page). */
@@ -119,7 +125,7 @@ export interface RequestOptions {
 /** Sends a request and returns the raw response, throwing ApiError on failure. */
 export async function send(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
   const h = headers(method, opts.headers);
-  let body: BodyInit | undefined = opts.raw;
+  let body: BodyInit | undefined;
   if (opts.body !== undefined) {
     h.set('Content-Type', 'application/json');
     body = JSON.stringify(opts.body);
@@ -140,7 +146,7 @@ export async function send(method: string, path: string, opts: RequestOptions = 
     }
   } catch (e) {
     if (e instanceof DOMException && e.name === 'AbortError') throw e;
-    throw new ApiError(0, 'network', 'Cannot reach the Wrenn control plane. Check your connection and try again.');
+    throw unreachable();
   }
   if (!res.ok) {
     const err = await failure(res);
@@ -169,6 +175,34 @@ export function query(params: Record<string, string | number | string[] | undefi
   }
   const s = q.toString();
   return s ? '?' + s : '';
+}
+
+/** An upload under way: done settles when it ends; abort cancels it. */
+export interface Upload {
+  done: Promise<void>;
+  abort: () => void;
+}
+
+/**
+ * Uploads a file's raw bytes (PUT /files?path=), reporting progress, which
+ * fetch cannot: over XMLHttpRequest, with the same headers as every call.
+ * A cancelled upload rejects with an AbortError.
+ */
+function uploadFile(id: string, path: string, file: Blob, onprogress: (sent: number, total: number) => void): Upload {
+  const xhr = new XMLHttpRequest();
+  const done = new Promise<void>((resolve, reject) => {
+    xhr.open('PUT', `/v1/capsules/${enc(id)}/files` + query({ path }));
+    headers('PUT', { 'Content-Type': 'application/octet-stream' }).forEach((v, k) => xhr.setRequestHeader(k, v));
+    xhr.upload.onprogress = (e) => onprogress(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onload = () => {
+      if (xhr.status >= 200 && xhr.status < 300) resolve();
+      else reject(errorOf(xhr.status, xhr.statusText, xhr.responseText));
+    };
+    xhr.onerror = () => reject(unreachable());
+    xhr.onabort = () => reject(new DOMException('Upload cancelled', 'AbortError'));
+    xhr.send(file);
+  });
+  return { done, abort: () => xhr.abort() };
 }
 
 export const api = {
@@ -203,11 +237,7 @@ export const api = {
   /** Raw file bytes (GET /files?path=). */
   downloadFile: (id: string, path: string, signal?: AbortSignal) =>
     send('GET', `/v1/capsules/${enc(id)}/files` + query({ path }), { signal }),
-  uploadFile: (id: string, path: string, data: Blob) =>
-    send('PUT', `/v1/capsules/${enc(id)}/files` + query({ path }), {
-      raw: data,
-      headers: { 'Content-Type': 'application/octet-stream' },
-    }),
+  uploadFile,
   /** The URL of a file's bytes, for a plain download link (cookie-authenticated GET). */
   fileURL: (id: string, path: string) => `/v1/capsules/${enc(id)}/files` + query({ path, team_id: currentTeam }),
 
