@@ -559,7 +559,7 @@ func TestPtyHungUpWhenItsStreamGoes(t *testing.T) {
 	defer cancel()
 	for _, c := range []struct{ name, script, signal string }{
 		{"a shell", "", "SIGHUP"},
-		{"one that ignores SIGHUP", "trap '' HUP; while :; do sleep 0.05; done", "SIGKILL"},
+		{"one that ignores SIGHUP", "trap '' HUP; echo trapped; while :; do sleep 0.05; done", "SIGKILL"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			req := cmd("sh")
@@ -576,6 +576,17 @@ func TestPtyHungUpWhenItsStreamGoes(t *testing.T) {
 				t.Fatalf("no start event: %v", s.Err())
 			}
 			pid := s.Msg().Event.GetStart().GetPid()
+			// The stream goes only once the script has set its trap (a
+			// SIGHUP before that ends it like the plain shell).
+			if c.script != "" {
+				var screen strings.Builder
+				for !strings.Contains(screen.String(), "trapped") {
+					if !s.Receive() {
+						t.Fatalf("the script ended before it set its trap: %v (output %q)", s.Err(), screen.String())
+					}
+					screen.Write(s.Msg().Event.GetData().GetPty())
+				}
+			}
 			scancel()
 			_ = s.Close()
 			var got *envdv1.ProcessInfo
