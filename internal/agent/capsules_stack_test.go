@@ -44,7 +44,7 @@ func leftovers(t *testing.T, s *stacktest.Stack, id, hostIface, addr string) []s
 	} else if strings.Contains(out, id) {
 		left = append(left, "runsc container")
 	}
-	ns := filepath.Join("/run/netns", s.AgentConfig.NetworkPrefix+"-"+id)
+	ns := filepath.Join(s.AgentConfig.Dir, "netns", s.AgentConfig.NetworkPrefix+"-"+id)
 	if _, err := os.Stat(ns); err == nil {
 		left = append(left, "netns "+ns)
 	}

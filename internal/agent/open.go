@@ -38,6 +38,7 @@ func OpenCapsulesFromConfig(ctx context.Context, cfg config.Agent, log *slog.Log
 	nm, err := network.New(ctx, network.Config{
 		CIDR:     cfg.CapsuleCIDR,
 		StateDir: filepath.Join(cfg.Dir, "network"),
+		NetnsDir: filepath.Join(cfg.Dir, "netns"),
 		Prefix:   cfg.NetworkPrefix,
 		Logger:   log,
 	})

@@ -483,7 +483,7 @@ func leftoversOf(t *testing.T, st *stacktest.Stack, id string, rids []string) []
 		if strings.Contains(string(out), rid) {
 			left = append(left, "runsc container "+rid)
 		}
-		if _, err := os.Stat(filepath.Join("/run/netns", st.AgentConfig.NetworkPrefix+"-"+rid)); err == nil {
+		if _, err := os.Stat(filepath.Join(st.AgentConfig.Dir, "netns", st.AgentConfig.NetworkPrefix+"-"+rid)); err == nil {
 			left = append(left, "netns of "+rid)
 		}
 		if _, err := os.Stat(filepath.Join(st.AgentConfig.Dir, "sandboxes", rid)); err == nil {

@@ -94,7 +94,7 @@ func TestCapsuleStory(t *testing.T) {
 	if !ok || rec.RuntimeID == "" {
 		t.Fatalf("the agent has no record of capsule %s", c.ID)
 	}
-	if _, err := os.Stat(filepath.Join("/run/netns", env["WRENN_NETWORK_PREFIX"]+"-"+rec.RuntimeID)); err != nil {
+	if _, err := os.Stat(filepath.Join(agentDir, "netns", env["WRENN_NETWORK_PREFIX"]+"-"+rec.RuntimeID)); err != nil {
 		t.Fatalf("the running capsule's network namespace is not where the check below looks: %v", err)
 	}
 	api.must(http.StatusNoContent, "DELETE", "/v1/capsules/"+c.ID, nil, nil)
@@ -102,7 +102,7 @@ func TestCapsuleStory(t *testing.T) {
 	if c.Status != "stopped" {
 		t.Fatalf("after DELETE the capsule is %q, want stopped", c.Status)
 	}
-	if _, err := os.Stat(filepath.Join("/run/netns", env["WRENN_NETWORK_PREFIX"]+"-"+rec.RuntimeID)); err == nil {
+	if _, err := os.Stat(filepath.Join(agentDir, "netns", env["WRENN_NETWORK_PREFIX"]+"-"+rec.RuntimeID)); err == nil {
 		t.Error("the capsule's network namespace is still there")
 	}
 	if _, err := os.Stat(filepath.Join(agentDir, "sandboxes", rec.RuntimeID)); err == nil {

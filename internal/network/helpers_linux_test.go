@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -76,9 +77,11 @@ func (w tWriter) Write(p []byte) (int, error) {
 func newTestConfig(t *testing.T) Config {
 	t.Helper()
 	requireRoot(t)
+	dir := t.TempDir()
 	cfg := Config{
 		CIDR:     testPool(),
-		StateDir: t.TempDir(),
+		StateDir: filepath.Join(dir, "network"),
+		NetnsDir: filepath.Join(dir, "netns"),
 		Prefix:   testPrefix(),
 		Logger:   testLogger(t),
 	}
@@ -88,15 +91,9 @@ func newTestConfig(t *testing.T) Config {
 			t.Errorf("cleanup: New: %v", err)
 			return
 		}
-		if err := m.Cleanup(context.Background(), func(string) bool { return false }); err != nil {
+		// Everything, the table and the namespace directory's mount too.
+		if err := m.Uninstall(context.Background()); err != nil {
 			t.Errorf("cleanup: %v", err)
-		}
-		conn, err := nftables.New()
-		if err == nil {
-			conn.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: tableName(cfg.Prefix)})
-			if err := conn.Flush(); err != nil {
-				t.Errorf("cleanup: deleting table: %v", err)
-			}
 		}
 	})
 	return cfg

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -103,7 +104,7 @@ func TestIsolation(t *testing.T) {
 
 	// The internet, as far as the capsule can tell: a namespace behind the
 	// host on a benchmark-range address the firewall does not block.
-	outNS := netnsDir + "/" + cfg.Prefix + "out"
+	outNS := filepath.Join(cfg.NetnsDir, cfg.Prefix+"out")
 	if err := createNetns(outNS); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,6 +67,9 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating network state directory: %w", err)
 	}
+	if err := prepareNetnsDir(cfg.NetnsDir); err != nil {
+		return nil, err
+	}
 	recs, err := readRecords(cfg.StateDir)
 	if err != nil {
 		return nil, fmt.Errorf("loading network allocations: %w", err)
@@ -90,9 +94,29 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		if other, dup := m.used[idx]; dup {
 			return nil, fmt.Errorf("loading network allocations: capsules %s and %s both hold %s", other, r.CapsuleID, r.Address)
 		}
+		nsDir := cfg.legacyDir
+		if r.Netns != "" {
+			nsDir = filepath.Dir(r.Netns)
+		}
+		slot := newSlot(cfg.CIDR, cfg.Prefix, nsDir, r.CapsuleID, idx)
+		if r.Netns != "" && r.Netns != slot.NetnsPath {
+			return nil, fmt.Errorf("loading network allocations: capsule %s has namespace %s, want one named %s", r.CapsuleID, r.Netns, slot.NetnsName)
+		}
 		m.used[idx] = r.CapsuleID
-		m.slots[r.CapsuleID] = &entry{slot: newSlot(cfg.CIDR, cfg.Prefix, r.CapsuleID, idx), ready: true}
+		m.slots[r.CapsuleID] = &entry{slot: slot, ready: true}
 		m.next = max(m.next, idx+1)
+	}
+	// An upgraded agent finds the namespaces of the capsules it re-adopts
+	// where the older one mounted them; they move, the capsules keep running.
+	for _, e := range m.slots {
+		if filepath.Dir(e.slot.NetnsPath) == cfg.NetnsDir {
+			continue
+		}
+		moved, err := m.moveNetns(e.slot)
+		if err != nil {
+			return nil, fmt.Errorf("moving the namespace of capsule %s into %s: %w", e.slot.CapsuleID, cfg.NetnsDir, err)
+		}
+		e.slot = moved
 	}
 	if err := enableForwarding(); err != nil {
 		return nil, err
@@ -108,6 +132,44 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	m.log.Info("capsule network ready", "cidr", cfg.CIDR, "prefix", cfg.Prefix,
 		"table", tableName(cfg.Prefix), "allocations", len(recs))
 	return m, nil
+}
+
+// moveNetns mounts the namespace of slot, mounted somewhere other than
+// Config.NetnsDir by an older agent, in Config.NetnsDir instead, records
+// the new place and removes the old one. The namespace is the same, so the
+// capsule using it notices nothing. A slot whose namespace is gone only gets
+// the new place recorded: it is rebuilt there when it is next set up.
+func (m *Manager) moveNetns(slot Slot) (Slot, error) {
+	moved := slot
+	moved.NetnsPath = filepath.Join(m.cfg.NetnsDir, slot.NetnsName)
+	fd, found, err := openNetns(slot.NetnsPath)
+	if err != nil {
+		return slot, err
+	}
+	if found {
+		defer unix.Close(fd)
+		// What an earlier, interrupted move may have left.
+		if err := deleteNetns(moved.NetnsPath); err != nil {
+			return slot, err
+		}
+		if err := attachNetns(fd, moved.NetnsPath); err != nil {
+			return slot, err
+		}
+	}
+	if err := writeRecord(m.cfg.StateDir, recordOf(moved)); err != nil {
+		return slot, err
+	}
+	if err := deleteNetns(slot.NetnsPath); err != nil {
+		// The capsule is already on its new file; Cleanup tries again.
+		m.log.Warn("removing a capsule namespace's old file", "capsule_id", slot.CapsuleID, "netns", slot.NetnsPath, "error", err)
+	}
+	m.log.Info("moved capsule namespace", "capsule_id", slot.CapsuleID, "from", slot.NetnsPath, "to", moved.NetnsPath, "found", found)
+	return moved, nil
+}
+
+// recordOf is what persists of slot.
+func recordOf(slot Slot) record {
+	return record{CapsuleID: slot.CapsuleID, Address: slot.Address.Addr(), Netns: slot.NetnsPath}
 }
 
 func enableForwarding() error {
@@ -181,7 +243,7 @@ func (m *Manager) Setup(ctx context.Context, capsuleID string) (Slot, error) {
 		m.mu.Unlock()
 		return Slot{}, ErrNoAddress
 	}
-	slot := newSlot(m.cfg.CIDR, m.cfg.Prefix, capsuleID, idx)
+	slot := newSlot(m.cfg.CIDR, m.cfg.Prefix, m.cfg.NetnsDir, capsuleID, idx)
 	m.used[idx] = capsuleID
 	m.slots[capsuleID] = &entry{slot: slot}
 	m.next = idx + 1
@@ -278,7 +340,7 @@ func (m *Manager) free(slot Slot) error {
 
 // setup persists slot and builds its network from nothing.
 func (m *Manager) setup(slot Slot) error {
-	if err := writeRecord(m.cfg.StateDir, record{CapsuleID: slot.CapsuleID, Address: slot.Address.Addr()}); err != nil {
+	if err := writeRecord(m.cfg.StateDir, recordOf(slot)); err != nil {
 		return err
 	}
 	return m.build(slot)
@@ -479,8 +541,11 @@ func (m *Manager) Teardown(ctx context.Context, capsuleID string) error {
 	m.mu.Unlock()
 	if !ok {
 		// Without an allocation only the namespace name is known.
-		if err := deleteNetns(netnsDir + "/" + netnsName(m.cfg.Prefix, capsuleID)); err != nil {
-			return fmt.Errorf("tearing down network for %s: %w", capsuleID, err)
+		name := netnsName(m.cfg.Prefix, capsuleID)
+		for _, dir := range []string{m.cfg.NetnsDir, m.cfg.legacyDir} {
+			if err := deleteNetns(filepath.Join(dir, name)); err != nil {
+				return fmt.Errorf("tearing down network for %s: %w", capsuleID, err)
+			}
 		}
 		return nil
 	}
@@ -513,20 +578,25 @@ func (m *Manager) Cleanup(ctx context.Context, keep func(capsuleID string) bool)
 	}
 
 	p := ifacePrefix(m.cfg.Prefix)
-	entries, err := os.ReadDir(netnsDir)
-	if err != nil && !os.IsNotExist(err) {
-		errs = append(errs, fmt.Errorf("listing %s: %w", netnsDir, err))
-	}
-	for _, de := range entries {
-		id, ok := strings.CutPrefix(de.Name(), p)
-		if !ok || m.known(id) {
-			continue
+	// The legacy directory too: an older agent's leftovers, and the old
+	// files of namespaces New moved but could not remove.
+	for _, dir := range []string{m.cfg.NetnsDir, m.cfg.legacyDir} {
+		entries, err := os.ReadDir(dir)
+		if err != nil && !os.IsNotExist(err) {
+			errs = append(errs, fmt.Errorf("listing %s: %w", dir, err))
 		}
-		if err := deleteNetns(netnsDir + "/" + de.Name()); err != nil {
-			errs = append(errs, fmt.Errorf("removing leftover netns %s: %w", de.Name(), err))
-			continue
+		for _, de := range entries {
+			id, ok := strings.CutPrefix(de.Name(), p)
+			path := filepath.Join(dir, de.Name())
+			if !ok || m.netnsInUse(id, path) {
+				continue
+			}
+			if err := deleteNetns(path); err != nil {
+				errs = append(errs, fmt.Errorf("removing leftover netns %s: %w", path, err))
+				continue
+			}
+			m.log.Info("removed leftover netns", "netns", path)
 		}
-		m.log.Info("removed leftover netns", "netns", de.Name())
 	}
 
 	links, err := listLinks()
@@ -576,11 +646,12 @@ func listLinks() ([]netlink.Link, error) {
 	return nil, err
 }
 
-func (m *Manager) known(capsuleID string) bool {
+// netnsInUse reports whether path is the namespace file of capsuleID's slot.
+func (m *Manager) netnsInUse(capsuleID, path string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, ok := m.slots[capsuleID]
-	return ok
+	e, ok := m.slots[capsuleID]
+	return ok && e.slot.NetnsPath == path
 }
 
 func (m *Manager) indexUsed(idx int) bool {
@@ -605,5 +676,8 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	if err := m.Cleanup(ctx, func(string) bool { return false }); err != nil {
 		return err
 	}
-	return m.fw.uninstall()
+	if err := m.fw.uninstall(); err != nil {
+		return err
+	}
+	return releaseNetnsDir(m.cfg.NetnsDir)
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 )
 
@@ -26,9 +27,11 @@ const DefaultPrefix = "wr"
 // capsule's namespace.
 const PeerIface = "eth0"
 
-// netnsDir is where named network namespaces are bind-mounted, the same
-// place iproute2 uses so `ip netns` sees them.
-const netnsDir = "/run/netns"
+// legacyNetnsDir is where agents before Config.NetnsDir mounted capsule
+// namespaces. New moves the namespaces it finds there into Config.NetnsDir,
+// and Cleanup removes this manager's leftovers from it; nothing is mounted
+// there any more (see netns_linux.go for why).
+const legacyNetnsDir = "/run/netns"
 
 // ifNameMax is the longest interface name Linux accepts (IFNAMSIZ - 1).
 const ifNameMax = 15
@@ -43,12 +46,19 @@ type Config struct {
 	CIDR netip.Prefix
 	// StateDir holds one JSON file per allocation; created 0700.
 	StateDir string
+	// NetnsDir is where capsule network namespaces are mounted, one file
+	// per capsule ($WRENN_DIR/netns); created 0700 and made a private bind
+	// mount of itself, so that no other program's mounts reach into it.
+	NetnsDir string
 	// Prefix starts the names of host veths ("<Prefix>-<index>"), namespaces
 	// ("<Prefix>-<capsule id>") and the nftables table ("<Prefix>_wrenn").
 	// 1 to 5 characters [a-z0-9]; DefaultPrefix when empty.
 	Prefix string
 	// Logger receives one line per setup and teardown; slog.Default when nil.
 	Logger *slog.Logger
+
+	// legacyDir is legacyNetnsDir, or a directory of a test's.
+	legacyDir string
 }
 
 // Validate reports what is wrong with c, after filling in defaults.
@@ -86,6 +96,18 @@ func (c *Config) Validate() error {
 	if c.StateDir == "" {
 		return errors.New("network state directory: not set")
 	}
+	switch {
+	case c.NetnsDir == "":
+		return errors.New("network namespace directory: not set")
+	case !filepath.IsAbs(c.NetnsDir):
+		return fmt.Errorf("network namespace directory %q: not an absolute path", c.NetnsDir)
+	case filepath.Clean(c.NetnsDir) == legacyNetnsDir:
+		return fmt.Errorf("network namespace directory %s: shared with iproute2 and other programs; use a directory of the agent's", c.NetnsDir)
+	}
+	c.NetnsDir = filepath.Clean(c.NetnsDir)
+	if c.legacyDir == "" {
+		c.legacyDir = legacyNetnsDir
+	}
 	return nil
 }
 
@@ -93,7 +115,9 @@ func (c *Config) Validate() error {
 type Slot struct {
 	CapsuleID string
 	Index     int
-	// NetnsName is the name under /run/netns, as `ip netns` shows it.
+	// NetnsName is the name of the namespace's file, NetnsPath the file
+	// (in Config.NetnsDir, or in /run/netns for a capsule an older agent
+	// set up until New moves it).
 	NetnsName string
 	NetnsPath string
 	// HostIface is the host end of the veth pair; the capsule end is
@@ -111,8 +135,9 @@ func slotCount(cidr netip.Prefix) int {
 }
 
 // newSlot derives everything about slot index from the pool and the prefix,
-// so that only the index needs to be persisted.
-func newSlot(cidr netip.Prefix, prefix, capsuleID string, index int) Slot {
+// so that only the index (and where its namespace is mounted) needs to be
+// persisted.
+func newSlot(cidr netip.Prefix, prefix, netnsDir, capsuleID string, index int) Slot {
 	base := cidr.Addr().As4()
 	n := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
 	n += uint32(index) * 4
@@ -125,7 +150,7 @@ func newSlot(cidr netip.Prefix, prefix, capsuleID string, index int) Slot {
 		CapsuleID: capsuleID,
 		Index:     index,
 		NetnsName: name,
-		NetnsPath: netnsDir + "/" + name,
+		NetnsPath: filepath.Join(netnsDir, name),
 		HostIface: hostIface(prefix, index),
 		HostAddr:  addr(1),
 		Address:   netip.PrefixFrom(addr(2), 30),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -178,7 +179,7 @@ func TestCleanup(t *testing.T) {
 	// Leftovers without an allocation: a namespace and a veth named with
 	// the prefix, as a crash between creating them and persisting could
 	// leave (or a state directory lost with the disk).
-	strayNS := netnsDir + "/" + netnsName(cfg.Prefix, "stray")
+	strayNS := filepath.Join(cfg.NetnsDir, netnsName(cfg.Prefix, "stray"))
 	if err := createNetns(strayNS); err != nil {
 		t.Fatal(err)
 	}
@@ -223,17 +224,20 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 		want string // in the error; "" for none
 	}{
-		{"ok", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x"}, ""},
-		{"smallest", Config{CIDR: netip.MustParsePrefix("10.88.0.0/30"), StateDir: "/x", Prefix: "abcde"}, ""},
-		{"too small", Config{CIDR: netip.MustParsePrefix("10.88.0.0/31"), StateDir: "/x"}, "too small"},
-		{"too large", Config{CIDR: netip.MustParsePrefix("0.0.0.0/0"), StateDir: "/x", Prefix: "abcde"}, "too large"},
-		{"ipv6", Config{CIDR: netip.MustParsePrefix("fd00::/64"), StateDir: "/x"}, "IPv4"},
-		{"host bits", Config{CIDR: netip.MustParsePrefix("10.88.0.1/16"), StateDir: "/x"}, "host bits"},
-		{"no cidr", Config{StateDir: "/x"}, "CIDR: not set"},
-		{"no state dir", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16")}, "state directory"},
-		{"prefix too long", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x", Prefix: "abcdef"}, "longer than 5"},
-		{"prefix chars", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x", Prefix: "w-r"}, "a-z and 0-9"},
-		{"prefix upper", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x", Prefix: "WR"}, "a-z and 0-9"},
+		{"ok", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x", NetnsDir: "/n"}, ""},
+		{"smallest", Config{CIDR: netip.MustParsePrefix("10.88.0.0/30"), StateDir: "/x", NetnsDir: "/n", Prefix: "abcde"}, ""},
+		{"too small", Config{CIDR: netip.MustParsePrefix("10.88.0.0/31"), StateDir: "/x", NetnsDir: "/n"}, "too small"},
+		{"too large", Config{CIDR: netip.MustParsePrefix("0.0.0.0/0"), StateDir: "/x", NetnsDir: "/n", Prefix: "abcde"}, "too large"},
+		{"ipv6", Config{CIDR: netip.MustParsePrefix("fd00::/64"), StateDir: "/x", NetnsDir: "/n"}, "IPv4"},
+		{"host bits", Config{CIDR: netip.MustParsePrefix("10.88.0.1/16"), StateDir: "/x", NetnsDir: "/n"}, "host bits"},
+		{"no cidr", Config{StateDir: "/x", NetnsDir: "/n"}, "CIDR: not set"},
+		{"no state dir", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), NetnsDir: "/n"}, "state directory"},
+		{"no netns dir", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x"}, "namespace directory: not set"},
+		{"relative netns dir", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x", NetnsDir: "netns"}, "not an absolute path"},
+		{"shared netns dir", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x", NetnsDir: "/run/netns/"}, "shared with iproute2"},
+		{"prefix too long", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x", NetnsDir: "/n", Prefix: "abcdef"}, "longer than 5"},
+		{"prefix chars", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x", NetnsDir: "/n", Prefix: "w-r"}, "a-z and 0-9"},
+		{"prefix upper", Config{CIDR: netip.MustParsePrefix("10.88.0.0/16"), StateDir: "/x", NetnsDir: "/n", Prefix: "WR"}, "a-z and 0-9"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -247,7 +251,7 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	// New reports the same errors before touching anything.
-	if _, err := New(context.Background(), Config{CIDR: netip.MustParsePrefix("fd00::/64"), StateDir: t.TempDir()}); err == nil {
+	if _, err := New(context.Background(), Config{CIDR: netip.MustParsePrefix("fd00::/64"), StateDir: t.TempDir(), NetnsDir: t.TempDir()}); err == nil {
 		t.Errorf("New with an IPv6 pool succeeded")
 	}
 }
@@ -265,20 +269,20 @@ func TestSetupInvalidID(t *testing.T) {
 func TestSlotAddressing(t *testing.T) {
 	t.Parallel()
 	cidr := netip.MustParsePrefix("10.88.0.0/16")
-	s := newSlot(cidr, "wr", "abc", 5)
+	s := newSlot(cidr, "wr", "/var/lib/wrenn/netns", "abc", 5)
 	if s.HostAddr != netip.MustParseAddr("10.88.0.21") || s.Address != netip.MustParsePrefix("10.88.0.22/30") {
 		t.Errorf("slot 5: host %s capsule %s, want 10.88.0.21 and 10.88.0.22/30", s.HostAddr, s.Address)
 	}
-	if s.HostIface != "wr-5" || s.NetnsName != "wr-abc" || s.NetnsPath != "/run/netns/wr-abc" {
+	if s.HostIface != "wr-5" || s.NetnsName != "wr-abc" || s.NetnsPath != "/var/lib/wrenn/netns/wr-abc" {
 		t.Errorf("slot 5 names: %+v", s)
 	}
 	last := slotCount(cidr) - 1
-	ls := newSlot(cidr, "wr", "x", last)
+	ls := newSlot(cidr, "wr", "/n", "x", last)
 	if ls.Address != netip.MustParsePrefix("10.88.255.254/30") {
 		t.Errorf("last slot address %s", ls.Address)
 	}
 	for _, idx := range []int{0, 5, last} {
-		got, ok := slotIndex(cidr, newSlot(cidr, "wr", "x", idx).Address.Addr())
+		got, ok := slotIndex(cidr, newSlot(cidr, "wr", "/n", "x", idx).Address.Addr())
 		if !ok || got != idx {
 			t.Errorf("slotIndex(slot %d) = %d, %v", idx, got, ok)
 		}

@@ -17,6 +17,9 @@ import (
 type record struct {
 	CapsuleID string     `json:"capsule_id"`
 	Address   netip.Addr `json:"address"`
+	// Netns is the file the capsule's namespace is mounted on. Records of
+	// agents that mounted them in /run/netns have none.
+	Netns string `json:"netns,omitempty"`
 }
 
 const recordExt = ".json"

@@ -168,6 +168,15 @@ func ScratchDir(t testing.TB) string {
 				break
 			}
 		}
+		// The agent's capsule namespace directory is a bind mount of
+		// itself, released by Uninstall; a test that ends without one
+		// (or fails before) leaves it, and whatever is mounted in it.
+		if entries, err := os.ReadDir(filepath.Join(dir, "netns")); err == nil {
+			for _, e := range entries {
+				_ = unix.Unmount(filepath.Join(dir, "netns", e.Name()), unix.MNT_DETACH)
+			}
+			_ = unix.Unmount(filepath.Join(dir, "netns"), unix.MNT_DETACH)
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("removing test directory: %v", err)
 		}
