@@ -83,7 +83,14 @@ func (s capsuleService) CreateCapsule(ctx context.Context, req *connect.Request[
 }
 
 func (s capsuleService) DestroyCapsule(ctx context.Context, req *connect.Request[hostagentv1.DestroyCapsuleRequest]) (*connect.Response[hostagentv1.DestroyCapsuleResponse], error) {
-	if err := s.caps.Destroy(ctx, req.Msg.GetCapsuleId()); err != nil {
+	err := s.caps.Destroy(ctx, req.Msg.GetCapsuleId())
+	var left *LeftoversError
+	if errors.As(err, &left) {
+		// Destroyed as far as the caller can tell: the capsule will not
+		// run again, and the rest is retried (see LeftoversError).
+		return connect.NewResponse(&hostagentv1.DestroyCapsuleResponse{Leftovers: left.Err.Error()}), nil
+	}
+	if err != nil {
 		return nil, connectError(err)
 	}
 	return connect.NewResponse(&hostagentv1.DestroyCapsuleResponse{}), nil

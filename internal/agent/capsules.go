@@ -41,6 +41,22 @@ var (
 	errCapsuleBusy     = errors.New("capsule is busy with another operation")
 )
 
+// LeftoversError is what Destroy returns when the capsule's sandbox is
+// gone, so the capsule can never run again, but some of what it had on the
+// host (network, files) could not be removed. The capsule's record stays,
+// so the next Destroy (the control plane's clean-up of finished capsules,
+// on a heartbeat) finds and removes the rest.
+type LeftoversError struct {
+	CapsuleID string
+	Err       error
+}
+
+func (e *LeftoversError) Error() string {
+	return fmt.Sprintf("capsule %s destroyed, but not all it had on the host could be removed (retried on later destroys): %v", e.CapsuleID, e.Err)
+}
+
+func (e *LeftoversError) Unwrap() error { return e.Err }
+
 // envdReadyTimeout bounds the wait for a new capsule's envd to answer.
 const envdReadyTimeout = 20 * time.Second
 
@@ -518,10 +534,17 @@ func (c *Capsules) Destroy(ctx context.Context, id string) error {
 		}
 	}
 	if err := c.remove(ctx, runtimeID); err != nil {
+		var left *LeftoversError
+		if errors.As(err, &left) {
+			left.CapsuleID = id
+			c.log.Warn("capsule destroyed with leftovers", "capsule_id", id, "error", left.Err)
+		}
 		return err
 	}
 	if err := os.RemoveAll(c.savedDir(id)); err != nil {
-		return fmt.Errorf("destroying capsule %s: removing its saved state: %w", id, err)
+		err = &LeftoversError{CapsuleID: id, Err: fmt.Errorf("removing its saved state: %w", err)}
+		c.log.Warn("capsule destroyed with leftovers", "capsule_id", id, "error", err)
+		return err
 	}
 	c.mu.Lock()
 	delete(c.capsules, id)
@@ -532,28 +555,34 @@ func (c *Capsules) Destroy(ctx context.Context, id string) error {
 
 // remove tears down whatever exists of the capsule with runtime id
 // runtimeID: sandbox, network, files, record. It goes on past errors so
-// that one stuck part does not keep the others alive, and reports them.
+// that one stuck part does not keep the others alive, and reports them: as
+// a *LeftoversError when the sandbox is gone and only the rest is not.
 func (c *Capsules) remove(ctx context.Context, runtimeID string) error {
-	var errs []error
-	if err := c.cfg.Driver.Destroy(ctx, runtimeID); err != nil {
-		errs = append(errs, err)
-	} else if rec, err := readRecord(c.dirOf(runtimeID)); err == nil && rec.Address != "" {
-		// The sandbox is gone and its address is about to go to the next
-		// capsule: no connection to this one's envd may serve that one.
-		c.sandboxStopped(rec.Address)
+	sandboxErr := c.cfg.Driver.Destroy(ctx, runtimeID)
+	if sandboxErr == nil {
+		if rec, err := readRecord(c.dirOf(runtimeID)); err == nil && rec.Address != "" {
+			// The sandbox is gone and its address is about to go to the
+			// next capsule: no connection to this one's envd may serve
+			// that one.
+			c.sandboxStopped(rec.Address)
+		}
 	}
+	var errs []error
 	if err := c.cfg.Network.Teardown(ctx, runtimeID); err != nil {
 		errs = append(errs, err)
 	}
-	if len(errs) == 0 {
+	if sandboxErr == nil && len(errs) == 0 {
 		// Files go last: while the sandbox or network could not be
 		// removed, the record is what lets a retry find them.
 		if err := os.RemoveAll(c.dirOf(runtimeID)); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("removing its files: %w", err))
 		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("destroying capsule %s: %w", runtimeID, errors.Join(errs...))
+	switch {
+	case sandboxErr != nil:
+		return fmt.Errorf("destroying capsule %s: %w", runtimeID, errors.Join(append([]error{sandboxErr}, errs...)...))
+	case len(errs) > 0:
+		return &LeftoversError{CapsuleID: runtimeID, Err: errors.Join(errs...)}
 	}
 	return nil
 }

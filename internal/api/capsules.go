@@ -335,12 +335,22 @@ func (s *server) destroyBestEffort(ctx context.Context, h store.Host, id string)
 }
 
 // destroyOnAgent asks host h to destroy capsule id; the agent answers
-// success for capsules it does not know.
+// success for capsules it does not know. A capsule whose sandbox is gone
+// but whose host could not remove all of its network or files is
+// destroyed too: the host keeps reporting it, and the heartbeat's clean-up
+// of finished capsules asks again (cleanUpHost) until nothing is left.
 func (s *server) destroyOnAgent(ctx context.Context, h store.Host, id string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), capsuleDestroyTimeout)
 	defer cancel()
-	_, err := s.capsuleService(h).DestroyCapsule(ctx, connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: id}))
-	return err
+	resp, err := s.capsuleService(h).DestroyCapsule(ctx, connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: id}))
+	if err != nil {
+		return err
+	}
+	if left := resp.Msg.GetLeftovers(); left != "" {
+		s.log.WarnContext(ctx, "capsule destroyed, its host is still removing what it had (retried on heartbeats)",
+			"capsule_id", id, "host_id", h.ID, "leftovers", left)
+	}
+	return nil
 }
 
 // agentFailure turns a failed lifecycle call into the client's error and

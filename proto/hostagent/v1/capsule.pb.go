@@ -425,7 +425,14 @@ func (x *DestroyCapsuleRequest) GetCapsuleId() string {
 }
 
 type DestroyCapsuleResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// leftovers, when set, says what of the capsule the host could not remove
+	// yet: its sandbox is gone, and the capsule will never run again, but
+	// some of its network or files are still there. The agent keeps its
+	// record of the capsule and reports it in heartbeats until a later
+	// DestroyCapsule (the control plane's clean-up of finished capsules)
+	// removes the rest.
+	Leftovers     string `protobuf:"bytes,1,opt,name=leftovers,proto3" json:"leftovers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +465,13 @@ func (x *DestroyCapsuleResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DestroyCapsuleResponse.ProtoReflect.Descriptor instead.
 func (*DestroyCapsuleResponse) Descriptor() ([]byte, []int) {
 	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DestroyCapsuleResponse) GetLeftovers() string {
+	if x != nil {
+		return x.Leftovers
+	}
+	return ""
 }
 
 type GetCapsuleRequest struct {
@@ -1038,8 +1052,9 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\acapsule\x18\x01 \x01(\v2\x1b.wrenn.hostagent.v1.CapsuleR\acapsule\"6\n" +
 	"\x15DestroyCapsuleRequest\x12\x1d\n" +
 	"\n" +
-	"capsule_id\x18\x01 \x01(\tR\tcapsuleId\"\x18\n" +
-	"\x16DestroyCapsuleResponse\"2\n" +
+	"capsule_id\x18\x01 \x01(\tR\tcapsuleId\"6\n" +
+	"\x16DestroyCapsuleResponse\x12\x1c\n" +
+	"\tleftovers\x18\x01 \x01(\tR\tleftovers\"2\n" +
 	"\x11GetCapsuleRequest\x12\x1d\n" +
 	"\n" +
 	"capsule_id\x18\x01 \x01(\tR\tcapsuleId\"K\n" +
