@@ -20,6 +20,8 @@ import (
 const usage = `Usage:
   wrenn-agent --register <token> --address <ip:port>   register this host, then run
   wrenn-agent                                          run with the saved credential
+  wrenn-agent --address <ip:port>                      run with the saved credential, and have the
+                                                       control plane reach this host at a new address
   wrenn-agent remove-capsules                          destroy every capsule on this host and
                                                        remove the agent's network (namespaces,
                                                        veths, firewall table); keeps the credential
@@ -43,7 +45,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fs.PrintDefaults()
 	}
 	token := fs.String("register", "", "registration `token` from POST /v1/hosts or POST /v1/hosts/{id}/token")
-	address := fs.String("address", "", "`ip:port` where the control plane reaches this agent (with --register)")
+	address := fs.String("address", "", "`ip:port` where the control plane reaches this agent: required with --register; without it, replaces the registered address")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -63,12 +65,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// Check the flags before anything touches the network: a registration
 	// token is single use and should not be spent on a doomed start.
-	switch {
-	case *token != "" && *address == "":
+	if *token != "" && *address == "" {
 		return errors.New("--register needs --address <ip:port>, the address the control plane reaches this agent on")
-	case *token == "" && *address != "":
-		return errors.New("--address is only used with --register; the registered address is kept by the control plane")
-	case *token != "":
+	}
+	if *address != "" {
 		if err := agent.ValidateAddress(*address); err != nil {
 			return fmt.Errorf("--address: %w", err)
 		}
@@ -79,6 +79,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log := config.NewLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+
+	// A registered host's credential is checked before anything else is
+	// touched, so that a start that cannot work leaves the host as it was.
+	var cred agent.Credential
+	if *token == "" {
+		cred, err = agent.LoadCredential(cfg.Dir)
+		if errors.Is(err, agent.ErrNotRegistered) {
+			return fmt.Errorf("this host is not registered (no %s): register it once with `wrenn-agent --register <token> --address <ip:port>`",
+				filepath.Join(cfg.Dir, agent.CredentialFile))
+		}
+		if err != nil {
+			return err
+		}
+		// The credential is a secret for one control plane; sending it to
+		// another because WRENN_CP_URL changed would leak it.
+		if cred.CPURL != cfg.CPURL {
+			return fmt.Errorf("the host was registered with %s but WRENN_CP_URL is %s: set WRENN_CP_URL back, or re-register with --register <token>",
+				cred.CPURL, cfg.CPURL)
+		}
+	}
 
 	// Bind before registering, for the same reason: a port already taken
 	// should fail the start while the token is still unused.
@@ -100,7 +120,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer func() { _ = caps.Close() }()
 
-	var cred agent.Credential
 	if *token != "" {
 		cred, err = agent.Register(ctx, cfg, *token, *address, log)
 		if errors.Is(err, agent.ErrRegistrationTokenRejected) {
@@ -109,26 +128,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-	} else {
-		cred, err = agent.LoadCredential(cfg.Dir)
-		if errors.Is(err, agent.ErrNotRegistered) {
-			return fmt.Errorf("this host is not registered (no %s): register it once with `wrenn-agent --register <token> --address <ip:port>`",
-				filepath.Join(cfg.Dir, agent.CredentialFile))
-		}
-		if err != nil {
-			return err
-		}
-		// The credential is a secret for one control plane; sending it to
-		// another because WRENN_CP_URL changed would leak it.
-		if cred.CPURL != cfg.CPURL {
-			return fmt.Errorf("the host was registered with %s but WRENN_CP_URL is %s: set WRENN_CP_URL back, or re-register with --register <token>",
-				cred.CPURL, cfg.CPURL)
-		}
 	}
 
 	srv, err := agent.NewServer(cfg, cred, caps, log)
 	if err != nil {
 		return err
+	}
+	if *token == "" && *address != "" {
+		// Registration sent it already; a later start with --address
+		// moves the host (the control plane records the change).
+		srv.AnnounceAddress(*address)
+		log.Info("announcing a new address to the control plane", "address", *address)
 	}
 	log.Info("wrenn-agent starting", "version", version.Version, "host_id", srv.HostID(),
 		"cp_url", cfg.CPURL, "dir", cfg.Dir, "runtime", cfg.Runtime,

@@ -20,7 +20,20 @@ func getenv(m map[string]string) func(string) string {
 
 func TestRunRefusesBadStarts(t *testing.T) {
 	dir := t.TempDir()
-	base := map[string]string{"WRENN_CP_URL": "http://127.0.0.1:1", "WRENN_DIR": dir, "WRENN_HOST_LISTEN_ADDR": "127.0.0.1:0"}
+	runsc, _ := stacktest.Env(t)
+	prefix, cidr := stacktest.NetworkPool(t)
+	base := map[string]string{
+		"WRENN_CP_URL": "http://127.0.0.1:1", "WRENN_DIR": dir, "WRENN_HOST_LISTEN_ADDR": "127.0.0.1:0",
+		"WRENN_RUNSC": runsc, "WRENN_NETWORK_PREFIX": prefix, "WRENN_CAPSULE_CIDR": cidr.String(),
+	}
+	// A registration that fails does so after the capsule network is set
+	// up (so that a host that cannot run capsules keeps its token); the
+	// network is what remove-capsules takes away.
+	t.Cleanup(func() {
+		if err := run(context.Background(), []string{"wrenn-agent", "remove-capsules"}, getenv(base), &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+			t.Errorf("remove-capsules: %v", err)
+		}
+	})
 	tests := []struct {
 		name string
 		args []string
@@ -29,7 +42,8 @@ func TestRunRefusesBadStarts(t *testing.T) {
 	}{
 		{"not registered", nil, base, "register it once with `wrenn-agent --register"},
 		{"register without address", []string{"--register", "wrnreg_x"}, base, "--register needs --address"},
-		{"address without register", []string{"--address", "10.0.0.5:50051"}, base, "--address is only used with --register"},
+		{"address without register, not registered", []string{"--address", "10.0.0.5:50051"}, base, "register it once with `wrenn-agent --register"},
+		{"address without register, port 0", []string{"--address", "10.0.0.5:0"}, base, "port must be"},
 		{"address without host", []string{"--register", "wrnreg_x", "--address", ":50051"}, base, "host is missing"},
 		{"address with port 0", []string{"--register", "wrnreg_x", "--address", "10.0.0.5:0"}, base, "port must be"},
 		{"stray argument", []string{"serve"}, base, `unexpected argument "serve"`},

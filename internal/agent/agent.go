@@ -42,9 +42,19 @@ type Server struct {
 	// that brings a new control-plane key sets it on this same verifier.
 	verifier *hostauth.Verifier
 
+	// address, when set, is sent with every heartbeat: where the control
+	// plane is to reach this agent from now on (see AnnounceAddress).
+	address string
+
 	mu   sync.Mutex
 	cred Credential // the latest credential, as saved on disk
 }
+
+// AnnounceAddress makes the agent tell the control plane, with each
+// heartbeat, that it is reached at addr (ip:port, checked by
+// ValidateAddress) instead of the address it registered with. Call it
+// before Run.
+func (s *Server) AnnounceAddress(addr string) { s.address = addr }
 
 // NewServer returns a Server for the host that cred identifies, running the
 // capsules of caps (nil: the agent serves HostInfo only).

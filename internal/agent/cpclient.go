@@ -87,6 +87,8 @@ type heartbeatRequest struct {
 	// Templates are the templates this host has on disk; the scheduler
 	// places capsules only where their template is.
 	Templates []string `json:"templates"`
+	// Address, when set, replaces the address the host registered with.
+	Address string `json:"address,omitempty"`
 }
 
 type refreshRequest struct {

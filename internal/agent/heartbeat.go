@@ -114,6 +114,7 @@ func (s *Server) beat(ctx context.Context) error {
 		FreeDiskMB:   free.FreeDiskMB,
 		Capsules:     []capsuleReport{},
 		Templates:    []string{},
+		Address:      s.address,
 	}
 	if s.capsules != nil {
 		infos, err := s.capsules.List(ctx)

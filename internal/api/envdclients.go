@@ -74,3 +74,16 @@ func (ec *envdClients) put(c store.Capsule, h store.Host, now time.Time, newClie
 	ec.m[c.ID] = e
 	return e.client
 }
+
+// forgetHost drops the clients of host hostID's capsules, so that the next
+// call reads the host's address again: it has just changed.
+func (ec *envdClients) forgetHost(hostID string) {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	for id, e := range ec.m {
+		if e.hostID == hostID {
+			e.client.Close()
+			delete(ec.m, id)
+		}
+	}
+}

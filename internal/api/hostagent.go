@@ -152,6 +152,9 @@ func (s *server) handleHeartbeat() http.Handler {
 		FreeDiskMB   *int64            `json:"free_disk_mb"`
 		Capsules     []json.RawMessage `json:"capsules"`
 		Templates    []string          `json:"templates"`
+		// Address, when set, is where the agent now listens (started
+		// with --address): it replaces the one registered.
+		Address string `json:"address"`
 	}
 	type response struct {
 		Status               string `json:"status"`
@@ -182,6 +185,9 @@ func (s *server) handleHeartbeat() http.Handler {
 			return errorf(codeInvalid, "free_cpus, free_memory_mb and free_disk_mb are required")
 		case *req.FreeCPUs < 0 || *req.FreeMemoryMB < 0 || *req.FreeDiskMB < 0:
 			return errorf(codeInvalid, "free_cpus, free_memory_mb and free_disk_mb must not be negative")
+		}
+		if req.Address != "" && !validAddress(req.Address) {
+			return errorf(codeInvalid, "address must be host:port with a port in 1..65535, not %q", req.Address)
 		}
 		if len(req.Templates) > maxHostTemplates {
 			return errorf(codeInvalid, "templates: at most %d names, not %d", maxHostTemplates, len(req.Templates))
@@ -221,6 +227,18 @@ func (s *server) handleHeartbeat() http.Handler {
 		}
 		if revived {
 			s.log.InfoContext(r.Context(), "host back online", "host_id", hostID)
+		}
+		if req.Address != "" {
+			prev, changed, err := s.store.SetHostAddress(r.Context(), hostID, req.Address,
+				store.Event{Action: "host.address", IP: s.clientIP(r)})
+			if err != nil {
+				return err
+			}
+			if changed {
+				s.log.InfoContext(r.Context(), "host address changed", "host_id", hostID, "from", prev, "to", req.Address)
+				// Other replicas find it within hostAddressTTL.
+				s.envds.forgetHost(hostID)
+			}
 		}
 		// The agent's own list settles what the control plane could not
 		// know: capsules marked missing while the host was silent, and

@@ -197,3 +197,44 @@ func TestGetHostAsksAgent(t *testing.T) {
 		t.Errorf("agent down: got %s, want agent_error, without the network's details, and no agent", got.raw)
 	}
 }
+
+// TestHeartbeatAddress: an agent started with --address (no --register)
+// sends it with its heartbeats; the control plane records a changed one
+// once, with an audit event, and leaves the address alone otherwise.
+func TestHeartbeatAddress(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("admin@example.com")
+	reg := e.createHost(admin)
+	r := e.call("POST", "/v1/hosts/register", registerBody(reg.token)).want(t, "register", http.StatusCreated)
+	auth := []string{"Authorization", "Bearer " + r.str("credential")}
+	address := func() string {
+		return e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get host", http.StatusOK).str("address")
+	}
+	moves := func() []any {
+		return e.call("GET", "/v1/audit-log?action=host.address", nil, admin.bearer()...).want(t, "audit log", http.StatusOK).list
+	}
+
+	hb := heartbeatBody()
+	hb["address"] = "10.0.1.5:50051"
+	e.call("POST", "/v1/hosts/"+reg.hostID+"/heartbeat", hb, auth...).want(t, "heartbeat at a new address", http.StatusOK)
+	if got := address(); got != "10.0.1.5:50051" {
+		t.Errorf("after a heartbeat from 10.0.1.5:50051 the host's address is %q", got)
+	}
+	ev := moves()
+	if len(ev) != 1 {
+		t.Fatalf("host.address events: %v, want one", ev)
+	}
+	meta := ev[0].(map[string]any)["metadata"].(map[string]any)
+	if meta["from"] != "127.0.0.1:1" || meta["to"] != "10.0.1.5:50051" || ev[0].(map[string]any)["actor_type"] != "host" {
+		t.Errorf("host.address event = %v, want from 127.0.0.1:1 to 10.0.1.5:50051 by the host", ev[0])
+	}
+
+	e.call("POST", "/v1/hosts/"+reg.hostID+"/heartbeat", hb, auth...).want(t, "heartbeat at the same address", http.StatusOK)
+	e.call("POST", "/v1/hosts/"+reg.hostID+"/heartbeat", heartbeatBody(), auth...).want(t, "heartbeat without address", http.StatusOK)
+	if got := address(); got != "10.0.1.5:50051" {
+		t.Errorf("heartbeats without a new address changed it to %q", got)
+	}
+	if ev := moves(); len(ev) != 1 {
+		t.Errorf("host.address events after unchanged heartbeats: %d, want 1", len(ev))
+	}
+}

@@ -34,6 +34,13 @@ func (u *userStack) restartAgent(t *testing.T) {
 	t.Helper()
 	began := time.Now()
 	u.agent = start(t, "wrenn-agent", bin.agent, u.agentEnv)
+	u.waitHeartbeatAfter(t, began)
+}
+
+// waitHeartbeatAfter waits until the agent, started at began, answers and
+// has sent a heartbeat.
+func (u *userStack) waitHeartbeatAfter(t *testing.T, began time.Time) {
+	t.Helper()
 	eventually(t, 30*time.Second, "the restarted agent heartbeats and answers", func() error {
 		if u.agent.exited() {
 			t.Fatalf("wrenn-agent exited:\n%s", u.agent.logs())

@@ -313,6 +313,36 @@ func (s *Store) Heartbeat(ctx context.Context, hostID string, c Capacity) (reviv
 	return prev == HostUnreachable, nil
 }
 
+// SetHostAddress records addr as where the control plane reaches host
+// hostID, when it is not that already, and writes ev (actor, team,
+// resource and the old and new address filled in) with the change. It
+// reports whether the address changed, and from what. An unknown host
+// returns ErrNotFound.
+func (s *Store) SetHostAddress(ctx context.Context, hostID, addr string, ev Event) (prev string, changed bool, err error) {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		var teamID, old string
+		err := tx.QueryRow(ctx, `
+			SELECT coalesce(team_id::text, ''), address FROM hosts WHERE id = $1 FOR UPDATE`, hostID).Scan(&teamID, &old)
+		if err != nil {
+			return err
+		}
+		if old == addr {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE hosts SET address = $2 WHERE id = $1`, hostID, addr); err != nil {
+			return err
+		}
+		prev, changed = old, true
+		ev.TeamID, ev.ActorType, ev.ActorID, ev.ResourceID = teamID, ActorHost, hostID, hostID
+		ev.Metadata = map[string]any{"from": old, "to": addr}
+		return writeEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return "", false, notFound("changing host address", err)
+	}
+	return prev, changed, nil
+}
+
 // Refresh consumes a refresh token, revokes the host's credentials, stores
 // cred and refresh in their place and writes ev (actor, team and resource
 // filled in). It returns the host's id; an unknown, used, revoked or expired
