@@ -163,3 +163,41 @@ debian_mirror() {
 		sed 's/#.*//' | grep -Eo '(https?|file)://[^ ]*/debian/?( |$)' | grep -v -- '-security' | head -n1 | tr -d ' ' || true)
 	echo "${m:-http://deb.debian.org/debian}"
 }
+
+# host_state prints, one "kind name" line each and sorted, what capsules
+# and their tests can leave on a host: network namespaces (named in
+# /run/netns, and nsfs mounts anywhere), veths, nftables tables, runsc
+# processes of test roots, test WRENN_DIRs and what is mounted in them.
+# Network names are those of test agents (prefix t????) and of the default
+# prefix (wr), which no test may use.
+host_state() {
+	local names='^(t[a-z0-9][a-z0-9][a-z0-9][a-z0-9]|wr)[-_]'
+	{
+		for f in /run/netns/*; do
+			[ -e "$f" ] && echo "netns /run/netns/${f##*/}"
+		done
+		awk '{ for (i = 7; i <= NF; i++) if ($i == "-") break; if ($(i + 1) == "nsfs") print "netns-mount " $5 }' /proc/self/mountinfo
+		ip -o link show type veth 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); print "veth " $2 }' |
+			awk -v re="$names" '$2 ~ re'
+		nft list tables 2>/dev/null | awk -v re="$names" '$3 ~ re { print "nft-table " $2 " " $3 }'
+		pgrep -a -f 'runsc' 2>/dev/null | grep -E -- '/var/tmp/wrenn-test-|/tmp/Test' | sed 's/^/runsc-process /' || true
+		for d in /var/tmp/wrenn-test-*; do
+			[ -e "$d" ] && echo "wrenn-dir $d"
+		done
+		awk '$5 ~ "^/var/tmp/wrenn-test-" || $5 ~ "^/tmp/Test" { print "mount " $5 }' /proc/self/mountinfo
+	} | sort -u
+}
+
+# check_leftovers BEFORE fails, listing them, when the host holds anything
+# host_state reports that is not in the file BEFORE (host_state's output
+# from before the run). Processes get a few seconds to finish exiting.
+check_leftovers() {
+	local before=$1 left
+	for _ in $(seq 20); do
+		left=$(host_state | comm -13 "$before" -)
+		[ -z "$left" ] && return 0
+		sleep 0.5
+	done
+	printf '\033[1;31merror:\033[0m the tests left on this host:\n%s\n' "$left" >&2
+	return 1
+}

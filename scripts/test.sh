@@ -36,6 +36,8 @@ export WRENN_TEST_OUTPUT_DIR
 # these variables. A whole run also type-checks the frontend (svelte-check,
 # warnings fail) and runs its unit tests (vitest).
 apt_install chromium fonts-dejavu-core
+# ip (tests run `ip netns add`) and nft (the leftover check lists tables).
+apt_install iproute2 nftables
 make --no-print-directory dashboard
 export WRENN_TEST_CHROMIUM=/usr/bin/chromium
 export WRENN_TEST_FRONTEND=$PWD/frontend
@@ -66,5 +68,12 @@ done
 export WRENN_TEST_DATABASE_URL
 
 if [ $# -eq 0 ]; then set -- ./...; fi
+# What the host holds before the run, so that what the run leaves is told
+# apart from what other software (or an earlier run) has.
+host_state >"$tmp/host-before"
 log "go test $*"
-go test -count=1 -timeout 25m "$@"
+rc=0
+go test -count=1 -timeout 25m "$@" || rc=$?
+log "checking that the tests left nothing on the host"
+check_leftovers "$tmp/host-before" || rc=1
+exit "$rc"
