@@ -74,6 +74,10 @@ host_state >"$tmp/host-before"
 log "go test $*"
 rc=0
 go test -count=1 -timeout 25m "$@" || rc=$?
-log "checking that the tests left nothing on the host"
-check_leftovers "$tmp/host-before" || rc=1
+# Another suite running at the same time on this machine (a second
+# worktree) has things of its own up: WRENN_TEST_LEFTOVER_CHECK=0 skips this.
+if [ "${WRENN_TEST_LEFTOVER_CHECK:-1}" != 0 ]; then
+	log "checking that the tests left nothing on the host"
+	check_leftovers "$tmp/host-before" || rc=1
+fi
 exit "$rc"
