@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/wrenn-dev/wrenn/internal/agent"
 	"github.com/wrenn-dev/wrenn/internal/config"
 )
 
@@ -20,7 +19,7 @@ func removeCapsules(ctx context.Context, getenv func(string) string, stderr io.W
 	}
 	log := config.NewLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	cfg.WarmPool = 0 // nothing is to start
-	caps, err := agent.OpenCapsulesFromConfig(ctx, cfg, log)
+	caps, err := openCapsules(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

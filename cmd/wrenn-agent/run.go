@@ -111,7 +111,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// Capsules before registration too: a host that cannot run capsules
 	// (runsc missing, say) should fail here, with its token still unused.
-	caps, err := agent.OpenCapsulesFromConfig(ctx, cfg, log)
+	caps, err := openCapsules(ctx, cfg, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // asked to stop while starting

@@ -6,6 +6,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/wrenn-dev/wrenn/internal/capsule"
 	"github.com/wrenn-dev/wrenn/internal/network"
 
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
@@ -61,6 +62,7 @@ func capsuleToProto(c CapsuleInfo) *hostagentv1.Capsule {
 			DiskMb:    int32(c.Spec.DiskMB),
 		},
 		Status:          c.Status,
+		State:           capsule.ToProto(capsule.Status(c.Status)),
 		StartedAtUnixMs: c.StartedAt.UnixMilli(),
 		RuntimeId:       c.RuntimeID,
 		SnapshotBytes:   c.SnapshotBytes,

@@ -11,25 +11,25 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
-
+	"github.com/wrenn-dev/wrenn/internal/capsule"
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/network"
+	"github.com/wrenn-dev/wrenn/internal/rules"
 	"github.com/wrenn-dev/wrenn/internal/runtime"
 )
 
-// Capsule statuses as the agent reports them.
+// Capsule statuses as the agent records and reports them (package capsule
+// names them for every layer).
 const (
-	capsuleStarting = "starting"
-	capsuleRunning  = "running"
+	capsuleStarting = string(capsule.Starting)
+	capsuleRunning  = string(capsule.Running)
 	// capsuleStopped: the sandbox exited without being destroyed.
-	capsuleStopped = "stopped"
+	capsuleStopped = string(capsule.Stopped)
 )
 
 // Errors of the capsule manager, mapped to Connect codes in capsulerpc.go.
@@ -59,12 +59,6 @@ func (e *LeftoversError) Unwrap() error { return e.Err }
 
 // envdReadyTimeout bounds the wait for a new capsule's envd to answer.
 const envdReadyTimeout = 20 * time.Second
-
-// templateName is what a template's directory may be called.
-var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
-// envName is what an environment variable may be called.
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // CapsuleSpec is what a capsule is made of, as the control plane asked.
 type CapsuleSpec struct {
@@ -272,17 +266,23 @@ func (c *Capsules) Templates() []string {
 	return names
 }
 
-// hasTemplate reports whether name is a usable template on this host: a
-// root filesystem with envd, or a snapshot.
+// hasTemplate reports whether name is a usable template on this host: one
+// the driver can boot (Driver.UsableTemplate), or a snapshot.
 func (c *Capsules) hasTemplate(name string) bool {
-	if !templateName.MatchString(name) {
+	if !rules.ValidTemplateName(name) {
 		return false
 	}
-	if st, err := os.Stat(filepath.Join(c.imagesDir(), name, "rootfs", runtime.EnvdPath)); err == nil && st.Mode().IsRegular() {
+	dir := filepath.Join(c.imagesDir(), name)
+	if c.cfg.Driver.UsableTemplate(dir) == nil {
 		return true
 	}
-	_, err := os.Stat(filepath.Join(c.imagesDir(), name, templateSnapMeta))
+	_, err := os.Stat(filepath.Join(dir, templateSnapMeta))
 	return err == nil
+}
+
+// networkOf is what the driver is told of the network slot gives a capsule.
+func networkOf(slot network.Slot) runtime.Network {
+	return runtime.Network{NetnsPath: slot.NetnsPath, Device: network.PeerIface, Address: slot.Address, Gateway: slot.HostAddr}
 }
 
 // claim marks id busy, so that no other operation on it runs meanwhile.
@@ -302,29 +302,25 @@ func (c *Capsules) release(id string) {
 	c.mu.Unlock()
 }
 
-// validID reports whether id is a capsule id: a UUID in its canonical,
-// lowercase form (it names directories and runsc containers).
-func validID(id string) bool {
-	u, err := uuid.Parse(id)
-	return err == nil && u.String() == id
-}
+// validID reports whether id is a capsule id (rules.ValidCapsuleID).
+func validID(id string) bool { return rules.ValidCapsuleID(id) }
 
 // validate reports what is wrong with spec.
 func (c *Capsules) validate(spec CapsuleSpec) error {
 	if !validID(spec.ID) {
 		return fmt.Errorf("%w: capsule_id %q is not a lowercase UUID", errInvalidSpec, spec.ID)
 	}
-	if !templateName.MatchString(spec.Template) {
+	if !rules.ValidTemplateName(spec.Template) {
 		return fmt.Errorf("%w: template name %q", errInvalidSpec, spec.Template)
 	}
 	if spec.VCPUs < 1 || (c.cfg.MaxVCPUs > 0 && spec.VCPUs > c.cfg.MaxVCPUs) {
 		return fmt.Errorf("%w: vcpus must be 1..%d, not %d", errInvalidSpec, c.cfg.MaxVCPUs, spec.VCPUs)
 	}
-	if spec.MemoryMB < 64 || spec.DiskMB < 64 {
-		return fmt.Errorf("%w: memory_mb and disk_mb must be at least 64", errInvalidSpec)
+	if spec.MemoryMB < rules.MinMemoryMB || spec.DiskMB < rules.MinDiskMB {
+		return fmt.Errorf("%w: memory_mb must be at least %d and disk_mb at least %d", errInvalidSpec, rules.MinMemoryMB, rules.MinDiskMB)
 	}
 	for k := range spec.Envs {
-		if !envName.MatchString(k) {
+		if !rules.ValidEnvName(k) {
 			return fmt.Errorf("%w: environment variable name %q", errInvalidSpec, k)
 		}
 	}
@@ -438,7 +434,7 @@ func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, runtimeID, hostn
 	t0 = time.Now()
 	rec.Address = slot.Address.Addr().String()
 	rspec := c.runtimeSpec(rec)
-	rspec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Address: slot.Address, Gateway: slot.HostAddr}
+	rspec.Network = networkOf(slot)
 	info, err := c.cfg.Driver.Create(ctx, rspec)
 	if err != nil {
 		return nil, err

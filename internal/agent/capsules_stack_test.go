@@ -23,7 +23,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/vishvananda/netlink"
 
-	"github.com/wrenn-dev/wrenn/internal/agent"
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/stacktest"
@@ -358,7 +357,7 @@ func TestReadoptAfterRestart(t *testing.T) {
 	}
 	cfg := s.AgentConfig
 	cfg.WarmPool = 0
-	restarted, err := agent.OpenCapsulesFromConfig(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	restarted, err := stacktest.OpenCapsules(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("reopening capsules: %v", err)
 	}
@@ -435,7 +434,7 @@ func TestWarmPool(t *testing.T) {
 	// closed one leaves none.
 	cfg := s.AgentConfig
 	cfg.WarmPool = 0
-	restarted, err := agent.OpenCapsulesFromConfig(ctx, cfg, slog.New(slog.DiscardHandler))
+	restarted, err := stacktest.OpenCapsules(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

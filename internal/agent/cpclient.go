@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/hostproto"
 )
 
 // Errors the control plane answers with, for calls the agent makes. Each
@@ -57,55 +59,15 @@ func newCPClient(base string) *cpClient {
 	return &cpClient{base: base, http: &http.Client{Timeout: 15 * time.Second}}
 }
 
-type registerRequest struct {
-	Token        string `json:"token"`
-	Address      string `json:"address"`
-	Arch         string `json:"arch"`
-	CPUs         int    `json:"cpus"`
-	MemoryMB     int64  `json:"memory_mb"`
-	DiskMB       int64  `json:"disk_mb"`
-	Runtime      string `json:"runtime"`
-	AgentVersion string `json:"agent_version"`
-	Hostname     string `json:"hostname"`
-}
+// The messages are hostproto's, shared with the control plane.
+type (
+	registerResponse = hostproto.RegisterResponse[hostproto.HostRef]
+	heartbeatRequest = hostproto.HeartbeatRequest
+)
 
-type registerResponse struct {
-	Host struct {
-		ID string `json:"id"`
-	} `json:"host"`
-	Credential          string    `json:"credential"`
-	CredentialExpiresAt time.Time `json:"credential_expires_at"`
-	RefreshToken        string    `json:"refresh_token"`
-	CPPublicKey         string    `json:"cp_public_key"`
-}
-
-type heartbeatRequest struct {
-	FreeCPUs     int             `json:"free_cpus"`
-	FreeMemoryMB int64           `json:"free_memory_mb"`
-	FreeDiskMB   int64           `json:"free_disk_mb"`
-	Capsules     []capsuleReport `json:"capsules"`
-	// Templates are the templates this host has on disk; the scheduler
-	// places capsules only where their template is.
-	Templates []string `json:"templates"`
-	// Address, when set, replaces the address the host registered with.
-	Address string `json:"address,omitempty"`
-}
-
-type refreshRequest struct {
-	RefreshToken string `json:"refresh_token"`
-}
-
-type refreshResponse struct {
-	HostID              string    `json:"host_id"`
-	Credential          string    `json:"credential"`
-	CredentialExpiresAt time.Time `json:"credential_expires_at"`
-	RefreshToken        string    `json:"refresh_token"`
-	CPPublicKey         string    `json:"cp_public_key"`
-}
-
-func (c *cpClient) register(ctx context.Context, req registerRequest) (registerResponse, error) {
+func (c *cpClient) register(ctx context.Context, req hostproto.RegisterRequest) (registerResponse, error) {
 	var resp registerResponse
-	err := c.post(ctx, "/v1/hosts/register", "", req, &resp)
+	err := c.post(ctx, hostproto.RegisterPath, "", req, &resp)
 	if statusOf(err) == http.StatusUnauthorized {
 		err = fmt.Errorf("%w: %w", ErrRegistrationTokenRejected, err)
 	}
@@ -121,7 +83,7 @@ func (c *cpClient) register(ctx context.Context, req registerRequest) (registerR
 // heartbeat sends one heartbeat. The answer's status and suggested interval
 // are not read: the agent keeps its own WRENN_HEARTBEAT_INTERVAL.
 func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req heartbeatRequest) error {
-	err := c.post(ctx, "/v1/hosts/"+url.PathEscape(hostID)+"/heartbeat", credential, req, nil)
+	err := c.post(ctx, hostproto.HeartbeatPath(url.PathEscape(hostID)), credential, req, nil)
 	switch {
 	case statusOf(err) == http.StatusUnauthorized:
 		err = fmt.Errorf("%w: %w", ErrCredentialRejected, err)
@@ -134,17 +96,17 @@ func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req
 	return nil
 }
 
-func (c *cpClient) refresh(ctx context.Context, refreshToken string) (refreshResponse, error) {
-	var resp refreshResponse
-	err := c.post(ctx, "/v1/hosts/auth/refresh", "", refreshRequest{RefreshToken: refreshToken}, &resp)
+func (c *cpClient) refresh(ctx context.Context, refreshToken string) (hostproto.RefreshResponse, error) {
+	var resp hostproto.RefreshResponse
+	err := c.post(ctx, hostproto.RefreshPath, "", hostproto.RefreshRequest{RefreshToken: refreshToken}, &resp)
 	if statusOf(err) == http.StatusUnauthorized {
 		err = fmt.Errorf("%w: %w", ErrRefreshTokenRejected, err)
 	}
 	if err != nil {
-		return refreshResponse{}, fmt.Errorf("refreshing credential: %w", err)
+		return hostproto.RefreshResponse{}, fmt.Errorf("refreshing credential: %w", err)
 	}
 	if resp.Credential == "" || resp.RefreshToken == "" {
-		return refreshResponse{}, errors.New("refreshing credential: control plane's answer lacks credential or refresh_token")
+		return hostproto.RefreshResponse{}, errors.New("refreshing credential: control plane's answer lacks credential or refresh_token")
 	}
 	return resp, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hostproto"
 )
 
 // errHostRejected marks a heartbeat that no retry of the same credential can
@@ -20,13 +21,6 @@ var errHostRejected = errors.New("host rejected by the control plane")
 // rejectedMessage is logged once when the control plane stops accepting this
 // host; it tells the operator what to do.
 const rejectedMessage = "host credential rejected by the control plane (host deleted or credential revoked); re-register with --register <new token>"
-
-// capsuleReport is one capsule in a heartbeat. The list is always sent,
-// empty or not, so that the control plane can reconcile from it.
-type capsuleReport struct {
-	ID     string `json:"id"`
-	Status string `json:"status"`
-}
 
 // heartbeatState is what the last heartbeat attempt ended in. Log lines are
 // written when it changes, so a long outage yields one warning, not one per
@@ -108,11 +102,13 @@ func (s *Server) beat(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sending heartbeat: %w", err)
 	}
-	req := heartbeatRequest{
-		FreeCPUs:     free.FreeCPUs,
-		FreeMemoryMB: free.FreeMemoryMB,
-		FreeDiskMB:   free.FreeDiskMB,
-		Capsules:     []capsuleReport{},
+	// The capsule list is always sent, empty or not, so that the control
+	// plane can reconcile from it.
+	req := hostproto.HeartbeatRequest{
+		FreeCPUs:     &free.FreeCPUs,
+		FreeMemoryMB: &free.FreeMemoryMB,
+		FreeDiskMB:   &free.FreeDiskMB,
+		Capsules:     []hostproto.CapsuleReport{},
 		Templates:    []string{},
 		Address:      s.address,
 	}
@@ -124,7 +120,7 @@ func (s *Server) beat(ctx context.Context) error {
 			s.log.Warn("listing capsules for the heartbeat", "error", err)
 		}
 		for _, c := range infos {
-			req.Capsules = append(req.Capsules, capsuleReport{ID: c.Spec.ID, Status: c.Status})
+			req.Capsules = append(req.Capsules, hostproto.CapsuleReport{ID: c.Spec.ID, Status: c.Status})
 		}
 		req.Templates = s.capsules.Templates()
 	}

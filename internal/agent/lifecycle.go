@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wrenn-dev/wrenn/internal/capsule"
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	"github.com/wrenn-dev/wrenn/internal/rules"
 	"github.com/wrenn-dev/wrenn/internal/runtime"
 )
 
@@ -25,9 +27,9 @@ import (
 
 // Capsule statuses of pause and resume, as recorded and reported.
 const (
-	capsulePausing  = "pausing"
-	capsulePaused   = "paused"
-	capsuleResuming = "resuming"
+	capsulePausing  = string(capsule.Pausing)
+	capsulePaused   = string(capsule.Paused)
+	capsuleResuming = string(capsule.Resuming)
 )
 
 // Errors of pause, resume and snapshots.
@@ -313,7 +315,7 @@ func (c *Capsules) restore(ctx context.Context, rec *capsuleRecord, image string
 	}
 	phases.network = time.Since(t0)
 	spec := c.runtimeSpec(rec)
-	spec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Address: slot.Address, Gateway: slot.HostAddr}
+	spec.Network = networkOf(slot)
 	t0 = time.Now()
 	if _, err := cp.Restore(ctx, spec, image); err != nil {
 		return phases, err
@@ -339,7 +341,7 @@ func waitEnvd(ctx context.Context, addr, token string) error {
 // Snapshot makes template name out of a capsule's saved state. A running
 // capsule is paused for it, and resumed afterwards when resume is set.
 func (c *Capsules) Snapshot(ctx context.Context, id, name string, resume bool) (CapsuleInfo, TemplateInfo, error) {
-	if !templateName.MatchString(name) {
+	if !rules.ValidTemplateName(name) {
 		return CapsuleInfo{}, TemplateInfo{}, fmt.Errorf("%w: template name %q", errInvalidSpec, name)
 	}
 	rec, release, err := c.lockedRecord(id)
@@ -444,7 +446,7 @@ func (c *Capsules) readSnapshotMeta(template string) (snapshotMeta, bool, error)
 // DeleteTemplate removes a snapshot template. Capsules restored from it do
 // not need it any more; base templates are never removed this way.
 func (c *Capsules) DeleteTemplate(ctx context.Context, name string) error {
-	if !templateName.MatchString(name) {
+	if !rules.ValidTemplateName(name) {
 		return fmt.Errorf("%w: template name %q", errInvalidSpec, name)
 	}
 	dir := filepath.Join(c.imagesDir(), name)
@@ -501,7 +503,7 @@ func (c *Capsules) createFromSnapshot(ctx context.Context, spec CapsuleSpec, met
 	}
 	rec.Address = slot.Address.Addr().String()
 	rspec := c.runtimeSpec(rec)
-	rspec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Address: slot.Address, Gateway: slot.HostAddr}
+	rspec.Network = networkOf(slot)
 	info, err := cp.Restore(ctx, rspec, filepath.Join(c.imagesDir(), spec.Template, templateSnapDir))
 	if err != nil {
 		return nil, err

@@ -357,7 +357,7 @@ func TestPausedSurvivesRestart(t *testing.T) {
 
 	cfg := s.AgentConfig
 	cfg.WarmPool = 0
-	restarted, err := agent.OpenCapsulesFromConfig(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	restarted, err := stacktest.OpenCapsules(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("reopening capsules: %v", err)
 	}

@@ -11,29 +11,18 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/network"
 	"github.com/wrenn-dev/wrenn/internal/runtime"
-	"github.com/wrenn-dev/wrenn/internal/runtime/gvisor"
 )
 
-// OpenCapsulesFromConfig builds the runtime driver and the network manager
-// that cfg names and opens the capsule manager on them. The caller closes
-// the returned manager's network with (*Capsules).Close.
-func OpenCapsulesFromConfig(ctx context.Context, cfg config.Agent, log *slog.Logger) (*Capsules, error) {
-	var driver runtime.Driver
-	switch cfg.Runtime {
-	case config.RuntimeGVisor:
-		d, err := gvisor.New(gvisor.Config{
-			Runsc:    cfg.Runsc,
-			StateDir: filepath.Join(cfg.Dir, "runsc"),
-			Logger:   log,
-		})
-		if err != nil {
-			return nil, err
-		}
-		driver = d
-	case config.RuntimeFirecracker:
-		return nil, errors.New("the Firecracker driver is not part of this build yet; set WRENN_RUNTIME=gvisor")
-	default:
-		return nil, fmt.Errorf("unknown runtime %q", cfg.Runtime)
+// OpenCapsulesFromConfig builds the network manager that cfg names and
+// opens the capsule manager on it and driver, the runtime driver cfg.Runtime
+// names (built by the caller: the agent core knows no driver). The caller
+// closes the returned manager's network with (*Capsules).Close.
+func OpenCapsulesFromConfig(ctx context.Context, cfg config.Agent, driver runtime.Driver, log *slog.Logger) (*Capsules, error) {
+	if driver == nil {
+		return nil, errors.New("opening capsules: no runtime driver")
+	}
+	if driver.Name() != cfg.Runtime {
+		return nil, fmt.Errorf("opening capsules: driver %q, but WRENN_RUNTIME resolved to %q", driver.Name(), cfg.Runtime)
 	}
 	nm, err := network.New(ctx, network.Config{
 		CIDR:     cfg.CapsuleCIDR,

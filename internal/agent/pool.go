@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/wrenn-dev/wrenn/internal/capsule"
 )
 
 // The warm pool keeps a few capsules booted and waiting, so that creating a
@@ -27,7 +29,7 @@ import (
 // never handed out.
 
 // capsulePooled is the status of a waiting capsule's record.
-const capsulePooled = "pooled"
+const capsulePooled = string(capsule.Pooled)
 
 // maxPoolProfiles bounds how many profiles are kept warm at once.
 const maxPoolProfiles = 4

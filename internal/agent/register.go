@@ -10,6 +10,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hostproto"
 )
 
 // ValidateAddress reports whether address is something the control plane
@@ -51,7 +52,7 @@ func Register(ctx context.Context, cfg config.Agent, token, address string, log 
 	if err != nil {
 		return Credential{}, fmt.Errorf("registering host: %w", err)
 	}
-	resp, err := newCPClient(cfg.CPURL).register(ctx, registerRequest{
+	resp, err := newCPClient(cfg.CPURL).register(ctx, hostproto.RegisterRequest{
 		Token:        token,
 		Address:      address,
 		Arch:         specs.Arch,

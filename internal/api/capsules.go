@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
+	"github.com/wrenn-dev/wrenn/internal/rules"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
 )
@@ -23,12 +23,8 @@ import (
 // and disk) come from the online hosts at the time of the request.
 const (
 	maxCapsuleBody    = 1 << 20 // envs may be large
-	minCapsuleMemory  = 128
-	minCapsuleDisk    = 128
 	maxCapsuleTimeout = 86400
 	defaultTimeoutSec = 300
-	maxEnvs           = 100
-	maxEnvValue       = 32 << 10
 	maxMetadataKeys   = 50
 	maxMetadataKey    = 64
 	maxMetadataValue  = 512
@@ -46,8 +42,6 @@ const (
 	// agent did, so that they get time of their own after a slow agent.
 	bookkeepingTimeout = 10 * time.Second
 )
-
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // capsuleJSON is a capsule as users see it: never its address or envs.
 type capsuleJSON struct {
@@ -101,15 +95,15 @@ func (s *server) teamCapsule(r *http.Request) (store.Capsule, error) {
 }
 
 func validateEnvs(envs map[string]string) error {
-	if len(envs) > maxEnvs {
-		return errorf(codeInvalid, "envs: at most %d variables, not %d", maxEnvs, len(envs))
+	if len(envs) > rules.MaxEnvs {
+		return errorf(codeInvalid, "envs: at most %d variables, not %d", rules.MaxEnvs, len(envs))
 	}
 	for k, v := range envs {
-		if !envName.MatchString(k) {
-			return errorf(codeInvalid, "envs: %q is not a variable name ([A-Za-z_][A-Za-z0-9_]*)", k)
+		if !rules.ValidEnvName(k) {
+			return errorf(codeInvalid, "envs: %q is not a variable name (%s)", k, rules.EnvNameRule)
 		}
-		if len(v) > maxEnvValue {
-			return errorf(codeInvalid, "envs: the value of %s is %d bytes, more than %d", k, len(v), maxEnvValue)
+		if len(v) > rules.MaxEnvValueBytes {
+			return errorf(codeInvalid, "envs: the value of %s is %d bytes, more than %d", k, len(v), rules.MaxEnvValueBytes)
 		}
 	}
 	return nil
@@ -173,7 +167,7 @@ func (s *server) handleCreateCapsule() http.Handler {
 			return errorf(codeInvalid, "template is required (GET /v1/templates lists them)")
 		}
 		noTemplate := errorf(codeTemplateNotFound, "no template called %q (GET /v1/templates lists them)", req.Template)
-		if !validTemplateName(req.Template) {
+		if !rules.ValidTemplateName(req.Template) {
 			return noTemplate
 		}
 		tmpl, err := s.store.Template(ctx, p.TeamID, req.Template)
@@ -204,10 +198,10 @@ func (s *server) handleCreateCapsule() http.Handler {
 		switch {
 		case vcpus < 1:
 			return errorf(codeInvalid, "vcpus must be at least 1, not %d", vcpus)
-		case memory < minCapsuleMemory:
-			return errorf(codeInvalid, "memory_mb must be at least %d, not %d", minCapsuleMemory, memory)
-		case disk < minCapsuleDisk:
-			return errorf(codeInvalid, "disk_mb must be at least %d, not %d", minCapsuleDisk, disk)
+		case memory < rules.MinMemoryMB:
+			return errorf(codeInvalid, "memory_mb must be at least %d, not %d", rules.MinMemoryMB, memory)
+		case disk < rules.MinDiskMB:
+			return errorf(codeInvalid, "disk_mb must be at least %d, not %d", rules.MinDiskMB, disk)
 		}
 		lim, err := s.store.PlacementLimits(ctx, p.TeamID)
 		if err != nil {

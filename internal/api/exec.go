@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
+	"github.com/wrenn-dev/wrenn/internal/rules"
 	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
 )
 
@@ -105,7 +106,7 @@ func (p processSpec) program() string {
 		return programName(p.Cmd, "other")
 	}
 	for _, w := range strings.Fields(p.Cmd) {
-		if k, _, ok := strings.Cut(w, "="); ok && envName.MatchString(k) {
+		if k, _, ok := strings.Cut(w, "="); ok && rules.ValidEnvName(k) {
 			continue
 		}
 		return programName(w, "sh")

@@ -15,6 +15,8 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/auth"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hostproto"
+	"github.com/wrenn-dev/wrenn/internal/rules"
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
 
@@ -28,12 +30,7 @@ var runtimes = map[string]bool{"gvisor": true, "firecracker": true}
 const maxLabelLen = 255
 
 // credentialsJSON is what registration and refresh hand to the agent.
-type credentialsJSON struct {
-	Credential          string    `json:"credential"`
-	CredentialExpiresAt time.Time `json:"credential_expires_at"`
-	RefreshToken        string    `json:"refresh_token"`
-	CPPublicKey         string    `json:"cp_public_key"`
-}
+type credentialsJSON = hostproto.Credentials
 
 // newCredentials returns a fresh credential and refresh token for an agent
 // and their stored forms.
@@ -69,23 +66,8 @@ func validAddress(addr string) bool {
 }
 
 func (s *server) handleRegister() http.Handler {
-	type request struct {
-		Token        string `json:"token"`
-		Address      string `json:"address"`
-		Arch         string `json:"arch"`
-		CPUs         int    `json:"cpus"`
-		MemoryMB     int64  `json:"memory_mb"`
-		DiskMB       int64  `json:"disk_mb"`
-		Runtime      string `json:"runtime"`
-		AgentVersion string `json:"agent_version"`
-		Hostname     string `json:"hostname"`
-	}
-	type response struct {
-		Host hostJSON `json:"host"`
-		credentialsJSON
-	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		req, err := decode[request](w, r, maxBody)
+		req, err := decode[hostproto.RegisterRequest](w, r, maxBody)
 		if err != nil {
 			return err
 		}
@@ -133,7 +115,7 @@ func (s *server) handleRegister() http.Handler {
 			return err
 		}
 		s.log.InfoContext(r.Context(), "host registered", "host_id", h.ID, "address", h.Address, "runtime", h.Runtime)
-		encode(w, http.StatusCreated, response{Host: toHostJSON(h), credentialsJSON: creds})
+		encode(w, http.StatusCreated, hostproto.RegisterResponse[hostJSON]{Host: toHostJSON(h), Credentials: creds})
 		return nil
 	})
 }
@@ -146,20 +128,6 @@ func (s *server) heartbeatInterval() int {
 }
 
 func (s *server) handleHeartbeat() http.Handler {
-	type request struct {
-		FreeCPUs     *int              `json:"free_cpus"`
-		FreeMemoryMB *int64            `json:"free_memory_mb"`
-		FreeDiskMB   *int64            `json:"free_disk_mb"`
-		Capsules     []json.RawMessage `json:"capsules"`
-		Templates    []string          `json:"templates"`
-		// Address, when set, is where the agent now listens (started
-		// with --address): it replaces the one registered.
-		Address string `json:"address"`
-	}
-	type response struct {
-		Status               string `json:"status"`
-		HeartbeatIntervalSec int    `json:"heartbeat_interval_sec"`
-	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		invalid := errorf(codeInvalidHostCredential, "host credential is unknown, expired or revoked; refresh it or register again")
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -176,7 +144,7 @@ func (s *server) handleHeartbeat() http.Handler {
 		if id, err := uuid.Parse(r.PathValue("id")); err != nil || id.String() != hostID {
 			return errorf(codeForbidden, "this credential belongs to another host")
 		}
-		req, err := decode[request](w, r, maxHeartbeatBody)
+		req, err := decode[hostproto.HeartbeatRequest](w, r, maxHeartbeatBody)
 		if err != nil {
 			return err
 		}
@@ -193,20 +161,13 @@ func (s *server) handleHeartbeat() http.Handler {
 			return errorf(codeInvalid, "templates: at most %d names, not %d", maxHostTemplates, len(req.Templates))
 		}
 		for i, name := range req.Templates {
-			if !validTemplateName(name) {
-				return errorf(codeInvalid, "templates[%d]: %q is not a template name (%s)", i, name, templateNameRule)
+			if !rules.ValidTemplateName(name) {
+				return errorf(codeInvalid, "templates[%d]: %q is not a template name (%s)", i, name, rules.TemplateNameRule)
 			}
 		}
 		reported := make([]store.ReportedCapsule, 0, len(req.Capsules))
-		for i, c := range req.Capsules {
-			if t := strings.TrimSpace(string(c)); !strings.HasPrefix(t, "{") {
-				return errorf(codeInvalid, "capsules[%d] must be an object", i)
-			}
-			var rc store.ReportedCapsule
-			if err := json.Unmarshal(c, &rc); err != nil {
-				return errorf(codeInvalid, "capsules[%d]: id and status must be strings", i)
-			}
-			reported = append(reported, rc)
+		for _, c := range req.Capsules {
+			reported = append(reported, store.ReportedCapsule{ID: c.ID, Status: c.Status})
 		}
 		capsules, err := json.Marshal(req.Capsules)
 		if err != nil {
@@ -264,7 +225,7 @@ func (s *server) handleHeartbeat() http.Handler {
 			// Not on the heartbeat's time: the removals may take a while.
 			go s.cleanUpHost(context.WithoutCancel(r.Context()), hostID, finished, orphans)
 		}
-		encode(w, http.StatusOK, response{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()})
+		encode(w, http.StatusOK, hostproto.HeartbeatResponse{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()})
 		return nil
 	})
 }
@@ -306,15 +267,8 @@ func (s *server) oneAtATime(key string, work func()) {
 }
 
 func (s *server) handleRefresh() http.Handler {
-	type request struct {
-		RefreshToken string `json:"refresh_token"`
-	}
-	type response struct {
-		HostID string `json:"host_id"`
-		credentialsJSON
-	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		req, err := decode[request](w, r, maxBody)
+		req, err := decode[hostproto.RefreshRequest](w, r, maxBody)
 		if err != nil {
 			return err
 		}
@@ -337,7 +291,7 @@ func (s *server) handleRefresh() http.Handler {
 		if err != nil {
 			return err
 		}
-		encode(w, http.StatusOK, response{HostID: hostID, credentialsJSON: creds})
+		encode(w, http.StatusOK, hostproto.RefreshResponse{HostID: hostID, Credentials: creds})
 		return nil
 	})
 }

@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/wrenn-dev/wrenn/internal/capsule"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
 )
@@ -233,12 +234,16 @@ func (s *server) settleAfterFailure(ctx context.Context, c store.Capsule, h stor
 		fc  store.Capsule
 		err error
 	)
+	var reported capsule.Status
+	if gerr == nil {
+		reported = capsule.StatusOf(got.Msg.GetCapsule())
+	}
 	switch {
-	case gerr == nil && got.Msg.GetCapsule().GetStatus() == store.CapsuleRunning:
+	case gerr == nil && reported == capsule.Running:
 		fc, err = s.store.SetCapsuleStatus(ctx, c.ID, []string{from}, store.CapsuleRunning, op+" failed: "+reason)
-	case gerr == nil && got.Msg.GetCapsule().GetStatus() == store.CapsulePaused:
+	case gerr == nil && reported == capsule.Paused:
 		fc, err = s.store.MarkCapsulePaused(ctx, c.ID, []string{from}, got.Msg.GetCapsule().GetSnapshotBytes(), op+" failed: "+reason)
-	case (gerr == nil && got.Msg.GetCapsule().GetStatus() == store.CapsuleStopped) || connect.CodeOf(gerr) == connect.CodeNotFound:
+	case (gerr == nil && reported == capsule.Stopped) || connect.CodeOf(gerr) == connect.CodeNotFound:
 		fc, err = s.store.SetCapsuleStatus(ctx, c.ID, []string{from}, store.CapsuleError,
 			op+" failed and its host no longer has the capsule: "+reason)
 		if apiErr.Code == codeConflict {

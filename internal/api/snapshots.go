@@ -9,6 +9,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 
+	"github.com/wrenn-dev/wrenn/internal/capsule"
+	"github.com/wrenn-dev/wrenn/internal/rules"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
 )
@@ -38,9 +40,9 @@ func (s *server) handleCreateSnapshot() http.Handler {
 		case req.CapsuleID == "":
 			return errorf(codeInvalid, "capsule_id is required")
 		case req.Name == "":
-			return errorf(codeInvalid, "name is required: %s", templateNameRule)
-		case !validTemplateName(req.Name):
-			return errorf(codeInvalid, "name %q is not a template name: %s", req.Name, templateNameRule)
+			return errorf(codeInvalid, "name is required: %s", rules.TemplateNameRule)
+		case !rules.ValidTemplateName(req.Name):
+			return errorf(codeInvalid, "name %q is not a template name: %s", req.Name, rules.TemplateNameRule)
 		}
 		resume := req.Resume == nil || *req.Resume
 		id, err := uuid.Parse(req.CapsuleID)
@@ -136,8 +138,9 @@ func (s *server) snapshotClaimed(ctx context.Context, c store.Capsule, was, name
 	// The capsule's status first: it is true whatever becomes of the
 	// template row.
 	after := res.Msg.GetCapsule()
-	switch after.GetStatus() {
-	case store.CapsulePaused:
+	afterStatus := capsule.StatusOf(after)
+	switch afterStatus {
+	case capsule.Paused:
 		_, err = s.store.MarkCapsulePaused(bctx, c.ID, []string{store.CapsulePausing}, after.GetSnapshotBytes(), "")
 	default:
 		_, err = s.store.SetCapsuleStatus(bctx, c.ID, []string{store.CapsulePausing}, store.CapsuleRunning, "")
@@ -156,7 +159,7 @@ func (s *server) snapshotClaimed(ctx context.Context, c store.Capsule, was, name
 	}
 	elapsed := time.Since(start)
 	ev = withMeta(ev, map[string]any{"host_id": h.ID, "template_id": tid, "size_bytes": ns.SizeBytes,
-		"duration_ms": elapsed.Milliseconds(), "capsule_status": after.GetStatus(), "was": was})
+		"duration_ms": elapsed.Milliseconds(), "capsule_status": string(afterStatus), "was": was})
 	t, err := s.store.CreateSnapshot(bctx, ns, ev)
 	if err != nil {
 		fail()
@@ -197,7 +200,7 @@ func (s *server) handleDeleteSnapshot() http.Handler {
 		p := caller(r)
 		name := r.PathValue("name")
 		notFound := errorf(codeTemplateNotFound, "no snapshot called %q (GET /v1/snapshots lists them)", name)
-		if !validTemplateName(name) {
+		if !rules.ValidTemplateName(name) {
 			return notFound
 		}
 		t, err := s.store.Template(r.Context(), p.TeamID, name)

@@ -2,21 +2,11 @@ package api
 
 import (
 	"net/http"
-	"regexp"
 	"slices"
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
-
-// templateNameRule says in words what templateName matches.
-const templateNameRule = "1-63 characters: lower-case letters, digits, '.', '_' and '-', starting with a letter or digit"
-
-var templateName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
-// validTemplateName reports whether name can name a template (it is also a
-// directory name on hosts).
-func validTemplateName(name string) bool { return templateName.MatchString(name) }
 
 // maxHostTemplates bounds the templates one heartbeat may report. Every
 // snapshot taken on a host is one of them, so the bound is far above the

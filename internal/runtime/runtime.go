@@ -52,8 +52,13 @@ type Spec struct {
 
 // Network describes a capsule's network as the agent set it up.
 type Network struct {
-	// NetnsPath is the capsule's network namespace (/run/netns/...).
+	// NetnsPath is the capsule's network namespace
+	// ($WRENN_DIR/netns/<prefix>-<id>).
 	NetnsPath string
+	// Device is the interface inside that namespace the capsule's traffic
+	// goes through: the capsule end of a veth pair, which gVisor's netstack
+	// takes over ("eth0"), or the tap device a VM's virtio-net is backed by.
+	Device string
 	// Address is the capsule's address and prefix (e.g. 10.88.0.2/30), and
 	// Gateway the host end of its veth. gVisor takes both from the
 	// namespace; Firecracker passes them to the guest kernel.
@@ -101,6 +106,12 @@ type Driver interface {
 	// List reports every capsule the driver has, including ones started by
 	// an earlier agent process, so that the agent can re-adopt or remove them.
 	List(ctx context.Context) ([]Info, error)
+	// UsableTemplate reports whether the template directory dir
+	// ($WRENN_DIR/images/<name>) holds what this driver boots a capsule
+	// from — a root filesystem for gVisor, a disk image for a VM — and why
+	// not when it does not. Snapshot templates are the agent's business,
+	// not the driver's.
+	UsableTemplate(dir string) error
 }
 
 // Checkpointer is a driver that can save a capsule whole — memory,

@@ -40,6 +40,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/hosts"
+	"github.com/wrenn-dev/wrenn/internal/runtime/gvisor"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	"github.com/wrenn-dev/wrenn/internal/testdb"
 )
@@ -319,7 +320,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caps, err := agent.OpenCapsulesFromConfig(ctx, agCfg, agLog)
+	caps, err := OpenCapsules(ctx, agCfg, agLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +353,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		// agent would, and nothing of the test outlives it.
 		sweepCfg := agCfg
 		sweepCfg.WarmPool = 0
-		if left, err := agent.OpenCapsulesFromConfig(cctx, sweepCfg, slog.New(slog.DiscardHandler)); err != nil {
+		if left, err := OpenCapsules(cctx, sweepCfg, slog.New(slog.DiscardHandler)); err != nil {
 			t.Errorf("reopening the agent's capsules to remove what is left: %v", err)
 		} else {
 			infos, _ := left.List(cctx)
@@ -565,4 +566,14 @@ func LinkImages(t testing.TB, images, dir string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// OpenCapsules opens the capsule manager of agent configuration cfg on the
+// gVisor driver, as wrenn-agent does on a gVisor host.
+func OpenCapsules(ctx context.Context, cfg config.Agent, log *slog.Logger) (*agent.Capsules, error) {
+	driver, err := gvisor.New(gvisor.Config{Runsc: cfg.Runsc, StateDir: filepath.Join(cfg.Dir, "runsc"), Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return agent.OpenCapsulesFromConfig(ctx, cfg, driver, log)
 }

@@ -10,20 +10,22 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/wrenn-dev/wrenn/internal/capsule"
 	"github.com/wrenn-dev/wrenn/internal/scheduler"
 )
 
-// Capsule states (DESIGN §5). Every change of state is a compare-and-set.
+// Capsule states (DESIGN §5), named in package capsule. Every change of
+// state is a compare-and-set.
 const (
-	CapsulePending  = "pending"
-	CapsuleStarting = "starting"
-	CapsuleRunning  = "running"
-	CapsulePausing  = "pausing"
-	CapsulePaused   = "paused"
-	CapsuleResuming = "resuming"
-	CapsuleStopped  = "stopped"
-	CapsuleError    = "error"
-	CapsuleMissing  = "missing"
+	CapsulePending  = string(capsule.Pending)
+	CapsuleStarting = string(capsule.Starting)
+	CapsuleRunning  = string(capsule.Running)
+	CapsulePausing  = string(capsule.Pausing)
+	CapsulePaused   = string(capsule.Paused)
+	CapsuleResuming = string(capsule.Resuming)
+	CapsuleStopped  = string(capsule.Stopped)
+	CapsuleError    = string(capsule.Error)
+	CapsuleMissing  = string(capsule.Missing)
 )
 
 // LiveStatuses are the statuses in which a capsule takes memory and CPU on

@@ -254,10 +254,7 @@ func validate(spec runtime.Spec) error {
 	case spec.VCPUs < 1 || spec.MemoryMB < 1 || spec.DiskMB < 1:
 		return fmt.Errorf("vcpus, memory and disk must be positive (got %d, %d MB, %d MB)", spec.VCPUs, spec.MemoryMB, spec.DiskMB)
 	}
-	if st, err := os.Stat(filepath.Join(spec.Image, "rootfs", runtime.EnvdPath)); err != nil || !st.Mode().IsRegular() {
-		return fmt.Errorf("template %s has no %s: %w", spec.Image, runtime.EnvdPath, errOr(err, errors.New("not a regular file")))
-	}
-	return nil
+	return usableTemplate(spec.Image)
 }
 
 func errOr(err, alt error) error {
@@ -383,6 +380,17 @@ func validID(id string) bool {
 		}
 	}
 	return true
+}
+
+// UsableTemplate implements runtime.Driver: gVisor boots a capsule from
+// the template's rootfs/ directory, with envd in it.
+func (d *Driver) UsableTemplate(dir string) error { return usableTemplate(dir) }
+
+func usableTemplate(dir string) error {
+	if st, err := os.Stat(filepath.Join(dir, "rootfs", runtime.EnvdPath)); err != nil || !st.Mode().IsRegular() {
+		return fmt.Errorf("template %s has no %s: %w", dir, runtime.EnvdPath, errOr(err, errors.New("not a regular file")))
+	}
+	return nil
 }
 
 // Info implements runtime.Driver.

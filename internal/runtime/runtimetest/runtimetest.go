@@ -24,6 +24,14 @@ func Run(t *testing.T, d runtime.Driver, newSpec NewSpec) {
 	if cp, ok := d.(runtime.Checkpointer); ok {
 		t.Run("Checkpoint", func(t *testing.T) { checkpoint(t, d, cp, newSpec) })
 	}
+	t.Run("UsableTemplate", func(t *testing.T) {
+		if err := d.UsableTemplate(newSpec(t, "c0000000-0000-4000-8000-00000000000a").Image); err != nil {
+			t.Errorf("UsableTemplate of the template the specs use: %v", err)
+		}
+		if err := d.UsableTemplate(t.TempDir()); err == nil {
+			t.Error("UsableTemplate of an empty directory: nil, want an error saying what is missing")
+		}
+	})
 	t.Run("DestroyUnknown", func(t *testing.T) {
 		if err := d.Destroy(context.Background(), uuid.NewString()); err != nil {
 			t.Fatalf("Destroy of an unknown capsule = %v, want nil", err)

@@ -21,6 +21,70 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CapsuleStatus is a capsule's status as the agent reports it; the names
+// are those of Go's capsule.Status.
+type CapsuleStatus int32
+
+const (
+	CapsuleStatus_CAPSULE_STATUS_UNSPECIFIED CapsuleStatus = 0
+	CapsuleStatus_CAPSULE_STATUS_RUNNING     CapsuleStatus = 1
+	CapsuleStatus_CAPSULE_STATUS_PAUSED      CapsuleStatus = 2
+	// The sandbox exited on its own, or a paused capsule's saved state is gone.
+	CapsuleStatus_CAPSULE_STATUS_STOPPED  CapsuleStatus = 3
+	CapsuleStatus_CAPSULE_STATUS_STARTING CapsuleStatus = 4
+	CapsuleStatus_CAPSULE_STATUS_PAUSING  CapsuleStatus = 5
+	CapsuleStatus_CAPSULE_STATUS_RESUMING CapsuleStatus = 6
+)
+
+// Enum value maps for CapsuleStatus.
+var (
+	CapsuleStatus_name = map[int32]string{
+		0: "CAPSULE_STATUS_UNSPECIFIED",
+		1: "CAPSULE_STATUS_RUNNING",
+		2: "CAPSULE_STATUS_PAUSED",
+		3: "CAPSULE_STATUS_STOPPED",
+		4: "CAPSULE_STATUS_STARTING",
+		5: "CAPSULE_STATUS_PAUSING",
+		6: "CAPSULE_STATUS_RESUMING",
+	}
+	CapsuleStatus_value = map[string]int32{
+		"CAPSULE_STATUS_UNSPECIFIED": 0,
+		"CAPSULE_STATUS_RUNNING":     1,
+		"CAPSULE_STATUS_PAUSED":      2,
+		"CAPSULE_STATUS_STOPPED":     3,
+		"CAPSULE_STATUS_STARTING":    4,
+		"CAPSULE_STATUS_PAUSING":     5,
+		"CAPSULE_STATUS_RESUMING":    6,
+	}
+)
+
+func (x CapsuleStatus) Enum() *CapsuleStatus {
+	p := new(CapsuleStatus)
+	*p = x
+	return p
+}
+
+func (x CapsuleStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CapsuleStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_hostagent_v1_capsule_proto_enumTypes[0].Descriptor()
+}
+
+func (CapsuleStatus) Type() protoreflect.EnumType {
+	return &file_hostagent_v1_capsule_proto_enumTypes[0]
+}
+
+func (x CapsuleStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CapsuleStatus.Descriptor instead.
+func (CapsuleStatus) EnumDescriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{0}
+}
+
 // CapsuleSpec is what a capsule is made of.
 type CapsuleSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -114,9 +178,13 @@ func (x *CapsuleSpec) GetEnvs() map[string]string {
 type Capsule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Spec  *CapsuleSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	// status is "running", "paused", or "stopped" (the sandbox exited on its
-	// own, or a paused capsule's saved state is gone).
+	// status is state's name in lower case ("running", "paused", "stopped"),
+	// for control planes older than state; both are always set.
+	//
+	// Deprecated: Marked as deprecated in hostagent/v1/capsule.proto.
 	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// state is the capsule's status.
+	State CapsuleStatus `protobuf:"varint,7,opt,name=state,proto3,enum=wrenn.hostagent.v1.CapsuleStatus" json:"state,omitempty"`
 	// address is the capsule's private IPv4 address on this host.
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// started_at_unix_ms is when the capsule started.
@@ -168,11 +236,19 @@ func (x *Capsule) GetSpec() *CapsuleSpec {
 	return nil
 }
 
+// Deprecated: Marked as deprecated in hostagent/v1/capsule.proto.
 func (x *Capsule) GetStatus() string {
 	if x != nil {
 		return x.Status
 	}
 	return ""
+}
+
+func (x *Capsule) GetState() CapsuleStatus {
+	if x != nil {
+		return x.State
+	}
+	return CapsuleStatus_CAPSULE_STATUS_UNSPECIFIED
 }
 
 func (x *Capsule) GetAddress() string {
@@ -1029,10 +1105,11 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\x04envs\x18\x06 \x03(\v2).wrenn.hostagent.v1.CapsuleSpec.EnvsEntryR\x04envs\x1a7\n" +
 	"\tEnvsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa0\x02\n" +
 	"\aCapsule\x123\n" +
-	"\x04spec\x18\x01 \x01(\v2\x1f.wrenn.hostagent.v1.CapsuleSpecR\x04spec\x12\x16\n" +
-	"\x06status\x18\x02 \x01(\tR\x06status\x12\x18\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1f.wrenn.hostagent.v1.CapsuleSpecR\x04spec\x12\x1a\n" +
+	"\x06status\x18\x02 \x01(\tB\x02\x18\x01R\x06status\x127\n" +
+	"\x05state\x18\a \x01(\x0e2!.wrenn.hostagent.v1.CapsuleStatusR\x05state\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12+\n" +
 	"\x12started_at_unix_ms\x18\x04 \x01(\x03R\x0fstartedAtUnixMs\x12\x1d\n" +
 	"\n" +
@@ -1083,7 +1160,15 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\btemplate\x18\x02 \x01(\v2\x1c.wrenn.hostagent.v1.TemplateR\btemplate\"3\n" +
 	"\x15DeleteTemplateRequest\x12\x1a\n" +
 	"\btemplate\x18\x01 \x01(\tR\btemplate\"\x18\n" +
-	"\x16DeleteTemplateResponse2\xbd\x06\n" +
+	"\x16DeleteTemplateResponse*\xd8\x01\n" +
+	"\rCapsuleStatus\x12\x1e\n" +
+	"\x1aCAPSULE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16CAPSULE_STATUS_RUNNING\x10\x01\x12\x19\n" +
+	"\x15CAPSULE_STATUS_PAUSED\x10\x02\x12\x1a\n" +
+	"\x16CAPSULE_STATUS_STOPPED\x10\x03\x12\x1b\n" +
+	"\x17CAPSULE_STATUS_STARTING\x10\x04\x12\x1a\n" +
+	"\x16CAPSULE_STATUS_PAUSING\x10\x05\x12\x1b\n" +
+	"\x17CAPSULE_STATUS_RESUMING\x10\x062\xbd\x06\n" +
 	"\x0eCapsuleService\x12d\n" +
 	"\rCreateCapsule\x12(.wrenn.hostagent.v1.CreateCapsuleRequest\x1a).wrenn.hostagent.v1.CreateCapsuleResponse\x12g\n" +
 	"\x0eDestroyCapsule\x12).wrenn.hostagent.v1.DestroyCapsuleRequest\x1a*.wrenn.hostagent.v1.DestroyCapsuleResponse\x12[\n" +
@@ -1108,61 +1193,64 @@ func file_hostagent_v1_capsule_proto_rawDescGZIP() []byte {
 	return file_hostagent_v1_capsule_proto_rawDescData
 }
 
+var file_hostagent_v1_capsule_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_hostagent_v1_capsule_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_hostagent_v1_capsule_proto_goTypes = []any{
-	(*CapsuleSpec)(nil),             // 0: wrenn.hostagent.v1.CapsuleSpec
-	(*Capsule)(nil),                 // 1: wrenn.hostagent.v1.Capsule
-	(*Template)(nil),                // 2: wrenn.hostagent.v1.Template
-	(*CreateCapsuleRequest)(nil),    // 3: wrenn.hostagent.v1.CreateCapsuleRequest
-	(*CreateCapsuleResponse)(nil),   // 4: wrenn.hostagent.v1.CreateCapsuleResponse
-	(*DestroyCapsuleRequest)(nil),   // 5: wrenn.hostagent.v1.DestroyCapsuleRequest
-	(*DestroyCapsuleResponse)(nil),  // 6: wrenn.hostagent.v1.DestroyCapsuleResponse
-	(*GetCapsuleRequest)(nil),       // 7: wrenn.hostagent.v1.GetCapsuleRequest
-	(*GetCapsuleResponse)(nil),      // 8: wrenn.hostagent.v1.GetCapsuleResponse
-	(*ListCapsulesRequest)(nil),     // 9: wrenn.hostagent.v1.ListCapsulesRequest
-	(*ListCapsulesResponse)(nil),    // 10: wrenn.hostagent.v1.ListCapsulesResponse
-	(*PauseCapsuleRequest)(nil),     // 11: wrenn.hostagent.v1.PauseCapsuleRequest
-	(*PauseCapsuleResponse)(nil),    // 12: wrenn.hostagent.v1.PauseCapsuleResponse
-	(*ResumeCapsuleRequest)(nil),    // 13: wrenn.hostagent.v1.ResumeCapsuleRequest
-	(*ResumeCapsuleResponse)(nil),   // 14: wrenn.hostagent.v1.ResumeCapsuleResponse
-	(*SnapshotCapsuleRequest)(nil),  // 15: wrenn.hostagent.v1.SnapshotCapsuleRequest
-	(*SnapshotCapsuleResponse)(nil), // 16: wrenn.hostagent.v1.SnapshotCapsuleResponse
-	(*DeleteTemplateRequest)(nil),   // 17: wrenn.hostagent.v1.DeleteTemplateRequest
-	(*DeleteTemplateResponse)(nil),  // 18: wrenn.hostagent.v1.DeleteTemplateResponse
-	nil,                             // 19: wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
+	(CapsuleStatus)(0),              // 0: wrenn.hostagent.v1.CapsuleStatus
+	(*CapsuleSpec)(nil),             // 1: wrenn.hostagent.v1.CapsuleSpec
+	(*Capsule)(nil),                 // 2: wrenn.hostagent.v1.Capsule
+	(*Template)(nil),                // 3: wrenn.hostagent.v1.Template
+	(*CreateCapsuleRequest)(nil),    // 4: wrenn.hostagent.v1.CreateCapsuleRequest
+	(*CreateCapsuleResponse)(nil),   // 5: wrenn.hostagent.v1.CreateCapsuleResponse
+	(*DestroyCapsuleRequest)(nil),   // 6: wrenn.hostagent.v1.DestroyCapsuleRequest
+	(*DestroyCapsuleResponse)(nil),  // 7: wrenn.hostagent.v1.DestroyCapsuleResponse
+	(*GetCapsuleRequest)(nil),       // 8: wrenn.hostagent.v1.GetCapsuleRequest
+	(*GetCapsuleResponse)(nil),      // 9: wrenn.hostagent.v1.GetCapsuleResponse
+	(*ListCapsulesRequest)(nil),     // 10: wrenn.hostagent.v1.ListCapsulesRequest
+	(*ListCapsulesResponse)(nil),    // 11: wrenn.hostagent.v1.ListCapsulesResponse
+	(*PauseCapsuleRequest)(nil),     // 12: wrenn.hostagent.v1.PauseCapsuleRequest
+	(*PauseCapsuleResponse)(nil),    // 13: wrenn.hostagent.v1.PauseCapsuleResponse
+	(*ResumeCapsuleRequest)(nil),    // 14: wrenn.hostagent.v1.ResumeCapsuleRequest
+	(*ResumeCapsuleResponse)(nil),   // 15: wrenn.hostagent.v1.ResumeCapsuleResponse
+	(*SnapshotCapsuleRequest)(nil),  // 16: wrenn.hostagent.v1.SnapshotCapsuleRequest
+	(*SnapshotCapsuleResponse)(nil), // 17: wrenn.hostagent.v1.SnapshotCapsuleResponse
+	(*DeleteTemplateRequest)(nil),   // 18: wrenn.hostagent.v1.DeleteTemplateRequest
+	(*DeleteTemplateResponse)(nil),  // 19: wrenn.hostagent.v1.DeleteTemplateResponse
+	nil,                             // 20: wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
 }
 var file_hostagent_v1_capsule_proto_depIdxs = []int32{
-	19, // 0: wrenn.hostagent.v1.CapsuleSpec.envs:type_name -> wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
-	0,  // 1: wrenn.hostagent.v1.Capsule.spec:type_name -> wrenn.hostagent.v1.CapsuleSpec
-	0,  // 2: wrenn.hostagent.v1.CreateCapsuleRequest.spec:type_name -> wrenn.hostagent.v1.CapsuleSpec
-	1,  // 3: wrenn.hostagent.v1.CreateCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
-	1,  // 4: wrenn.hostagent.v1.GetCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
-	1,  // 5: wrenn.hostagent.v1.ListCapsulesResponse.capsules:type_name -> wrenn.hostagent.v1.Capsule
-	1,  // 6: wrenn.hostagent.v1.PauseCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
-	1,  // 7: wrenn.hostagent.v1.ResumeCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
-	1,  // 8: wrenn.hostagent.v1.SnapshotCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
-	2,  // 9: wrenn.hostagent.v1.SnapshotCapsuleResponse.template:type_name -> wrenn.hostagent.v1.Template
-	3,  // 10: wrenn.hostagent.v1.CapsuleService.CreateCapsule:input_type -> wrenn.hostagent.v1.CreateCapsuleRequest
-	5,  // 11: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:input_type -> wrenn.hostagent.v1.DestroyCapsuleRequest
-	7,  // 12: wrenn.hostagent.v1.CapsuleService.GetCapsule:input_type -> wrenn.hostagent.v1.GetCapsuleRequest
-	9,  // 13: wrenn.hostagent.v1.CapsuleService.ListCapsules:input_type -> wrenn.hostagent.v1.ListCapsulesRequest
-	11, // 14: wrenn.hostagent.v1.CapsuleService.PauseCapsule:input_type -> wrenn.hostagent.v1.PauseCapsuleRequest
-	13, // 15: wrenn.hostagent.v1.CapsuleService.ResumeCapsule:input_type -> wrenn.hostagent.v1.ResumeCapsuleRequest
-	15, // 16: wrenn.hostagent.v1.CapsuleService.SnapshotCapsule:input_type -> wrenn.hostagent.v1.SnapshotCapsuleRequest
-	17, // 17: wrenn.hostagent.v1.CapsuleService.DeleteTemplate:input_type -> wrenn.hostagent.v1.DeleteTemplateRequest
-	4,  // 18: wrenn.hostagent.v1.CapsuleService.CreateCapsule:output_type -> wrenn.hostagent.v1.CreateCapsuleResponse
-	6,  // 19: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:output_type -> wrenn.hostagent.v1.DestroyCapsuleResponse
-	8,  // 20: wrenn.hostagent.v1.CapsuleService.GetCapsule:output_type -> wrenn.hostagent.v1.GetCapsuleResponse
-	10, // 21: wrenn.hostagent.v1.CapsuleService.ListCapsules:output_type -> wrenn.hostagent.v1.ListCapsulesResponse
-	12, // 22: wrenn.hostagent.v1.CapsuleService.PauseCapsule:output_type -> wrenn.hostagent.v1.PauseCapsuleResponse
-	14, // 23: wrenn.hostagent.v1.CapsuleService.ResumeCapsule:output_type -> wrenn.hostagent.v1.ResumeCapsuleResponse
-	16, // 24: wrenn.hostagent.v1.CapsuleService.SnapshotCapsule:output_type -> wrenn.hostagent.v1.SnapshotCapsuleResponse
-	18, // 25: wrenn.hostagent.v1.CapsuleService.DeleteTemplate:output_type -> wrenn.hostagent.v1.DeleteTemplateResponse
-	18, // [18:26] is the sub-list for method output_type
-	10, // [10:18] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	20, // 0: wrenn.hostagent.v1.CapsuleSpec.envs:type_name -> wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
+	1,  // 1: wrenn.hostagent.v1.Capsule.spec:type_name -> wrenn.hostagent.v1.CapsuleSpec
+	0,  // 2: wrenn.hostagent.v1.Capsule.state:type_name -> wrenn.hostagent.v1.CapsuleStatus
+	1,  // 3: wrenn.hostagent.v1.CreateCapsuleRequest.spec:type_name -> wrenn.hostagent.v1.CapsuleSpec
+	2,  // 4: wrenn.hostagent.v1.CreateCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	2,  // 5: wrenn.hostagent.v1.GetCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	2,  // 6: wrenn.hostagent.v1.ListCapsulesResponse.capsules:type_name -> wrenn.hostagent.v1.Capsule
+	2,  // 7: wrenn.hostagent.v1.PauseCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	2,  // 8: wrenn.hostagent.v1.ResumeCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	2,  // 9: wrenn.hostagent.v1.SnapshotCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	3,  // 10: wrenn.hostagent.v1.SnapshotCapsuleResponse.template:type_name -> wrenn.hostagent.v1.Template
+	4,  // 11: wrenn.hostagent.v1.CapsuleService.CreateCapsule:input_type -> wrenn.hostagent.v1.CreateCapsuleRequest
+	6,  // 12: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:input_type -> wrenn.hostagent.v1.DestroyCapsuleRequest
+	8,  // 13: wrenn.hostagent.v1.CapsuleService.GetCapsule:input_type -> wrenn.hostagent.v1.GetCapsuleRequest
+	10, // 14: wrenn.hostagent.v1.CapsuleService.ListCapsules:input_type -> wrenn.hostagent.v1.ListCapsulesRequest
+	12, // 15: wrenn.hostagent.v1.CapsuleService.PauseCapsule:input_type -> wrenn.hostagent.v1.PauseCapsuleRequest
+	14, // 16: wrenn.hostagent.v1.CapsuleService.ResumeCapsule:input_type -> wrenn.hostagent.v1.ResumeCapsuleRequest
+	16, // 17: wrenn.hostagent.v1.CapsuleService.SnapshotCapsule:input_type -> wrenn.hostagent.v1.SnapshotCapsuleRequest
+	18, // 18: wrenn.hostagent.v1.CapsuleService.DeleteTemplate:input_type -> wrenn.hostagent.v1.DeleteTemplateRequest
+	5,  // 19: wrenn.hostagent.v1.CapsuleService.CreateCapsule:output_type -> wrenn.hostagent.v1.CreateCapsuleResponse
+	7,  // 20: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:output_type -> wrenn.hostagent.v1.DestroyCapsuleResponse
+	9,  // 21: wrenn.hostagent.v1.CapsuleService.GetCapsule:output_type -> wrenn.hostagent.v1.GetCapsuleResponse
+	11, // 22: wrenn.hostagent.v1.CapsuleService.ListCapsules:output_type -> wrenn.hostagent.v1.ListCapsulesResponse
+	13, // 23: wrenn.hostagent.v1.CapsuleService.PauseCapsule:output_type -> wrenn.hostagent.v1.PauseCapsuleResponse
+	15, // 24: wrenn.hostagent.v1.CapsuleService.ResumeCapsule:output_type -> wrenn.hostagent.v1.ResumeCapsuleResponse
+	17, // 25: wrenn.hostagent.v1.CapsuleService.SnapshotCapsule:output_type -> wrenn.hostagent.v1.SnapshotCapsuleResponse
+	19, // 26: wrenn.hostagent.v1.CapsuleService.DeleteTemplate:output_type -> wrenn.hostagent.v1.DeleteTemplateResponse
+	19, // [19:27] is the sub-list for method output_type
+	11, // [11:19] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_capsule_proto_init() }
@@ -1175,13 +1263,14 @@ func file_hostagent_v1_capsule_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_capsule_proto_rawDesc), len(file_hostagent_v1_capsule_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_hostagent_v1_capsule_proto_goTypes,
 		DependencyIndexes: file_hostagent_v1_capsule_proto_depIdxs,
+		EnumInfos:         file_hostagent_v1_capsule_proto_enumTypes,
 		MessageInfos:      file_hostagent_v1_capsule_proto_msgTypes,
 	}.Build()
 	File_hostagent_v1_capsule_proto = out.File

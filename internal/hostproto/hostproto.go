@@ -1,0 +1,95 @@
+// Package hostproto declares, once, the JSON messages of the host protocol
+// (docs/host-protocol.md): what wrenn-agent sends the control plane to
+// register, heartbeat and refresh its credential, and what it gets back.
+// The agent's client and the control plane's handlers both use these types,
+// so the two sides cannot drift apart.
+package hostproto
+
+import "time"
+
+// Paths of the host protocol's endpoints. Heartbeat's takes the host id.
+const (
+	RegisterPath = "/v1/hosts/register"
+	RefreshPath  = "/v1/hosts/auth/refresh"
+)
+
+// HeartbeatPath is where host hostID heartbeats.
+func HeartbeatPath(hostID string) string { return "/v1/hosts/" + hostID + "/heartbeat" }
+
+// RegisterRequest is POST /v1/hosts/register: a registration token and the
+// machine the agent runs on.
+type RegisterRequest struct {
+	Token        string `json:"token"`
+	Address      string `json:"address"`
+	Arch         string `json:"arch"`
+	CPUs         int    `json:"cpus"`
+	MemoryMB     int64  `json:"memory_mb"`
+	DiskMB       int64  `json:"disk_mb"`
+	Runtime      string `json:"runtime"`
+	AgentVersion string `json:"agent_version"`
+	Hostname     string `json:"hostname"`
+}
+
+// Credentials are what registration and refresh hand the agent: a host
+// credential for heartbeats, the single-use refresh token that replaces
+// it, and the control plane's Ed25519 key that signs its calls to the agent.
+type Credentials struct {
+	Credential          string    `json:"credential"`
+	CredentialExpiresAt time.Time `json:"credential_expires_at"`
+	RefreshToken        string    `json:"refresh_token"`
+	CPPublicKey         string    `json:"cp_public_key"`
+}
+
+// RegisterResponse answers a registration. Host is the host object the
+// control plane shows users (HostRef is the part the agent reads).
+type RegisterResponse[Host any] struct {
+	Host Host `json:"host"`
+	Credentials
+}
+
+// HostRef is the host object as far as the agent cares.
+type HostRef struct {
+	ID string `json:"id"`
+}
+
+// HeartbeatRequest is POST /v1/hosts/{id}/heartbeat. The free capacity is
+// required (pointers tell a missing field from zero); Capsules and
+// Templates are always sent, empty when the host has none.
+type HeartbeatRequest struct {
+	FreeCPUs     *int            `json:"free_cpus"`
+	FreeMemoryMB *int64          `json:"free_memory_mb"`
+	FreeDiskMB   *int64          `json:"free_disk_mb"`
+	Capsules     []CapsuleReport `json:"capsules"`
+	// Templates are the templates the host has on disk; capsules are
+	// placed only where their template is.
+	Templates []string `json:"templates"`
+	// Address, when set, replaces the address the host registered with
+	// (an agent started with --address and no --register).
+	Address string `json:"address,omitempty"`
+}
+
+// CapsuleReport is one capsule in a heartbeat, with the status the agent
+// sees: "running", "paused", or "stopped" (its sandbox exited without
+// being destroyed); the warm pool's and transient ones as the agent names
+// them.
+type CapsuleReport struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+}
+
+// HeartbeatResponse answers a heartbeat.
+type HeartbeatResponse struct {
+	Status               string `json:"status"`
+	HeartbeatIntervalSec int    `json:"heartbeat_interval_sec"`
+}
+
+// RefreshRequest is POST /v1/hosts/auth/refresh.
+type RefreshRequest struct {
+	RefreshToken string `json:"refresh_token"`
+}
+
+// RefreshResponse answers a refresh: new credentials for host HostID.
+type RefreshResponse struct {
+	HostID string `json:"host_id"`
+	Credentials
+}
