@@ -180,8 +180,6 @@ type Capsule struct {
 	Spec  *CapsuleSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
 	// status is state's name in lower case ("running", "paused", "stopped"),
 	// for control planes older than state; both are always set.
-	//
-	// Deprecated: Marked as deprecated in hostagent/v1/capsule.proto.
 	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	// state is the capsule's status.
 	State CapsuleStatus `protobuf:"varint,7,opt,name=state,proto3,enum=wrenn.hostagent.v1.CapsuleStatus" json:"state,omitempty"`
@@ -236,7 +234,6 @@ func (x *Capsule) GetSpec() *CapsuleSpec {
 	return nil
 }
 
-// Deprecated: Marked as deprecated in hostagent/v1/capsule.proto.
 func (x *Capsule) GetStatus() string {
 	if x != nil {
 		return x.Status
@@ -1105,10 +1102,10 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\x04envs\x18\x06 \x03(\v2).wrenn.hostagent.v1.CapsuleSpec.EnvsEntryR\x04envs\x1a7\n" +
 	"\tEnvsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa0\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x02\n" +
 	"\aCapsule\x123\n" +
-	"\x04spec\x18\x01 \x01(\v2\x1f.wrenn.hostagent.v1.CapsuleSpecR\x04spec\x12\x1a\n" +
-	"\x06status\x18\x02 \x01(\tB\x02\x18\x01R\x06status\x127\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1f.wrenn.hostagent.v1.CapsuleSpecR\x04spec\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x127\n" +
 	"\x05state\x18\a \x01(\x0e2!.wrenn.hostagent.v1.CapsuleStatusR\x05state\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12+\n" +
 	"\x12started_at_unix_ms\x18\x04 \x01(\x03R\x0fstartedAtUnixMs\x12\x1d\n" +
