@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -379,27 +378,6 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 	return rec.info(), nil
 }
 
-// adopt finishes a create: rec, which a start or restore brought up (err
-// says whether it did), is recorded running and becomes a capsule of the
-// manager. On any error everything made for capsule id is removed.
-func (c *Capsules) adopt(ctx context.Context, id string, rec *capsuleRecord, err error) error {
-	if err == nil {
-		rec.Status = capsuleRunning
-		err = writeRecord(c.dirOf(rec.RuntimeID), rec)
-	}
-	if err != nil {
-		// The start may have been cut short by ctx; the clean-up must not be.
-		if rerr := c.remove(context.WithoutCancel(ctx), id); rerr != nil {
-			c.log.Error("cleaning up after a failed create", "capsule_id", id, "err", rerr)
-		}
-		return err
-	}
-	c.mu.Lock()
-	c.capsules[id] = rec
-	c.mu.Unlock()
-	return nil
-}
-
 // dirOf is the directory of the capsule whose runtime id is id.
 func (c *Capsules) dirOf(runtimeID string) string { return filepath.Join(c.sandboxesDir(), runtimeID) }
 
@@ -716,27 +694,3 @@ func newToken() (string, error) {
 }
 
 const recordFile = "capsule.json"
-
-// writeRecord saves rec in dir atomically and durably.
-func writeRecord(dir string, rec *capsuleRecord) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("encoding capsule record: %w", err)
-	}
-	if err := writeFileAtomic(filepath.Join(dir, recordFile), b, 0o600); err != nil {
-		return fmt.Errorf("saving capsule record: %w", err)
-	}
-	return nil
-}
-
-func readRecord(dir string) (*capsuleRecord, error) {
-	b, err := os.ReadFile(filepath.Join(dir, recordFile))
-	if err != nil {
-		return nil, fmt.Errorf("reading capsule record: %w", err)
-	}
-	var rec capsuleRecord
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return nil, fmt.Errorf("reading capsule record: %w", err)
-	}
-	return &rec, nil
-}

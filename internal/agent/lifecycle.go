@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/capsule"
@@ -543,19 +542,6 @@ func (c *Capsules) snapshotInfo(rec *capsuleRecord) CapsuleInfo {
 	return info
 }
 
-// readSaved reads the marker of a complete saved state in dir.
-func readSaved(dir string) (savedState, error) {
-	b, err := os.ReadFile(filepath.Join(dir, savedMarker))
-	if err != nil {
-		return savedState{}, fmt.Errorf("saved state is missing: %w", err)
-	}
-	var s savedState
-	if err := json.Unmarshal(b, &s); err != nil {
-		return savedState{}, fmt.Errorf("saved state marker is unreadable: %w", err)
-	}
-	return s, nil
-}
-
 // dirSize is the bytes the regular files directly in dir take.
 func dirSize(dir string) (int64, error) {
 	entries, err := os.ReadDir(dir)
@@ -596,15 +582,6 @@ func linkOrCopy(src, dst string) error {
 	return out.Close()
 }
 
-// writeJSONDurable writes v as JSON to path atomically and synced.
-func writeJSONDurable(path string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(path, b, 0o600)
-}
-
 // createRestored is Create for a snapshot template.
 func (c *Capsules) createRestored(ctx context.Context, spec CapsuleSpec, meta snapshotMeta, start time.Time) (CapsuleInfo, error) {
 	rec, err := c.createFromSnapshot(ctx, spec, meta)
@@ -614,92 +591,4 @@ func (c *Capsules) createRestored(ctx context.Context, spec CapsuleSpec, meta sn
 	c.log.Info("capsule restored from a snapshot", "capsule_id", spec.ID, "template", spec.Template,
 		"address", rec.Address, "took_ms", time.Since(start).Milliseconds())
 	return rec.info(), nil
-}
-
-// adoptable reports whether a capsule recorded with status is kept across
-// an agent restart.
-func adoptable(status string) bool {
-	switch status {
-	case capsuleRunning, capsulePausing, capsulePaused, capsuleResuming:
-		return true
-	}
-	return false
-}
-
-// recoverRecord settles a capsule the agent found recorded at start, given
-// what runsc says of its sandbox (state is "" when runsc has none). A pause
-// counts once its saved state is marked complete; before that the capsule
-// is thawed and runs on. A resume counts once the sandbox exists.
-func (c *Capsules) recoverRecord(ctx context.Context, rec *capsuleRecord, state runtime.State) error {
-	saved := c.savedDir(rec.Spec.ID)
-	_, savedErr := readSaved(saved)
-	status := rec.Status
-	switch {
-	case status == capsulePaused || (status == capsulePausing && savedErr == nil):
-		if savedErr != nil {
-			c.log.Error("a paused capsule's saved state is missing", "capsule_id", rec.Spec.ID, "err", savedErr)
-			rec.Status = capsuleStopped
-			return nil
-		}
-		status = capsulePaused
-	case status == capsuleResuming && savedErr == nil && state == "":
-		// The restore never started or was undone: still paused.
-		status = capsulePaused
-	default: // running, an unfinished pause, or a finished resume
-		if state == runtime.StateFrozen {
-			cp, err := c.checkpointer()
-			if err != nil {
-				return err
-			}
-			if err := cp.Thaw(ctx, rec.RuntimeID); err != nil {
-				return err
-			}
-			state = runtime.StateRunning
-		}
-		if state != runtime.StateRunning {
-			rec.Status = capsuleStopped
-			return nil
-		}
-		status = capsuleRunning
-		if err := os.RemoveAll(saved); err != nil {
-			return err
-		}
-	}
-	if status != rec.Status {
-		c.log.Info("finishing what a stopped agent left", "capsule_id", rec.Spec.ID, "was", rec.Status, "now", status)
-		rec.Status = status
-		if err := writeRecord(c.dirOf(rec.RuntimeID), rec); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// removeOrphanSavedStates removes saved states of capsules that are not
-// paused, and templates whose making or deletion an earlier run did not
-// finish.
-func (c *Capsules) removeOrphanSavedStates() error {
-	root := filepath.Join(c.cfg.Dir, snapshotsDir)
-	entries, err := os.ReadDir(root)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	for _, e := range entries {
-		if rec, ok := c.capsules[e.Name()]; ok && rec.Status == capsulePaused {
-			continue
-		}
-		c.log.Info("removing saved state of no paused capsule", "capsule_id", e.Name())
-		if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
-			return err
-		}
-	}
-	images, _ := os.ReadDir(c.imagesDir())
-	for _, e := range images {
-		if n := e.Name(); e.IsDir() && (strings.HasPrefix(n, ".new-") || strings.HasPrefix(n, ".deleted-")) {
-			if err := os.RemoveAll(filepath.Join(c.imagesDir(), n)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
