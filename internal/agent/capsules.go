@@ -381,49 +381,17 @@ func (c *Capsules) Create(ctx context.Context, spec CapsuleSpec) (CapsuleInfo, e
 // dirOf is the directory of the capsule whose runtime id is id.
 func (c *Capsules) dirOf(runtimeID string) string { return filepath.Join(c.sandboxesDir(), runtimeID) }
 
-// startPhases is how long each step of a start took, for the log.
-type startPhases struct {
-	network, runtime, envd time.Duration
-}
-
-// start boots a capsule for spec under runtimeID and initializes its envd,
-// recording it on disk first (status starting) so that a crash at any point
-// leaves something OpenCapsules can clean up. The caller records the final
-// status.
+// start boots a fresh capsule for spec under runtimeID (bringup.go). The
+// caller records the final status.
 func (c *Capsules) start(ctx context.Context, spec CapsuleSpec, runtimeID, hostname string, phases *startPhases) (*capsuleRecord, error) {
-	dir := c.dirOf(runtimeID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating capsule dir: %w", err)
-	}
-	token, err := newToken()
+	rec, err := c.newRecord(spec, runtimeID, hostname, spec.Template)
 	if err != nil {
 		return nil, err
 	}
-	rec := &capsuleRecord{Spec: spec, RuntimeID: runtimeID, Status: capsuleStarting, Token: token, Hostname: hostname, Base: spec.Template}
-	if err := writeRecord(dir, rec); err != nil {
-		return nil, err
-	}
-	t0 := time.Now()
-	slot, err := c.cfg.Network.Setup(ctx, runtimeID)
-	if err != nil {
-		return nil, fmt.Errorf("setting up network: %w", err)
-	}
-	phases.network = time.Since(t0)
-	t0 = time.Now()
-	rec.Address = slot.Address.Addr().String()
-	rspec := c.runtimeSpec(rec)
-	rspec.Network = networkOf(slot)
-	info, err := c.cfg.Driver.Create(ctx, rspec)
+	*phases, err = c.bringUp(ctx, rec, bootPlan{fresh: true, boot: c.cfg.Driver.Create, initEnvd: true})
 	if err != nil {
 		return nil, err
 	}
-	rec.StartedAt = info.StartedAt
-	phases.runtime = time.Since(t0)
-	t0 = time.Now()
-	if err := initEnvd(ctx, rec, "", hostname); err != nil {
-		return nil, err
-	}
-	phases.envd = time.Since(t0)
 	return rec, nil
 }
 

@@ -293,39 +293,28 @@ func (c *Capsules) resume(ctx context.Context, rec *capsuleRecord) error {
 	return nil
 }
 
-// restore starts rec's sandbox from image in its renewed network and
-// waits for its envd.
+// restore starts paused rec's sandbox from image in its renewed network
+// and waits for its envd (bringup.go).
 func (c *Capsules) restore(ctx context.Context, rec *capsuleRecord, image string) (startPhases, error) {
-	var phases startPhases
 	cp, err := c.checkpointer()
 	if err != nil {
-		return phases, err
+		return startPhases{}, err
 	}
 	// A paused capsule has no sandbox, unless removing the frozen one
 	// failed at the end of the pause; it goes now, or the restore would
 	// find its id taken. (For an unknown id this costs no runsc call.)
 	if err := c.cfg.Driver.Destroy(ctx, rec.RuntimeID); err != nil {
-		return phases, err
+		return startPhases{}, err
 	}
-	t0 := time.Now()
-	slot, err := c.cfg.Network.Renew(ctx, rec.RuntimeID)
-	if err != nil {
-		return phases, err
+	return c.bringUp(ctx, rec, bootPlan{boot: restoreFrom(cp, image), envdHolds: rec.Token})
+}
+
+// restoreFrom is a bring-up's runtime step that restores the state saved
+// in image.
+func restoreFrom(cp runtime.Checkpointer, image string) func(context.Context, runtime.Spec) (runtime.Info, error) {
+	return func(ctx context.Context, spec runtime.Spec) (runtime.Info, error) {
+		return cp.Restore(ctx, spec, image)
 	}
-	phases.network = time.Since(t0)
-	spec := c.runtimeSpec(rec)
-	spec.Network = networkOf(slot)
-	t0 = time.Now()
-	if _, err := cp.Restore(ctx, spec, image); err != nil {
-		return phases, err
-	}
-	phases.runtime = time.Since(t0)
-	t0 = time.Now()
-	if err := waitEnvd(ctx, rec.Address, rec.Token); err != nil {
-		return phases, err
-	}
-	phases.envd = time.Since(t0)
-	return phases, nil
 }
 
 // waitEnvd waits for the envd at addr, which holds token, to answer.
@@ -483,37 +472,14 @@ func (c *Capsules) createFromSnapshot(ctx context.Context, spec CapsuleSpec, met
 	if err != nil {
 		return nil, err
 	}
-	dir := c.dirOf(spec.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating capsule dir: %w", err)
-	}
-	token, err := newToken()
+	rec, err := c.newRecord(spec, spec.ID, hostnameOf(spec.ID), meta.Base)
 	if err != nil {
-		return nil, err
-	}
-	hostname := hostnameOf(spec.ID)
-	rec := &capsuleRecord{Spec: spec, RuntimeID: spec.ID, Status: capsuleStarting, Token: token, Hostname: hostname, Base: meta.Base}
-	if err := writeRecord(dir, rec); err != nil {
-		return nil, err
-	}
-	slot, err := c.cfg.Network.Setup(ctx, spec.ID)
-	if err != nil {
-		return nil, fmt.Errorf("setting up network: %w", err)
-	}
-	rec.Address = slot.Address.Addr().String()
-	rspec := c.runtimeSpec(rec)
-	rspec.Network = networkOf(slot)
-	info, err := cp.Restore(ctx, rspec, filepath.Join(c.imagesDir(), spec.Template, templateSnapDir))
-	if err != nil {
-		return nil, err
-	}
-	rec.StartedAt = info.StartedAt
-	if err := waitEnvd(ctx, rec.Address, meta.Token); err != nil {
 		return nil, err
 	}
 	// The restored envd still holds the token of the capsule the snapshot
-	// was taken from; /init rotates it to this capsule's own.
-	if err := initEnvd(ctx, rec, meta.Token, hostname); err != nil {
+	// was taken from; its init rotates it to this capsule's own.
+	image := filepath.Join(c.imagesDir(), spec.Template, templateSnapDir)
+	if _, err := c.bringUp(ctx, rec, bootPlan{fresh: true, boot: restoreFrom(cp, image), envdHolds: meta.Token, initEnvd: true}); err != nil {
 		return nil, err
 	}
 	return rec, nil

@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/network"
+	"github.com/wrenn-dev/wrenn/internal/runtime"
+)
+
+// Bringing a capsule's sandbox up is the same ordered list of named steps
+// whichever way it comes up — a fresh start, a resume from its pause, or a
+// new capsule restored from a snapshot template:
+//
+//  1. record:  its directory and its record on disk (status starting), so
+//     that a crash from here on leaves something recovery.go finds; a
+//     resume has both already and skips it.
+//  2. network: its namespace, veth, address and firewall entry (Setup for
+//     a new capsule, Renew for a paused one, which kept its slot).
+//  3. runtime: the driver boots the sandbox — Driver.Create from the
+//     template, or Checkpointer.Restore from a saved state. Only this step
+//     differs between the three.
+//  4. envd:    wait until envd answers, then hand it the capsule's token,
+//     environment and hostname (a resumed envd has them already).
+//
+// The caller records the final status, and on error removes what was made
+// (adopt, or the resume's own clean-up).
+
+// bootPlan says how bringUp does the steps that differ.
+type bootPlan struct {
+	// fresh: a new capsule — steps 1 and 2 create, and the record takes the
+	// sandbox's address and start time. Otherwise the capsule is paused:
+	// its record stays, its network is renewed.
+	fresh bool
+	// boot is step 3.
+	boot func(ctx context.Context, spec runtime.Spec) (runtime.Info, error)
+	// envdHolds is the token the booted envd already has: "" for a fresh
+	// envd, the snapshot's source capsule's token for a restored template,
+	// the capsule's own for a resume.
+	envdHolds string
+	// initEnvd: hand envd the capsule's token, environment and hostname
+	// once it answers (not for a resume: its envd has them).
+	initEnvd bool
+}
+
+// startPhases is how long the network, runtime and envd steps took, for
+// the log.
+type startPhases struct {
+	network, runtime, envd time.Duration
+}
+
+// newRecord is step 1 of a fresh bring-up: the capsule's directory and
+// record, with a new envd token.
+func (c *Capsules) newRecord(spec CapsuleSpec, runtimeID, hostname, base string) (*capsuleRecord, error) {
+	dir := c.dirOf(runtimeID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating capsule dir: %w", err)
+	}
+	token, err := newToken()
+	if err != nil {
+		return nil, err
+	}
+	rec := &capsuleRecord{Spec: spec, RuntimeID: runtimeID, Status: capsuleStarting, Token: token, Hostname: hostname, Base: base}
+	if err := writeRecord(dir, rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// bringUp runs steps 2 to 4 for rec as plan says.
+func (c *Capsules) bringUp(ctx context.Context, rec *capsuleRecord, plan bootPlan) (startPhases, error) {
+	var (
+		phases startPhases
+		slot   network.Slot
+	)
+	steps := []struct {
+		name string
+		took *time.Duration
+		run  func() error
+	}{
+		{"network", &phases.network, func() (err error) {
+			if plan.fresh {
+				slot, err = c.cfg.Network.Setup(ctx, rec.RuntimeID)
+			} else {
+				slot, err = c.cfg.Network.Renew(ctx, rec.RuntimeID)
+			}
+			if err == nil && plan.fresh {
+				rec.Address = slot.Address.Addr().String()
+			}
+			return err
+		}},
+		{"runtime", &phases.runtime, func() error {
+			spec := c.runtimeSpec(rec)
+			spec.Network = networkOf(slot)
+			info, err := plan.boot(ctx, spec)
+			if err == nil && plan.fresh {
+				rec.StartedAt = info.StartedAt
+			}
+			return err
+		}},
+		{"envd", &phases.envd, func() error {
+			if plan.envdHolds != "" {
+				if err := waitEnvd(ctx, rec.Address, plan.envdHolds); err != nil {
+					return err
+				}
+			}
+			if plan.initEnvd {
+				// With a fresh envd (holds ""), this waits for it first.
+				return initEnvd(ctx, rec, plan.envdHolds, rec.Hostname)
+			}
+			return nil
+		}},
+	}
+	for _, s := range steps {
+		t0 := time.Now()
+		err := s.run()
+		*s.took = time.Since(t0)
+		if err != nil {
+			if s.name == "network" && plan.fresh {
+				return phases, fmt.Errorf("setting up network: %w", err)
+			}
+			return phases, err
+		}
+	}
+	return phases, nil
+}
