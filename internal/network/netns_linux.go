@@ -55,14 +55,8 @@ func prepareNetnsDir(dir string) error {
 // releaseNetnsDir undoes prepareNetnsDir: it unmounts dir's bind mount and
 // removes dir, which must be empty.
 func releaseNetnsDir(dir string) error {
-	for range maxStacked {
-		err := unix.Unmount(dir, unix.MNT_DETACH)
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("unmounting netns directory %s: %w", dir, err)
-		}
+	if err := unmountAll(dir); err != nil {
+		return err
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing netns directory: %w", err)
