@@ -161,7 +161,7 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			lastErr = fmt.Errorf("wrenn: %s %s: %w", r.method, r.path, err)
+			lastErr = fmt.Errorf("wrenn: %w", err) // names the method and URL
 			continue
 		}
 		if res.StatusCode >= 200 && res.StatusCode < 300 {
