@@ -304,6 +304,29 @@ func TestCLIStack(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 42 || string(b) != "real\n" {
 			t.Errorf("wrenn exec as a process: %q, %v; want real and exit 42", b, err)
 		}
+
+		// Ctrl-C (SIGINT to wrenn) is passed on to the command.
+		ex = exec.Command(bin, "exec", id, "--", "trap 'echo got-int; exit 9' INT; echo ready; sleep 30 & wait")
+		ex.Env = cmd.Env
+		stdout, err := ex.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ex.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		if n, err := io.ReadAtLeast(stdout, buf, len("ready\n")); err != nil || string(buf[:n]) != "ready\n" {
+			t.Fatalf("before the interrupt: %q, %v", buf[:n], err)
+		}
+		if err := ex.Process.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+		rest, _ := io.ReadAll(stdout)
+		err = ex.Wait()
+		if !errors.As(err, &ee) || ee.ExitCode() != 9 || string(rest) != "got-int\n" {
+			t.Errorf("after SIGINT: output %q, %v; want got-int and exit 9", rest, err)
+		}
 	})
 
 	t.Run("pause, resume, snapshot", func(t *testing.T) {
