@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -172,9 +174,43 @@ func TestCLIStack(t *testing.T) {
 		if r := u.run("", "exec", id, "--", "kill -TERM $$"); r.code != 128+15 {
 			t.Errorf("exec of a command killed by SIGTERM: exit %d, want 143", r.code)
 		}
-		r = u.ok("exec", "-d", "--tag", "bg-"+tag, id, "--", "sleep 0.1; echo bg")
-		if strings.TrimSpace(r.stdout) == "" {
-			t.Errorf("exec -d printed no pid")
+		r = u.ok("exec", "-d", "--tag", "bg-"+tag, id, "--", "sleep 0.3; echo bg; exit 4")
+		pid := strings.TrimSpace(r.stdout)
+		if _, err := strconv.Atoi(pid); err != nil {
+			t.Fatalf("exec -d printed %q, not a pid", r.stdout)
+		}
+		if r := u.ok("ps", id); !strings.Contains(r.stdout, pid) || !strings.Contains(r.stdout, "bg-"+tag) {
+			t.Errorf("ps lacks pid %s tag bg-%s:\n%s", pid, tag, r.stdout)
+		}
+		if r := u.run("", "attach", id, "bg-"+tag); r.stdout != "bg\n" || r.code != 4 {
+			t.Errorf("attach by tag: %+v; want bg and exit 4", r)
+		}
+		if r := u.run("", "attach", id, pid); r.stdout != "bg\n" || r.code != 4 {
+			t.Errorf("attach by pid (replayed): %+v; want bg and exit 4", r)
+		}
+		pid = strings.TrimSpace(u.ok("exec", "-d", id, "--", "sleep 60").stdout)
+		u.ok("kill", "--signal", "SIGTERM", id, pid)
+		var procs []wrenn.ProcessInfo
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if err := json.Unmarshal([]byte(u.ok("ps", "--json", id).stdout), &procs); err != nil {
+				t.Fatal(err)
+			}
+			i := slices.IndexFunc(procs, func(p wrenn.ProcessInfo) bool { return strconv.Itoa(int(p.PID)) == pid })
+			if i >= 0 && !procs[i].Running {
+				if procs[i].Signal == nil || *procs[i].Signal != "SIGTERM" {
+					t.Errorf("killed process: %+v; want ended by SIGTERM", procs[i])
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("process %s still running (or gone) after kill: %+v", pid, procs)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		u.failsWith(1, "process_not_found", "attach", id, "999999")
+		if r := u.ok("version"); !strings.HasPrefix(r.stdout, "wrenn ") {
+			t.Errorf("version: %q", r.stdout)
 		}
 		u.failsWith(1, "file_not_found", "exec", "--json", id, "--", "/no/such/program", "x")
 		// The stream names it process_not_found (see the issue note).

@@ -6,7 +6,7 @@ const bashCompletion = `# wrenn bash completion: source <(wrenn completion bash)
 _wrenn() {
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[1]}
 	if [ "$COMP_CWORD" -eq 1 ]; then
-		COMPREPLY=($(compgen -W "login capsule exec shell cp ls snapshot template completion help" -- "$cur"))
+		COMPREPLY=($(compgen -W "login capsule exec ps attach kill shell cp ls snapshot template completion version help" -- "$cur"))
 		return
 	fi
 	if [ "$COMP_CWORD" -eq 2 ]; then
@@ -18,7 +18,7 @@ _wrenn() {
 		esac
 	fi
 	case $prev in
-	capsule|exec|shell|cp|ls)
+	capsule|exec|ps|attach|kill|shell|cp|ls)
 		local ids
 		ids=$(wrenn capsule ls --json 2>/dev/null | sed -n 's/^    "id": "\(.*\)",$/\1/p')
 		COMPREPLY=($(compgen -W "$ids" -- "$cur"))

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/wrenn-dev/wrenn/internal/version"
 	"github.com/wrenn-dev/wrenn/pkg/wrenn"
 )
 
@@ -49,6 +50,9 @@ Commands:
   capsule rm <id>...                destroy capsules
   capsule pause|resume <id>         pause or resume a capsule
   exec [flags] <id> -- cmd [args]   run a command, streaming its output; exits with its exit code
+  ps <id>                           list the capsule's processes
+  attach <id> <pid|tag>             follow a process's output (from the start) until it ends
+  kill [--signal SIG] <id> <pid>    signal a process (default SIGKILL)
   shell <id>                        an interactive terminal in the capsule
   cp <src> <dst>                    copy a file: local path (or -) <-> <id>:/path
   ls <id>:/path                     list a directory in a capsule
@@ -57,6 +61,7 @@ Commands:
   snapshot rm <name>                delete a snapshot
   template ls                       list templates
   completion bash|zsh               print a shell completion script
+  version                           print the version
 
 The API key and control plane come from --api-key/--base-url, else
 WRENN_API_KEY/WRENN_BASE_URL, else the file written by wrenn login
@@ -130,8 +135,17 @@ func (c *cli) run(ctx context.Context, args []string) error {
 		return c.snapshot(ctx, rest)
 	case "template", "templates":
 		return c.template(ctx, rest)
+	case "ps":
+		return c.ps(ctx, rest)
+	case "attach":
+		return c.attach(ctx, rest)
+	case "kill":
+		return c.kill(ctx, rest)
 	case "completion":
 		return c.completion(rest)
+	case "version":
+		fmt.Fprintln(c.stdout, "wrenn", version.Version)
+		return nil
 	}
 	return usageError("unknown command %q", cmd)
 }
