@@ -333,6 +333,33 @@ func TestCLIStack(t *testing.T) {
 			t.Errorf("wrenn shell ended with %v; want exit status 3", err)
 		}
 
+		// wrenn login at a terminal prompts and does not echo the key.
+		cfg2 := filepath.Join(dir, "cfg2", "config.json")
+		login := exec.Command(bin, "login", "--base-url", st.URL)
+		login.Env = []string{"WRENN_CONFIG=" + cfg2, "HOME=" + dir}
+		ltty, err := pty.Start(login)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = ltty.Close() }()
+		prompt := make([]byte, 256)
+		if n, err := io.ReadAtLeast(ltty, prompt, len("API key")); err != nil || !bytes.Contains(prompt[:n], []byte("API key")) {
+			t.Fatalf("login prompt: %q, %v", prompt[:n], err)
+		}
+		_, _ = ltty.WriteString(st.Team.APIKey + "\r")
+		var shown bytes.Buffer
+		_, _ = io.Copy(&shown, ltty) // until the program exits (EIO)
+		if err := login.Wait(); err != nil {
+			t.Fatalf("login at a terminal: %v; printed %q", err, shown.String())
+		}
+		if strings.Contains(shown.String(), st.Team.APIKey) || !strings.Contains(shown.String(), "logged in") {
+			t.Errorf("login at a terminal printed %q; want no key, and logged in",
+				strings.ReplaceAll(shown.String(), st.Team.APIKey, "<the key>"))
+		}
+		if fi, err := os.Stat(cfg2); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("config after a terminal login: %v", err)
+		}
+
 		// The real binary passes a command's exit status on as its own.
 		ex := exec.Command(bin, "exec", id, "--", "echo real; exit 42")
 		ex.Env = cmd.Env

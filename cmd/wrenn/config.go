@@ -112,7 +112,11 @@ func (c *cli) login(ctx context.Context, args []string) error {
 	key := c.apiKey
 	if key == "" {
 		if f, ok := c.stdinFile(); ok && isTerminal(f) {
-			fmt.Fprint(c.stderr, "API key (wrn_…): ")
+			fmt.Fprint(c.stderr, "API key (wrn_…, not echoed): ")
+			if restore, err := noEcho(f); err == nil {
+				defer fmt.Fprintln(c.stderr)
+				defer restore()
+			}
 		}
 		line, err := bufio.NewReader(c.stdin).ReadString('\n')
 		if err != nil && line == "" {
