@@ -20,13 +20,13 @@ LDFLAGS := -s -w -X github.com/wrenn-dev/wrenn/internal/version.Version=$(VERSIO
 -include .env
 export
 
-.PHONY: help build dashboard wrenn-cp wrenn-agent envd runsc images proto migrate-up migrate-down migrate-status \
+.PHONY: help build dashboard wrenn-cp wrenn-agent envd wrenn runsc images proto migrate-up migrate-down migrate-status \
 	dev dev-agent fmt vet lint test check bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: wrenn-cp wrenn-agent envd ## build the three binaries into builds/
+build: wrenn-cp wrenn-agent envd wrenn ## build the binaries into builds/
 
 # The dashboard (frontend/, Svelte + Vite) builds into internal/web/dist,
 # which wrenn-cp embeds. npm ci reruns only when package-lock.json is newer
@@ -55,6 +55,9 @@ wrenn-agent: ## build the host agent
 
 envd: ## build the guest agent (static)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILDS)/envd ./cmd/envd
+
+wrenn: ## build the command-line client
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BUILDS)/wrenn ./cmd/wrenn
 
 runsc: ## build gVisor's runsc (pinned) into /usr/local/bin/runsc if missing or outdated
 	scripts/install-runsc.sh $(RUNSC_VERSION)
