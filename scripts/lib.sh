@@ -167,7 +167,8 @@ debian_mirror() {
 # host_state prints, one "kind name" line each and sorted, what capsules
 # and their tests can leave on a host: network namespaces (named in
 # /run/netns, and nsfs mounts anywhere), veths, nftables tables, runsc
-# processes of test roots, test WRENN_DIRs and what is mounted in them.
+# processes of test roots, test WRENN_DIRs and what is mounted in them, and
+# a mount of /run/netns.
 # Network names are those of test agents (prefix t????) and of the default
 # prefix (wr), which no test may use.
 host_state() {
@@ -184,7 +185,9 @@ host_state() {
 		for d in /var/tmp/wrenn-test-*; do
 			[ -e "$d" ] && echo "wrenn-dir $d"
 		done
-		awk '$5 ~ "^/var/tmp/wrenn-test-" || $5 ~ "^/tmp/Test" { print "mount " $5 }' /proc/self/mountinfo
+		# /run/netns is iproute2's: the first `ip netns add` bind-mounts it
+		# onto itself, and a test that runs one must undo that.
+		awk '$5 ~ "^/var/tmp/wrenn-test-" || $5 ~ "^/tmp/Test" || $5 == "/run/netns" { print "mount " $5 }' /proc/self/mountinfo
 	} | sort -u
 }
 

@@ -81,15 +81,15 @@ func (c *Capsules) bringUp(ctx context.Context, rec *capsuleRecord, plan bootPla
 		run  func() error
 	}{
 		{"network", &phases.network, func() (err error) {
-			if plan.fresh {
-				slot, err = c.cfg.Network.Setup(ctx, rec.RuntimeID)
-			} else {
+			if !plan.fresh {
 				slot, err = c.cfg.Network.Renew(ctx, rec.RuntimeID)
+				return err
 			}
-			if err == nil && plan.fresh {
-				rec.Address = slot.Address.Addr().String()
+			if slot, err = c.cfg.Network.Setup(ctx, rec.RuntimeID); err != nil {
+				return fmt.Errorf("setting up network: %w", err)
 			}
-			return err
+			rec.Address = slot.Address.Addr().String()
+			return nil
 		}},
 		{"runtime", &phases.runtime, func() error {
 			spec := c.runtimeSpec(rec)
@@ -118,9 +118,7 @@ func (c *Capsules) bringUp(ctx context.Context, rec *capsuleRecord, plan bootPla
 		err := s.run()
 		*s.took = time.Since(t0)
 		if err != nil {
-			if s.name == "network" && plan.fresh {
-				return phases, fmt.Errorf("setting up network: %w", err)
-			}
+			c.log.Debug("capsule bring-up step failed", "runtime_id", rec.RuntimeID, "step", s.name, "took", *s.took, "error", err)
 			return phases, err
 		}
 	}

@@ -307,7 +307,7 @@ func validID(id string) bool { return rules.ValidCapsuleID(id) }
 // validate reports what is wrong with spec.
 func (c *Capsules) validate(spec CapsuleSpec) error {
 	if !validID(spec.ID) {
-		return fmt.Errorf("%w: capsule_id %q is not a lowercase UUID", errInvalidSpec, spec.ID)
+		return fmt.Errorf("%w: capsule_id %q is not %s", errInvalidSpec, spec.ID, rules.CapsuleIDRule)
 	}
 	if !rules.ValidTemplateName(spec.Template) {
 		return fmt.Errorf("%w: template name %q", errInvalidSpec, spec.Template)
@@ -452,7 +452,7 @@ func envdURL(addr string) string {
 // Destroy stops a capsule and removes all it had. Unknown ids succeed.
 func (c *Capsules) Destroy(ctx context.Context, id string) error {
 	if !validID(id) {
-		return fmt.Errorf("%w: capsule_id %q is not a lowercase UUID", errInvalidSpec, id)
+		return fmt.Errorf("%w: capsule_id %q is not %s", errInvalidSpec, id, rules.CapsuleIDRule)
 	}
 	if !c.claim(id) {
 		return fmt.Errorf("%w: %s", errCapsuleBusy, id)

@@ -97,7 +97,7 @@ func (c *Capsules) checkpointer() (runtime.Checkpointer, error) {
 // release.
 func (c *Capsules) lockedRecord(id string) (*capsuleRecord, func(), error) {
 	if !validID(id) {
-		return nil, nil, fmt.Errorf("%w: capsule_id %q is not a lowercase UUID", errInvalidSpec, id)
+		return nil, nil, fmt.Errorf("%w: capsule_id %q is not %s", errInvalidSpec, id, rules.CapsuleIDRule)
 	}
 	if !c.claim(id) {
 		return nil, nil, fmt.Errorf("%w: %s", errCapsuleBusy, id)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/stacktest"
+	"github.com/wrenn-dev/wrenn/internal/testhost"
 )
 
 // hostLeftovers lists what the stack's agent has on the host: namespace
@@ -56,10 +57,6 @@ func runtimeIDOf(t *testing.T, st *stacktest.Stack, id string) string {
 // ones and destroying those all succeed, and nothing is left.
 func TestIPNetnsAddWhileCapsulesRunStack(t *testing.T) {
 	t.Parallel()
-	ip, err := exec.LookPath("ip")
-	if err != nil {
-		t.Fatal("iproute2's ip is not installed (scripts/test.sh installs it)")
-	}
 	// No warm pool: every namespace and veth on the host is one of the
 	// capsules below.
 	st := startStack(t, stacktest.Options{ColdStarts: true})
@@ -69,15 +66,7 @@ func TestIPNetnsAddWhileCapsulesRunStack(t *testing.T) {
 		rids = append(rids, runtimeIDOf(t, st, cc.id))
 	}
 
-	name := st.AgentConfig.NetworkPrefix + "ipx"
-	if out, err := exec.Command(ip, "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command(ip, "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
+	testhost.IPNetnsAdd(t, st.AgentConfig.NetworkPrefix+"ipx")
 
 	for i, cc := range running {
 		if got := cc.sh("echo still here"); got != "still here\n" {

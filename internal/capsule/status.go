@@ -34,12 +34,3 @@ const (
 // the warm pool, booted ahead and waiting to be handed out. It is never
 // reported to the control plane.
 const Pooled Status = "pooled"
-
-// Known reports whether s is one of the control plane's statuses.
-func (s Status) Known() bool {
-	switch s {
-	case Pending, Starting, Running, Pausing, Paused, Resuming, Stopped, Error, Missing:
-		return true
-	}
-	return false
-}

@@ -24,16 +24,3 @@ func TestProtoRoundTrip(t *testing.T) {
 		t.Errorf("ToProto(pending) = %v, want unspecified (agents never report it)", got)
 	}
 }
-
-func TestKnown(t *testing.T) {
-	for _, s := range []Status{Pending, Starting, Running, Pausing, Paused, Resuming, Stopped, Error, Missing} {
-		if !s.Known() {
-			t.Errorf("%s not known", s)
-		}
-	}
-	for _, s := range []Status{"", Pooled, "Running", "deleted"} {
-		if s.Known() {
-			t.Errorf("%q known", s)
-		}
-	}
-}

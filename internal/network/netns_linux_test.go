@@ -6,12 +6,13 @@ import (
 	"encoding/json"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wrenn-dev/wrenn/internal/testhost"
 )
 
 // mountsUnder returns the mount points at or below dir in this process's
@@ -131,24 +132,12 @@ func TestDeleteNetnsCovered(t *testing.T) {
 // 12: an operator's (or a CNI plugin's) `ip netns add` while capsules run.
 func TestIPNetnsAddDoesNotBreakTeardown(t *testing.T) {
 	requireRoot(t)
-	ip, err := exec.LookPath("ip")
-	if err != nil {
-		t.Skip("iproute2 (ip) is not installed; scripts/test.sh installs it")
-	}
 	cfg := newTestConfig(t)
 	m := newTestManager(t, cfg)
 	ctx := context.Background()
 	slots := setupMany(t, m, 3)
 
-	name := cfg.Prefix + "ipx"
-	if out, err := exec.Command(ip, "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command(ip, "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
+	testhost.IPNetnsAdd(t, cfg.Prefix+"ipx")
 
 	for _, s := range slots[:2] {
 		if err := m.Teardown(ctx, s.CapsuleID); err != nil {
