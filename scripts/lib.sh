@@ -186,7 +186,7 @@ host_state() {
 			[ -e "$d" ] && echo "wrenn-dir $d"
 		done
 		# /run/netns is iproute2's: the first `ip netns add` bind-mounts it
-		# onto itself, and a test that runs one must undo that.
+		# onto itself (see restore_run_netns).
 		awk '$5 ~ "^/var/tmp/wrenn-test-" || $5 ~ "^/tmp/Test" || $5 == "/run/netns" { print "mount " $5 }' /proc/self/mountinfo
 	} | sort -u
 }
@@ -203,4 +203,32 @@ check_leftovers() {
 	done
 	printf '\033[1;31merror:\033[0m the tests left on this host:\n%s\n' "$left" >&2
 	return 1
+}
+
+# run_netns_state prints what /run/netns is: "absent", "dir" or "mount".
+run_netns_state() {
+	if [ ! -e /run/netns ]; then
+		echo absent
+	elif awk '$5 == "/run/netns" { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+		echo mount
+	else
+		echo dir
+	fi
+}
+
+# restore_run_netns BEFORE puts /run/netns back the way run_netns_state
+# printed BEFORE, if the tests' `ip netns add` (which bind-mounts it onto
+# itself the first time) changed it and no namespace is left in it.
+restore_run_netns() {
+	local before=$1
+	[ "$(run_netns_state)" = "$before" ] && return 0
+	[ -d /run/netns ] && [ -z "$(ls -A /run/netns)" ] || return 0
+	if [ "$before" != mount ]; then
+		while awk '$5 == "/run/netns" { found = 1 } END { exit !found }' /proc/self/mountinfo; do
+			umount -l /run/netns || return 1
+		done
+	fi
+	if [ "$before" = absent ]; then
+		rmdir /run/netns
+	fi
 }

@@ -71,9 +71,13 @@ if [ $# -eq 0 ]; then set -- ./...; fi
 # What the host holds before the run, so that what the run leaves is told
 # apart from what other software (or an earlier run) has.
 host_state >"$tmp/host-before"
+run_netns_before=$(run_netns_state)
 log "go test $*"
 rc=0
 go test -count=1 -timeout 25m "$@" || rc=$?
+# Tests run `ip netns add` as an operator would; the self-bind of
+# /run/netns it makes the first time is undone once every test is done.
+restore_run_netns "$run_netns_before" || rc=1
 # Another suite running at the same time on this machine (a second
 # worktree) has things of its own up: WRENN_TEST_LEFTOVER_CHECK=0 skips this.
 if [ "${WRENN_TEST_LEFTOVER_CHECK:-1}" != 0 ]; then
