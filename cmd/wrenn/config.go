@@ -112,10 +112,14 @@ func (c *cli) login(ctx context.Context, args []string) error {
 	key := c.apiKey
 	if key == "" {
 		if f, ok := c.stdinFile(); ok && isTerminal(f) {
-			fmt.Fprint(c.stderr, "API key (wrn_…, not echoed): ")
+			// Echo goes off before the prompt shows: a key typed or
+			// pasted as soon as the prompt appears is never echoed.
 			if restore, err := noEcho(f); err == nil {
 				defer fmt.Fprintln(c.stderr)
 				defer restore()
+				fmt.Fprint(c.stderr, "API key (wrn_…, not echoed): ")
+			} else {
+				fmt.Fprint(c.stderr, "API key (wrn_…): ")
 			}
 		}
 		line, err := bufio.NewReader(c.stdin).ReadString('\n')
