@@ -12,13 +12,18 @@ cd "$(dirname "$0")/.."
 command -v go >/dev/null || die "Go is not installed (see README, Prerequisites)"
 
 # Capsule tests run real gVisor sandboxes: runsc (built once, pinned in the
-# Makefile) and the minimal template, rebuilt only when envd or the scripts
-# that build it changed.
+# Makefile) and the minimal template, built once per content of envd and
+# the scripts that build it. Each content has its own directory, so that a
+# run from another checkout (another envd) never swaps the template under
+# capsules that a run in progress has paused; directories unused for a day
+# are removed.
 make --no-print-directory runsc envd >/dev/null
 WRENN_TEST_RUNSC=/usr/local/bin/runsc
-WRENN_TEST_IMAGES=/var/lib/wrenn-test/images
-mkdir -p "$WRENN_TEST_IMAGES"
 image_key=$(cat builds/envd scripts/build-image.sh scripts/lib.sh | sha256sum | cut -d' ' -f1)
+WRENN_TEST_IMAGES=/var/lib/wrenn-test/${image_key:0:16}/images
+mkdir -p "$WRENN_TEST_IMAGES"
+touch "$WRENN_TEST_IMAGES/.."
+find /var/lib/wrenn-test -mindepth 1 -maxdepth 1 -mmin +1440 -exec rm -rf {} +
 if [ ! -f "$WRENN_TEST_IMAGES/minimal/template.json" ] ||
 	[ "$(cat "$WRENN_TEST_IMAGES/minimal.sha256" 2>/dev/null)" != "$image_key" ]; then
 	scripts/build-image.sh minimal "$WRENN_TEST_IMAGES"
