@@ -1,10 +1,11 @@
 package api_test
 
 import (
-	"github.com/wrenn-dev/wrenn/internal/config"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/wrenn-dev/wrenn/internal/config"
 )
 
 func TestSignupLoginMe(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/wrenn-dev/wrenn/internal/lifecycle"
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
 
@@ -94,6 +95,20 @@ var statusOf = map[string]int{
 	codeInsufficientStorage: http.StatusInsufficientStorage,
 }
 
+// codeOfKind maps the capsule service's error kinds to error codes.
+var codeOfKind = map[lifecycle.Kind]string{
+	lifecycle.Invalid:             codeInvalid,
+	lifecycle.Conflict:            codeConflict,
+	lifecycle.CapsuleNotFound:     codeCapsuleNotFound,
+	lifecycle.TemplateNotFound:    codeTemplateNotFound,
+	lifecycle.TemplateUnavailable: codeTemplateUnavailable,
+	lifecycle.TemplateInUse:       codeTemplateInUse,
+	lifecycle.NameTaken:           codeNameTaken,
+	lifecycle.NoHost:              codeNoHost,
+	lifecycle.NoCapacity:          codeNoCapacity,
+	lifecycle.AgentFailed:         codeAgentError,
+}
+
 // errorf returns an *Error with a formatted message.
 func errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
@@ -111,9 +126,14 @@ type errorBody struct {
 // *Error are internal: the client gets a generic message and only the log
 // gets the cause.
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var e *Error
+	var (
+		e  *Error
+		le *lifecycle.Error
+	)
 	switch {
 	case errors.As(err, &e):
+	case errors.As(err, &le):
+		e = &Error{Code: codeOfKind[le.Kind], Message: le.Message, Status: le.Status}
 	case errors.Is(err, store.ErrNotFound):
 		e = errorf(codeNotFound, "not found")
 	case errors.Is(err, store.ErrConflict):

@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/wrenn-dev/wrenn/internal/lifecycle"
 )
 
 // TestWriteErrorCanceled checks that a request the client gave up on is not
@@ -31,5 +33,24 @@ func TestWriteErrorCanceled(t *testing.T) {
 	s.writeError(rec, httptest.NewRequest("GET", "/v1/capsules/x/metrics", nil), failure)
 	if rec.Code != http.StatusInternalServerError || !strings.Contains(logs.String(), "internal error") {
 		t.Errorf("failed request: status %d, log %q; want 500 and an error logged", rec.Code, logs.String())
+	}
+}
+
+// TestEveryServiceErrorHasACode checks that the error table maps every
+// kind of the capsule service's errors to a code with an HTTP status, so
+// that none of them reaches a client as a 500.
+func TestEveryServiceErrorHasACode(t *testing.T) {
+	for _, k := range lifecycle.Kinds {
+		code, ok := codeOfKind[k]
+		if !ok {
+			t.Errorf("kind %q has no error code in codeOfKind", k)
+			continue
+		}
+		if _, ok := statusOf[code]; !ok {
+			t.Errorf("kind %q maps to code %q, which has no HTTP status", k, code)
+		}
+	}
+	if len(codeOfKind) != len(lifecycle.Kinds) {
+		t.Errorf("codeOfKind has %d entries, lifecycle.Kinds %d", len(codeOfKind), len(lifecycle.Kinds))
 	}
 }

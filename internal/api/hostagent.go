@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"math"
@@ -202,68 +201,13 @@ func (s *server) handleHeartbeat() http.Handler {
 			}
 		}
 		// The agent's own list settles what the control plane could not
-		// know: capsules marked missing while the host was silent, and
-		// operations a dead control plane left half-recorded.
-		changed, err := s.store.ReconcileHost(r.Context(), hostID, reported, staleTransient)
-		if err != nil {
+		// know, and what the host holds that nothing owns is removed.
+		if err := s.capsules.Reconcile(r.Context(), hostID, reported, req.Templates); err != nil {
 			return err
-		}
-		for _, c := range changed {
-			s.log.InfoContext(r.Context(), "capsule reconciled", "capsule_id", c.ID, "host_id", hostID, "from", c.From, "to", c.To)
-		}
-		// What the host still holds of capsules that cannot run again, and
-		// snapshot directories nothing owns, would stay there for ever.
-		finished, err := s.store.FinishedCapsulesOnHost(r.Context(), hostID, reported)
-		if err != nil {
-			return err
-		}
-		orphans, err := s.store.OrphanTemplates(r.Context(), req.Templates, 2*snapshotTimeout)
-		if err != nil {
-			return err
-		}
-		if len(finished)+len(orphans) > 0 {
-			// Not on the heartbeat's time: the removals may take a while.
-			go s.cleanUpHost(context.WithoutCancel(r.Context()), hostID, finished, orphans)
 		}
 		encode(w, http.StatusOK, hostproto.HeartbeatResponse{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()})
 		return nil
 	})
-}
-
-// cleanUpHost has host hostID remove what nothing the control plane records
-// owns any more: the capsules ids, recorded stopped or in error (a stopped
-// capsule is never destroyed again: DELETE of one does not ask its host),
-// and the snapshot directories templates, of no template and no snapshot
-// under way. Each leftover is worked on by one heartbeat at a time; one
-// that could not be removed is asked for again at the next heartbeat.
-func (s *server) cleanUpHost(ctx context.Context, hostID string, ids, templates []string) {
-	h, err := s.store.Host(ctx, hostID)
-	if err != nil {
-		s.log.WarnContext(ctx, "removing leftovers from a host: reading the host", "host_id", hostID, "err", err)
-		return
-	}
-	for _, id := range ids {
-		s.oneAtATime("capsule:"+id, func() {
-			s.log.InfoContext(ctx, "destroying a finished capsule its host still has", "capsule_id", id, "host_id", hostID)
-			s.destroyBestEffort(ctx, h, id)
-		})
-	}
-	for _, name := range templates {
-		s.oneAtATime("template:"+name, func() {
-			s.log.InfoContext(ctx, "removing a snapshot directory no template owns", "host_id", hostID, "template_id", name)
-			s.deleteTemplateBestEffort(ctx, h, name)
-		})
-	}
-}
-
-// oneAtATime runs work unless work for key is running already (started by
-// an earlier heartbeat), so that slow hosts do not pile up the same call.
-func (s *server) oneAtATime(key string, work func()) {
-	if _, busy := s.leftovers.LoadOrStore(key, true); busy {
-		return
-	}
-	defer s.leftovers.Delete(key)
-	work()
 }
 
 func (s *server) handleRefresh() http.Handler {

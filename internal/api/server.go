@@ -9,7 +9,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +16,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/auth"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/lifecycle"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	"github.com/wrenn-dev/wrenn/internal/web"
 )
@@ -54,12 +54,10 @@ type server struct {
 	metrics     *metrics
 	agentClient *http.Client
 	envds       *envdClients
+	// capsules is the capsule service the capsule routes call.
+	capsules *lifecycle.Service
 	// dashboard serves the web dashboard (internal/web).
 	dashboard http.Handler
-	// leftovers holds the keys of leftovers whose removal from their host
-	// is under way (see cleanUpHost), so that heartbeats that keep
-	// reporting one do not pile removals on it.
-	leftovers sync.Map
 }
 
 // refreshTokenTTL is the lifetime of a host refresh token (host protocol).
@@ -82,7 +80,7 @@ type Server struct {
 // RunReaper pauses capsules idle for longer than their timeout_sec, every
 // Config.ReaperInterval, until ctx ends; it returns nil then. Every replica
 // runs one; a PostgreSQL advisory lock lets one act per round.
-func (sv *Server) RunReaper(ctx context.Context) error { return sv.s.runReaper(ctx) }
+func (sv *Server) RunReaper(ctx context.Context) error { return sv.s.capsules.RunReaper(ctx) }
 
 // New returns the control plane's API server.
 func New(d Deps) *Server {
@@ -115,6 +113,10 @@ func New(d Deps) *Server {
 	agentClient.CheckRedirect = noRedirects
 	s.agentClient = &agentClient
 	s.metrics = newMetrics(s.registry, s.store, s.log)
+	s.capsules = lifecycle.New(lifecycle.Deps{
+		Store: s.store, Logger: s.log, Agent: s.capsuleService, ReaperInterval: s.cfg.ReaperInterval,
+		Metrics: lifecycle.Metrics{Pause: s.metrics.pause, Resume: s.metrics.resume, Snapshot: s.metrics.snapshot},
+	})
 	return &Server{Handler: s.routes(), s: s}
 }
 

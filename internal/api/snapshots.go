@@ -1,28 +1,15 @@
 package api
 
 import (
-	"context"
-	"errors"
 	"net/http"
-	"time"
 
-	"connectrpc.com/connect"
-	"github.com/google/uuid"
-
-	"github.com/wrenn-dev/wrenn/internal/capsule"
-	"github.com/wrenn-dev/wrenn/internal/rules"
-	"github.com/wrenn-dev/wrenn/internal/store"
-	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
+	"github.com/wrenn-dev/wrenn/internal/lifecycle"
 )
 
 // This file serves snapshots: templates made from a capsule's saved state.
 // A snapshot lives on the disk of the host its capsule ran on, in a
 // directory named by the template's id (names are per team, directories
 // per host); capsules created from it are placed on that host only.
-
-// snapshotTimeout bounds the agent's SnapshotCapsule: a pause, a copy of
-// the saved state, and perhaps a resume.
-const snapshotTimeout = 5 * time.Minute
 
 func (s *server) handleCreateSnapshot() http.Handler {
 	type request struct {
@@ -36,54 +23,9 @@ func (s *server) handleCreateSnapshot() http.Handler {
 		if err != nil {
 			return err
 		}
-		switch {
-		case req.CapsuleID == "":
-			return errorf(codeInvalid, "capsule_id is required")
-		case req.Name == "":
-			return errorf(codeInvalid, "name is required: %s", rules.TemplateNameRule)
-		case !rules.ValidTemplateName(req.Name):
-			return errorf(codeInvalid, "name %q is not a template name: %s", req.Name, rules.TemplateNameRule)
-		}
-		resume := req.Resume == nil || *req.Resume
-		id, err := uuid.Parse(req.CapsuleID)
-		if err != nil {
-			return errorf(codeCapsuleNotFound, "no capsule with id %q", req.CapsuleID)
-		}
-		ctx := r.Context()
-		c, err := s.store.GetCapsule(ctx, p.TeamID, id.String())
-		if errors.Is(err, store.ErrNotFound) {
-			return errorf(codeCapsuleNotFound, "no capsule with id %q", req.CapsuleID)
-		}
-		if err != nil {
-			return err
-		}
-		taken, err := s.store.NameTaken(ctx, p.TeamID, req.Name)
-		if err != nil {
-			return err
-		}
-		if taken {
-			return errorf(codeNameTaken, "a template called %q already exists; choose another name", req.Name)
-		}
-		if c.Status != store.CapsuleRunning && c.Status != store.CapsulePaused {
-			return wrongStatus(c, "running or paused")
-		}
-		if c.HostID == "" {
-			return errorf(codeConflict, "capsule %s has no host any more", c.ID)
-		}
-		// The capsule is claimed as for a pause, so that no pause, resume
-		// or other snapshot runs on it meanwhile.
-		was := c.Status
-		bg := context.WithoutCancel(ctx)
-		c, err = s.store.SetCapsuleStatus(bg, c.ID, []string{was}, store.CapsulePausing, "")
-		if errors.Is(err, store.ErrConflict) {
-			return wrongStatus(c, was)
-		}
-		if err != nil {
-			return err
-		}
-		t, err := s.snapshotClaimed(bg, c, was, req.Name, resume, s.event(r, p, "snapshot.create", map[string]any{
-			"name": req.Name, "capsule_id": c.ID, "resume": resume,
-		}))
+		t, err := s.capsules.Snapshot(r.Context(), lifecycle.SnapshotRequest{
+			TeamID: p.TeamID, CapsuleID: req.CapsuleID, Name: req.Name, Resume: req.Resume == nil || *req.Resume,
+		}, s.event(r, p, "snapshot.create", nil))
 		if err != nil {
 			return err
 		}
@@ -92,171 +34,15 @@ func (s *server) handleCreateSnapshot() http.Handler {
 	})
 }
 
-// snapshotClaimed asks capsule c's host to save c (claimed: pausing, was
-// its status before) as template name, then records the template with ev
-// and c's status after. Nothing is left half-done: when the template row
-// cannot be written, the agent deletes what it wrote.
-func (s *server) snapshotClaimed(ctx context.Context, c store.Capsule, was, name string, resume bool, ev store.Event) (store.Template, error) {
-	start := time.Now()
-	fail := func() { s.metrics.snapshot.WithLabelValues("error").Observe(time.Since(start).Seconds()) }
-	h, err := s.hostOf(ctx, c)
-	if err != nil {
-		fail()
-		_, err = s.hostLost(ctx, c, err)
-		return store.Template{}, err
-	}
-	tid := uuid.NewString()
-	// Until the row exists the directory is protected by this request:
-	// heartbeats have hosts remove snapshot directories of neither (see
-	// cleanUpHost), which is what a failed recording leaves.
-	if err := s.store.BeginSnapshot(ctx, tid, h.ID); err != nil {
-		fail()
-		if _, serr := s.store.SetCapsuleStatus(ctx, c.ID, []string{store.CapsulePausing}, was, ""); serr != nil {
-			s.log.ErrorContext(ctx, "giving a capsule its status back after a failed snapshot", "capsule_id", c.ID, "err", serr)
-		}
-		return store.Template{}, err
-	}
-	defer func() {
-		if err := s.store.EndSnapshot(context.WithoutCancel(ctx), tid); err != nil {
-			s.log.WarnContext(ctx, "forgetting a snapshot request", "template_id", tid, "err", err)
-		}
-	}()
-	callCtx, cancel := context.WithTimeout(ctx, snapshotTimeout)
-	res, err := s.capsuleService(h).SnapshotCapsule(callCtx, connect.NewRequest(&hostagentv1.SnapshotCapsuleRequest{
-		CapsuleId: c.ID, Template: tid, Resume: resume,
-	}))
-	cancel()
-	bctx, cancel := context.WithTimeout(ctx, bookkeepingTimeout)
-	defer cancel()
-	if err != nil {
-		fail()
-		// Whatever the agent may have written under that name is nobody's.
-		s.deleteTemplateBestEffort(bctx, h, tid)
-		_, err = s.settleAfterFailure(bctx, c, h, store.CapsulePausing, "snapshot", err)
-		return store.Template{}, err
-	}
-	// The capsule's status first: it is true whatever becomes of the
-	// template row.
-	after := res.Msg.GetCapsule()
-	afterStatus := capsule.StatusOf(after)
-	switch afterStatus {
-	case capsule.Paused:
-		_, err = s.store.MarkCapsulePaused(bctx, c.ID, []string{store.CapsulePausing}, after.GetSnapshotBytes(), "")
-	default:
-		_, err = s.store.SetCapsuleStatus(bctx, c.ID, []string{store.CapsulePausing}, store.CapsuleRunning, "")
-	}
-	if err != nil && !errors.Is(err, store.ErrConflict) {
-		s.log.ErrorContext(bctx, "recording capsule status after snapshot", "capsule_id", c.ID, "err", err)
-	}
-	tm := res.Msg.GetTemplate()
-	ns := store.NewSnapshot{
-		ID: tid, Name: name, TeamID: c.TeamID, HostID: h.ID, SourceCapsuleID: c.ID,
-		VCPUs: c.VCPUs, MemoryMB: c.MemoryMB, DiskMB: c.DiskMB, SizeBytes: tm.GetSizeBytes(),
-	}
-	// The agent's sizes win: they are what the snapshot restores with.
-	if tm.GetVcpus() > 0 && tm.GetMemoryMb() > 0 && tm.GetDiskMb() > 0 {
-		ns.VCPUs, ns.MemoryMB, ns.DiskMB = int(tm.GetVcpus()), int(tm.GetMemoryMb()), int(tm.GetDiskMb())
-	}
-	elapsed := time.Since(start)
-	ev = withMeta(ev, map[string]any{"host_id": h.ID, "template_id": tid, "size_bytes": ns.SizeBytes,
-		"duration_ms": elapsed.Milliseconds(), "capsule_status": string(afterStatus), "was": was})
-	t, err := s.store.CreateSnapshot(bctx, ns, ev)
-	if err != nil {
-		fail()
-		s.deleteTemplateBestEffort(bctx, h, tid)
-		if errors.Is(err, store.ErrNameTaken) {
-			return store.Template{}, errorf(codeNameTaken, "a template called %q was created meanwhile; choose another name", name)
-		}
-		return store.Template{}, err
-	}
-	if err := s.store.AddHostTemplate(bctx, h.ID, tid); err != nil {
-		// Placement of snapshots does not depend on the list; the next
-		// heartbeat sets it anyway.
-		s.log.WarnContext(bctx, "adding snapshot to host templates", "host_id", h.ID, "template_id", tid, "err", err)
-	}
-	s.metrics.snapshot.WithLabelValues("ok").Observe(elapsed.Seconds())
-	s.log.InfoContext(bctx, "snapshot created", "capsule_id", c.ID, "host_id", h.ID, "template_id", tid,
-		"duration_ms", elapsed.Milliseconds())
-	return t, nil
-}
-
-// deleteTemplateBestEffort asks host h to delete template dir and only logs
-// a failure.
-func (s *server) deleteTemplateBestEffort(ctx context.Context, h store.Host, dir string) {
-	if err := s.deleteTemplateOnAgent(ctx, h, dir); err != nil {
-		s.log.WarnContext(ctx, "deleting template on its host", "host_id", h.ID, "template_id", dir, "err", err)
-	}
-}
-
-func (s *server) deleteTemplateOnAgent(ctx context.Context, h store.Host, dir string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), capsuleDestroyTimeout)
-	defer cancel()
-	_, err := s.capsuleService(h).DeleteTemplate(ctx, connect.NewRequest(&hostagentv1.DeleteTemplateRequest{Template: dir}))
-	return err
-}
-
 func (s *server) handleDeleteSnapshot() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		p := caller(r)
-		name := r.PathValue("name")
-		notFound := errorf(codeTemplateNotFound, "no snapshot called %q (GET /v1/snapshots lists them)", name)
-		if !rules.ValidTemplateName(name) {
-			return notFound
-		}
-		t, err := s.store.Template(r.Context(), p.TeamID, name)
-		if errors.Is(err, store.ErrNotFound) {
-			return notFound
-		}
-		if err != nil {
-			return err
-		}
-		if t.Kind != store.TemplateSnapshot || t.TeamID == "" {
-			return errorf(codeConflict, "%q is a base template; only snapshots can be deleted", name)
-		}
-		ctx := context.WithoutCancel(r.Context())
-		// The files go inside DeleteSnapshot, with the template locked
-		// and no capsule using it; a failure there leaves the row.
-		var agentErr error
-		removeFiles := func() error {
-			if t.HostID == "" {
-				return nil
-			}
-			h, err := s.store.Host(ctx, t.HostID)
-			if errors.Is(err, store.ErrNotFound) {
-				return nil // the host and its disk are gone
-			}
-			if err != nil {
-				return err
-			}
-			if err := s.deleteTemplateOnAgent(ctx, h, t.AgentName); err != nil {
-				s.log.WarnContext(ctx, "deleting snapshot on its host", "host_id", h.ID, "template_id", t.ID, "err", err)
-				agentErr = err
-				return err
-			}
-			return nil
-		}
-		err = s.store.DeleteSnapshot(ctx, p.TeamID, t.ID, removeFiles, s.event(r, p, "snapshot.delete", map[string]any{"name": name}))
-		var n int
-		switch {
-		case agentErr != nil:
-			apiErr, _ := agentFailure("delete the snapshot", agentErr)
-			apiErr.Code = codeAgentError
-			return apiErr
-		case errors.Is(err, store.ErrNotFound):
-			// Deleted by a concurrent call: the outcome asked for.
-		case errors.Is(err, store.ErrTemplateInUse):
-			n, _ = s.store.CapsulesUsingTemplate(ctx, t.ID)
-			return inUse(name, n)
-		case err != nil:
+		if err := s.capsules.DeleteSnapshot(r.Context(), p.TeamID, r.PathValue("name"), s.event(r, p, "snapshot.delete", nil)); err != nil {
 			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	})
-}
-
-func inUse(name string, n int) *Error {
-	return errorf(codeTemplateInUse, "snapshot %q is in use by %d capsules that are not stopped; destroy them first", name, n)
 }
 
 // handleListSnapshots lists what GET /v1/templates lists: snapshots are
