@@ -93,7 +93,7 @@ func (c *Capsules) bringUp(ctx context.Context, rec *capsuleRecord, plan bootPla
 		}},
 		{"runtime", &phases.runtime, func() error {
 			spec := c.runtimeSpec(rec)
-			spec.Network = networkOf(slot)
+			spec.Network = c.networkOf(slot)
 			info, err := plan.boot(ctx, spec)
 			if err == nil && plan.fresh {
 				rec.StartedAt = info.StartedAt

@@ -280,8 +280,8 @@ func (c *Capsules) hasTemplate(name string) bool {
 }
 
 // networkOf is what the driver is told of the network slot gives a capsule.
-func networkOf(slot network.Slot) runtime.Network {
-	return runtime.Network{NetnsPath: slot.NetnsPath, Device: network.PeerIface, Address: slot.Address, Gateway: slot.HostAddr}
+func (c *Capsules) networkOf(slot network.Slot) runtime.Network {
+	return runtime.Network{NetnsPath: slot.NetnsPath, Device: c.cfg.Network.Device(), Address: slot.Address, Gateway: slot.HostAddr}
 }
 
 // claim marks id busy, so that no other operation on it runs meanwhile.

@@ -29,6 +29,7 @@ func OpenCapsulesFromConfig(ctx context.Context, cfg config.Agent, driver runtim
 		StateDir: filepath.Join(cfg.Dir, "network"),
 		NetnsDir: filepath.Join(cfg.Dir, "netns"),
 		Prefix:   cfg.NetworkPrefix,
+		Peer:     network.Peer(runtime.PeerOf(driver)),
 		Logger:   log,
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -202,6 +203,10 @@ func (m *Manager) lockID(id string) func() {
 	return l.Unlock
 }
 
+// Device is the interface in every capsule namespace that sandboxes use
+// (Config.Device).
+func (m *Manager) Device() string { return m.cfg.Device() }
+
 // Lookup returns the slot of capsuleID once Setup has completed for it.
 func (m *Manager) Lookup(capsuleID string) (Slot, bool) {
 	m.mu.Lock()
@@ -282,14 +287,14 @@ func (m *Manager) Renew(ctx context.Context, capsuleID string) (Slot, error) {
 	if !ok {
 		return Slot{}, fmt.Errorf("renewing network of %s: no address allocated", capsuleID)
 	}
-	if slotIntact(slot) {
+	if m.slotIntact(slot) {
 		if err := m.fw.add(slot); err != nil {
 			return Slot{}, fmt.Errorf("renewing network of %s: %w", capsuleID, err)
 		}
 		if err := configureHost(slot); err != nil {
 			return Slot{}, fmt.Errorf("renewing network of %s: %w", capsuleID, err)
 		}
-		if err := configurePeer(slot); err != nil {
+		if err := m.configurePeer(slot); err != nil {
 			return Slot{}, fmt.Errorf("renewing network of %s: %w", capsuleID, err)
 		}
 		return slot, nil
@@ -381,13 +386,14 @@ func (m *Manager) build(slot Slot) error {
 		return err
 	}
 
-	return configurePeer(slot)
+	return m.configurePeer(slot)
 }
 
-// configurePeer brings lo and the capsule end of slot's veth up inside its
-// namespace, with the capsule's address and its default route through the
-// host end; each step is a no-op when already done.
-func configurePeer(slot Slot) error {
+// configurePeer readies the inside of slot's namespace for the manager's
+// peer: lo up, then the veth end with the capsule's address and default
+// route (PeerVeth), or a tap bridged with the veth end (PeerTap). Each
+// step is a no-op when already done.
+func (m *Manager) configurePeer(slot Slot) error {
 	ns, err := netns.GetFromPath(slot.NetnsPath)
 	if err != nil {
 		return fmt.Errorf("opening netns: %w", err)
@@ -409,6 +415,9 @@ func configurePeer(slot Slot) error {
 	if err != nil {
 		return fmt.Errorf("finding %s in netns: %w", PeerIface, err)
 	}
+	if m.cfg.Peer == PeerTap {
+		return bridgeTap(ns, h, eth)
+	}
 	if err := h.AddrReplace(eth, &netlink.Addr{IPNet: ipNet(slot.Address)}); err != nil {
 		return fmt.Errorf("adding capsule address: %w", err)
 	}
@@ -424,6 +433,81 @@ func configurePeer(slot Slot) error {
 		return fmt.Errorf("adding default route: %w", err)
 	}
 	return nil
+}
+
+// bridgeTap makes namespace ns (h its netlink handle) a wire between the
+// veth end eth and a persistent tap TapIface: both in bridge BridgeIface,
+// all up, no address. Frames the microVM sends on the tap leave on the
+// veth and meet the host's firewall there.
+func bridgeTap(ns netns.NsHandle, h *netlink.Handle, eth netlink.Link) error {
+	br, err := h.LinkByName(BridgeIface)
+	if _, missing := errors.AsType[netlink.LinkNotFoundError](err); missing {
+		err = h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: BridgeIface}})
+		if err == nil {
+			br, err = h.LinkByName(BridgeIface)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("creating bridge %s: %w", BridgeIface, err)
+	}
+	tap, err := h.LinkByName(TapIface)
+	if _, missing := errors.AsType[netlink.LinkNotFoundError](err); missing {
+		err = createTap(ns)
+		if err == nil {
+			tap, err = h.LinkByName(TapIface)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("creating tap %s: %w", TapIface, err)
+	}
+	for _, port := range []netlink.Link{eth, tap} {
+		if port.Attrs().MasterIndex != br.Attrs().Index {
+			if err := h.LinkSetMaster(port, br); err != nil {
+				return fmt.Errorf("adding %s to %s: %w", port.Attrs().Name, BridgeIface, err)
+			}
+		}
+	}
+	for _, l := range []netlink.Link{br, eth, tap} {
+		if err := h.LinkSetUp(l); err != nil {
+			return fmt.Errorf("bringing %s up: %w", l.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+// createTap creates the persistent tap TapIface in namespace ns. A tap is
+// made with an ioctl on /dev/net/tun, which acts in the calling thread's
+// namespace, so the call runs on a locked thread switched into ns; a thread
+// that cannot be switched back stays locked and dies with its goroutine.
+func createTap(ns netns.NsHandle) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("reading the thread's netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("entering netns: %w", err)
+			return
+		}
+		err = netlink.LinkAdd(&netlink.Tuntap{
+			LinkAttrs: netlink.LinkAttrs{Name: TapIface},
+			Mode:      netlink.TUNTAP_MODE_TAP,
+			// No packet-information header, as VMMs such as Firecracker
+			// open it (they add the virtio-net header flag themselves).
+			Flags: netlink.TUNTAP_NO_PI,
+		})
+		if serr := netns.Set(orig); serr != nil {
+			errc <- errors.Join(err, fmt.Errorf("leaving netns: %w", serr))
+			return // the thread stays locked: it is discarded
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
 }
 
 // configureHost gives the host end of slot's veth its address and brings it
@@ -449,7 +533,7 @@ func configureHost(slot Slot) error {
 // gVisor. When a piece is gone the capsule has no working network, so it is
 // rebuilt from scratch with the same address.
 func (m *Manager) repair(slot Slot) error {
-	if slotIntact(slot) {
+	if m.slotIntact(slot) {
 		if err := m.fw.add(slot); err != nil {
 			return err
 		}
@@ -463,8 +547,9 @@ func (m *Manager) repair(slot Slot) error {
 }
 
 // slotIntact reports whether slot's namespace is mounted and holds the
-// capsule end of a veth whose host end is slot.HostIface.
-func slotIntact(slot Slot) bool {
+// capsule end of a veth whose host end is slot.HostIface (and, for
+// PeerTap, the tap).
+func (m *Manager) slotIntact(slot Slot) bool {
 	if !netnsMounted(slot.NetnsPath) {
 		return false
 	}
@@ -485,6 +570,11 @@ func slotIntact(slot Slot) bool {
 	peer, err := h.LinkByName(PeerIface)
 	if err != nil {
 		return false
+	}
+	if m.cfg.Peer == PeerTap {
+		if _, err := h.LinkByName(TapIface); err != nil {
+			return false
+		}
 	}
 	// A veth's parent index is its peer's index.
 	return peer.Attrs().ParentIndex == host.Attrs().Index

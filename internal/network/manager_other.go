@@ -33,6 +33,9 @@ func (m *Manager) Renew(ctx context.Context, capsuleID string) (Slot, error) {
 	return Slot{}, errUnsupported
 }
 
+// Device is PeerIface: there are no namespaces here.
+func (m *Manager) Device() string { return PeerIface }
+
 // Lookup finds nothing.
 func (m *Manager) Lookup(capsuleID string) (Slot, bool) { return Slot{}, false }
 

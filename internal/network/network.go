@@ -2,8 +2,11 @@
 // a veth pair to the host, an address from a per-host pool, NAT for egress,
 // and a host firewall (nftables) that keeps the capsule away from the host,
 // from other capsules and from private and link-local ranges while letting
-// it reach the internet. runsc runs inside the namespace and takes the veth
-// peer over with its netstack; everything here is enforced on the host.
+// it reach the internet. What the sandbox attaches to inside the namespace
+// is its peer (Config.Peer): the capsule end of the veth for gVisor, whose
+// netstack takes it over, or a tap device bridged to it for a microVM,
+// whose kernel holds the capsule's address. Everything here is enforced on
+// the host, in front of the veth, whichever the peer.
 //
 // Allocations persist in a state directory so that an agent restart
 // re-adopts running capsules without reassigning a live address.
@@ -26,6 +29,30 @@ const DefaultPrefix = "wr"
 // PeerIface is the name of the capsule end of the veth pair, inside the
 // capsule's namespace.
 const PeerIface = "eth0"
+
+// Peer is what a capsule's sandbox attaches to inside its namespace.
+type Peer string
+
+const (
+	// PeerVeth is the capsule end of the veth pair (PeerIface) with the
+	// capsule's address and default route: gVisor's netstack takes both
+	// over when the sandbox starts.
+	PeerVeth Peer = "veth"
+	// PeerTap is a tap device (TapIface) in a bridge (BridgeIface) with
+	// the capsule end of the veth, and no address in the namespace: a
+	// microVM's kernel holds the capsule's address and default route on
+	// its own interface, reached through the tap, so the host sees the
+	// capsule on the veth exactly as with PeerVeth.
+	PeerTap Peer = "tap"
+)
+
+// TapIface and BridgeIface are the tap device and the bridge of a PeerTap
+// namespace. The tap's name is part of a microVM's saved state, so it is
+// the same in every namespace.
+const (
+	TapIface    = "tap0"
+	BridgeIface = "br0"
+)
 
 // legacyNetnsDir is where agents before Config.NetnsDir mounted capsule
 // namespaces. New moves the namespaces it finds there into Config.NetnsDir,
@@ -54,6 +81,9 @@ type Config struct {
 	// ("<Prefix>-<capsule id>") and the nftables table ("<Prefix>_wrenn").
 	// 1 to 5 characters [a-z0-9]; DefaultPrefix when empty.
 	Prefix string
+	// Peer is what sandboxes attach to in their namespace; PeerVeth when
+	// empty. It is the runtime's choice (see runtime.NetworkPeer).
+	Peer Peer
 	// Logger receives one line per setup and teardown; slog.Default when nil.
 	Logger *slog.Logger
 
@@ -68,6 +98,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	switch c.Peer {
+	case "":
+		c.Peer = PeerVeth
+	case PeerVeth, PeerTap:
+	default:
+		return fmt.Errorf("network peer %q: not %q or %q", c.Peer, PeerVeth, PeerTap)
 	}
 	if len(c.Prefix) > 5 {
 		return fmt.Errorf("network prefix %q: longer than 5 characters", c.Prefix)
@@ -109,6 +146,15 @@ func (c *Config) Validate() error {
 		c.legacyDir = legacyNetnsDir
 	}
 	return nil
+}
+
+// Device is the interface in a capsule's namespace that its sandbox uses:
+// PeerIface for PeerVeth, TapIface for PeerTap.
+func (c Config) Device() string {
+	if c.Peer == PeerTap {
+		return TapIface
+	}
+	return PeerIface
 }
 
 // Slot is the network of one capsule.

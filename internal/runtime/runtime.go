@@ -114,6 +114,31 @@ type Driver interface {
 	UsableTemplate(dir string) error
 }
 
+// What a capsule's sandbox attaches to inside its network namespace.
+const (
+	// PeerVeth: the capsule end of the veth pair, taken over by a user-space
+	// network stack such as gVisor's.
+	PeerVeth = "veth"
+	// PeerTap: a tap device bridged with the veth, backing a microVM's
+	// virtio-net; the guest kernel holds the capsule's address.
+	PeerTap = "tap"
+)
+
+// NetworkPeerer is a driver that says which peer its capsules attach to
+// (PeerVeth or PeerTap); a driver without the method gets PeerVeth. The
+// agent sets up every capsule network with it, and Network.Device names it.
+type NetworkPeerer interface {
+	NetworkPeer() string
+}
+
+// PeerOf is the peer driver d's capsules attach to.
+func PeerOf(d Driver) string {
+	if p, ok := d.(NetworkPeerer); ok && p.NetworkPeer() != "" {
+		return p.NetworkPeer()
+	}
+	return PeerVeth
+}
+
 // Checkpointer is a driver that can save a capsule whole — memory,
 // processes, open files and its writable layer — and start a capsule again
 // from what it saved. Pause, resume and snapshots need it; the agent
