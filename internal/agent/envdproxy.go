@@ -138,7 +138,8 @@ func (p *envdProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		proxyError(w, http.StatusServiceUnavailable, "unavailable", "this agent runs no capsules")
 		return
 	}
-	if err := p.verifier.Verify(r.Header, hostauth.EnvdProcedure(id)); err != nil {
+	// The token names the capsule and is bound to this request line.
+	if err := p.verifier.Verify(r.Header, hostauth.EnvdProcedure(id), hostauth.RequestDigest(r.Method, r.RequestURI)); err != nil {
 		proxyError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
 		return
 	}

@@ -101,6 +101,27 @@ func TestRPCRefusesAllButTheControlPlane(t *testing.T) {
 		return tok
 	}
 	const proc = hostagentv1connect.HostAgentServiceHostInfoProcedure
+	mintFor := func(s *hostauth.Signer, m any) string {
+		digest, err := hostauth.MessageDigest(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := s.BoundToken(testHostID, proc, digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	// A captured valid token works once, on one transport, and never again.
+	replayed := mintFor(cp, &hostagentv1.HostInfoRequest{})
+	for i, want := range []connect.Code{0, connect.CodeUnauthenticated, connect.CodeUnauthenticated} {
+		client := hostagentv1connect.NewHostAgentServiceClient([]*http.Client{http.DefaultClient, h2cClient()}[i%2], base,
+			connect.WithInterceptors(bearer(replayed)))
+		_, err := client.HostInfo(context.Background(), connect.NewRequest(&hostagentv1.HostInfoRequest{}))
+		if got := connect.CodeOf(err); (want == 0 && err != nil) || (want != 0 && got != want) {
+			t.Errorf("use %d of one captured token: err %v, want code %v", i+1, err, want)
+		}
+	}
 	tests := []struct {
 		name string
 		opts []connect.ClientOption
@@ -111,6 +132,8 @@ func TestRPCRefusesAllButTheControlPlane(t *testing.T) {
 		{"token for another host", []connect.ClientOption{connect.WithInterceptors(bearer(mint(cp, "some-other-host", proc)))}, connect.CodeUnauthenticated},
 		{"token for another procedure", []connect.ClientOption{connect.WithInterceptors(bearer(mint(cp, testHostID, "/wrenn.hostagent.v1.HostAgentService/DestroyEverything")))}, connect.CodeUnauthenticated},
 		{"garbage token", []connect.ClientOption{connect.WithInterceptors(bearer("not-a-jwt"))}, connect.CodeUnauthenticated},
+		{"token not bound to the request", []connect.ClientOption{connect.WithInterceptors(bearer(mint(cp, testHostID, proc)))}, connect.CodeUnauthenticated},
+		{"token bound to another request", []connect.ClientOption{connect.WithInterceptors(bearer(mintFor(cp, &hostagentv1.GetCapsuleRequest{CapsuleId: "x"})))}, connect.CodeUnauthenticated},
 		{"valid control-plane token", []connect.ClientOption{connect.WithInterceptors(cp.ClientInterceptor(testHostID))}, 0},
 	}
 	for _, tt := range tests {

@@ -13,16 +13,20 @@ package hostauth
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/protobuf/proto"
 )
 
 const (
@@ -69,22 +73,70 @@ func (s *Signer) PublicKey() ed25519.PublicKey {
 	return s.key.Public().(ed25519.PublicKey)
 }
 
-// Token returns a token valid for one minute for calling procedure on host.
+// claims are a token's claims: the registered ones, and the digest of the
+// request it was minted for.
+type claims struct {
+	jwt.RegisteredClaims
+	// Digest binds the token to one request (see MessageDigest and
+	// RequestDigest); empty for streams, whose bodies are not known when
+	// they open.
+	Digest string `json:"dig,omitempty"`
+}
+
+// Token returns a single-use token valid for one minute for calling
+// procedure on host, not bound to a request body (streams).
 func (s *Signer) Token(hostID, procedure string) (string, error) {
+	return s.BoundToken(hostID, procedure, "")
+}
+
+// BoundToken is Token bound to the request whose digest is digest.
+func (s *Signer) BoundToken(hostID, procedure, digest string) (string, error) {
 	now := s.now()
-	claims := jwt.RegisteredClaims{
-		Issuer:    issuer,
-		Subject:   procedure,
-		Audience:  jwt.ClaimStrings{hostID},
-		IssuedAt:  jwt.NewNumericDate(now),
-		NotBefore: jwt.NewNumericDate(now.Add(-5 * time.Second)),
-		ExpiresAt: jwt.NewNumericDate(now.Add(tokenTTL)),
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return "", fmt.Errorf("signing host token: %w", err)
 	}
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims).SignedString(s.key)
+	c := claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			ID:        base64.RawURLEncoding.EncodeToString(id),
+			Issuer:    issuer,
+			Subject:   procedure,
+			Audience:  jwt.ClaimStrings{hostID},
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now.Add(-5 * time.Second)),
+			ExpiresAt: jwt.NewNumericDate(now.Add(tokenTTL)),
+		},
+		Digest: digest,
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c).SignedString(s.key)
 	if err != nil {
 		return "", fmt.Errorf("signing host token: %w", err)
 	}
 	return tok, nil
+}
+
+// MessageDigest is the digest a unary call's token is bound to: SHA-256 of
+// the request message in deterministic wire form, which the agent computes
+// again from the message it decoded.
+func MessageDigest(m any) (string, error) {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return "", fmt.Errorf("hostauth: request %T is not a protobuf message", m)
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(pm)
+	if err != nil {
+		return "", fmt.Errorf("hostauth: encoding request: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return "m:" + base64.RawURLEncoding.EncodeToString(sum[:]), nil
+}
+
+// RequestDigest is the digest an envd-proxy request's token is bound to:
+// its method and URI (path and query), which name the capsule and the envd
+// call. Bodies are streamed (file uploads), so they are not part of it.
+func RequestDigest(method, requestURI string) string {
+	sum := sha256.Sum256([]byte(method + " " + requestURI))
+	return "r:" + base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // ClientInterceptor returns a Connect interceptor that attaches a token for
@@ -100,7 +152,11 @@ type clientInterceptor struct {
 
 func (c *clientInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		tok, err := c.signer.Token(c.hostID, req.Spec().Procedure)
+		digest, err := MessageDigest(req.Any())
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, err)
+		}
+		tok, err := c.signer.BoundToken(c.hostID, req.Spec().Procedure, digest)
 		if err != nil {
 			return nil, connect.NewError(connect.CodeInternal, err)
 		}
@@ -128,6 +184,7 @@ func (c *clientInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 type Verifier struct {
 	pub    atomic.Pointer[ed25519.PublicKey]
 	parser *jwt.Parser
+	seen   replayCache
 }
 
 // NewVerifier returns a Verifier accepting tokens signed by the control plane
@@ -155,25 +212,70 @@ func (v *Verifier) SetPublicKey(pub ed25519.PublicKey) {
 }
 
 // Verify reports an error wrapping ErrUnauthenticated unless header carries a
-// valid control-plane token for this host and procedure.
-func (v *Verifier) Verify(header http.Header, procedure string) error {
+// valid control-plane token for this host and procedure, bound to digest
+// (MessageDigest of a unary call's message, RequestDigest of an envd-proxy
+// request; "" for a stream, whose token must be unbound), and not used
+// before.
+func (v *Verifier) Verify(header http.Header, procedure, digest string) error {
 	raw, ok := strings.CutPrefix(header.Get("Authorization"), "Bearer ")
 	if !ok || raw == "" {
 		return fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
 	}
 	pub := *v.pub.Load()
-	var claims jwt.RegisteredClaims
-	_, err := v.parser.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return pub, nil })
+	var c claims
+	_, err := v.parser.ParseWithClaims(raw, &c, func(*jwt.Token) (any, error) { return pub, nil })
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
-	if claims.Subject != procedure {
-		return fmt.Errorf("%w: token is for %q, not %q", ErrUnauthenticated, claims.Subject, procedure)
+	if c.Subject != procedure {
+		return fmt.Errorf("%w: token is for %q, not %q", ErrUnauthenticated, c.Subject, procedure)
 	}
-	if claims.IssuedAt == nil || claims.ExpiresAt.Sub(claims.IssuedAt.Time) > tokenTTL+time.Second {
+	if c.IssuedAt == nil || c.ExpiresAt.Sub(c.IssuedAt.Time) > tokenTTL+time.Second {
 		return fmt.Errorf("%w: token lifetime too long", ErrUnauthenticated)
 	}
+	if c.Digest != digest {
+		return fmt.Errorf("%w: token is for another request", ErrUnauthenticated)
+	}
+	if c.ID == "" {
+		return fmt.Errorf("%w: token has no id", ErrUnauthenticated)
+	}
+	if !v.seen.first(c.ID, c.ExpiresAt.Time) {
+		return fmt.Errorf("%w: token already used", ErrUnauthenticated)
+	}
 	return nil
+}
+
+// replayCache remembers the ids of tokens used, until they expire (plus
+// the parser's leeway). It holds at most what the control plane signed for
+// this host in a minute, since no one else can mint a token.
+type replayCache struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+	// pruneAt is the size at which expired ids are swept out next.
+	pruneAt int
+}
+
+// first records id and reports whether it was not seen before.
+func (r *replayCache) first(id string, expires time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen == nil {
+		r.seen = map[string]time.Time{}
+	}
+	if _, used := r.seen[id]; used {
+		return false
+	}
+	if len(r.seen) >= r.pruneAt {
+		now := time.Now()
+		for k, exp := range r.seen {
+			if now.After(exp) {
+				delete(r.seen, k)
+			}
+		}
+		r.pruneAt = max(1024, 2*len(r.seen))
+	}
+	r.seen[id] = expires.Add(10 * time.Second)
+	return true
 }
 
 // Interceptor returns a Connect server interceptor that rejects every call
@@ -186,7 +288,11 @@ type serverInterceptor struct{ v *Verifier }
 
 func (s *serverInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		if err := s.v.Verify(req.Header(), req.Spec().Procedure); err != nil {
+		digest, err := MessageDigest(req.Any())
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, err)
+		}
+		if err := s.v.Verify(req.Header(), req.Spec().Procedure, digest); err != nil {
 			return nil, connect.NewError(connect.CodeUnauthenticated, err)
 		}
 		return next(ctx, req)
@@ -199,7 +305,7 @@ func (s *serverInterceptor) WrapStreamingClient(next connect.StreamingClientFunc
 
 func (s *serverInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		if err := s.v.Verify(conn.RequestHeader(), conn.Spec().Procedure); err != nil {
+		if err := s.v.Verify(conn.RequestHeader(), conn.Spec().Procedure, ""); err != nil {
 			return connect.NewError(connect.CodeUnauthenticated, err)
 		}
 		return next(ctx, conn)
@@ -222,7 +328,8 @@ const ProxyErrorHeader = "Wrenn-Proxy-Error"
 func EnvdProcedure(capsuleID string) string { return "envd:" + capsuleID }
 
 // Transport returns a round tripper that adds a fresh token for procedure
-// on hostID to every request before passing it to next.
+// on hostID, bound to the request's method and URI (RequestDigest), to
+// every request before passing it to next.
 func (s *Signer) Transport(hostID, procedure string, next http.RoundTripper) http.RoundTripper {
 	return &signingTransport{signer: s, hostID: hostID, procedure: procedure, next: next}
 }
@@ -235,7 +342,7 @@ type signingTransport struct {
 }
 
 func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := t.signer.Token(t.hostID, t.procedure)
+	tok, err := t.signer.BoundToken(t.hostID, t.procedure, RequestDigest(req.Method, req.URL.RequestURI()))
 	if err != nil {
 		if req.Body != nil {
 			_ = req.Body.Close()

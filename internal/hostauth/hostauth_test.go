@@ -59,7 +59,7 @@ func TestVerify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := v.Verify(tt.header, proc)
+			err := v.Verify(tt.header, proc, "")
 			if tt.ok && err != nil {
 				t.Fatalf("Verify: got %v, want nil", err)
 			}
@@ -95,14 +95,67 @@ func TestSetPublicKey(t *testing.T) {
 		}
 		return header(tok)
 	}
-	if err := v.Verify(mint(oldCP), proc); err != nil {
+	if err := v.Verify(mint(oldCP), proc, ""); err != nil {
 		t.Fatalf("old key before the swap: got %v, want nil", err)
 	}
 	v.SetPublicKey(newCP.PublicKey())
-	if err := v.Verify(mint(newCP), proc); err != nil {
+	if err := v.Verify(mint(newCP), proc, ""); err != nil {
 		t.Errorf("new key after the swap: got %v, want nil", err)
 	}
-	if err := v.Verify(mint(oldCP), proc); !errors.Is(err, ErrUnauthenticated) {
+	if err := v.Verify(mint(oldCP), proc, ""); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("old key after the swap: got %v, want ErrUnauthenticated", err)
+	}
+}
+
+// TestTokensAreBoundAndSingleUse checks what a captured token is worth: a
+// token bound to one request is refused for another request, for an
+// unbound (stream) call, and a second time even for its own request.
+func TestTokensAreBoundAndSingleUse(t *testing.T) {
+	const proc = "envd:capsule-a"
+	signer := NewSigner(newKey(t))
+	v := NewVerifier(signer.PublicKey(), "host-a")
+	get := RequestDigest("GET", "/capsules/capsule-a/envd/metrics")
+	post := RequestDigest("POST", "/capsules/capsule-a/envd/envd.v1.Process/Start")
+	mint := func(digest string) http.Header {
+		tok, err := signer.BoundToken("host-a", proc, digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return header(tok)
+	}
+	if err := v.Verify(mint(post), proc, get); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("token for another request: got %v, want ErrUnauthenticated", err)
+	}
+	if err := v.Verify(mint(post), proc, ""); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("bound token on an unbound call: got %v, want ErrUnauthenticated", err)
+	}
+	if err := v.Verify(mint(""), proc, get); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("unbound token on a bound call: got %v, want ErrUnauthenticated", err)
+	}
+	h := mint(get)
+	if err := v.Verify(h, proc, get); err != nil {
+		t.Fatalf("first use: got %v, want nil", err)
+	}
+	if err := v.Verify(h, proc, get); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("replayed token: got %v, want ErrUnauthenticated", err)
+	}
+	// Many tokens: the cache keeps refusing replays across its sweeps.
+	first := mint(get)
+	if err := v.Verify(first, proc, get); err != nil {
+		t.Fatal(err)
+	}
+	for range 3000 {
+		if err := v.Verify(mint(get), proc, get); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.Verify(first, proc, get); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("replay after 3000 other tokens: got %v, want ErrUnauthenticated", err)
+	}
+}
+
+func TestMessageDigest(t *testing.T) {
+	if _, err := MessageDigest("not a message"); err == nil {
+		t.Error("MessageDigest accepted a string")
 	}
 }
