@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/coder/websocket"
 
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
 )
 
@@ -268,9 +269,18 @@ func (s *server) compatPTY() http.Handler {
 				return nil
 			}
 			tag = randomTag("pty-")
-			ps, start, err = startProcess(ctx, ec, &envdv1.StartRequest{
+			// envd hangs up a terminal when the stream that started it
+			// ends; here the terminal must outlive the connection, so that
+			// stream is held, detached from the request, until the
+			// terminal ends (or the capsule goes away), and the client is
+			// served by a Connect stream like a reconnecting one.
+			held, hs, err := startProcess(context.WithoutCancel(ctx), ec, &envdv1.StartRequest{
 				Process: cfg, Tag: tag, Pty: &envdv1.Pty{Cols: cols, Rows: rows},
 			})
+			if err == nil {
+				go hold(held)
+				ps, start, err = connectProcess(ctx, ec, pidSelector(hs.GetPid()))
+			}
 			if err != nil {
 				ss.fail(ctx, s.envdError(ctx, c, execErrors, err))
 				return nil
@@ -283,15 +293,7 @@ func (s *server) compatPTY() http.Handler {
 				ss.fail(ctx, errorf(codeInvalid, "connect needs the tag of a terminal"))
 				return nil
 			}
-			st, err := ec.Process.Connect(ctx, connect.NewRequest(&envdv1.ConnectRequest{
-				Process: &envdv1.ProcessSelector{Selector: &envdv1.ProcessSelector_Tag{Tag: m.Tag}},
-			}))
-			if err == nil {
-				ps = connectStream(st)
-				if start, err = ps.awaitStart(); err != nil {
-					_ = ps.close()
-				}
-			}
+			ps, start, err = connectProcess(ctx, ec, &envdv1.ProcessSelector{Selector: &envdv1.ProcessSelector_Tag{Tag: m.Tag}})
 			if err != nil {
 				ss.fail(ctx, err)
 				return nil
@@ -320,4 +322,28 @@ func orDefault(v, def uint32) uint32 {
 		return def
 	}
 	return v
+}
+
+// connectProcess attaches to the process sel and returns its event stream,
+// read up to the start event, under ctx.
+func connectProcess(ctx context.Context, ec *envdclient.Client, sel *envdv1.ProcessSelector) (procStream, *envdv1.StartEvent, error) {
+	st, err := ec.Process.Connect(ctx, connect.NewRequest(&envdv1.ConnectRequest{Process: sel}))
+	if err != nil {
+		return procStream{}, nil, err
+	}
+	ps := connectStream(st)
+	start, err := ps.awaitStart()
+	if err != nil {
+		_ = ps.close()
+		return procStream{}, nil, err
+	}
+	return ps, start, nil
+}
+
+// hold reads a terminal's start stream to its end, which keeps envd from
+// hanging the terminal up.
+func hold(ps procStream) {
+	defer func() { _ = ps.close() }()
+	for ps.receive() {
+	}
 }
