@@ -70,8 +70,10 @@ func (c *sdkClient) do(method, path, contentType string, body io.Reader) *http.R
 	return res
 }
 
-func (c *sdkClient) read(res *http.Response) sdkAnswer {
+// send sends the request and reads the answer.
+func (c *sdkClient) send(method, path, contentType string, body io.Reader) sdkAnswer {
 	c.t.Helper()
+	res := c.do(method, path, contentType, body)
 	defer func() { _ = res.Body.Close() }()
 	raw, err := io.ReadAll(res.Body)
 	if err != nil {
@@ -90,13 +92,13 @@ func (c *sdkClient) read(res *http.Response) sdkAnswer {
 func (c *sdkClient) json(method, path string, body any) sdkAnswer {
 	c.t.Helper()
 	if body == nil {
-		return c.read(c.do(method, path, "", nil))
+		return c.send(method, path, "", nil)
 	}
 	b, err := json.Marshal(body)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return c.read(c.do(method, path, "application/json", bytes.NewReader(b)))
+	return c.send(method, path, "application/json", bytes.NewReader(b))
 }
 
 // want fails the test unless a has status; with model, the body must
@@ -384,8 +386,8 @@ func TestCompatPythonSDKStack(t *testing.T) {
 		fw, _ := mw.CreateFormFile("file", "upload")
 		_, _ = fw.Write([]byte("hello, sdk\n"))
 		_ = mw.Close()
-		c.want(c.read(c.do("POST", caps+"/files/write", mw.FormDataContentType(), &body)), "write", http.StatusNoContent, "")
-		read := c.read(c.do("POST", caps+"/files/read", "application/json", strings.NewReader(`{"path":"/tmp/compat/dir/hello.txt"}`)))
+		c.want(c.send("POST", caps+"/files/write", mw.FormDataContentType(), &body), "write", http.StatusNoContent, "")
+		read := c.send("POST", caps+"/files/read", "application/json", strings.NewReader(`{"path":"/tmp/compat/dir/hello.txt"}`))
 		if read.status != http.StatusOK || string(read.raw) != "hello, sdk\n" {
 			t.Errorf("read: %d %q", read.status, read.raw)
 		}
@@ -445,7 +447,7 @@ func TestCompatPythonSDKStack(t *testing.T) {
 		src := &prng{r: mrand.NewChaCha8([32]byte{17}), left: size, h: up}
 		ct, body := sdkMultipart("/var/tmp/compat-50m.bin", src)
 		// Chunked, as httpx sends a generator: no Content-Length.
-		c.want(c.read(c.do("POST", caps+"/files/stream/write", ct, io.NopCloser(body))), "stream write", http.StatusNoContent, "")
+		c.want(c.send("POST", caps+"/files/stream/write", ct, io.NopCloser(body)), "stream write", http.StatusNoContent, "")
 		res := c.do("POST", caps+"/files/stream/read", "application/json", strings.NewReader(`{"path":"/var/tmp/compat-50m.bin"}`))
 		down := sha256.New()
 		n, err := io.CopyBuffer(down, res.Body, make([]byte, 64<<10))

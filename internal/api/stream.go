@@ -192,11 +192,6 @@ func (ss *session) apiError(ctx context.Context, err error) *Error {
 
 // fail sends err as an error message and closes the connection with a
 // status that says whose fault it was.
-func fail(ctx context.Context, s *server, conn *websocket.Conn, c store.Capsule, err error) {
-	(&session{s: s, conn: conn, c: c}).fail(ctx, err)
-}
-
-// fail is the package fail in the session's dialect.
 func (ss *session) fail(ctx context.Context, err error) {
 	e := ss.apiError(ctx, err)
 	_ = ss.send(ctx, wsMessage{Type: "error", Error: &wsError{Code: e.Code, Message: e.Message}, fatal: true})
