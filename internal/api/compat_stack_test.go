@@ -623,6 +623,32 @@ func TestCompatPythonSDKStack(t *testing.T) {
 	c.want(c.json("DELETE", "/v1/snapshots/"+name, nil), "delete snapshot", http.StatusNoContent, "")
 	c.wantError(c.json("DELETE", "/v1/snapshots/"+name, nil), "delete snapshot again", http.StatusNotFound, "not_found")
 
+	// Bad input: a clear 4xx in the SDK's codes, and nothing made.
+	c.wantError(c.json("POST", "/v1/snapshots?overwrite=maybe", map[string]any{"sandbox_id": id}),
+		"overwrite=maybe", http.StatusBadRequest, "invalid_request")
+	c.wantError(c.json("POST", "/v1/snapshots", map[string]any{"sandbox_id": id, "bogus": 1}),
+		"unknown snapshot field", http.StatusBadRequest, "invalid_request")
+	c.wantError(c.json("GET", "/v1/snapshots?type=other", nil), "type=other", http.StatusBadRequest, "invalid_request")
+	c.wantError(c.json("POST", "/v1/capsules", map[string]any{"template": "no-such-template"}),
+		"unknown template", http.StatusNotFound, "not_found")
+	c.wantError(c.json("POST", "/v1/capsules", map[string]any{"vcpus": "two"}), "vcpus a string", http.StatusBadRequest, "invalid_request")
+	if l, _ := c.want(c.json("GET", "/v1/snapshots?type=snapshot", nil), "snapshots", http.StatusOK, "").v.([]any); len(l) != 0 {
+		t.Errorf("bad requests left snapshots: %v", l)
+	}
+	ctx := testCtx(t, 30*time.Second)
+	conn, _, err := c.dial(ctx, caps+"/exec/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.CloseNow() }()
+	sendJSON(t, ctx, conn, map[string]any{"cmd": "true"}) // this API's own first message, without type
+	if e := readEvent(t, ctx, conn); e.Type != "error" || !strings.Contains(e.Data, "type") {
+		t.Errorf("first message without type: %+v, want an error", e)
+	}
+	if a := c.json("GET", caps+"/pty", nil); a.status != http.StatusBadRequest || a.errCode() != "invalid_request" {
+		t.Errorf("pty without an upgrade: %d %s", a.status, a.raw)
+	}
+
 	// Capsule.destroy().
 	c.want(c.json("DELETE", caps, nil), "destroy", http.StatusNoContent, "")
 	if gone := c.want(c.json("GET", caps, nil), "get destroyed", http.StatusOK, "Capsule").obj(); gone["status"] != "stopped" {
