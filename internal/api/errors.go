@@ -119,6 +119,9 @@ type errorBody struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 		Status  string `json:"status,omitempty"`
+		// WrennCode is the code of this API when Code is the compatible
+		// API's.
+		WrennCode string `json:"wrenn_code,omitempty"`
 	} `json:"error"`
 }
 
@@ -155,5 +158,14 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var body errorBody
 	body.Error.Code, body.Error.Message, body.Error.Status = e.Code, e.Message, e.Status
+	if isCompat(r) {
+		// The Python SDK's codes (compat.go); this API's own stays in
+		// wrenn_code.
+		body.Error.WrennCode = e.Code
+		body.Error.Code = compatCode(e.Code)
+		if e.Code == codeConflict && e.Status != "" {
+			body.Error.Code = "invalid_state" // a lifecycle call in the wrong status
+		}
+	}
 	encode(w, status, body)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/rules"
+	"github.com/wrenn-dev/wrenn/internal/store"
 	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
 )
 
@@ -143,14 +144,34 @@ type execResult struct {
 	TimedOut   bool   `json:"timed_out"`
 }
 
-func (s *server) handleExec() http.Handler {
+// execAnswers shapes the answers of POST /exec: this API's own, or the
+// compatible API's (compat.go).
+type execAnswers struct {
+	// foreground is the answer to a process that ran to its end.
+	foreground func(c store.Capsule, spec processSpec, res execResult) any
+	// background is the answer to a started background process.
+	background func(c store.Capsule, spec processSpec, pid uint32) any
+	// tag, when set, names a background process that the request names
+	// not.
+	tag func() string
+}
+
+var nativeExecAnswers = execAnswers{
+	foreground: func(_ store.Capsule, _ processSpec, res execResult) any { return res },
+	background: func(_ store.Capsule, spec processSpec, pid uint32) any {
+		return struct {
+			PID uint32  `json:"pid"`
+			Tag *string `json:"tag"`
+		}{pid, ptr(spec.Tag)}
+	},
+}
+
+func (s *server) handleExec() http.Handler { return s.exec(nativeExecAnswers) }
+
+func (s *server) exec(answers execAnswers) http.Handler {
 	type request struct {
 		processSpec
 		Background bool `json:"background"`
-	}
-	type started struct {
-		PID uint32  `json:"pid"`
-		Tag *string `json:"tag"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		c, err := s.runningCapsule(r)
@@ -160,6 +181,9 @@ func (s *server) handleExec() http.Handler {
 		req, err := decode[request](w, r, maxBody)
 		if err != nil {
 			return err
+		}
+		if req.Background && req.Tag == "" && answers.tag != nil {
+			req.Tag = answers.tag()
 		}
 		cfg, err := req.config()
 		if err != nil {
@@ -182,7 +206,7 @@ func (s *server) handleExec() http.Handler {
 			}
 			meta["pid"] = pid
 			s.used(r, c, "capsule.exec", meta)
-			encode(w, http.StatusAccepted, started{PID: pid, Tag: ptr(req.Tag)})
+			encode(w, http.StatusAccepted, answers.background(c, req.processSpec, pid))
 			return nil
 		}
 		active, stopActive := context.WithCancel(r.Context())
@@ -192,7 +216,7 @@ func (s *server) handleExec() http.Handler {
 		if err == nil {
 			// Answered before the bookkeeping, which thus does not add to
 			// the latency of short commands.
-			answer(w, http.StatusOK, res)
+			answer(w, http.StatusOK, answers.foreground(c, req.processSpec, res))
 		}
 		if pid != 0 {
 			meta["pid"] = pid

@@ -30,8 +30,13 @@ type route struct {
 	handler func(*server) http.Handler
 }
 
-// routeTable lists every route of the API.
+// routeTable lists every route of the API, the compatible API's
+// (compat.go) last.
 func routeTable() []route {
+	return append(nativeRoutes(), compatRoutes()...)
+}
+
+func nativeRoutes() []route {
 	return []route{
 		{"GET", "/health", public, (*server).handleHealth},
 		{"GET", "/metrics", public, (*server).handleMetrics},
@@ -73,9 +78,13 @@ func routeTable() []route {
 		{"GET", "/v1/capsules/{id}/pty", member, (*server).handlePTY},
 		{"GET", "/v1/capsules/{id}/metrics", member, (*server).handleCapsuleMetrics},
 		{"GET", "/v1/capsules/{id}/processes", member, (*server).handleListProcesses},
-		{"DELETE", "/v1/capsules/{id}/processes/{pid}", member, (*server).handleKillProcess},
+		{"GET", "/v1/capsules/{id}/processes/{selector}", member, (*server).handleGetProcess},
+		{"DELETE", "/v1/capsules/{id}/processes/{selector}", member, (*server).handleKillProcess},
+		{"GET", "/v1/capsules/{id}/processes/{selector}/stream", member, (*server).handleProcessStream},
 		{"POST", "/v1/capsules/{id}/files/write", member, (*server).handleWriteFile},
 		{"POST", "/v1/capsules/{id}/files/read", member, (*server).handleReadFile},
+		{"POST", "/v1/capsules/{id}/files/stream/write", member, (*server).handleWriteFile},
+		{"POST", "/v1/capsules/{id}/files/stream/read", member, (*server).handleReadFile},
 		{"POST", "/v1/capsules/{id}/files/list", member, (*server).handleListFiles},
 		{"POST", "/v1/capsules/{id}/files/mkdir", member, (*server).handleMakeDir},
 		{"POST", "/v1/capsules/{id}/files/remove", member, (*server).handleRemoveFile},
@@ -133,10 +142,15 @@ func (s *server) routes() http.Handler {
 }
 
 // isDashboard reports whether r may be for the dashboard: a GET or HEAD
-// outside the API's /v1/.
+// outside the API's /v1/ and the compatible API's /api/.
 func isDashboard(r *http.Request) bool {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return false
 	}
-	return r.URL.Path != "/v1" && !strings.HasPrefix(r.URL.Path, "/v1/")
+	for _, prefix := range []string{"/v1", compatPrefix} {
+		if r.URL.Path == prefix || strings.HasPrefix(r.URL.Path, prefix+"/") {
+			return false
+		}
+	}
+	return true
 }

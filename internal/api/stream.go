@@ -60,6 +60,9 @@ type wsMessage struct {
 	Bytes uint64 `json:"bytes,omitempty"`
 	// error
 	Error *wsError `json:"error,omitempty"`
+	// fatal marks an error after which the server closes the connection
+	// (only the compatible dialect says so; see compat_ws.go).
+	fatal bool
 }
 
 type wsError struct {
@@ -145,17 +148,30 @@ type session struct {
 	finished atomic.Bool
 	// gone is set once the client is gone: output is no longer sent.
 	gone atomic.Bool
+	// dialect, when set, speaks the Wrenn Python SDK's message shapes
+	// instead of this API's own (compat_ws.go).
+	dialect *wsDialect
 }
 
 // send writes one JSON text message.
 func (ss *session) send(ctx context.Context, m wsMessage) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
+	msgs := []any{m}
+	if ss.dialect != nil {
+		msgs = ss.dialect.out(m)
 	}
-	ctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
-	defer cancel()
-	return ss.conn.Write(ctx, websocket.MessageText, b)
+	for _, v := range msgs {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
+		err = ss.conn.Write(wctx, websocket.MessageText, b)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sendError tells the client about a failed request without closing.
@@ -176,15 +192,14 @@ func (ss *session) apiError(ctx context.Context, err error) *Error {
 
 // fail sends err as an error message and closes the connection with a
 // status that says whose fault it was.
-func fail(ctx context.Context, s *server, conn *websocket.Conn, c store.Capsule, err error) {
-	ss := &session{s: s, conn: conn, c: c}
+func (ss *session) fail(ctx context.Context, err error) {
 	e := ss.apiError(ctx, err)
-	_ = ss.send(ctx, wsMessage{Type: "error", Error: &wsError{Code: e.Code, Message: e.Message}})
+	_ = ss.send(ctx, wsMessage{Type: "error", Error: &wsError{Code: e.Code, Message: e.Message}, fatal: true})
 	status := websocket.StatusPolicyViolation
 	if statusOf[e.Code] >= 500 {
 		status = websocket.StatusInternalError
 	}
-	_ = conn.Close(status, e.Code)
+	_ = ss.conn.Close(status, e.Code)
 }
 
 // run forwards the process's output to the client and the client's input
@@ -244,6 +259,8 @@ func (ss *session) pump(ctx context.Context, ps procStream) {
 		case ev.GetData() != nil:
 			d := ev.GetData()
 			switch {
+			case ss.pty && ss.dialect != nil:
+				err = ss.send(ctx, wsMessage{Type: "stdout", Data: d.GetPty()})
 			case ss.pty:
 				wctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
 				err = ss.conn.Write(wctx, websocket.MessageBinary, d.GetPty())
@@ -268,7 +285,7 @@ func (ss *session) pump(ctx context.Context, ps procStream) {
 	if ctx.Err() == nil {
 		// envd or the agent went away mid-stream.
 		ss.finished.Store(true)
-		fail(ctx, ss.s, ss.conn, ss.c, streamEnded(ps.err()))
+		ss.fail(ctx, streamEnded(ps.err()))
 	}
 }
 
@@ -288,11 +305,18 @@ func (ss *session) readInput(ctx context.Context) {
 			continue
 		}
 		var m wsMessage
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&m); err != nil {
-			ss.sendError(ctx, decodeError(err, maxWSMessage))
-			continue
+		if ss.dialect != nil {
+			if m, err = ss.dialect.in(b); err != nil {
+				ss.sendError(ctx, err)
+				continue
+			}
+		} else {
+			dec := json.NewDecoder(bytes.NewReader(b))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&m); err != nil {
+				ss.sendError(ctx, decodeError(err, maxWSMessage))
+				continue
+			}
 		}
 		ss.control(ctx, m)
 	}
@@ -305,8 +329,10 @@ func (ss *session) control(ctx context.Context, m wsMessage) {
 	rctx, cancel := context.WithTimeout(ctx, envdCallTimeout)
 	defer cancel()
 	switch m.Type {
+	case "noop": // a keepalive of the compatible dialect
+		return
 	case "stdin":
-		if ss.pty {
+		if ss.pty && ss.dialect == nil {
 			err = errorf(codeInvalid, "send terminal input as binary messages")
 			break
 		}
@@ -380,73 +406,86 @@ func (ss *session) killAfter(d time.Duration) *time.Timer {
 
 func (s *server) handleExecStream() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, err := s.runningCapsule(r)
-		if err != nil {
-			return err
-		}
 		sel, err := attachSelector(r)
 		if err != nil {
 			return err
 		}
-		ec, err := s.capsuleEnvd(r.Context(), c)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		if sel != nil {
-			return s.attach(ctx, cancel, w, r, c, ec, sel)
-		}
-		if err := checkUpgrade(r); err != nil {
-			return err
-		}
-		conn, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return nil // Accept has answered
-		}
-		defer func() { _ = conn.CloseNow() }()
-		conn.SetReadLimit(maxWSMessage)
-		spec, err := readSpec(ctx, conn)
-		if err != nil {
-			fail(ctx, s, conn, c, err)
-			return nil
-		}
-		cfg, err := spec.config()
-		if err != nil {
-			fail(ctx, s, conn, c, err)
-			return nil
-		}
-		timeout, err := spec.timeout(0)
-		if err != nil {
-			fail(ctx, s, conn, c, err)
-			return nil
-		}
-		ps, start, err := startProcess(ctx, ec, &envdv1.StartRequest{Process: cfg, Tag: spec.Tag, Stdin: true})
-		if err != nil {
-			fail(ctx, s, conn, c, err)
-			return nil
-		}
-		meta := execMeta(spec, "stream")
-		meta["pid"] = start.GetPid()
-		s.used(r, c, "capsule.exec", meta)
-		ss := &session{s: s, conn: conn, ec: ec, c: c, pid: start.GetPid()}
-		if timeout > 0 {
-			defer ss.killAfter(timeout).Stop()
-		}
-		if ss.send(ctx, wsMessage{Type: "start", PID: start.GetPid(), Tag: start.GetTag()}) != nil {
-			return nil
-		}
-		// A process started here outlives a lost connection, like a
-		// background exec: the client reattaches with ?pid= or ?tag=.
-		ss.run(ctx, cancel, ps, false)
-		return nil
+		return s.execStream(w, r, sel, nil)
 	})
+}
+
+// execStream serves /exec/stream in dialect d (nil: this API's own):
+// attached to the process sel, or, when sel is nil, to one started from
+// the client's first message.
+func (s *server) execStream(w http.ResponseWriter, r *http.Request, sel *envdv1.ProcessSelector, d *wsDialect) error {
+	c, err := s.runningCapsule(r)
+	if err != nil {
+		return err
+	}
+	ec, err := s.capsuleEnvd(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if sel != nil {
+		return s.attach(ctx, cancel, w, r, c, ec, sel, d)
+	}
+	if err := checkUpgrade(r); err != nil {
+		return err
+	}
+	conn, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return nil // Accept has answered
+	}
+	defer func() { _ = conn.CloseNow() }()
+	conn.SetReadLimit(maxWSMessage)
+	ss := &session{s: s, conn: conn, ec: ec, c: c, dialect: d}
+	read := readSpec
+	if d != nil {
+		read = d.readSpec
+	}
+	spec, err := read(ctx, conn)
+	if err != nil {
+		ss.fail(ctx, err)
+		return nil
+	}
+	cfg, err := spec.config()
+	if err != nil {
+		ss.fail(ctx, err)
+		return nil
+	}
+	timeout, err := spec.timeout(0)
+	if err != nil {
+		ss.fail(ctx, err)
+		return nil
+	}
+	ps, start, err := startProcess(ctx, ec, &envdv1.StartRequest{Process: cfg, Tag: spec.Tag, Stdin: true})
+	if err != nil {
+		// As for POST /exec: not_found is the program or cwd.
+		ss.fail(ctx, s.envdError(ctx, c, execErrors, err))
+		return nil
+	}
+	meta := execMeta(spec, "stream")
+	meta["pid"] = start.GetPid()
+	s.used(r, c, "capsule.exec", meta)
+	ss.pid = start.GetPid()
+	if timeout > 0 {
+		defer ss.killAfter(timeout).Stop()
+	}
+	if ss.send(ctx, wsMessage{Type: "start", PID: start.GetPid(), Tag: start.GetTag()}) != nil {
+		return nil
+	}
+	// A process started here outlives a lost connection, like a
+	// background exec: the client reattaches with ?pid= or ?tag=.
+	ss.run(ctx, cancel, ps, false)
+	return nil
 }
 
 // attach connects to an existing process (?pid= or ?tag=). The process is
 // looked up before the upgrade, so an unknown one is a plain 404.
 func (s *server) attach(ctx context.Context, cancel context.CancelFunc, w http.ResponseWriter, r *http.Request,
-	c store.Capsule, ec *envdclient.Client, sel *envdv1.ProcessSelector) error {
+	c store.Capsule, ec *envdclient.Client, sel *envdv1.ProcessSelector, d *wsDialect) error {
 	st, err := ec.Process.Connect(ctx, connect.NewRequest(&envdv1.ConnectRequest{Process: sel}))
 	if err != nil {
 		return s.envdError(r.Context(), c, processErrors, err)
@@ -469,7 +508,7 @@ func (s *server) attach(ctx context.Context, cancel context.CancelFunc, w http.R
 	defer func() { _ = conn.CloseNow() }()
 	conn.SetReadLimit(maxWSMessage)
 	s.used(r, c, "", nil)
-	ss := &session{s: s, conn: conn, ec: ec, c: c, pid: start.GetPid()}
+	ss := &session{s: s, conn: conn, ec: ec, c: c, pid: start.GetPid(), dialect: d}
 	if ss.send(ctx, wsMessage{Type: "start", PID: start.GetPid(), Tag: start.GetTag()}) != nil {
 		_ = ps.close()
 		return nil
@@ -506,14 +545,9 @@ func attachSelector(r *http.Request) (*envdv1.ProcessSelector, error) {
 // readSpec reads the first message of /exec/stream: what to run.
 func readSpec(ctx context.Context, conn *websocket.Conn) (processSpec, error) {
 	var spec processSpec
-	rctx, cancel := context.WithTimeout(ctx, firstMessageTimeout)
-	defer cancel()
-	typ, b, err := conn.Read(rctx)
+	b, err := firstMessage(ctx, conn)
 	if err != nil {
-		return spec, errorf(codeInvalid, "no message saying what to run within %s", firstMessageTimeout)
-	}
-	if typ != websocket.MessageText {
-		return spec, errorf(codeInvalid, "the first message must be a JSON text message saying what to run")
+		return spec, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -521,4 +555,19 @@ func readSpec(ctx context.Context, conn *websocket.Conn) (processSpec, error) {
 		return spec, decodeError(err, maxWSMessage)
 	}
 	return spec, nil
+}
+
+// firstMessage reads the client's first message, which must be JSON text
+// saying what to run, within firstMessageTimeout.
+func firstMessage(ctx context.Context, conn *websocket.Conn) ([]byte, error) {
+	rctx, cancel := context.WithTimeout(ctx, firstMessageTimeout)
+	defer cancel()
+	typ, b, err := conn.Read(rctx)
+	if err != nil {
+		return nil, errorf(codeInvalid, "no message saying what to run within %s", firstMessageTimeout)
+	}
+	if typ != websocket.MessageText {
+		return nil, errorf(codeInvalid, "the first message must be a JSON text message saying what to run")
+	}
+	return b, nil
 }
