@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,6 +37,10 @@ type Config struct {
 	StateDir string
 	// Platform is runsc's --platform ("" = runsc's default, systrap).
 	Platform string
+	// ConsoleBytes bounds what the host keeps of a capsule's stdout and
+	// stderr (console.log plus console.log.1); 0 means
+	// DefaultConsoleBytes.
+	ConsoleBytes int64
 	// Logger receives one line per lifecycle event.
 	Logger *slog.Logger
 }
@@ -45,6 +50,10 @@ type Config struct {
 type Driver struct {
 	cfg Config
 	log *slog.Logger
+
+	mu sync.Mutex
+	// drainers copy each capsule's console FIFO into its bounded log.
+	drainers map[string]*drainer
 }
 
 // New checks cfg and returns a driver.
@@ -67,7 +76,10 @@ func New(cfg Config) (*Driver, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{cfg: cfg, log: log}, nil
+	if cfg.ConsoleBytes < 0 {
+		return nil, fmt.Errorf("gvisor: console bound %d must not be negative", cfg.ConsoleBytes)
+	}
+	return &Driver{cfg: cfg, log: log, drainers: map[string]*drainer{}}, nil
 }
 
 // Name implements runtime.Driver.
@@ -118,13 +130,17 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, subcommand ...st
 		return runtime.Info{}, fmt.Errorf("%s capsule %s: writing bundle: %w", verb, spec.ID, err)
 	}
 	// A detached sandbox inherits the stdout/stderr of the runsc that
-	// started it, so they go to a file of the capsule's, never to a pipe
-	// that someone would have to drain for the capsule's whole life.
-	console, err := os.OpenFile(filepath.Join(spec.Dir, consoleFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// started it. They go to a FIFO that the sandbox itself also holds
+	// open for reading, so nobody has to drain it for the capsule's whole
+	// life; the driver drains it into a bounded log while it runs.
+	console, err := openConsole(spec.Dir)
 	if err != nil {
 		return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
 	}
 	defer func() { _ = console.Close() }()
+	if err := d.drain(spec.ID, spec.Dir); err != nil {
+		return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
+	}
 
 	args := d.globalFlags()
 	network := "sandbox"
@@ -151,7 +167,14 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, subcommand ...st
 	cmd.SysProcAttr = detachedProcAttr()
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
+		// The console's last writer is gone with the sandbox once
+		// cleanupFailed is done; what it wrote is in console.log then.
+		_ = console.Close()
 		d.cleanupFailed(spec.ID)
+		select {
+		case <-d.drainerDone(spec.ID):
+		case <-time.After(2 * time.Second):
+		}
 		return runtime.Info{}, fmt.Errorf("%s capsule %s: runsc %s: %w%s", verb, spec.ID, verb, err, d.consoleTail(spec.Dir))
 	}
 	if err := ctx.Err(); err != nil {
@@ -414,7 +437,15 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 	}
 	infos := make([]runtime.Info, 0, len(states))
 	for _, st := range states {
-		infos = append(infos, st.info())
+		info := st.info()
+		// An agent started again finds its capsules here: their consoles
+		// need a drainer again.
+		if info.State != runtime.StateStopped && st.Bundle != "" && validID(st.ID) {
+			if err := d.drain(st.ID, filepath.Dir(st.Bundle)); err != nil {
+				d.log.Debug("console of a listed capsule", "capsule_id", st.ID, "err", err)
+			}
+		}
+		infos = append(infos, info)
 	}
 	return infos, nil
 }
@@ -445,6 +476,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 			_ = syscall.Kill(p.pid, syscall.SIGKILL)
 		}
 	}
+	d.stopDrain(id)
 	return nil
 }
 

@@ -212,3 +212,67 @@ func TestDestroyKillsStrays(t *testing.T) {
 		t.Fatal("Destroy left a sandbox process of the capsule running")
 	}
 }
+
+// TestConsoleFloodStaysBounded has a capsule write 64 MiB to its own
+// stdout (/proc/1/fd/1, envd's console) while the driver keeps 256 KiB: the
+// host files of the console must stay within the bound, the write must
+// finish (the drainer keeps the capsule from blocking), and the end of what
+// it wrote must be kept.
+func TestConsoleFloodStaysBounded(t *testing.T) {
+	runsc, images := stacktest.Env(t)
+	scratch := stacktest.ScratchDir(t)
+	state := filepath.Join(scratch, "runsc")
+	const bound = 256 << 10
+	d, err := gvisor.New(gvisor.Config{Runsc: runsc, StateDir: state, ConsoleBytes: bound})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	dir := filepath.Join(scratch, id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := d.Create(ctx, runtime.Spec{ID: id, Dir: dir, Image: filepath.Join(images, "minimal"), Hostname: "flood", VCPUs: 1, MemoryMB: 256, DiskMB: 256}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Destroy(context.Background(), id) })
+
+	ectx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ectx, runsc, "--root", state, "exec", id, "/bin/sh", "-c",
+		"head -c 67108864 /dev/zero > /proc/1/fd/1 && echo flood-end > /proc/1/fd/1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("flooding the console: %v: %s", err, out)
+	}
+	t.Logf("capsule wrote 64 MiB to its console in %v", time.Since(start).Round(time.Millisecond))
+
+	var total int64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		total = 0
+		var tail []byte
+		for _, name := range []string{"console.log", "console.log.1"} {
+			if st, err := os.Stat(filepath.Join(dir, name)); err == nil {
+				total += st.Size()
+			}
+		}
+		tail, _ = os.ReadFile(filepath.Join(dir, "console.log"))
+		if strings.Contains(string(tail), "flood-end") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the end of the flood never reached console.log (%d bytes kept)", total)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("console files on the host after 64 MiB written: %d bytes (bound %d)", total, bound)
+	if total > bound {
+		t.Errorf("console files on the host hold %d bytes, want at most %d", total, bound)
+	}
+	// The capsule still runs and its console still drains.
+	if out, err := exec.CommandContext(ectx, runsc, "--root", state, "exec", id, "/bin/sh", "-c", "echo still-here > /proc/1/fd/1").CombinedOutput(); err != nil {
+		t.Fatalf("writing to the console after the flood: %v: %s", err, out)
+	}
+}
