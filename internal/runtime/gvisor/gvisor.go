@@ -41,6 +41,14 @@ type Config struct {
 	// stderr (console.log plus console.log.1); 0 means
 	// DefaultConsoleBytes.
 	ConsoleBytes int64
+	// PidsLimit bounds the host tasks (processes and threads) of one
+	// capsule: its sandbox, its gofer and the platform's stub processes,
+	// which grow with the processes inside. runsc writes it to the pids.max
+	// of the capsule's cgroup; 0 means DefaultPidsLimit.
+	PidsLimit int64
+	// NoFile is RLIMIT_NOFILE (soft and hard) of the capsule's first
+	// process, which its children inherit; 0 means DefaultNoFile.
+	NoFile uint64
 	// Logger receives one line per lifecycle event.
 	Logger *slog.Logger
 }
@@ -79,8 +87,37 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.ConsoleBytes < 0 {
 		return nil, fmt.Errorf("gvisor: console bound %d must not be negative", cfg.ConsoleBytes)
 	}
+	if cfg.PidsLimit == 0 {
+		cfg.PidsLimit = DefaultPidsLimit
+	}
+	if cfg.PidsLimit < MinPidsLimit {
+		return nil, fmt.Errorf("gvisor: pids limit %d is below %d, the tasks an idle capsule needs", cfg.PidsLimit, MinPidsLimit)
+	}
+	if cfg.NoFile == 0 {
+		cfg.NoFile = DefaultNoFile
+	}
+	if cfg.NoFile < MinNoFile || cfg.NoFile > MaxNoFile {
+		return nil, fmt.Errorf("gvisor: open files limit %d is outside %d..%d", cfg.NoFile, MinNoFile, MaxNoFile)
+	}
 	return &Driver{cfg: cfg, log: log, drainers: map[string]*drainer{}}, nil
 }
+
+// Per-capsule limits when Config leaves them 0, and the bounds New accepts.
+const (
+	// DefaultPidsLimit leaves room for a few hundred processes in a
+	// capsule: each one costs the sandbox a stub process of a few
+	// threads on the host.
+	DefaultPidsLimit = 1024
+	// MinPidsLimit is about what an idle capsule's sandbox and gofer
+	// need (the sentry's threads alone are a few dozen).
+	MinPidsLimit = 128
+	// DefaultNoFile is the open files limit of a capsule's processes.
+	DefaultNoFile = 65536
+	// MinNoFile and MaxNoFile bound Config.NoFile; MaxNoFile is gVisor's
+	// own ceiling (kernel.MaxFdLimit).
+	MinNoFile = 64
+	MaxNoFile = 1 << 20
+)
 
 // Name implements runtime.Driver.
 func (d *Driver) Name() string { return "gvisor" }
@@ -122,7 +159,7 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, subcommand ...st
 			return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
 		}
 	}
-	b, err := json.MarshalIndent(bundleSpec(spec), "", "  ")
+	b, err := json.MarshalIndent(d.bundleSpec(spec), "", "  ")
 	if err != nil {
 		return runtime.Info{}, fmt.Errorf("%s capsule %s: encoding bundle: %w", verb, spec.ID, err)
 	}
@@ -549,7 +586,7 @@ func (d *Driver) ownRoot(args []string) bool {
 }
 
 // bundleSpec is the OCI runtime spec of a capsule.
-func bundleSpec(spec runtime.Spec) *specs.Spec {
+func (d *Driver) bundleSpec(spec runtime.Spec) *specs.Spec {
 	namespaces := []specs.LinuxNamespace{
 		{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
 		{Type: specs.MountNamespace},
@@ -580,7 +617,7 @@ func bundleSpec(spec runtime.Spec) *specs.Spec {
 				Bounding: allCapabilities, Effective: allCapabilities,
 				Permitted: allCapabilities,
 			},
-			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1 << 20, Soft: 1 << 20}},
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: d.cfg.NoFile, Soft: d.cfg.NoFile}},
 		},
 		Root: &specs.Root{Path: filepath.Join(spec.Image, "rootfs"), Readonly: false},
 		Mounts: []specs.Mount{
@@ -596,6 +633,12 @@ func bundleSpec(spec runtime.Spec) *specs.Spec {
 			Resources: &specs.LinuxResources{
 				Memory: &specs.LinuxMemory{Limit: &memory},
 				CPU:    &specs.LinuxCPU{Period: &period, Quota: &quota},
+				// runsc puts the sandbox and gofer processes in this
+				// cgroup before they start, so every host task the
+				// capsule makes (systrap stubs included) counts: a fork
+				// bomb inside exhausts the capsule's pids, never the
+				// host's.
+				Pids: &specs.LinuxPids{Limit: d.cfg.PidsLimit},
 			},
 		},
 	}
