@@ -216,6 +216,10 @@ func TestDiskFillBounded(t *testing.T) {
 		t.Fatalf("capsule has disk_mb %d, want %d", got, diskMB)
 	}
 	client := s.Envd(t, c.GetSpec().GetCapsuleId())
+	// By the way: processes envd starts have the agent's open-files limit.
+	if r := stacktest.Run(t, client, "ulimit -n; ulimit -Hn"); strings.Join(strings.Fields(r.Stdout), " ") != "65536 65536" {
+		t.Errorf("open files limit of a process in the capsule (soft, hard) = %q, want the default 65536 65536", r.Stdout)
+	}
 	start := time.Now()
 	r := stacktest.Run(t, client, `dd if=/dev/urandom of=/root/fill bs=1M count=400 2>&1; echo "rc=$?"; ls -l /root/fill`)
 	used := overlayBytes(t, s.AgentConfig.Dir, c.GetRuntimeId())

@@ -376,3 +376,50 @@ func TestConsoleBoundAcrossRestoreAndRestart(t *testing.T) {
 		t.Errorf("after a restart the console files hold %d bytes, want at most %d", kept, bound)
 	}
 }
+
+// TestLimitsApplied starts a capsule with a pids and an open-files limit
+// of its own: the host cgroup runsc made for it must carry the pids limit,
+// and a shell inside must see the open-files limit.
+func TestLimitsApplied(t *testing.T) {
+	runsc, images := stacktest.Env(t)
+	scratch := stacktest.ScratchDir(t)
+	state := filepath.Join(scratch, "runsc")
+	for _, bad := range []gvisor.Config{{PidsLimit: 10}, {PidsLimit: -1}, {NoFile: 10}, {NoFile: 1 << 21}, {ConsoleBytes: -1}} {
+		bad.Runsc, bad.StateDir = runsc, state
+		if _, err := gvisor.New(bad); err == nil {
+			t.Errorf("New accepted %+v", bad)
+		}
+	}
+	d, err := gvisor.New(gvisor.Config{Runsc: runsc, StateDir: state, PidsLimit: 300, NoFile: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	dir := filepath.Join(scratch, id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := d.Create(ctx, runtime.Spec{ID: id, Dir: dir, Image: filepath.Join(images, "minimal"), Hostname: "limits", VCPUs: 1, MemoryMB: 256, DiskMB: 256}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Destroy(context.Background(), id) })
+	var pidsMax []byte
+	for _, p := range []string{"/sys/fs/cgroup/pids/wrenn/" + id + "/pids.max", "/sys/fs/cgroup/wrenn/" + id + "/pids.max"} {
+		if b, err := os.ReadFile(p); err == nil {
+			pidsMax = b
+		}
+	}
+	if got := strings.TrimSpace(string(pidsMax)); got != "300" {
+		t.Errorf("pids.max of the capsule's cgroup = %q, want 300", got)
+	}
+	out, err := exec.Command(runsc, "--root", state, "exec", id, "/bin/sh", "-c", "ulimit -n; ulimit -Hn").CombinedOutput()
+	if err != nil {
+		t.Fatalf("runsc exec: %v: %s", err, out)
+	}
+	// runsc exec starts the shell with the bundle's rlimits, as envd's
+	// children inherit them from envd.
+	if got := strings.Fields(string(out)); len(got) != 2 || got[0] != "1000" || got[1] != "1000" {
+		t.Errorf("open files limit in the capsule (soft, hard) = %q, want 1000 1000", out)
+	}
+}
