@@ -20,9 +20,12 @@ func openDriver(cfg config.Agent, log *slog.Logger) (runtime.Driver, error) {
 	switch cfg.Runtime {
 	case config.RuntimeGVisor:
 		return gvisor.New(gvisor.Config{
-			Runsc:    cfg.Runsc,
-			StateDir: filepath.Join(cfg.Dir, "runsc"),
-			Logger:   log,
+			Runsc:        cfg.Runsc,
+			StateDir:     filepath.Join(cfg.Dir, "runsc"),
+			ConsoleBytes: cfg.CapsuleConsoleBytes,
+			PidsLimit:    cfg.CapsulePids,
+			NoFile:       cfg.CapsuleNoFile,
+			Logger:       log,
 		})
 	case config.RuntimeFirecracker:
 		return nil, errors.New("the Firecracker driver is not part of this build yet; set WRENN_RUNTIME=gvisor")

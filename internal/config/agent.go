@@ -48,6 +48,14 @@ type Agent struct {
 	// template and size, so that a create does not wait for a boot
 	// (WRENN_WARM_POOL; 0 turns it off).
 	WarmPool int
+	// Per-capsule limits the runtime enforces on the host; 0 leaves the
+	// driver's default. CapsuleConsoleBytes bounds what the host keeps
+	// of a capsule's console (WRENN_CAPSULE_CONSOLE_BYTES), CapsulePids
+	// the host tasks of its sandbox (WRENN_CAPSULE_PIDS), CapsuleNoFile
+	// the open files limit of its processes (WRENN_CAPSULE_NOFILE).
+	CapsuleConsoleBytes int64
+	CapsulePids         int64
+	CapsuleNoFile       uint64
 	// LogLevel and LogFormat ("text" or "json") shape the agent's log
 	// (WRENN_LOG_LEVEL, WRENN_LOG_FORMAT).
 	LogLevel  slog.Level
@@ -90,6 +98,9 @@ func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	if !networkPrefix.MatchString(c.NetworkPrefix) {
 		r.fail("WRENN_NETWORK_PREFIX", c.NetworkPrefix, "must be 1 to 5 lowercase letters or digits, starting with a letter")
 	}
+	c.CapsuleConsoleBytes = int64(r.intIn("WRENN_CAPSULE_CONSOLE_BYTES", 4<<20, 64<<10, 1<<30))
+	c.CapsulePids = int64(r.intIn("WRENN_CAPSULE_PIDS", 1024, 128, 1<<22))
+	c.CapsuleNoFile = uint64(r.intIn("WRENN_CAPSULE_NOFILE", 65536, 64, 1<<20))
 	c.LogLevel = r.logLevel("WRENN_LOG_LEVEL")
 	c.LogFormat = r.logFormat("WRENN_LOG_FORMAT")
 

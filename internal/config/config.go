@@ -73,6 +73,16 @@ func (r *reader) int(name string, def int) int {
 	return n
 }
 
+// intIn reads an integer that must lie in min..max.
+func (r *reader) intIn(name string, def, min, max int) int {
+	n := r.int(name, def)
+	if n < min || n > max {
+		r.fail(name, strconv.Itoa(n), fmt.Sprintf("must be %d..%d", min, max))
+		return def
+	}
+	return n
+}
+
 func (r *reader) bool(name string, def bool) bool {
 	v := r.getenv(name)
 	if v == "" {

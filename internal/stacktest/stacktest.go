@@ -121,6 +121,9 @@ type Options struct {
 	// relay that Stack.SetAgentCalls controls, so that a test can make
 	// the agent unreachable, or lose its answers, while it runs on.
 	AgentSwitch bool
+	// CapsulePids is the agent's per-capsule pids limit
+	// (WRENN_CAPSULE_PIDS; 0 leaves the driver's default).
+	CapsulePids int64
 }
 
 // AgentCalls says what the relay of Options.AgentSwitch does with the
@@ -304,7 +307,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	agCfg := config.Agent{
 		CPURL: cpURL, Dir: dir, ListenAddr: loopback(agLn), HeartbeatInterval: 500 * time.Millisecond,
 		Runtime: config.RuntimeGVisor, Runsc: runsc, CapsuleCIDR: cidr, NetworkPrefix: prefix,
-		WarmPool: 2,
+		WarmPool: 2, CapsulePids: o.CapsulePids,
 	}
 	if o.ColdStarts {
 		agCfg.WarmPool = 0
@@ -571,7 +574,10 @@ func LinkImages(t testing.TB, images, dir string) {
 // OpenCapsules opens the capsule manager of agent configuration cfg on the
 // gVisor driver, as wrenn-agent does on a gVisor host.
 func OpenCapsules(ctx context.Context, cfg config.Agent, log *slog.Logger) (*agent.Capsules, error) {
-	driver, err := gvisor.New(gvisor.Config{Runsc: cfg.Runsc, StateDir: filepath.Join(cfg.Dir, "runsc"), Logger: log})
+	driver, err := gvisor.New(gvisor.Config{
+		Runsc: cfg.Runsc, StateDir: filepath.Join(cfg.Dir, "runsc"), Logger: log,
+		ConsoleBytes: cfg.CapsuleConsoleBytes, PidsLimit: cfg.CapsulePids, NoFile: cfg.CapsuleNoFile,
+	})
 	if err != nil {
 		return nil, err
 	}

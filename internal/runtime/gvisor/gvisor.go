@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,6 +37,18 @@ type Config struct {
 	StateDir string
 	// Platform is runsc's --platform ("" = runsc's default, systrap).
 	Platform string
+	// ConsoleBytes bounds what the host keeps of a capsule's stdout and
+	// stderr (console.log plus console.log.1); 0 means
+	// DefaultConsoleBytes.
+	ConsoleBytes int64
+	// PidsLimit bounds the host tasks (processes and threads) of one
+	// capsule: its sandbox, its gofer and the platform's stub processes,
+	// which grow with the processes inside. runsc writes it to the pids.max
+	// of the capsule's cgroup; 0 means DefaultPidsLimit.
+	PidsLimit int64
+	// NoFile is RLIMIT_NOFILE (soft and hard) of the capsule's first
+	// process, which its children inherit; 0 means DefaultNoFile.
+	NoFile uint64
 	// Logger receives one line per lifecycle event.
 	Logger *slog.Logger
 }
@@ -45,6 +58,10 @@ type Config struct {
 type Driver struct {
 	cfg Config
 	log *slog.Logger
+
+	mu sync.Mutex
+	// drainers copy each capsule's console FIFO into its bounded log.
+	drainers map[string]*drainer
 }
 
 // New checks cfg and returns a driver.
@@ -67,8 +84,40 @@ func New(cfg Config) (*Driver, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Driver{cfg: cfg, log: log}, nil
+	if cfg.ConsoleBytes < 0 {
+		return nil, fmt.Errorf("gvisor: console bound %d must not be negative", cfg.ConsoleBytes)
+	}
+	if cfg.PidsLimit == 0 {
+		cfg.PidsLimit = DefaultPidsLimit
+	}
+	if cfg.PidsLimit < MinPidsLimit {
+		return nil, fmt.Errorf("gvisor: pids limit %d is below %d, the tasks an idle capsule needs", cfg.PidsLimit, MinPidsLimit)
+	}
+	if cfg.NoFile == 0 {
+		cfg.NoFile = DefaultNoFile
+	}
+	if cfg.NoFile < MinNoFile || cfg.NoFile > MaxNoFile {
+		return nil, fmt.Errorf("gvisor: open files limit %d is outside %d..%d", cfg.NoFile, MinNoFile, MaxNoFile)
+	}
+	return &Driver{cfg: cfg, log: log, drainers: map[string]*drainer{}}, nil
 }
+
+// Per-capsule limits when Config leaves them 0, and the bounds New accepts.
+const (
+	// DefaultPidsLimit leaves room for a few hundred processes in a
+	// capsule: each one costs the sandbox a stub process of a few
+	// threads on the host.
+	DefaultPidsLimit = 1024
+	// MinPidsLimit is about what an idle capsule's sandbox and gofer
+	// need (the sentry's threads alone are a few dozen).
+	MinPidsLimit = 128
+	// DefaultNoFile is the open files limit of a capsule's processes.
+	DefaultNoFile = 65536
+	// MinNoFile and MaxNoFile bound Config.NoFile; MaxNoFile is gVisor's
+	// own ceiling (kernel.MaxFdLimit).
+	MinNoFile = 64
+	MaxNoFile = 1 << 20
+)
 
 // Name implements runtime.Driver.
 func (d *Driver) Name() string { return "gvisor" }
@@ -110,7 +159,7 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, subcommand ...st
 			return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
 		}
 	}
-	b, err := json.MarshalIndent(bundleSpec(spec), "", "  ")
+	b, err := json.MarshalIndent(d.bundleSpec(spec), "", "  ")
 	if err != nil {
 		return runtime.Info{}, fmt.Errorf("%s capsule %s: encoding bundle: %w", verb, spec.ID, err)
 	}
@@ -118,13 +167,17 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, subcommand ...st
 		return runtime.Info{}, fmt.Errorf("%s capsule %s: writing bundle: %w", verb, spec.ID, err)
 	}
 	// A detached sandbox inherits the stdout/stderr of the runsc that
-	// started it, so they go to a file of the capsule's, never to a pipe
-	// that someone would have to drain for the capsule's whole life.
-	console, err := os.OpenFile(filepath.Join(spec.Dir, consoleFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	// started it. They go to a FIFO that the sandbox itself also holds
+	// open for reading, so nobody has to drain it for the capsule's whole
+	// life; the driver drains it into a bounded log while it runs.
+	console, err := openConsole(spec.Dir)
 	if err != nil {
 		return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
 	}
 	defer func() { _ = console.Close() }()
+	if err := d.drain(spec.ID, spec.Dir); err != nil {
+		return runtime.Info{}, fmt.Errorf("%s capsule %s: %w", verb, spec.ID, err)
+	}
 
 	args := d.globalFlags()
 	network := "sandbox"
@@ -151,7 +204,14 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, subcommand ...st
 	cmd.SysProcAttr = detachedProcAttr()
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
+		// The console's last writer is gone with the sandbox once
+		// cleanupFailed is done; what it wrote is in console.log then.
+		_ = console.Close()
 		d.cleanupFailed(spec.ID)
+		select {
+		case <-d.drainerDone(spec.ID):
+		case <-time.After(2 * time.Second):
+		}
 		return runtime.Info{}, fmt.Errorf("%s capsule %s: runsc %s: %w%s", verb, spec.ID, verb, err, d.consoleTail(spec.Dir))
 	}
 	if err := ctx.Err(); err != nil {
@@ -414,7 +474,15 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Info, error) {
 	}
 	infos := make([]runtime.Info, 0, len(states))
 	for _, st := range states {
-		infos = append(infos, st.info())
+		info := st.info()
+		// An agent started again finds its capsules here: their consoles
+		// need a drainer again.
+		if info.State != runtime.StateStopped && st.Bundle != "" && validID(st.ID) {
+			if err := d.drain(st.ID, filepath.Dir(st.Bundle)); err != nil {
+				d.log.Debug("console of a listed capsule", "capsule_id", st.ID, "err", err)
+			}
+		}
+		infos = append(infos, info)
 	}
 	return infos, nil
 }
@@ -445,6 +513,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 			_ = syscall.Kill(p.pid, syscall.SIGKILL)
 		}
 	}
+	d.stopDrain(id)
 	return nil
 }
 
@@ -517,7 +586,7 @@ func (d *Driver) ownRoot(args []string) bool {
 }
 
 // bundleSpec is the OCI runtime spec of a capsule.
-func bundleSpec(spec runtime.Spec) *specs.Spec {
+func (d *Driver) bundleSpec(spec runtime.Spec) *specs.Spec {
 	namespaces := []specs.LinuxNamespace{
 		{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
 		{Type: specs.MountNamespace},
@@ -548,7 +617,7 @@ func bundleSpec(spec runtime.Spec) *specs.Spec {
 				Bounding: allCapabilities, Effective: allCapabilities,
 				Permitted: allCapabilities,
 			},
-			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1 << 20, Soft: 1 << 20}},
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: d.cfg.NoFile, Soft: d.cfg.NoFile}},
 		},
 		Root: &specs.Root{Path: filepath.Join(spec.Image, "rootfs"), Readonly: false},
 		Mounts: []specs.Mount{
@@ -564,6 +633,12 @@ func bundleSpec(spec runtime.Spec) *specs.Spec {
 			Resources: &specs.LinuxResources{
 				Memory: &specs.LinuxMemory{Limit: &memory},
 				CPU:    &specs.LinuxCPU{Period: &period, Quota: &quota},
+				// runsc puts the sandbox and gofer processes in this
+				// cgroup before they start, so every host task the
+				// capsule makes (systrap stubs included) counts: a fork
+				// bomb inside exhausts the capsule's pids, never the
+				// host's.
+				Pids: &specs.LinuxPids{Limit: d.cfg.PidsLimit},
 			},
 		},
 	}
