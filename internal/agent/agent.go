@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -30,10 +31,13 @@ const shutdownTimeout = 10 * time.Second
 
 // Server is a running host agent. It is safe for concurrent use.
 type Server struct {
-	cfg    config.Agent
-	log    *slog.Logger
-	cp     *cpClient
-	hostID string
+	// snapshotsAfter is where the next heartbeat's page of snapshot
+	// directories starts, as the control plane last answered.
+	snapshotsAfter atomic.Pointer[string]
+	cfg            config.Agent
+	log            *slog.Logger
+	cp             *cpClient
+	hostID         string
 
 	// capsules runs this host's capsules; nil for an agent that runs none.
 	capsules *Capsules

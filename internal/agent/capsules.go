@@ -258,11 +258,47 @@ func (c *Capsules) Templates() []string {
 	}
 	names := []string{}
 	for _, e := range entries {
+		if c.isSnapshot(e.Name()) {
+			continue // reported a page at a time: SnapshotDirs
+		}
 		if c.hasTemplate(e.Name()) {
 			names = append(names, e.Name())
 		}
 	}
 	return names
+}
+
+// SnapshotDirs returns up to limit of the snapshot directories in the
+// images directory, sorted, with names after after, and how many there are
+// in all. Heartbeats report them a page at a time, so that any number of
+// snapshots fits.
+func (c *Capsules) SnapshotDirs(after string, limit int) ([]string, int) {
+	entries, err := os.ReadDir(c.imagesDir()) // sorted by name
+	if err != nil {
+		return nil, 0
+	}
+	var page []string
+	total := 0
+	for _, e := range entries {
+		if !c.isSnapshot(e.Name()) {
+			continue
+		}
+		total++
+		if e.Name() > after && len(page) < limit {
+			page = append(page, e.Name())
+		}
+	}
+	return page, total
+}
+
+// isSnapshot reports whether template directory name holds a snapshot's
+// saved state.
+func (c *Capsules) isSnapshot(name string) bool {
+	if !rules.ValidTemplateName(name) {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(c.imagesDir(), name, templateSnapMeta))
+	return err == nil
 }
 
 // hasTemplate reports whether name is a usable template on this host: one

@@ -82,8 +82,9 @@ func (c *cpClient) register(ctx context.Context, req hostproto.RegisterRequest) 
 
 // heartbeat sends one heartbeat. The answer's status and suggested interval
 // are not read: the agent keeps its own WRENN_HEARTBEAT_INTERVAL.
-func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req heartbeatRequest) error {
-	err := c.post(ctx, hostproto.HeartbeatPath(url.PathEscape(hostID)), credential, req, nil)
+func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req heartbeatRequest) (hostproto.HeartbeatResponse, error) {
+	var resp hostproto.HeartbeatResponse
+	err := c.post(ctx, hostproto.HeartbeatPath(url.PathEscape(hostID)), credential, req, &resp)
 	switch {
 	case statusOf(err) == http.StatusUnauthorized:
 		err = fmt.Errorf("%w: %w", ErrCredentialRejected, err)
@@ -91,9 +92,9 @@ func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req
 		err = fmt.Errorf("%w: %w", ErrCredentialForeign, err)
 	}
 	if err != nil {
-		return fmt.Errorf("sending heartbeat: %w", err)
+		return resp, fmt.Errorf("sending heartbeat: %w", err)
 	}
-	return nil
+	return resp, nil
 }
 
 func (c *cpClient) refresh(ctx context.Context, refreshToken string) (hostproto.RefreshResponse, error) {

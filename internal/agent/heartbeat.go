@@ -123,9 +123,10 @@ func (s *Server) beat(ctx context.Context) error {
 			req.Capsules = append(req.Capsules, hostproto.CapsuleReport{ID: c.Spec.ID, Status: c.Status})
 		}
 		req.Templates = s.capsules.Templates()
+		req.Snapshots, req.SnapshotsTotal = s.capsules.SnapshotDirs(s.snapshotCursor(), hostproto.SnapshotPage)
 	}
 	cred := s.credential()
-	err = s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)
+	resp, err := s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)
 	if errors.Is(err, ErrCredentialRejected) {
 		// Expired credentials are the ordinary case: refresh and retry
 		// once. Anything the refresh cannot fix is final.
@@ -136,13 +137,16 @@ func (s *Server) beat(ctx context.Context) error {
 			return rerr
 		}
 		cred = s.credential()
-		err = s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)
+		resp, err = s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)
 		if errors.Is(err, ErrCredentialRejected) {
 			return fmt.Errorf("%w: %w", errHostRejected, err)
 		}
 	}
 	if errors.Is(err, ErrCredentialForeign) || statusOf(err) == http.StatusNotFound {
 		return fmt.Errorf("%w: %w", errHostRejected, err)
+	}
+	if err == nil {
+		s.snapshotsAfter.Store(&resp.SnapshotsAfter)
 	}
 	return err
 }
@@ -207,4 +211,13 @@ func (b *backoff) next() time.Duration {
 		return b.max
 	}
 	return d/2 + rand.N(d/2+1)
+}
+
+// snapshotCursor is where this heartbeat's page of snapshot directories
+// starts: after the name the control plane last answered, or the first.
+func (s *Server) snapshotCursor() string {
+	if p := s.snapshotsAfter.Load(); p != nil {
+		return *p
+	}
+	return ""
 }

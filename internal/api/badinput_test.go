@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"maps"
 	"net/http"
 	"strings"
@@ -46,7 +47,7 @@ func TestBadInput(t *testing.T) {
 	adminAuth := admin.bearer()
 	const unknownID = "7a0e7d8c-3c1f-4d0e-9d55-5d3b9d6b1a11"
 	huge := `{"name":"` + strings.Repeat("x", 70<<10) + `"}`
-	hugeHeartbeat := `{"free_cpus":1,"free_memory_mb":1,"free_disk_mb":1,"capsules":[{"x":"` + strings.Repeat("x", 1<<20) + `"}]}`
+	hugeHeartbeat := `{"free_cpus":1,"free_memory_mb":1,"free_disk_mb":1,"capsules":[{"x":"` + strings.Repeat("x", 8<<20) + `"}]}`
 
 	type tc struct {
 		name    string
@@ -144,6 +145,8 @@ func TestBadInput(t *testing.T) {
 		tc{"heartbeat address port 0", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "address", "10.0.0.5:0"), hostAuth, 400, "invalid_request"},
 		tc{"heartbeat address not host:port", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "address", "10.0.0.5"), hostAuth, 400, "invalid_request"},
 		tc{"heartbeat address not a string", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "address", 5), hostAuth, 400, "invalid_request"},
+		tc{"heartbeat snapshot page too long", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "snapshots", manyNames(1001)), hostAuth, 400, "invalid_request"},
+		tc{"heartbeat bad snapshot name", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "snapshots", []string{"../etc"}), hostAuth, 400, "invalid_request"},
 		tc{"heartbeat capsules not a list", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "capsules", "none"), hostAuth, 400, "invalid_request"},
 		tc{"heartbeat without credential", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", hb, nil, 401, "invalid_host_credential"},
 		tc{"heartbeat with user session", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", hb, adminAuth, 401, "invalid_host_credential"},
@@ -196,4 +199,13 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manyNames returns n distinct template names.
+func manyNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("s%05d", i)
+	}
+	return out
 }

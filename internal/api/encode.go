@@ -11,10 +11,12 @@ import (
 )
 
 // Body limits: requests are small JSON objects, except heartbeats, which
-// list every capsule of a host.
+// list every capsule of a host: paused ones too, as many as the host's
+// address pool has /30s (16384 in a /16, about 1 MB of JSON), so the bound
+// leaves room for several times that.
 const (
 	maxBody          = 64 << 10
-	maxHeartbeatBody = 1 << 20
+	maxHeartbeatBody = 8 << 20
 )
 
 // encode writes v as JSON with status.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -164,6 +165,14 @@ func (s *server) handleHeartbeat() http.Handler {
 				return errorf(codeInvalid, "templates[%d]: %q is not a template name (%s)", i, name, rules.TemplateNameRule)
 			}
 		}
+		if len(req.Snapshots) > hostproto.SnapshotPage {
+			return errorf(codeInvalid, "snapshots: at most %d names per heartbeat, not %d", hostproto.SnapshotPage, len(req.Snapshots))
+		}
+		for i, name := range req.Snapshots {
+			if !rules.ValidTemplateName(name) {
+				return errorf(codeInvalid, "snapshots[%d]: %q is not a template name (%s)", i, name, rules.TemplateNameRule)
+			}
+		}
 		reported := make([]store.ReportedCapsule, 0, len(req.Capsules))
 		for _, c := range req.Capsules {
 			reported = append(reported, store.ReportedCapsule{ID: c.ID, Status: c.Status})
@@ -202,10 +211,17 @@ func (s *server) handleHeartbeat() http.Handler {
 		}
 		// The agent's own list settles what the control plane could not
 		// know, and what the host holds that nothing owns is removed.
-		if err := s.capsules.Reconcile(r.Context(), hostID, reported, req.Templates); err != nil {
+		// Snapshot directories come a page per heartbeat; each page is
+		// checked for orphans on its own.
+		dirs := append(slices.Clip(req.Templates), req.Snapshots...)
+		if err := s.capsules.Reconcile(r.Context(), hostID, reported, dirs); err != nil {
 			return err
 		}
-		encode(w, http.StatusOK, hostproto.HeartbeatResponse{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()})
+		resp := hostproto.HeartbeatResponse{Status: store.HostOnline, HeartbeatIntervalSec: s.heartbeatInterval()}
+		if len(req.Snapshots) == hostproto.SnapshotPage {
+			resp.SnapshotsAfter = req.Snapshots[len(req.Snapshots)-1]
+		}
+		encode(w, http.StatusOK, resp)
 		return nil
 	})
 }

@@ -8,10 +8,10 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
 
-// maxHostTemplates bounds the templates one heartbeat may report. Every
-// snapshot taken on a host is one of them, so the bound is far above the
-// base templates; 10000 names of at most 63 bytes stay under the
-// heartbeat's body limit.
+// maxHostTemplates bounds the base templates one heartbeat may report: the
+// ones an operator put on the host. Snapshots, which any member can make,
+// are reported apart, a page per heartbeat (hostproto.SnapshotPage), so that
+// no number of them can make a heartbeat be refused.
 const maxHostTemplates = 10000
 
 // dedupe returns names sorted and without repeats.

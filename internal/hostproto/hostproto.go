@@ -60,9 +60,16 @@ type HeartbeatRequest struct {
 	FreeMemoryMB *int64          `json:"free_memory_mb"`
 	FreeDiskMB   *int64          `json:"free_disk_mb"`
 	Capsules     []CapsuleReport `json:"capsules"`
-	// Templates are the templates the host has on disk; capsules are
-	// placed only where their template is.
+	// Templates are the base templates the host has on disk; capsules
+	// are placed only where their template is.
 	Templates []string `json:"templates"`
+	// Snapshots is one page of the snapshot directories the host holds
+	// (at most SnapshotPage names, sorted, after the cursor the last
+	// answer gave), so that no number of snapshots makes a heartbeat too
+	// large; SnapshotsTotal is how many it holds in all. The control plane
+	// removes the ones no template owns.
+	Snapshots      []string `json:"snapshots,omitempty"`
+	SnapshotsTotal int      `json:"snapshots_total,omitempty"`
 	// Address, when set, replaces the address the host registered with
 	// (an agent started with --address and no --register).
 	Address string `json:"address,omitempty"`
@@ -81,7 +88,13 @@ type CapsuleReport struct {
 type HeartbeatResponse struct {
 	Status               string `json:"status"`
 	HeartbeatIntervalSec int    `json:"heartbeat_interval_sec"`
+	// SnapshotsAfter is where the next heartbeat's page of Snapshots
+	// starts (names after it); empty to start again from the first.
+	SnapshotsAfter string `json:"snapshots_after,omitempty"`
 }
+
+// SnapshotPage is the most snapshot directories one heartbeat reports.
+const SnapshotPage = 1000
 
 // RefreshRequest is POST /v1/hosts/auth/refresh.
 type RefreshRequest struct {
