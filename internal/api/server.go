@@ -8,6 +8,7 @@ package api
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -36,8 +37,10 @@ type Deps struct {
 	// Registry receives the API's metrics and is served on /metrics; nil
 	// means a fresh registry.
 	Registry *prometheus.Registry
-	// AgentClient calls agents (its redirects are never followed); nil means a client without its own timeout
-	// (each call has one).
+	// AgentClient supplies the timeout of calls to agents; nil means none
+	// of its own (each call has one). Its transport and redirect policy
+	// are not used: calls to agents go over a transport of the API's own
+	// (see newAgentHTTPClient).
 	AgentClient *http.Client
 }
 
@@ -105,15 +108,7 @@ func New(d Deps) *Server {
 	if s.registry == nil {
 		s.registry = prometheus.NewRegistry()
 	}
-	// An agent answers; it never sends the control plane elsewhere (an
-	// agent may be a BYOC team's own machine): its redirects are answers,
-	// not followed.
-	agentClient := http.Client{}
-	if s.agentClient != nil {
-		agentClient = *s.agentClient
-	}
-	agentClient.CheckRedirect = noRedirects
-	s.agentClient = &agentClient
+	s.agentClient = newAgentHTTPClient(d.AgentClient, &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
 	s.metrics = newMetrics(s.registry, s.store, s.log)
 	return &Server{Handler: s.routes(), s: s}
 }
