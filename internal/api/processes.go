@@ -40,7 +40,7 @@ func (s *server) handleListProcesses() http.Handler {
 		if err != nil {
 			return s.envdError(r.Context(), c, processErrors, err)
 		}
-		out := make([]processJSON, 0, len(resp.Msg.GetProcesses()))
+		out := jsonList{limit: maxListingBytes}
 		for _, p := range resp.Msg.GetProcesses() {
 			pj := processJSON{PID: p.GetPid(), Tag: ptr(p.GetTag()), Cmd: p.GetCmd(), Args: p.GetArgs(),
 				PTY: p.GetPty(), Running: p.GetRunning()}
@@ -51,10 +51,16 @@ func (s *server) handleListProcesses() http.Handler {
 				code := p.GetExitCode()
 				pj.ExitCode, pj.Signal = &code, ptr(p.GetSignal())
 			}
-			out = append(out, pj)
+			ok, err := out.add(pj)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errorf(codeTooLarge, "the process list is larger than %d MiB as JSON", maxListingBytes>>20)
+			}
 		}
 		s.used(r, c, "", nil)
-		encode(w, http.StatusOK, out)
+		answerJSON(w, http.StatusOK, out.bytes())
 		return nil
 	})
 }
