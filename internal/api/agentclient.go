@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"time"
@@ -44,4 +45,13 @@ func newAgentHTTPClient(base *http.Client, d *net.Dialer) *http.Client {
 	}
 	c.CheckRedirect = noRedirects
 	return &c
+}
+
+// checkAgentAddress refuses, as a 400, an address an agent may not be
+// reached at (see internal/agentaddr and WRENN_AGENT_ALLOWED_CIDRS).
+func (s *server) checkAgentAddress(ctx context.Context, addr string) error {
+	if err := s.agentAddrs.Check(ctx, addr); err != nil {
+		return errorf(codeInvalid, "%v", err)
+	}
+	return nil
 }

@@ -46,6 +46,7 @@ func (s *server) envdFor(ctx context.Context, c store.Capsule) (*envdclient.Clie
 		wrap := func(next http.RoundTripper) http.RoundTripper {
 			return s.signer.Transport(h.ID, hostauth.EnvdProcedure(c.ID), next)
 		}
-		return envdclient.New("http://"+h.Address+hostauth.EnvdProxyPath(c.ID), "", envdclient.WithTransportWrapper(wrap))
+		return envdclient.New("http://"+h.Address+hostauth.EnvdProxyPath(c.ID), "", envdclient.WithTransportWrapper(wrap),
+			envdclient.WithDialer(s.agentAddrs.Dialer().DialContext))
 	}), nil
 }

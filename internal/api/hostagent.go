@@ -93,6 +93,9 @@ func (s *server) handleRegister() http.Handler {
 		case len(req.AgentVersion) > maxLabelLen || len(req.Hostname) > maxLabelLen:
 			return errorf(codeInvalid, "agent_version and hostname must be at most %d bytes", maxLabelLen)
 		}
+		if err := s.checkAgentAddress(r.Context(), req.Address); err != nil {
+			return err
+		}
 		invalid := errorf(codeInvalidRegistrationToken, "registration token is unknown, used, expired or superseded; issue a new one with POST /v1/hosts/{id}/token")
 		if !auth.HasPrefix(req.Token, auth.RegistrationTokenPrefix) {
 			return invalid
@@ -156,6 +159,11 @@ func (s *server) handleHeartbeat() http.Handler {
 		}
 		if req.Address != "" && !validAddress(req.Address) {
 			return errorf(codeInvalid, "address must be host:port with a port in 1..65535, not %q", req.Address)
+		}
+		if req.Address != "" {
+			if err := s.checkAgentAddress(r.Context(), req.Address); err != nil {
+				return err
+			}
 		}
 		if len(req.Templates) > maxHostTemplates {
 			return errorf(codeInvalid, "templates: at most %d names, not %d", maxHostTemplates, len(req.Templates))

@@ -8,13 +8,13 @@ package api
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wrenn-dev/wrenn/internal/agentaddr"
 	"github.com/wrenn-dev/wrenn/internal/auth"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
@@ -56,7 +56,10 @@ type server struct {
 	registry    *prometheus.Registry
 	metrics     *metrics
 	agentClient *http.Client
-	envds       *envdClients
+	// agentAddrs says which addresses agents may be reached at; every
+	// dial to an agent is checked against it.
+	agentAddrs *agentaddr.Policy
+	envds      *envdClients
 	// dashboard serves the web dashboard (internal/web).
 	dashboard http.Handler
 	// leftovers holds the keys of leftovers whose removal from their host
@@ -108,7 +111,8 @@ func New(d Deps) *Server {
 	if s.registry == nil {
 		s.registry = prometheus.NewRegistry()
 	}
-	s.agentClient = newAgentHTTPClient(d.AgentClient, &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
+	s.agentAddrs = agentaddr.New(d.Config.AgentAllowedCIDRs)
+	s.agentClient = newAgentHTTPClient(d.AgentClient, s.agentAddrs.Dialer())
 	s.metrics = newMetrics(s.registry, s.store, s.log)
 	return &Server{Handler: s.routes(), s: s}
 }
