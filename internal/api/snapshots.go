@@ -214,45 +214,45 @@ func (s *server) handleDeleteSnapshot() http.Handler {
 			return errorf(codeConflict, "%q is a base template; only snapshots can be deleted", name)
 		}
 		ctx := context.WithoutCancel(r.Context())
-		// The files go inside DeleteSnapshot, with the template locked
-		// and no capsule using it; a failure there leaves the row.
-		var agentErr error
-		removeFiles := func() error {
-			if t.HostID == "" {
-				return nil
-			}
-			h, err := s.store.Host(ctx, t.HostID)
-			if errors.Is(err, store.ErrNotFound) {
-				return nil // the host and its disk are gone
-			}
-			if err != nil {
-				return err
-			}
-			if err := s.deleteTemplateOnAgent(ctx, h, t.AgentName); err != nil {
-				s.log.WarnContext(ctx, "deleting snapshot on its host", "host_id", h.ID, "template_id", t.ID, "err", err)
-				agentErr = err
-				return err
-			}
-			return nil
-		}
-		err = s.store.DeleteSnapshot(ctx, p.TeamID, t.ID, removeFiles, s.event(r, p, "snapshot.delete", map[string]any{"name": name}))
+		err = s.store.DeleteSnapshot(ctx, p.TeamID, t.ID, s.event(r, p, "snapshot.delete", map[string]any{"name": name}))
 		var n int
 		switch {
-		case agentErr != nil:
-			apiErr, _ := agentFailure("delete the snapshot", agentErr)
-			apiErr.Code = codeAgentError
-			return apiErr
 		case errors.Is(err, store.ErrNotFound):
 			// Deleted by a concurrent call: the outcome asked for.
+			w.WriteHeader(http.StatusNoContent)
+			return nil
 		case errors.Is(err, store.ErrTemplateInUse):
 			n, _ = s.store.CapsulesUsingTemplate(ctx, t.ID)
 			return inUse(name, n)
 		case err != nil:
 			return err
 		}
+		// The files go after the row is committed (see
+		// store.DeleteSnapshot): files left by a failure here are
+		// orphans, removed when the host's heartbeat next lists them.
+		s.removeSnapshotFiles(ctx, t)
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	})
+}
+
+// removeSnapshotFiles removes deleted snapshot t's files from its host, if
+// the host still exists; a failure is logged and left to the orphan
+// clean-up of heartbeats.
+func (s *server) removeSnapshotFiles(ctx context.Context, t store.Template) {
+	if t.HostID == "" {
+		return
+	}
+	h, err := s.store.Host(ctx, t.HostID)
+	if errors.Is(err, store.ErrNotFound) {
+		return // the host and its disk are gone
+	}
+	if err == nil {
+		err = s.deleteTemplateOnAgent(ctx, h, t.AgentName)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "deleting snapshot files on its host; its heartbeats will report them as orphans", "host_id", t.HostID, "template_id", t.ID, "err", err)
+	}
 }
 
 func inUse(name string, n int) *Error {
