@@ -16,7 +16,10 @@ DEV_DIR=${WRENN_DEV_DIR:-/var/lib/wrenn-dev}
 WRENN_CP_LISTEN_ADDR=${WRENN_CP_LISTEN_ADDR:-127.0.0.1:8000}
 PG_PORT=${WRENN_DEV_PG_PORT:-54329}
 WRENN_DIR=${WRENN_DIR:-/var/lib/wrenn}
-export WRENN_CP_LISTEN_ADDR WRENN_DIR
+# The dev agent listens on loopback (scripts/dev-agent.sh), which the
+# control plane refuses as an agent address unless told otherwise.
+WRENN_AGENT_ALLOWED_CIDRS=${WRENN_AGENT_ALLOWED_CIDRS:-127.0.0.0/8,::1}
+export WRENN_CP_LISTEN_ADDR WRENN_DIR WRENN_AGENT_ALLOWED_CIDRS
 
 command -v go >/dev/null || die "Go is not installed (see README, Prerequisites)"
 apt_install curl jq ca-certificates

@@ -47,6 +47,7 @@ func TestHostGoesUnreachableAndComesBack(t *testing.T) {
 		"WRENN_LOG_FORMAT":            "json",
 		"WRENN_HOST_TIMEOUT":          "1s",
 		"WRENN_HOST_MONITOR_INTERVAL": "200ms",
+		"WRENN_AGENT_ALLOWED_CIDRS":   "127.0.0.0/8",
 	})
 	defer func() {
 		stop()

@@ -37,7 +37,10 @@ func newEnvdProxy(caps *Capsules, verifier *hostauth.Verifier) *envdProxy {
 	h2 := &http.Transport{DialContext: conns.DialContext, Protocols: new(http.Protocols), IdleConnTimeout: 90 * time.Second,
 		// A paused capsule's connections end without a word from its
 		// side; pings find them dead instead of waiting on them.
-		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second}}
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second},
+		// Answers pass through as envd sent them: the transport must not
+		// ask for gzip and inflate a capsule's answer on the host.
+		DisableCompression: true}
 	h2.Protocols.SetUnencryptedHTTP2(true)
 	h1 := &http.Transport{
 		DialContext:         conns.DialContext,

@@ -131,6 +131,9 @@ func TestBadInput(t *testing.T) {
 		tc{"register address port 0", "POST", "/v1/hosts/register", with(rb, "address", "10.0.0.5:0"), nil, 400, "invalid_request"},
 		tc{"register without arch", "POST", "/v1/hosts/register", with(rb, "arch", nil), nil, 400, "invalid_request"},
 		tc{"register zero cpus", "POST", "/v1/hosts/register", with(rb, "cpus", 0), nil, 400, "invalid_request"},
+		// Beyond the 32-bit cpus column: was a 500 from the database.
+		tc{"register 2^31 cpus", "POST", "/v1/hosts/register", with(rb, "cpus", int64(1)<<31), nil, 400, "invalid_request"},
+		tc{"register huge memory", "POST", "/v1/hosts/register", with(rb, "memory_mb", int64(1)<<62), nil, 400, "invalid_request"},
 		tc{"register negative memory", "POST", "/v1/hosts/register", with(rb, "memory_mb", -1), nil, 400, "invalid_request"},
 		tc{"register without disk", "POST", "/v1/hosts/register", with(rb, "disk_mb", nil), nil, 400, "invalid_request"},
 		tc{"register unknown runtime", "POST", "/v1/hosts/register", with(rb, "runtime", "docker"), nil, 400, "invalid_request"},
@@ -140,6 +143,7 @@ func TestBadInput(t *testing.T) {
 
 		tc{"heartbeat without free_cpus", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "free_cpus", nil), hostAuth, 400, "invalid_request"},
 		tc{"heartbeat negative memory", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "free_memory_mb", -5), hostAuth, 400, "invalid_request"},
+		tc{"heartbeat 2^31 free cpus", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "free_cpus", int64(1)<<31), hostAuth, 400, "invalid_request"},
 		tc{"heartbeat capsules not objects", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "capsules", []int{1}), hostAuth, 400, "invalid_request"},
 		tc{"heartbeat address without host", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "address", ":50051"), hostAuth, 400, "invalid_request"},
 		tc{"heartbeat address port 0", "POST", "/v1/hosts/" + registered.hostID + "/heartbeat", with(hb, "address", "10.0.0.5:0"), hostAuth, 400, "invalid_request"},

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"connectrpc.com/connect"
-
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/store"
@@ -21,8 +19,7 @@ import (
 
 // capsuleService returns a client for the CapsuleService of host h.
 func (s *server) capsuleService(h store.Host) hostagentv1connect.CapsuleServiceClient {
-	return hostagentv1connect.NewCapsuleServiceClient(s.agentClient, "http://"+h.Address,
-		connect.WithInterceptors(s.signer.ClientInterceptor(h.ID)))
+	return hostagentv1connect.NewCapsuleServiceClient(s.agentClient, "http://"+h.Address, s.agentOptions(h.ID))
 }
 
 // errCapsuleHostGone means the capsule's host was deleted.
@@ -49,6 +46,7 @@ func (s *server) envdFor(ctx context.Context, c store.Capsule) (*envdclient.Clie
 		wrap := func(next http.RoundTripper) http.RoundTripper {
 			return s.signer.Transport(h.ID, hostauth.EnvdProcedure(c.ID), next)
 		}
-		return envdclient.New("http://"+h.Address+hostauth.EnvdProxyPath(c.ID), "", envdclient.WithTransportWrapper(wrap))
+		return envdclient.New("http://"+h.Address+hostauth.EnvdProxyPath(c.ID), "", envdclient.WithTransportWrapper(wrap),
+			envdclient.WithDialer(s.agentAddrs.Dialer().DialContext))
 	}), nil
 }

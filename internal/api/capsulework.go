@@ -165,6 +165,10 @@ func (s *server) envdError(ctx context.Context, c store.Capsule, kinds envdError
 	case "failed_precondition":
 		return errorf(codeConflict, "%s", msg)
 	case "resource_exhausted":
+		if rpcErr != nil && !connect.IsWireError(rpcErr) {
+			// Raised here, not by envd: its answer is over the read limit.
+			return errorf(codeTooLarge, "the capsule's answer is larger than %d MiB; ask for less (a subdirectory, a smaller depth)", envdclient.MaxMessageBytes>>20)
+		}
 		return errorf(codeInsufficientStorage, "%s", msg)
 	}
 	if ctx.Err() != nil {

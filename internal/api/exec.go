@@ -23,7 +23,8 @@ const (
 	defaultExecTimeout = 60 * time.Second
 	maxExecTimeoutSec  = 3600
 	// maxExecOutput bounds each of stdout and stderr in a foreground
-	// answer; beyond it the output is dropped and the answer says
+	// answer, measured as JSON (a control byte counts six: "\u0001");
+	// beyond it the output is dropped and the answer says
 	// "truncated": true.
 	maxExecOutput = 16 << 20
 	// killGrace is how long a killed process gets to deliver its end
@@ -282,12 +283,12 @@ func (s *server) runForeground(ctx context.Context, ec *envdclient.Client, req *
 		if buf.full {
 			return
 		}
-		if room := maxExecOutput - len(buf.b); len(b) > room {
-			buf.b = trimPartialRune(append(buf.b, b[:room]...))
+		n, size := jsonPrefix(b, maxExecOutput-buf.size)
+		buf.b, buf.size = append(buf.b, b[:n]...), buf.size+size
+		if n < len(b) {
+			buf.b = trimPartialRune(buf.b)
 			buf.full, res.Truncated = true, true
-			return
 		}
-		buf.b = append(buf.b, b...)
 	}
 	for stream.Receive() {
 		ev := stream.Msg().GetEvent()
@@ -363,9 +364,10 @@ func pidSelector(pid uint32) *envdv1.ProcessSelector {
 	return &envdv1.ProcessSelector{Selector: &envdv1.ProcessSelector_Pid{Pid: pid}}
 }
 
-// outBuf collects one output stream up to maxExecOutput.
+// outBuf collects one output stream up to maxExecOutput bytes of JSON.
 type outBuf struct {
 	b    []byte
+	size int // b's length as a JSON string, or more (see jsonPrefix)
 	full bool
 }
 

@@ -71,10 +71,24 @@ func TestExecStack(t *testing.T) {
 		}
 	})
 	t.Run("large output is capped", func(t *testing.T) {
-		// 20 MiB of "y\n": 16 MiB kept.
+		// 20 MiB of "y\n", 30 MiB as JSON ("\n" is two bytes there):
+		// 16 MiB of JSON kept, 2/3 of it raw.
 		a := cc.exec(map[string]any{"cmd": "yes | head -c 20971520"}).want(t, "large", http.StatusOK)
-		if len(a.str("stdout")) != 16<<20 || a.body["truncated"] != true || a.num("exit_code") != 0 {
-			t.Errorf("got %d bytes, truncated %v, exit %v; want 16 MiB, truncated, 0", len(a.str("stdout")), a.body["truncated"], a.body["exit_code"])
+		if n := len(a.str("stdout")); n < (16<<20)*2/3-2 || n > (16<<20)*2/3+2 || a.body["truncated"] != true || a.num("exit_code") != 0 {
+			t.Errorf("got %d bytes, truncated %v, exit %v; want 2/3 of 16 MiB, truncated, 0", n, a.body["truncated"], a.body["exit_code"])
+		}
+	})
+	t.Run("control bytes are capped as JSON", func(t *testing.T) {
+		// NUL bytes are six bytes each in JSON ("\u0000"): a cap on raw
+		// bytes would answer 96 MiB per stream.
+		a := cc.exec(map[string]any{"cmd": "head -c 20971520 /dev/zero; head -c 20971520 /dev/zero >&2"}).want(t, "zeros", http.StatusOK)
+		t.Logf("20 MiB of NUL bytes on stdout and stderr: answer of %.1f MiB, %d + %d bytes kept",
+			float64(len(a.raw))/(1<<20), len(a.str("stdout")), len(a.str("stderr")))
+		if len(a.raw) > 2*(16<<20)+1024 || a.body["truncated"] != true {
+			t.Errorf("answer of %d bytes, truncated %v; want at most 2 x 16 MiB, truncated", len(a.raw), a.body["truncated"])
+		}
+		if n := len(a.str("stdout")); n != (16<<20)/6 {
+			t.Errorf("stdout: %d bytes kept, want %d", n, (16<<20)/6)
 		}
 	})
 	t.Run("background, list, kill", func(t *testing.T) {

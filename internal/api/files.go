@@ -296,9 +296,6 @@ func (s *server) handleListFiles() http.Handler {
 		pathRequest
 		Depth *int `json:"depth"`
 	}
-	type response struct {
-		Entries []entryJSON `json:"entries"`
-	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		c, ec, err := s.fileCall(r)
 		if err != nil {
@@ -326,12 +323,21 @@ func (s *server) handleListFiles() http.Handler {
 		if err != nil {
 			return s.envdError(r.Context(), c, fileErrors, err)
 		}
-		out := response{Entries: make([]entryJSON, 0, len(resp.Msg.GetEntries()))}
+		// Built entry by entry, so that a listing too large is refused
+		// before it is held (see jsonList).
+		const head, tail = `{"entries":`, `}`
+		list := jsonList{limit: maxListingBytes - len(head) - len(tail)}
 		for _, e := range resp.Msg.GetEntries() {
-			out.Entries = append(out.Entries, toEntryJSON(e))
+			ok, err := list.add(toEntryJSON(e))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errorf(codeTooLarge, "the listing of %s is larger than %d MiB as JSON; list a subdirectory or a smaller depth", req.Path, maxListingBytes>>20)
+			}
 		}
 		s.used(r, c, "", nil)
-		encode(w, http.StatusOK, out)
+		answerJSON(w, http.StatusOK, append(append([]byte(head), list.bytes()...), tail...))
 		return nil
 	})
 }

@@ -97,6 +97,13 @@ func TestFilesStack(t *testing.T) {
 		t.Errorf("list depth 2: %s", l.raw)
 	}
 
+	// A listing is bounded as JSON: 7,000 names of 200 '<' take 3 MB
+	// in envd's answer and 19 MB as JSON, where each '<' is "\u003c".
+	cc.sh(`d=/tmp/wide; mkdir $d; n=$(printf '%200s' | tr ' ' '<'); i=0; while [ $i -lt 7000 ]; do : > "$d/$n$i"; i=$((i+1)); done`)
+	cc.call("POST", "/files/list", map[string]any{"path": "/tmp/wide"}).
+		wantError(t, "list of 19 MB as JSON", http.StatusRequestEntityTooLarge, "payload_too_large")
+	cc.sh("rm -rf /tmp/wide")
+
 	// Ranges through the streamed download.
 	req, err := http.NewRequest("GET", st.URL+cc.path("/files?path="+dir+"/sub/data.bin"), nil)
 	if err != nil {

@@ -29,6 +29,14 @@ var runtimes = map[string]bool{"gvisor": true, "firecracker": true}
 // maxLabelLen bounds the free-text fields an agent reports.
 const maxLabelLen = 255
 
+// Bounds of the sizes an agent reports, well inside the database's
+// columns (cpus is an integer, 32 bits): an agent, perhaps a team's own
+// machine, cannot make a registration or heartbeat fail in the database.
+const (
+	maxHostCPUs = 1 << 16
+	maxHostMB   = 1 << 40 // an exbibyte
+)
+
 // credentialsJSON is what registration and refresh hand to the agent.
 type credentialsJSON = hostproto.Credentials
 
@@ -82,16 +90,19 @@ func (s *server) handleRegister() http.Handler {
 			return errorf(codeInvalid, "address %q is not host:port", req.Address)
 		case req.Arch == "" || len(req.Arch) > 32:
 			return errorf(codeInvalid, "arch is required (e.g. amd64)")
-		case req.CPUs < 1:
-			return errorf(codeInvalid, "cpus must be at least 1")
-		case req.MemoryMB < 1:
-			return errorf(codeInvalid, "memory_mb must be at least 1")
-		case req.DiskMB < 1:
-			return errorf(codeInvalid, "disk_mb must be at least 1")
+		case req.CPUs < 1 || req.CPUs > maxHostCPUs:
+			return errorf(codeInvalid, "cpus must be between 1 and %d", maxHostCPUs)
+		case req.MemoryMB < 1 || req.MemoryMB > maxHostMB:
+			return errorf(codeInvalid, "memory_mb must be between 1 and %d", maxHostMB)
+		case req.DiskMB < 1 || req.DiskMB > maxHostMB:
+			return errorf(codeInvalid, "disk_mb must be between 1 and %d", maxHostMB)
 		case !runtimes[req.Runtime]:
 			return errorf(codeInvalid, "runtime must be gvisor or firecracker, not %q", req.Runtime)
 		case len(req.AgentVersion) > maxLabelLen || len(req.Hostname) > maxLabelLen:
 			return errorf(codeInvalid, "agent_version and hostname must be at most %d bytes", maxLabelLen)
+		}
+		if err := s.checkAgentAddress(r.Context(), req.Address); err != nil {
+			return err
 		}
 		invalid := errorf(codeInvalidRegistrationToken, "registration token is unknown, used, expired or superseded; issue a new one with POST /v1/hosts/{id}/token")
 		if !auth.HasPrefix(req.Token, auth.RegistrationTokenPrefix) {
@@ -153,9 +164,16 @@ func (s *server) handleHeartbeat() http.Handler {
 			return errorf(codeInvalid, "free_cpus, free_memory_mb and free_disk_mb are required")
 		case *req.FreeCPUs < 0 || *req.FreeMemoryMB < 0 || *req.FreeDiskMB < 0:
 			return errorf(codeInvalid, "free_cpus, free_memory_mb and free_disk_mb must not be negative")
+		case *req.FreeCPUs > maxHostCPUs || *req.FreeMemoryMB > maxHostMB || *req.FreeDiskMB > maxHostMB:
+			return errorf(codeInvalid, "free_cpus must be at most %d, free_memory_mb and free_disk_mb at most %d", maxHostCPUs, maxHostMB)
 		}
 		if req.Address != "" && !validAddress(req.Address) {
 			return errorf(codeInvalid, "address must be host:port with a port in 1..65535, not %q", req.Address)
+		}
+		if req.Address != "" {
+			if err := s.checkAgentAddress(r.Context(), req.Address); err != nil {
+				return err
+			}
 		}
 		if len(req.Templates) > maxHostTemplates {
 			return errorf(codeInvalid, "templates: at most %d names, not %d", maxHostTemplates, len(req.Templates))

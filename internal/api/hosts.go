@@ -232,8 +232,7 @@ func (s *server) handleGetHost() http.Handler {
 func (s *server) agentInfo(ctx context.Context, h store.Host) (*agentInfoJSON, error) {
 	ctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
 	defer cancel()
-	client := hostagentv1connect.NewHostAgentServiceClient(s.agentClient, "http://"+h.Address,
-		connect.WithInterceptors(s.signer.ClientInterceptor(h.ID)))
+	client := hostagentv1connect.NewHostAgentServiceClient(s.agentClient, "http://"+h.Address, s.agentOptions(h.ID))
 	res, err := client.HostInfo(ctx, connect.NewRequest(&hostagentv1.HostInfoRequest{}))
 	if err != nil {
 		return nil, err

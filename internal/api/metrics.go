@@ -15,7 +15,8 @@ import (
 )
 
 // metrics are the API's Prometheus metrics. Route labels are patterns, not
-// paths, so that ids do not explode the series count.
+// paths, so that ids do not explode the series count; methods and status
+// codes come from closed sets (methodLabel, statusLabel).
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -62,8 +63,39 @@ func newMetrics(reg *prometheus.Registry, st *store.Store, log *slog.Logger) *me
 }
 
 func (m *metrics) observe(method, route string, status int, elapsed time.Duration) {
-	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	method = methodLabel(method)
+	m.requests.WithLabelValues(method, route, statusLabel(status)).Inc()
 	m.duration.WithLabelValues(method, route).Observe(elapsed.Seconds())
+}
+
+// Every label value comes from a closed set, whatever the request says:
+// the method and route of an unauthenticated request are the client's
+// choice, and each new value would be a series kept for ever. Routes are
+// already patterns (or "dashboard", "unmatched"); methods and status codes
+// are mapped here.
+
+// knownMethods are the methods labelled as themselves.
+var knownMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
+	http.MethodConnect: true, http.MethodTrace: true,
+}
+
+// methodLabel is method if it is a standard one, else "other".
+func methodLabel(method string) string {
+	if knownMethods[method] {
+		return method
+	}
+	return "other"
+}
+
+// statusLabel is the status code if net/http knows it, else "other" (a
+// download passes on envd's 2xx status).
+func statusLabel(status int) string {
+	if http.StatusText(status) == "" {
+		return "other"
+	}
+	return strconv.Itoa(status)
 }
 
 // hostCollector reports hosts by status, read from the database at scrape

@@ -35,8 +35,19 @@ func (s *server) handleListProcesses() http.Handler {
 		if err != nil {
 			return err
 		}
+		// Bounded by its size as JSON, entry by entry.
+		list := jsonList{limit: maxListingBytes}
+		for _, pj := range out {
+			ok, err := list.add(pj)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errorf(codeTooLarge, "the process list is larger than %d MiB as JSON", maxListingBytes>>20)
+			}
+		}
 		s.used(r, c, "", nil)
-		encode(w, http.StatusOK, out)
+		answerJSON(w, http.StatusOK, list.bytes())
 		return nil
 	})
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/wrenn-dev/wrenn/internal/agentaddr"
 	"github.com/wrenn-dev/wrenn/internal/auth"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
@@ -36,8 +37,10 @@ type Deps struct {
 	// Registry receives the API's metrics and is served on /metrics; nil
 	// means a fresh registry.
 	Registry *prometheus.Registry
-	// AgentClient calls agents (its redirects are never followed); nil means a client without its own timeout
-	// (each call has one).
+	// AgentClient supplies the timeout of calls to agents; nil means none
+	// of its own (each call has one). Its transport and redirect policy
+	// are not used: calls to agents go over a transport of the API's own
+	// (see newAgentHTTPClient).
 	AgentClient *http.Client
 }
 
@@ -53,7 +56,10 @@ type server struct {
 	registry    *prometheus.Registry
 	metrics     *metrics
 	agentClient *http.Client
-	envds       *envdClients
+	// agentAddrs says which addresses agents may be reached at; every
+	// dial to an agent is checked against it.
+	agentAddrs *agentaddr.Policy
+	envds      *envdClients
 	// capsules is the capsule service the capsule routes call.
 	capsules *lifecycle.Service
 	// dashboard serves the web dashboard (internal/web).
@@ -103,15 +109,8 @@ func New(d Deps) *Server {
 	if s.registry == nil {
 		s.registry = prometheus.NewRegistry()
 	}
-	// An agent answers; it never sends the control plane elsewhere (an
-	// agent may be a BYOC team's own machine): its redirects are answers,
-	// not followed.
-	agentClient := http.Client{}
-	if s.agentClient != nil {
-		agentClient = *s.agentClient
-	}
-	agentClient.CheckRedirect = noRedirects
-	s.agentClient = &agentClient
+	s.agentAddrs = agentaddr.New(d.Config.AgentAllowedCIDRs)
+	s.agentClient = newAgentHTTPClient(d.AgentClient, s.agentAddrs.Dialer())
 	s.metrics = newMetrics(s.registry, s.store, s.log)
 	s.capsules = lifecycle.New(lifecycle.Deps{
 		Store: s.store, Logger: s.log, Agent: s.capsuleService, ReaperInterval: s.cfg.ReaperInterval,

@@ -3,8 +3,11 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/agentaddr"
 )
 
 // ControlPlane holds the settings of wrenn-cp. Every field names its
@@ -52,6 +55,14 @@ type ControlPlane struct {
 	// AutoMigrate makes serve apply pending migrations at start-up; when
 	// false, serve refuses to start while migrations are pending.
 	AutoMigrate bool `env:"WRENN_AUTO_MIGRATE" default:"true"`
+	// AgentAllowedCIDRs, when set, are the only ranges agents may
+	// register or heartbeat an address in (comma-separated CIDRs or
+	// addresses). Unset, any address is allowed except loopback,
+	// link-local, unspecified, multicast, reserved and cloud metadata
+	// ones; those are allowed only by an entry no wider than their range
+	// (127.0.0.0/8 for an agent on the control plane's machine, in
+	// development). Every dial to an agent is checked too.
+	AgentAllowedCIDRs []netip.Prefix `env:"WRENN_AGENT_ALLOWED_CIDRS" default:"(unset)"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel slog.Level `env:"WRENN_LOG_LEVEL" default:"info"`
 	// LogFormat is text or json.
@@ -83,6 +94,7 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		CookieSecure:         r.bool("WRENN_COOKIE_SECURE", false),
 		DashboardDir:         r.string("WRENN_DASHBOARD_DIR", ""),
 		AutoMigrate:          r.bool("WRENN_AUTO_MIGRATE", true),
+		AgentAllowedCIDRs:    r.prefixList(agentaddr.EnvVar),
 		LogLevel:             r.logLevel("WRENN_LOG_LEVEL"),
 		LogFormat:            r.logFormat("WRENN_LOG_FORMAT"),
 	}
@@ -107,4 +119,15 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		}
 	}
 	return c, nil
+}
+
+// prefixList reads a comma-separated list of CIDRs (agentaddr.ParseList).
+func (r *reader) prefixList(name string) []netip.Prefix {
+	v := r.getenv(name)
+	l, err := agentaddr.ParseList(v)
+	if err != nil {
+		r.fail(name, v, err.Error())
+		return nil
+	}
+	return l
 }

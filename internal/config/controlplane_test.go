@@ -47,6 +47,8 @@ func TestLoadControlPlane(t *testing.T) {
 		{"bad bool", map[string]string{"WRENN_AUTO_MIGRATE": "maybe"}, "WRENN_AUTO_MIGRATE"},
 		{"secure cookies", map[string]string{"WRENN_COOKIE_SECURE": "true"}, ""},
 		{"dashboard dir", map[string]string{"WRENN_DASHBOARD_DIR": "."}, ""},
+		{"agent cidrs", map[string]string{"WRENN_AGENT_ALLOWED_CIDRS": "10.0.0.0/8, 127.0.0.1"}, ""},
+		{"bad agent cidrs", map[string]string{"WRENN_AGENT_ALLOWED_CIDRS": "10.0.0.0/33"}, "WRENN_AGENT_ALLOWED_CIDRS"},
 		{"missing dashboard dir", map[string]string{"WRENN_DASHBOARD_DIR": "/nonexistent/dist"}, "WRENN_DASHBOARD_DIR"},
 		{"dashboard dir is a file", map[string]string{"WRENN_DASHBOARD_DIR": "controlplane_test.go"}, "WRENN_DASHBOARD_DIR"},
 	}

@@ -59,6 +59,7 @@ func startControlPlane(t *testing.T, dbURL, addr string) *process {
 		"WRENN_HOST_MONITOR_INTERVAL": monitorInterval.String(),
 		"WRENN_HOST_CREDENTIAL_TTL":   credentialTTL.String(),
 		"WRENN_AUTH_RATE_LIMIT":       "1000",
+		"WRENN_AGENT_ALLOWED_CIDRS":   "127.0.0.0/8",
 		"WRENN_LOG_LEVEL":             "debug",
 	})
 	eventually(t, 20*time.Second, "control plane answers /health", func() error {

@@ -168,10 +168,10 @@ func (s *Service) snapshotClaimed(ctx context.Context, c store.Capsule, was, nam
 	return t, nil
 }
 
-// DeleteSnapshot deletes the team's snapshot name, its row and its files on
-// its host, recording it with ev. A snapshot still used by capsules that
-// are not stopped is TemplateInUse; a base template cannot be deleted.
-// Deleting a snapshot that a concurrent call deleted is no error.
+// DeleteSnapshot deletes the team's snapshot name, recording it with ev:
+// its row first, then its files on its host. A snapshot still used by
+// capsules that are not stopped is TemplateInUse; a base template cannot be
+// deleted. Deleting a snapshot that a concurrent call deleted is no error.
 func (s *Service) DeleteSnapshot(ctx context.Context, teamID, name string, ev store.Event) error {
 	notFound := errorf(TemplateNotFound, "no snapshot called %q (GET /v1/snapshots lists them)", name)
 	if !rules.ValidTemplateName(name) {
@@ -188,41 +188,42 @@ func (s *Service) DeleteSnapshot(ctx context.Context, teamID, name string, ev st
 		return errorf(Conflict, "%q is a base template; only snapshots can be deleted", name)
 	}
 	ctx = context.WithoutCancel(ctx)
-	// The files go inside DeleteSnapshot, with the template locked and no
-	// capsule using it; a failure there leaves the row.
-	var agentErr error
-	removeFiles := func() error {
-		if t.HostID == "" {
-			return nil
-		}
-		h, err := s.store.Host(ctx, t.HostID)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil // the host and its disk are gone
-		}
-		if err != nil {
-			return err
-		}
-		if err := s.deleteTemplateOnAgent(ctx, h, t.AgentName); err != nil {
-			s.log.WarnContext(ctx, "deleting snapshot on its host", "host_id", h.ID, "template_id", t.ID, "err", err)
-			agentErr = err
-			return err
-		}
-		return nil
-	}
-	err = s.store.DeleteSnapshot(ctx, teamID, t.ID, removeFiles, withMeta(ev, map[string]any{"name": name}))
+	err = s.store.DeleteSnapshot(ctx, teamID, t.ID, withMeta(ev, map[string]any{"name": name}))
 	switch {
-	case agentErr != nil:
-		opErr, _ := agentFailure("delete the snapshot", agentErr)
-		opErr.Kind = AgentFailed
-		return opErr
 	case errors.Is(err, store.ErrNotFound):
 		// Deleted by a concurrent call: the outcome asked for.
 		return nil
 	case errors.Is(err, store.ErrTemplateInUse):
 		n, _ := s.store.CapsulesUsingTemplate(ctx, t.ID)
 		return errorf(TemplateInUse, "snapshot %q is in use by %d capsules that are not stopped; destroy them first", name, n)
+	case err != nil:
+		return err
 	}
-	return err
+	// The files go once the row is committed (see store.DeleteSnapshot):
+	// files a failure here leaves are orphans, removed when the host's
+	// heartbeat next lists them.
+	s.removeSnapshotFiles(ctx, t)
+	return nil
+}
+
+// removeSnapshotFiles removes deleted snapshot t's files from its host, if
+// the host still exists; a failure is logged and left to the orphan
+// clean-up of heartbeats.
+func (s *Service) removeSnapshotFiles(ctx context.Context, t store.Template) {
+	if t.HostID == "" {
+		return
+	}
+	h, err := s.store.Host(ctx, t.HostID)
+	if errors.Is(err, store.ErrNotFound) {
+		return // the host and its disk are gone
+	}
+	if err == nil {
+		err = s.deleteTemplateOnAgent(ctx, h, t.AgentName)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "deleting snapshot files on its host; its heartbeats will report them as orphans",
+			"host_id", t.HostID, "template_id", t.ID, "err", err)
+	}
 }
 
 // deleteTemplateBestEffort asks host h to delete template dir and only logs

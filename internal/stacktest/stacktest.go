@@ -247,7 +247,9 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		HostMonitorInterval:  10 * time.Second,
 		RegistrationTokenTTL: time.Hour,
 		HostCredentialTTL:    24 * time.Hour,
-		AuthRateLimit:        100000,
+		// Agents run on this machine, reached over loopback.
+		AgentAllowedCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		AuthRateLimit:     100000,
 	}
 	// Both servers listen on every address, as in production, so that the
 	// isolation tests show the firewall (not the bind address) keeps

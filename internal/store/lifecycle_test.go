@@ -267,9 +267,9 @@ func (d *db) exec(sql string, args ...any) {
 }
 
 // TestDeleteSnapshotExcludesCreates deletes a snapshot while a capsule is
-// being created from it: the create waits until the files are gone and then
-// fails with ErrTemplateGone, instead of being placed on files that are
-// being removed. A failure to remove the files leaves the template.
+// being created from it: the deletion waits for a create that holds the
+// template, and a create after it fails with ErrTemplateGone; the files,
+// removed by the caller after the commit, are then orphans until removed.
 func TestDeleteSnapshotExcludesCreates(t *testing.T) {
 	d := newDB(t)
 	ctx := context.Background()
@@ -286,41 +286,35 @@ func TestDeleteSnapshotExcludesCreates(t *testing.T) {
 	fromSnap.TemplateID, fromSnap.AgentTemplate, fromSnap.HostID = tmpl.ID, tmpl.AgentName, h
 
 	ev := store.Event{TeamID: team, ActorType: store.ActorSystem, Action: "snapshot.delete"}
-	failed := errors.New("the host could not remove the files")
-	if err := d.store.DeleteSnapshot(ctx, team, tmpl.ID, func() error { return failed }, ev); !errors.Is(err, failed) {
-		t.Fatalf("DeleteSnapshot with a failing removal = %v", err)
+	// A create under way holds the row FOR SHARE: the deletion waits for
+	// it, and then finds the capsule using the snapshot.
+	tx, err := d.conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := d.store.Template(ctx, team, "snap"); err != nil {
-		t.Fatalf("after a failed removal the template is gone: %v", err)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM templates WHERE id = $1 FOR SHARE`, tmpl.ID); err != nil {
+		t.Fatal(err)
 	}
-
-	removing := make(chan struct{})
-	proceed := make(chan struct{})
 	deleted := make(chan error, 1)
-	go func() {
-		deleted <- d.store.DeleteSnapshot(ctx, team, tmpl.ID, func() error {
-			close(removing)
-			<-proceed
-			return nil
-		}, ev)
-	}()
-	<-removing
-	created := make(chan error, 1)
-	go func() {
-		_, _, err := d.store.CreateCapsule(ctx, fromSnap, createEvent(team))
-		created <- err
-	}()
+	go func() { deleted <- d.store.DeleteSnapshot(ctx, team, tmpl.ID, ev) }()
 	select {
-	case err := <-created:
-		t.Fatalf("a create from the snapshot did not wait for its deletion: %v", err)
+	case err := <-deleted:
+		t.Fatalf("DeleteSnapshot did not wait for a create holding the template: %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	close(proceed)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-deleted; err != nil {
 		t.Fatalf("DeleteSnapshot: %v", err)
 	}
-	if err := <-created; !errors.Is(err, store.ErrTemplateGone) {
-		t.Fatalf("create from a snapshot deleted meanwhile = %v, want ErrTemplateGone", err)
+	// Once deleted (and committed, before any file is touched), a create
+	// from it finds it gone.
+	if _, _, err := d.store.CreateCapsule(ctx, fromSnap, createEvent(team)); !errors.Is(err, store.ErrTemplateGone) {
+		t.Fatalf("create from a deleted snapshot = %v, want ErrTemplateGone", err)
+	}
+	if orphans, err := d.store.OrphanTemplates(ctx, []string{"minimal", tid}, time.Hour); err != nil || len(orphans) != 1 || orphans[0] != tid {
+		t.Errorf("after the deletion the host's files are orphans to remove: got %v, %v; want [%s]", orphans, err, tid)
 	}
 	var n int
 	if err := d.conn.QueryRow(ctx, `SELECT count(*) FROM capsules`).Scan(&n); err != nil || n != 0 {

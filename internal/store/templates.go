@@ -161,13 +161,17 @@ var ErrTemplateInUse = errors.New("template in use")
 // deleted meanwhile.
 var ErrTemplateGone = errors.New("template deleted")
 
-// DeleteSnapshot deletes team teamID's snapshot template id — first its
-// files, with removeFiles, then its row — and writes ev, unless a capsule
-// that is not stopped started from it (ErrTemplateInUse, wrapped with how
-// many). The template row stays locked throughout, so no capsule can be
-// created from it in between. An error of removeFiles is returned as is
-// and leaves the template as it was. An unknown id is ErrNotFound.
-func (s *Store) DeleteSnapshot(ctx context.Context, teamID, id string, removeFiles func() error, ev Event) error {
+// DeleteSnapshot deletes team teamID's snapshot template id and writes ev,
+// unless a capsule that is not stopped started from it (ErrTemplateInUse,
+// wrapped with how many). An unknown id is ErrNotFound.
+//
+// The template's files are the caller's to remove, after DeleteSnapshot
+// returns: removed inside the transaction, a failed commit would leave a
+// row without files. Once the row is gone no capsule can be created from
+// it (a create locks the row FOR SHARE, so one under way waits for this
+// deletion and then finds it gone, ErrTemplateGone), and files whose
+// removal fails are found again as orphans (OrphanTemplates).
+func (s *Store) DeleteSnapshot(ctx context.Context, teamID, id string, ev Event) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var tid string
 		if err := tx.QueryRow(ctx, `
@@ -183,12 +187,6 @@ func (s *Store) DeleteSnapshot(ctx context.Context, teamID, id string, removeFil
 		}
 		if n > 0 {
 			return fmt.Errorf("%d capsules: %w", n, ErrTemplateInUse)
-		}
-		// The files go while the row is locked: a create from the
-		// template waits (createCapsule locks it FOR SHARE) and then
-		// finds it gone, instead of restoring from files being removed.
-		if err := removeFiles(); err != nil {
-			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM templates WHERE id = $1`, id); err != nil {
 			return err

@@ -33,6 +33,34 @@ const TokenHeader = "X-Access-Token"
 // DefaultPort is the port envd listens on.
 const DefaultPort = 49983
 
+// Read limits. envd runs inside a capsule, under the tenant's control, so
+// everything it answers is bounded before it is held in memory: the
+// control plane and the agent must not be made to allocate what a capsule
+// chooses.
+const (
+	// MaxMessageBytes bounds one Connect message from envd (a directory
+	// listing, a process list, an output chunk). Larger messages fail
+	// with connect.CodeResourceExhausted, raised locally (not a wire
+	// error).
+	MaxMessageBytes = 16 << 20
+	// maxJSONAnswer bounds the JSON answers of the plain HTTP routes.
+	maxJSONAnswer = 1 << 20
+)
+
+// noGzip refuses compressed Connect answers. Decompression runs before any
+// size check can see the result, and a small gzip can expand a thousand
+// times; the link between control plane, agent and envd gains little from
+// compression anyway. Requests are not compressed either (that is
+// connect's default).
+var noGzip = connect.WithAcceptCompression("gzip", nil, nil)
+
+// ClientOptions are the Connect options of every client of envd's
+// services: the per-message read limit and no compression. The control
+// plane's clients of the agent use the same with a limit of their own.
+func ClientOptions(readMax int) connect.ClientOption {
+	return connect.WithClientOptions(connect.WithReadMaxBytes(readMax), noGzip)
+}
+
 // InitRequest is the body of POST /init.
 type InitRequest struct {
 	// AccessToken becomes the token every later call must carry. Required.
@@ -129,6 +157,9 @@ func New(baseURL, token string, opts ...Option) *Client {
 		DialContext:     o.dial,
 		Protocols:       new(http.Protocols),
 		IdleConnTimeout: 90 * time.Second,
+		// Without this the transport asks for gzip itself and inflates
+		// the answer before connect's limits see it.
+		DisableCompression: true,
 	}
 	rpcTransport.Protocols.SetUnencryptedHTTP2(true)
 	fileTransport := &http.Transport{
@@ -146,9 +177,9 @@ func New(baseURL, token string, opts ...Option) *Client {
 		fileHTTP: &http.Client{Transport: o.wrap(fileTransport), CheckRedirect: noRedirects},
 		token:    token,
 	}
-	interceptors := connect.WithInterceptors(tokenInterceptor{c})
-	c.Process = envdv1connect.NewProcessServiceClient(c.rpcHTTP, c.base, interceptors)
-	c.Filesystem = envdv1connect.NewFilesystemServiceClient(c.rpcHTTP, c.base, interceptors)
+	rpcOpts := connect.WithClientOptions(connect.WithInterceptors(tokenInterceptor{c}), ClientOptions(MaxMessageBytes))
+	c.Process = envdv1connect.NewProcessServiceClient(c.rpcHTTP, c.base, rpcOpts)
+	c.Filesystem = envdv1connect.NewFilesystemServiceClient(c.rpcHTTP, c.base, rpcOpts)
 	return c
 }
 
@@ -235,6 +266,22 @@ func readError(resp *http.Response) error {
 	return e
 }
 
+// decodeJSON reads a JSON answer of at most maxJSONAnswer bytes into v; a
+// compressed answer is refused (the transports do not ask for one).
+func decodeJSON(resp *http.Response, v any) error {
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
+		return fmt.Errorf("answer is %s-encoded; only plain answers are accepted", enc)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxJSONAnswer+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > maxJSONAnswer {
+		return fmt.Errorf("answer is larger than %d bytes", maxJSONAnswer)
+	}
+	return json.Unmarshal(b, v)
+}
+
 // Health reports nil when envd answers GET /health.
 func (c *Client) Health(ctx context.Context) error {
 	return c.call(ctx, http.MethodGet, "/health", "checking health")
@@ -308,7 +355,7 @@ func (c *Client) Upload(ctx context.Context, path string, r io.Reader, opts Uplo
 	}
 	defer func() { _ = resp.Body.Close() }()
 	var out UploadResult
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+	if err := decodeJSON(resp, &out); err != nil {
 		return nil, fmt.Errorf("uploading %s: reading answer: %w", path, err)
 	}
 	return &out, nil
@@ -365,7 +412,7 @@ func (c *Client) Metrics(ctx context.Context) (*Metrics, error) {
 		return nil, errors.New("reading metrics: answer is not JSON")
 	}
 	var m Metrics
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+	if err := decodeJSON(resp, &m); err != nil {
 		return nil, fmt.Errorf("reading metrics: %w", err)
 	}
 	return &m, nil
