@@ -47,6 +47,7 @@ const (
 	codeAgentError          = "agent_error"
 	codeNameTaken           = "name_taken"
 	codeTemplateInUse       = "template_in_use"
+	codeQuotaExceeded       = "quota_exceeded"
 )
 
 // Error codes of work inside a capsule (processes and files).
@@ -86,6 +87,7 @@ var statusOf = map[string]int{
 	codeAgentError:          http.StatusBadGateway,
 	codeNameTaken:           http.StatusConflict,
 	codeTemplateInUse:       http.StatusConflict,
+	codeQuotaExceeded:       http.StatusForbidden,
 	codeCapsuleNotRunning:   http.StatusConflict,
 	codeCapsuleUnreachable:  http.StatusBadGateway,
 	codeProcessNotFound:     http.StatusNotFound,
@@ -107,6 +109,8 @@ var codeOfKind = map[lifecycle.Kind]string{
 	lifecycle.NoHost:              codeNoHost,
 	lifecycle.NoCapacity:          codeNoCapacity,
 	lifecycle.AgentFailed:         codeAgentError,
+	lifecycle.QuotaExceeded:       codeQuotaExceeded,
+	lifecycle.TooManyCreates:      codeRateLimited,
 }
 
 // errorf returns an *Error with a formatted message.

@@ -97,6 +97,10 @@ func nativeRoutes() []route {
 		{"DELETE", "/v1/team/members/{user_id}", member, (*server).handleRemoveMember},
 
 		{"GET", "/v1/audit-log", member, (*server).handleAuditLog},
+
+		{"GET", "/v1/team/quota", member, (*server).handleGetTeamQuota},
+		{"GET", "/v1/admin/teams/{id}/quota", member, (*server).handleGetAdminTeamQuota},
+		{"PUT", "/v1/admin/teams/{id}/quota", member, (*server).handleSetAdminTeamQuota},
 	}
 }
 

@@ -113,7 +113,7 @@ func New(d Deps) *Server {
 	s.agentClient = newAgentHTTPClient(d.AgentClient, s.agentAddrs.Dialer())
 	s.metrics = newMetrics(s.registry, s.store, s.log)
 	s.capsules = lifecycle.New(lifecycle.Deps{
-		Store: s.store, Logger: s.log, Agent: s.capsuleService, ReaperInterval: s.cfg.ReaperInterval,
+		Store: s.store, Logger: s.log, Agent: s.capsuleService, ReaperInterval: s.cfg.ReaperInterval, Quota: s.defaultQuota(),
 		Metrics: lifecycle.Metrics{Pause: s.metrics.pause, Resume: s.metrics.resume, Snapshot: s.metrics.snapshot},
 	})
 	return &Server{Handler: s.routes(), s: s}

@@ -63,6 +63,18 @@ type ControlPlane struct {
 	// (127.0.0.0/8 for an agent on the control plane's machine, in
 	// development). Every dial to an agent is checked too.
 	AgentAllowedCIDRs []netip.Prefix `env:"WRENN_AGENT_ALLOWED_CIDRS" default:"(unset)"`
+	// Quota* are every team's default quota (a platform admin may set
+	// other limits for one team); 0 means no limit. Running capsules are
+	// those that take CPU and memory (starting, running, pausing,
+	// resuming); disk counts paused capsules too, whose saved state stays
+	// on their host.
+	QuotaRunningCapsules   int `env:"WRENN_QUOTA_RUNNING_CAPSULES" default:"20"`
+	QuotaVCPUs             int `env:"WRENN_QUOTA_VCPUS" default:"40"`
+	QuotaMemoryMB          int `env:"WRENN_QUOTA_MEMORY_MB" default:"81920"`
+	QuotaDiskMB            int `env:"WRENN_QUOTA_DISK_MB" default:"512000"`
+	QuotaPausedCapsules    int `env:"WRENN_QUOTA_PAUSED_CAPSULES" default:"100"`
+	QuotaSnapshots         int `env:"WRENN_QUOTA_SNAPSHOTS" default:"200"`
+	QuotaConcurrentCreates int `env:"WRENN_QUOTA_CONCURRENT_CREATES" default:"10"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel slog.Level `env:"WRENN_LOG_LEVEL" default:"info"`
 	// LogFormat is text or json.
@@ -95,6 +107,14 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		DashboardDir:         r.string("WRENN_DASHBOARD_DIR", ""),
 		AutoMigrate:          r.bool("WRENN_AUTO_MIGRATE", true),
 		AgentAllowedCIDRs:    r.prefixList(agentaddr.EnvVar),
+
+		QuotaRunningCapsules:   r.intIn("WRENN_QUOTA_RUNNING_CAPSULES", 20, 0, 1<<30),
+		QuotaVCPUs:             r.intIn("WRENN_QUOTA_VCPUS", 40, 0, 1<<30),
+		QuotaMemoryMB:          r.intIn("WRENN_QUOTA_MEMORY_MB", 81920, 0, 1<<40),
+		QuotaDiskMB:            r.intIn("WRENN_QUOTA_DISK_MB", 512000, 0, 1<<40),
+		QuotaPausedCapsules:    r.intIn("WRENN_QUOTA_PAUSED_CAPSULES", 100, 0, 1<<30),
+		QuotaSnapshots:         r.intIn("WRENN_QUOTA_SNAPSHOTS", 200, 0, 1<<30),
+		QuotaConcurrentCreates: r.intIn("WRENN_QUOTA_CONCURRENT_CREATES", 10, 0, 1<<30),
 		LogLevel:             r.logLevel("WRENN_LOG_LEVEL"),
 		LogFormat:            r.logFormat("WRENN_LOG_FORMAT"),
 	}

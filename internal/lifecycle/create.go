@@ -111,7 +111,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 	c, h, err := s.store.CreateCapsule(ctx, store.NewCapsule{
 		TeamID: req.TeamID, Template: tmpl.Name, VCPUs: vcpus, MemoryMB: memory, DiskMB: disk,
 		TimeoutSec: timeout, Metadata: req.Metadata, CreatedBy: req.CreatedBy,
-		TemplateID: tmpl.ID, AgentTemplate: tmpl.AgentName, HostID: tmpl.HostID,
+		TemplateID: tmpl.ID, AgentTemplate: tmpl.AgentName, HostID: tmpl.HostID, Quota: s.quota,
 	}, ev)
 	var full *store.NoCapacityError
 	switch {
@@ -125,7 +125,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 		return store.Capsule{}, errorf(NoCapacity, "no host has room for %d vCPUs and %d MB of memory now: the most free on the %d hosts with template %q is %d vCPUs and %d MB; try smaller or later",
 			vcpus, memory, full.Hosts, tmpl.Name, full.FreeVCPUs, full.FreeMemoryMB)
 	case err != nil:
-		return store.Capsule{}, err
+		return store.Capsule{}, quotaError(err, "this capsule")
 	}
 	s.log.InfoContext(ctx, "capsule placed", "capsule_id", c.ID, "host_id", h.ID, "template", tmpl.Name)
 	spec := &hostagentv1.CapsuleSpec{

@@ -22,6 +22,11 @@ func (s *Service) Pause(ctx context.Context, c store.Capsule, ev store.Event) (s
 	if c.HostID == "" {
 		return c, noHost(c)
 	}
+	// The reaper pauses idle capsules whatever the quota: a pause frees
+	// CPU and memory, and disk_mb counts paused capsules anyway.
+	if err := s.store.CheckPausedQuota(ctx, c.TeamID, s.quota); err != nil {
+		return c, quotaError(err, "pausing it")
+	}
 	ctx = context.WithoutCancel(ctx)
 	c, err := s.store.SetCapsuleStatus(ctx, c.ID, []string{store.CapsuleRunning}, store.CapsulePausing, "")
 	if errors.Is(err, store.ErrConflict) {
@@ -79,7 +84,7 @@ func (s *Service) Resume(ctx context.Context, c store.Capsule, ev store.Event) (
 		return c, WrongStatus(c, store.CapsulePaused)
 	}
 	ctx = context.WithoutCancel(ctx)
-	c, err := s.store.ClaimResume(ctx, c.ID)
+	c, err := s.store.ClaimResume(ctx, c.ID, s.quota)
 	var full *store.NoCapacityError
 	switch {
 	case errors.Is(err, store.ErrConflict):
@@ -90,7 +95,7 @@ func (s *Service) Resume(ctx context.Context, c store.Capsule, ev store.Event) (
 		return c, errorf(NoCapacity, "the capsule's host has no room for its %d vCPUs and %d MB now (at most %d vCPUs and %d MB free); free some, or try later",
 			full.VCPUs, full.MemoryMB, full.FreeVCPUs, full.FreeMemoryMB)
 	case err != nil:
-		return c, err
+		return c, quotaError(err, "resuming it")
 	}
 	start := time.Now()
 	h, err := s.hostOf(ctx, c)

@@ -14,6 +14,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -67,6 +68,9 @@ type Deps struct {
 	// ReaperInterval is how often RunReaper looks for idle capsules
 	// (default 1 s).
 	ReaperInterval time.Duration
+	// Quota is every team's default quota; a platform admin may set other
+	// limits for one team. The zero Quota limits nothing.
+	Quota store.Quota
 }
 
 // Service is the control plane's capsule service. Its methods are safe for
@@ -77,6 +81,7 @@ type Service struct {
 	log         *slog.Logger
 	agent       func(store.Host) hostagentv1connect.CapsuleServiceClient
 	metrics     Metrics
+	quota       store.Quota
 	reaperEvery time.Duration
 	// leftovers holds the keys of leftovers whose removal from their host
 	// is under way (see cleanUpHost), so that heartbeats that keep
@@ -86,7 +91,7 @@ type Service struct {
 
 // New returns the capsule service.
 func New(d Deps) *Service {
-	s := &Service{store: d.Store, log: d.Logger, agent: d.Agent, metrics: d.Metrics, reaperEvery: d.ReaperInterval}
+	s := &Service{store: d.Store, log: d.Logger, agent: d.Agent, metrics: d.Metrics, quota: d.Quota, reaperEvery: d.ReaperInterval}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -123,6 +128,8 @@ const (
 	NoHost              Kind = "no_host"              // no online host can take it
 	NoCapacity          Kind = "no_capacity"          // hosts are full
 	AgentFailed         Kind = "agent_error"          // the host agent failed the call
+	QuotaExceeded       Kind = "quota_exceeded"       // the team is at one of its limits
+	TooManyCreates      Kind = "too_many_creates"     // the team has as many creates under way as it may
 )
 
 // Error is a failure the caller is meant to see.
@@ -164,4 +171,18 @@ func withMeta(ev store.Event, extra map[string]any) store.Event {
 // Kinds lists every Kind, for callers that map each one (the API's error
 // table checks it has them all).
 var Kinds = []Kind{Invalid, Conflict, CapsuleNotFound, TemplateNotFound, TemplateUnavailable, TemplateInUse,
-	NameTaken, NoHost, NoCapacity, AgentFailed}
+	NameTaken, NoHost, NoCapacity, AgentFailed, QuotaExceeded, TooManyCreates}
+
+// quotaError turns the store's *QuotaError into the caller's error, naming
+// the limit; other errors pass through.
+func quotaError(err error, what string) error {
+	var qe *store.QuotaError
+	if !errors.As(err, &qe) {
+		return err
+	}
+	if qe.Limit == "concurrent_creates" {
+		return errorf(TooManyCreates, "the team has %d capsules being created, its limit (concurrent_creates); try again when they have started", qe.Used)
+	}
+	return errorf(QuotaExceeded, "%s would take the team past its quota: %s is %d, the team holds %d and this adds %d; free some, or ask a platform admin to raise it",
+		what, qe.Limit, qe.Max, qe.Used, qe.Asked)
+}

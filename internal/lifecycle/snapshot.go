@@ -61,6 +61,9 @@ func (s *Service) Snapshot(ctx context.Context, req SnapshotRequest, ev store.Ev
 	if taken {
 		return store.Template{}, errorf(NameTaken, "a template called %q already exists; choose another name", req.Name)
 	}
+	if err := s.store.CheckSnapshotQuota(ctx, req.TeamID, s.quota); err != nil {
+		return store.Template{}, quotaError(err, "another snapshot")
+	}
 	if c.Status != store.CapsuleRunning && c.Status != store.CapsulePaused {
 		return store.Template{}, WrongStatus(c, "running or paused")
 	}

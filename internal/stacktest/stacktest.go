@@ -121,6 +121,9 @@ type Options struct {
 	// relay that Stack.SetAgentCalls controls, so that a test can make
 	// the agent unreachable, or lose its answers, while it runs on.
 	AgentSwitch bool
+	// ControlPlane, when set, adjusts the control plane's configuration
+	// (quotas, say) before it starts; teams have no quota otherwise.
+	ControlPlane func(*config.ControlPlane)
 	// CapsulePids is the agent's per-capsule pids limit
 	// (WRENN_CAPSULE_PIDS; 0 leaves the driver's default).
 	CapsulePids int64
@@ -250,6 +253,9 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		// Agents run on this machine, reached over loopback.
 		AgentAllowedCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		AuthRateLimit:     100000,
+	}
+	if o.ControlPlane != nil {
+		o.ControlPlane(&cpCfg)
 	}
 	// Both servers listen on every address, as in production, so that the
 	// isolation tests show the firewall (not the bind address) keeps

@@ -146,6 +146,9 @@ type NewCapsule struct {
 	// holding its snapshot template. That host need not list the
 	// template (the control plane recorded where it wrote it).
 	HostID string
+	// Quota is the team's default quota; what a platform admin set for
+	// the team applies over it. Going past it is a *QuotaError.
+	Quota Quota
 }
 
 // PlacementLimits bounds what a capsule of a team can ask for: the largest
@@ -225,6 +228,14 @@ func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, e
 		if err != nil {
 			return Capsule{}, Host{}, err
 		}
+	}
+	// The team's quota first: it locks the team, so that its creates and
+	// resumes are counted one after the other.
+	err := checkQuota(ctx, tx, nc.TeamID, nc.Quota, capsuleAsk{
+		vcpus: int64(nc.VCPUs), memoryMB: int64(nc.MemoryMB), diskMB: int64(nc.DiskMB), creating: true,
+	})
+	if err != nil {
+		return Capsule{}, Host{}, err
 	}
 	rows, err := tx.Query(ctx, `
 		SELECT id::text, type = 'byoc', cpus, memory_mb FROM hosts
@@ -473,9 +484,10 @@ func (s *Store) ListCapsules(ctx context.Context, teamID string, f CapsuleFilter
 // and others may have taken them. The host row is locked as placement locks
 // it, so a resume and a create cannot both take the last free memory. It
 // returns a *NoCapacityError (ErrNoCapacity) when the capsule no longer
-// fits, ErrNoHost when it has no host, and ErrConflict (with the capsule
-// as it is) when it is not paused.
-func (s *Store) ClaimResume(ctx context.Context, id string) (Capsule, error) {
+// fits, ErrNoHost when it has no host, ErrConflict (with the capsule as it
+// is) when it is not paused, and a *QuotaError when running it again would
+// take its team past quota (the team's default, with its override).
+func (s *Store) ClaimResume(ctx context.Context, id string, quota Quota) (Capsule, error) {
 	var c Capsule
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
@@ -488,6 +500,10 @@ func (s *Store) ClaimResume(ctx context.Context, id string) (Capsule, error) {
 		}
 		if c.HostID == "" {
 			return ErrNoHost
+		}
+		err = checkQuota(ctx, tx, c.TeamID, quota, capsuleAsk{vcpus: int64(c.VCPUs), memoryMB: int64(c.MemoryMB)})
+		if err != nil {
+			return err
 		}
 		h := scheduler.Host{ID: c.HostID}
 		err = tx.QueryRow(ctx, `SELECT type = 'byoc', cpus, memory_mb FROM hosts WHERE id = $1 FOR UPDATE`, c.HostID).

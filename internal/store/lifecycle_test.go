@@ -242,7 +242,7 @@ func TestClaimResumeCapacity(t *testing.T) {
 	}
 	other := d.running(capsule(team, "minimal", 1, 600))
 	var full *store.NoCapacityError
-	if _, err := d.store.ClaimResume(ctx, c.ID); !errors.As(err, &full) {
+	if _, err := d.store.ClaimResume(ctx, c.ID, store.Quota{}); !errors.As(err, &full) {
 		t.Fatalf("ClaimResume on a full host: %v, want no capacity", err)
 	}
 	if got := d.status(c.ID).Status; got != store.CapsulePaused {
@@ -251,10 +251,10 @@ func TestClaimResumeCapacity(t *testing.T) {
 	if _, err := d.store.SetCapsuleStatus(ctx, other.ID, []string{store.CapsuleRunning}, store.CapsuleStopped, ""); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := d.store.ClaimResume(ctx, c.ID); err != nil || got.Status != store.CapsuleResuming {
+	if got, err := d.store.ClaimResume(ctx, c.ID, store.Quota{}); err != nil || got.Status != store.CapsuleResuming {
 		t.Fatalf("ClaimResume with room: %+v, %v", got.Status, err)
 	}
-	if got, err := d.store.ClaimResume(ctx, c.ID); !errors.Is(err, store.ErrConflict) || got.Status != store.CapsuleResuming {
+	if got, err := d.store.ClaimResume(ctx, c.ID, store.Quota{}); !errors.Is(err, store.ErrConflict) || got.Status != store.CapsuleResuming {
 		t.Errorf("second ClaimResume: %s, %v; want a conflict naming resuming", got.Status, err)
 	}
 }
