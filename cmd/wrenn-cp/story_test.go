@@ -47,6 +47,7 @@ func TestHostGoesUnreachableAndComesBack(t *testing.T) {
 		"WRENN_LOG_FORMAT":            "json",
 		"WRENN_HOST_TIMEOUT":          "1s",
 		"WRENN_HOST_MONITOR_INTERVAL": "200ms",
+		"WRENN_BOOTSTRAP_TOKEN":       strings.Repeat("b", 32),
 	})
 	defer func() {
 		stop()
@@ -55,7 +56,9 @@ func TestHostGoesUnreachableAndComesBack(t *testing.T) {
 		}
 	}()
 
-	status, signup := call(t, "POST", base+"/v1/auth/signup", map[string]string{"email": "admin@example.com", "password": "correct horse"})
+	status, signup := call(t, "POST", base+"/v1/auth/signup", map[string]string{
+		"email": "admin@example.com", "password": "correct horse", "bootstrap_token": strings.Repeat("b", 32),
+	})
 	if status != http.StatusCreated {
 		t.Fatalf("signup: got %d %v", status, signup)
 	}
