@@ -79,6 +79,14 @@ if [ -z "${WRENN_JWT_SECRET:-}" ]; then
 fi
 export WRENN_JWT_SECRET
 
+# The bootstrap token makes the dev admin account platform admin (once);
+# kept in $DEV_DIR so that the signup below can present it.
+if [ -z "${WRENN_BOOTSTRAP_TOKEN:-}" ]; then
+	[ -s "$DEV_DIR/bootstrap-token" ] || (umask 077 && head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' >"$DEV_DIR/bootstrap-token")
+	WRENN_BOOTSTRAP_TOKEN=$(cat "$DEV_DIR/bootstrap-token")
+fi
+export WRENN_BOOTSTRAP_TOKEN
+
 log "building binaries, runsc and the minimal template (runsc takes ~1 min the first time)"
 make --no-print-directory build runsc images >/dev/null
 
@@ -104,10 +112,12 @@ if [ ! -s "$DEV_DIR/admin-password" ]; then
 	password=$(head -c 18 /dev/urandom | base64 -w0 | tr '+/' '-_')
 	code=$(curl -sS -o "$DEV_DIR/signup.json" -w '%{http_code}' -X POST "$url/v1/auth/signup" \
 		-H 'Content-Type: application/json' \
-		-d "$(jq -n --arg e "$admin_email" --arg p "$password" '{email:$e,password:$p,name:"Admin"}')")
+		-d "$(jq -n --arg e "$admin_email" --arg p "$password" --arg b "$WRENN_BOOTSTRAP_TOKEN" \
+			'{email:$e,password:$p,name:"Admin",bootstrap_token:$b}')")
 	case $code in
 	201) (umask 077 && echo "$password" >"$DEV_DIR/admin-password") ;;
 	409) die "an account $admin_email exists but its password is not in $DEV_DIR/admin-password" ;;
+	403) cat "$DEV_DIR/signup.json" >&2; die "signup refused: a platform admin exists already in this database (remove $DEV_DIR/postgres to start afresh)" ;;
 	*) cat "$DEV_DIR/signup.json" >&2; die "signup failed ($code)" ;;
 	esac
 	rm -f "$DEV_DIR/signup.json"
@@ -117,10 +127,13 @@ token=$(curl -fsS -X POST "$url/v1/auth/login" -H 'Content-Type: application/jso
 	-d "$(jq -n --arg e "$admin_email" --arg p "$password" '{email:$e,password:$p}')" | jq -r .token)
 [ -n "$token" ] && [ "$token" != null ] || die "cannot log in as $admin_email"
 
-# An API key, created once and reused while it works.
+# An API key with every scope (platform:admin too, for development), created
+# once and reused while it works.
 if [ ! -s "$DEV_DIR/api-key" ] || ! curl -fsS "$url/v1/me" -H "X-API-Key: $(cat "$DEV_DIR/api-key")" >/dev/null 2>&1; then
 	(umask 077 && curl -fsS -X POST "$url/v1/api-keys" -H "Authorization: Bearer $token" \
-		-H 'Content-Type: application/json' -d '{"name":"dev"}' | jq -r .key >"$DEV_DIR/api-key")
+		-H 'Content-Type: application/json' \
+		-d '{"name":"dev","scopes":["capsules","exec","files","snapshots","templates","hosts","team","keys:manage","platform:admin"]}' |
+		jq -r .key >"$DEV_DIR/api-key")
 fi
 
 key=$(cat "$DEV_DIR/api-key")
@@ -143,7 +156,7 @@ cat <<MSG
 
   Dashboard:      $url/   (sign in with the admin account)
   API:            $url/v1
-  Admin account:  $admin_email / $password
+  Admin account:  $admin_email / $password (platform admin, through the bootstrap token in $DEV_DIR/bootstrap-token)
   API key:        $key
 
   Create a capsule, run a command in it, pause and resume it:

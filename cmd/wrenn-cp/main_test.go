@@ -18,9 +18,14 @@ func getenv(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
 }
 
+// bootstrapTokens receives the bootstrap tokens servers started by start
+// log.
+var bootstrapTokens = make(chan string, 16)
+
 // start runs the server like main does, on a free port, and returns its base
 // URL (read from the "listening" log line), a function that stops it the way
-// SIGTERM does (through the context), and run's result.
+// SIGTERM does (through the context), and run's result. A bootstrap token
+// it logs goes to bootstrapTokens.
 func start(t *testing.T, env map[string]string) (string, context.CancelFunc, <-chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -35,8 +40,17 @@ func start(t *testing.T, env map[string]string) (string, context.CancelFunc, <-c
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+			var line struct {
+				Msg, Addr      string
+				BootstrapToken string `json:"bootstrap_token"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				continue
+			}
+			if line.BootstrapToken != "" {
+				bootstrapTokens <- line.BootstrapToken
+			}
+			if line.Msg == "listening" {
 				addr <- line.Addr
 			}
 		}
@@ -72,14 +86,19 @@ func TestServe(t *testing.T) {
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("GET /health: got %d, want 200", res.StatusCode)
 	}
-	body := `{"email":"admin@example.com","password":"correct horse"}`
-	res, err = http.Post(base+"/v1/auth/signup", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
+	// No platform admin yet: the log carries a bootstrap token (before the
+	// listening line), and the signup that presents it makes one.
+	var token string
+	select {
+	case token = <-bootstrapTokens:
+	default:
+		t.Fatal("no bootstrap token in the log of a server without a platform admin")
 	}
-	_ = res.Body.Close()
-	if res.StatusCode != http.StatusCreated {
-		t.Fatalf("signup: got %d, want 201", res.StatusCode)
+	status, signup := call(t, "POST", base+"/v1/auth/signup", map[string]string{
+		"email": "admin@example.com", "password": "correct horse", "bootstrap_token": token,
+	})
+	if status != http.StatusCreated || signup["user"].(map[string]any)["is_platform_admin"] != true {
+		t.Fatalf("signup with the logged token: got %d %v, want 201 and a platform admin", status, signup)
 	}
 	for _, path := range []string{"/metrics", "/openapi.yaml"} {
 		res, err := http.Get(base + path)
@@ -114,6 +133,7 @@ func TestMigrateCommands(t *testing.T) {
 		{[]string{"migrate", "up"}, "applied 00001_foundation.sql"},
 		{[]string{"migrate", "up"}, "no pending migrations"},
 		{[]string{"migrate", "status"}, "applied"},
+		{[]string{"migrate", "down"}, "rolled back 00006_authz.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00005_dashboard.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00004_snapshot_requests.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00003_lifecycle.sql"},

@@ -41,6 +41,9 @@ func serve(ctx context.Context, cfg config.ControlPlane, log *slog.Logger) error
 		return err
 	}
 	apiSrv := api.New(api.Deps{Store: st, Logger: log, Config: cfg, Signer: hostauth.NewSigner(key)})
+	if err := apiSrv.Bootstrap(ctx); err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Handler:           apiSrv,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -48,6 +48,7 @@ func TestHostGoesUnreachableAndComesBack(t *testing.T) {
 		"WRENN_HOST_TIMEOUT":          "1s",
 		"WRENN_HOST_MONITOR_INTERVAL": "200ms",
 		"WRENN_AGENT_ALLOWED_CIDRS":   "127.0.0.0/8",
+		"WRENN_BOOTSTRAP_TOKEN":       strings.Repeat("b", 32),
 	})
 	defer func() {
 		stop()
@@ -56,7 +57,9 @@ func TestHostGoesUnreachableAndComesBack(t *testing.T) {
 		}
 	}()
 
-	status, signup := call(t, "POST", base+"/v1/auth/signup", map[string]string{"email": "admin@example.com", "password": "correct horse"})
+	status, signup := call(t, "POST", base+"/v1/auth/signup", map[string]string{
+		"email": "admin@example.com", "password": "correct horse", "bootstrap_token": strings.Repeat("b", 32),
+	})
 	if status != http.StatusCreated {
 		t.Fatalf("signup: got %d %v", status, signup)
 	}

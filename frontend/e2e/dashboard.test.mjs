@@ -275,6 +275,15 @@ step('create an API key on the API keys page; it is shown once and works', { tim
   const keyDialog = dialog('Create API key');
   await waitVisible(keyDialog);
   await keyDialog.getByLabel('Name', { exact: true }).fill(keyName);
+  // The default scopes are chosen; a scope beyond them can be added, and
+  // platform:admin is not offered to a user who is not platform admin.
+  const scopeBox = (name) => keyDialog.getByRole('checkbox', { name: new RegExp(`^${name} `) });
+  for (const sc of ['capsules', 'exec', 'files', 'snapshots', 'templates']) {
+    assert.ok(await scopeBox(sc).isChecked(), `scope ${sc} is chosen by default`);
+  }
+  assert.equal(await scopeBox('keys:manage').isChecked(), false, 'keys:manage is not chosen by default');
+  assert.equal(await scopeBox('platform:admin').count(), 0, 'platform:admin is not offered');
+  await scopeBox('team').check();
   await shot('dialog-create-api-key');
   await keyDialog.getByRole('button', { name: 'Create', exact: true }).click();
   const keyInput = keyDialog.getByLabel('API key', { exact: true });
@@ -287,9 +296,13 @@ step('create an API key on the API keys page; it is shown once and works', { tim
   await keyDialog.getByRole('button', { name: 'Done', exact: true }).click();
   await waitHidden(keyDialog);
   await waitVisible(page.getByRole('button', { name: `Delete API key ${keyName}`, exact: true }));
+  const keyRow = page.getByRole('row').filter({ hasText: keyName });
+  assert.match(await keyRow.innerText(), /capsules[\s\S]*templates[\s\S]*team/, 'the list shows the key\'s scopes');
   api = apiClient(key);
   const me = await api('GET', '/v1/me', undefined, 200);
   assert.equal(me.json.user.email, user.email, 'the key belongs to the user who signed up');
+  await api('GET', '/v1/team/members', undefined, 200);
+  await api('POST', '/v1/api-keys', { name: 'minted' }, 403);
 });
 
 step('launch a capsule from the list, then pause, resume, snapshot and destroy it on its page', { timeout: 300_000 }, async () => {

@@ -1,14 +1,19 @@
 package api
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
+	"math"
 	"net/http"
 	"net/mail"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/wrenn-dev/wrenn/internal/auth"
+	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
 
@@ -58,6 +63,8 @@ func (s *server) handleSignup() http.Handler {
 		Email    string `json:"email"`
 		Password string `json:"password"`
 		Name     string `json:"name"`
+		// BootstrapToken makes the new user platform admin, once.
+		BootstrapToken string `json:"bootstrap_token"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		if err := s.refuseCrossOrigin(r); err != nil {
@@ -66,6 +73,13 @@ func (s *server) handleSignup() http.Handler {
 		req, err := decode[request](w, r, maxBody)
 		if err != nil {
 			return err
+		}
+		admin := req.BootstrapToken != ""
+		switch {
+		case admin && !s.isBootstrapToken(req.BootstrapToken):
+			return errorf(codeForbidden, "the bootstrap token is not valid; omit it to sign up without platform admin rights")
+		case !admin && s.cfg.Signup == config.SignupClosed:
+			return errorf(codeForbidden, "signup is closed on this server")
 		}
 		email, err := normalizeEmail(req.Email)
 		if err != nil {
@@ -90,10 +104,13 @@ func (s *server) handleSignup() http.Handler {
 			teamName, _, _ = strings.Cut(email, "@")
 		}
 		u, m, err := s.store.CreateUser(r.Context(), store.NewUser{
-			Email: email, Name: name, PasswordHash: hash, TeamName: teamName + "'s team",
-		}, store.Event{Action: "auth.signup", IP: s.clientIP(r)})
+			Email: email, Name: name, PasswordHash: hash, TeamName: teamName + "'s team", PlatformAdmin: admin,
+		}, store.Event{Action: "auth.signup", IP: s.clientIP(r), Metadata: signupMeta(admin)})
 		if errors.Is(err, store.ErrConflict) {
 			return errorf(codeConflict, "an account with email %s already exists", email)
+		}
+		if errors.Is(err, store.ErrBootstrapSpent) {
+			return errorf(codeForbidden, "the bootstrap token was spent already: a platform admin exists; omit it to sign up without platform admin rights")
 		}
 		if err != nil {
 			return err
@@ -110,6 +127,20 @@ func (s *server) handleSignup() http.Handler {
 		})
 		return nil
 	})
+}
+
+// isBootstrapToken reports whether tok is this server's bootstrap token.
+func (s *server) isBootstrapToken(tok string) bool {
+	sum := sha256.Sum256([]byte(tok))
+	return subtle.ConstantTimeCompare(sum[:], s.bootstrapHash[:]) == 1
+}
+
+// signupMeta is the audit metadata of a signup.
+func signupMeta(admin bool) map[string]any {
+	if !admin {
+		return nil
+	}
+	return map[string]any{"platform_admin": true, "bootstrap": true}
 }
 
 func (s *server) handleLogin() http.Handler {
@@ -130,6 +161,16 @@ func (s *server) handleLogin() http.Handler {
 		}
 		wrong := errorf(codeInvalidCredentials, "wrong email or password")
 		email := strings.ToLower(strings.TrimSpace(req.Email))
+		// Failed logins are counted per email, whether an account has it or
+		// not, so that a lockout reveals nothing about which accounts exist.
+		account := auth.HashToken(email)
+		if wait, err := s.store.LoginLockedFor(r.Context(), account); err != nil {
+			return err
+		} else if wait > 0 {
+			secs := int(math.Ceil(wait.Seconds()))
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			return errorf(codeRateLimited, "too many failed logins for this account; retry in %d s", secs)
+		}
 		u, err := s.store.UserByEmail(r.Context(), email)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
@@ -137,8 +178,14 @@ func (s *server) handleLogin() http.Handler {
 		// An unknown email is checked against a dummy hash (u.PasswordHash
 		// is empty) so that it costs the same time as a wrong password.
 		if err := s.passwords.Check(u.PasswordHash, req.Password); errors.Is(err, auth.ErrWrongPassword) {
+			if _, err := s.store.RecordLoginFailure(r.Context(), account, s.lockout); err != nil {
+				return err
+			}
 			return wrong
 		} else if err != nil {
+			return err
+		}
+		if err := s.store.ClearLoginFailures(r.Context(), account); err != nil {
 			return err
 		}
 		ms, err := s.store.Memberships(r.Context(), u.ID)

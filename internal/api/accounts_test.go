@@ -143,7 +143,7 @@ func TestRateLimitClientIP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, func(c *config.ControlPlane) { c.AuthRateLimit = 1; c.TrustProxy = tt.trustProxy })
+			e := newEnv(t, func(c *config.ControlPlane) { c.AuthRateLimit = 1; trustLoopback(c, tt.trustProxy) })
 			e.call("POST", "/v1/auth/login", login, "X-Forwarded-For", "203.0.113.1").want(t, "first login", http.StatusUnauthorized)
 			e.call("POST", "/v1/auth/login", login, "X-Forwarded-For", "203.0.113.2").want(t, "second login", tt.wantSecond)
 		})

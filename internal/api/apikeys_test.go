@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,7 +11,7 @@ func TestAPIKeys(t *testing.T) {
 	e := newEnv(t)
 	a := e.signup("a@example.com")
 
-	created := e.call("POST", "/v1/api-keys", map[string]string{"name": "ci"}, a.bearer()...).want(t, "create key", http.StatusCreated)
+	created := e.call("POST", "/v1/api-keys", map[string]any{"name": "ci", "scopes": []string{"keys:manage"}}, a.bearer()...).want(t, "create key", http.StatusCreated)
 	key, id := created.str("key"), created.str("id")
 	if !strings.HasPrefix(key, "wrn_") || !strings.HasPrefix(key, created.str("prefix")) || created.str("prefix") == key {
 		t.Fatalf("create: got key %q prefix %q, want a wrn_ key starting with a shorter prefix", key, created.str("prefix"))
@@ -33,7 +34,8 @@ func TestAPIKeys(t *testing.T) {
 		t.Fatalf("list: got %s, want one key", list.raw)
 	}
 	k := list.list[0].(map[string]any)
-	if k["id"] != id || k["name"] != "ci" || k["last_used_at"] == nil || k["created_by"] != a.id || k["key"] != nil {
+	if k["id"] != id || k["name"] != "ci" || k["last_used_at"] == nil || k["created_by"] != a.id || k["key"] != nil ||
+		fmt.Sprint(k["scopes"]) != "[keys:manage]" {
 		t.Errorf("list: got %v, want key %s named ci, used, created by %s, without the secret", k, id, a.id)
 	}
 
@@ -46,8 +48,9 @@ func TestTeamIsolation(t *testing.T) {
 	e := newEnv(t)
 	admin := e.signup("admin@example.com") // first user: platform admin
 	other := e.signup("other@example.com")
-	adminKey := e.call("POST", "/v1/api-keys", map[string]string{"name": "admin"}, admin.bearer()...).want(t, "admin key", http.StatusCreated)
-	otherKey := e.call("POST", "/v1/api-keys", map[string]string{"name": "other"}, other.bearer()...).want(t, "other key", http.StatusCreated)
+	all := []string{"capsules", "exec", "files", "snapshots", "templates", "hosts", "team", "keys:manage"}
+	adminKey := e.call("POST", "/v1/api-keys", map[string]any{"name": "admin", "scopes": append([]string{"platform:admin"}, all...)}, admin.bearer()...).want(t, "admin key", http.StatusCreated)
+	otherKey := e.call("POST", "/v1/api-keys", map[string]any{"name": "other", "scopes": all}, other.bearer()...).want(t, "other key", http.StatusCreated)
 	regular := e.createHost(admin)
 	byoc := e.call("POST", "/v1/hosts", map[string]string{"type": "byoc", "team_id": other.teamID}, admin.bearer()...).
 		want(t, "create byoc host", http.StatusCreated)
@@ -97,9 +100,9 @@ func TestTeamIsolation(t *testing.T) {
 	if n := e.count("api_keys WHERE deleted_at IS NULL"); n != 2 {
 		t.Errorf("got %d live API keys, want 2", n)
 	}
-	all := e.call("GET", "/v1/hosts", nil, "X-API-Key", adminKey.str("key")).want(t, "admin lists hosts", http.StatusOK)
-	if len(all.list) != 2 {
-		t.Errorf("admin list: got %d hosts, want 2", len(all.list))
+	hosts := e.call("GET", "/v1/hosts", nil, "X-API-Key", adminKey.str("key")).want(t, "admin lists hosts", http.StatusOK)
+	if len(hosts.list) != 2 {
+		t.Errorf("admin list: got %d hosts, want 2", len(hosts.list))
 	}
 }
 
@@ -116,7 +119,7 @@ func TestAPIKeyAsBearer(t *testing.T) {
 func TestAPIKeyFollowsCreatorStanding(t *testing.T) {
 	e := newEnv(t)
 	admin := e.signup("admin@example.com")
-	key := e.call("POST", "/v1/api-keys", map[string]string{"name": "ops"}, admin.bearer()...).want(t, "create key", http.StatusCreated).str("key")
+	key := e.createKey("ops", []string{"hosts", "platform:admin"}, admin.bearer()...)
 	e.call("POST", "/v1/hosts", map[string]string{"type": "regular"}, "X-API-Key", key).want(t, "create host as admin's key", http.StatusCreated)
 
 	e.exec(`UPDATE users SET is_platform_admin = false WHERE id = $1`, admin.id)

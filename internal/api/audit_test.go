@@ -11,7 +11,7 @@ func TestAuditLogFilters(t *testing.T) {
 	e := newEnv(t)
 	a := e.signup("a@example.com") // auth.signup
 	k1 := e.call("POST", "/v1/api-keys", map[string]string{"name": "one"}, a.bearer()...).want(t, "key one", http.StatusCreated)
-	k2 := e.call("POST", "/v1/api-keys", map[string]string{"name": "two"}, a.bearer()...).want(t, "key two", http.StatusCreated)
+	k2 := e.call("POST", "/v1/api-keys", map[string]any{"name": "two", "scopes": []string{"keys:manage"}}, a.bearer()...).want(t, "key two", http.StatusCreated)
 	e.call("DELETE", "/v1/api-keys/"+k1.str("id"), nil, "X-API-Key", k2.str("key")).want(t, "delete key one by key", http.StatusNoContent)
 	e.call("POST", "/v1/auth/login", map[string]string{"email": "a@example.com", "password": "correct horse"}).want(t, "login", http.StatusOK)
 	// Log, newest first: auth.login, api_key.delete (by key), api_key.create ×2, auth.signup.

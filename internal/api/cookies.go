@@ -34,7 +34,7 @@ func (s *server) secureRequest(r *http.Request) bool {
 	if s.cfg.CookieSecure || r.TLS != nil {
 		return true
 	}
-	return s.cfg.TrustProxy && strings.EqualFold(lastForwarded(r, "X-Forwarded-Proto"), "https")
+	return s.fromTrustedProxy(r) && strings.EqualFold(lastForwarded(r, "X-Forwarded-Proto"), "https")
 }
 
 // lastForwarded returns the last entry of a comma-separated forwarding
@@ -124,7 +124,7 @@ func (s *server) sameOrigin(r *http.Request, origin string) bool {
 		return false
 	}
 	want := []string{r.Host}
-	if s.cfg.TrustProxy {
+	if s.fromTrustedProxy(r) {
 		if fh := lastForwarded(r, "X-Forwarded-Host"); fh != "" {
 			want = append(want, fh)
 		}

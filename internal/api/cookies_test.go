@@ -96,7 +96,7 @@ func TestSecureCookies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, func(c *config.ControlPlane) { c.CookieSecure = tt.secure; c.TrustProxy = tt.trustProxy })
+			e := newEnv(t, func(c *config.ControlPlane) { c.CookieSecure = tt.secure; trustLoopback(c, tt.trustProxy) })
 			e.signup("a@example.com")
 			r, _ := e.login("a@example.com", tt.headers...)
 			for name, c := range cookiesOf(r) {
@@ -162,9 +162,10 @@ func TestCookieAuth(t *testing.T) {
 
 	// Bearer tokens and API keys need no CSRF token, even next to a cookie.
 	e.call("POST", "/v1/api-keys", create, a.bearer()...).want(t, "bearer", http.StatusCreated)
-	k2 := e.call("POST", "/v1/api-keys", create, append(a.bearer(), "Cookie", "wrenn_session="+b.session)...).want(t, "bearer and cookie", http.StatusCreated)
-	e.call("POST", "/v1/api-keys", create, "X-API-Key", k2.str("key")).want(t, "API key", http.StatusCreated)
-	e.call("POST", "/v1/api-keys", create, "X-API-Key", k2.str("key"), "Origin", "https://evil.example").want(t, "API key from another origin", http.StatusCreated)
+	manage := map[string]any{"name": "k", "scopes": []string{"keys:manage"}}
+	k2 := e.call("POST", "/v1/api-keys", manage, append(a.bearer(), "Cookie", "wrenn_session="+b.session)...).want(t, "bearer and cookie", http.StatusCreated)
+	e.call("POST", "/v1/api-keys", manage, "X-API-Key", k2.str("key")).want(t, "API key", http.StatusCreated)
+	e.call("POST", "/v1/api-keys", manage, "X-API-Key", k2.str("key"), "Origin", "https://evil.example").want(t, "API key from another origin", http.StatusCreated)
 	// A present Authorization header is used as before, whatever cookie comes along.
 	e.call("GET", "/v1/me", nil, append(b.cookie(), "Authorization", "Basic eDp5")...).want(t, "non-bearer Authorization", http.StatusUnauthorized)
 }

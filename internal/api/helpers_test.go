@@ -33,7 +33,13 @@ type env struct {
 	db    *pgx.Conn
 	cfg   config.ControlPlane
 	key   ed25519.PrivateKey
+	// signups counts signup calls: the first presents the bootstrap token
+	// and makes the platform admin.
+	signups int
 }
+
+// testBootstrapToken is the bootstrap token of every test env.
+const testBootstrapToken = "test-bootstrap-token-0123456789abcdef"
 
 // newEnv starts the API with test-sized settings; tweak adjusts them.
 func newEnv(t *testing.T, tweak ...func(*config.ControlPlane)) *env {
@@ -61,6 +67,10 @@ func newEnv(t *testing.T, tweak ...func(*config.ControlPlane)) *env {
 		// report addresses in 10.0.0.0/8.
 		AgentAllowedCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")},
 		AuthRateLimit:     1000,
+		LoginMaxFailures:  5,
+		LoginLockout:      time.Minute,
+		BootstrapToken:    testBootstrapToken,
+		Signup:            config.SignupOpen,
 	}
 	for _, f := range tweak {
 		f(&cfg)
@@ -156,10 +166,16 @@ type account struct {
 
 func (a account) bearer() []string { return []string{"Authorization", "Bearer " + a.token} }
 
+// signup signs up a user with a team of its own; the env's first signup
+// presents the bootstrap token, so that user is platform admin.
 func (e *env) signup(email string) account {
 	e.t.Helper()
-	r := e.call("POST", "/v1/auth/signup", map[string]string{"email": email, "password": "correct horse", "name": "Test"}).
-		want(e.t, "signup "+email, http.StatusCreated)
+	body := map[string]string{"email": email, "password": "correct horse", "name": "Test"}
+	if e.signups == 0 {
+		body["bootstrap_token"] = testBootstrapToken
+	}
+	e.signups++
+	r := e.call("POST", "/v1/auth/signup", body).want(e.t, "signup "+email, http.StatusCreated)
 	user := r.body["user"].(map[string]any)
 	team := r.body["team"].(map[string]any)
 	return account{id: user["id"].(string), email: email, token: r.str("token"), teamID: team["id"].(string)}
@@ -215,4 +231,33 @@ func foreignToken(t *testing.T, userID string) string {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// trustLoopback makes the test client (on loopback) a trusted proxy, or
+// not.
+func trustLoopback(c *config.ControlPlane, on bool) {
+	c.TrustedProxies = nil
+	if on {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+}
+
+// createKey creates an API key named name with scopes (none: the
+// default set) as the holder of headers, and returns the key.
+func (e *env) createKey(name string, scopes []string, headers ...string) string {
+	e.t.Helper()
+	body := map[string]any{"name": name}
+	if scopes != nil {
+		body["scopes"] = scopes
+	}
+	return e.call("POST", "/v1/api-keys", body, headers...).want(e.t, "create key "+name, http.StatusCreated).str("key")
+}
+
+func mustPrefix(t *testing.T, s string) netip.Prefix {
+	t.Helper()
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

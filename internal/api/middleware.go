@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -79,30 +79,11 @@ func (s *server) instrument(pattern string, next http.Handler) http.Handler {
 	})
 }
 
-// clientIP returns the caller's IP: with a trusted proxy in front, the last
-// X-Forwarded-For entry (the one that proxy appended; earlier entries come
-// from the client and can be forged), else the connection's peer.
-func (s *server) clientIP(r *http.Request) string {
-	if s.cfg.TrustProxy {
-		if ip := net.ParseIP(lastForwarded(r, "X-Forwarded-For")); ip != nil {
-			return ip.String()
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.String()
-	}
-	return ""
-}
-
 // rateLimit refuses callers over the per-IP signup/login budget with 429
 // and Retry-After.
 func (s *server) rateLimit(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ok, wait := s.limiter.Allow(s.clientIP(r))
+		ok, wait := s.limiter.Allow(ipBucket(s.clientIP(r)))
 		if !ok {
 			secs := int(math.Ceil(wait.Seconds()))
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -120,6 +101,8 @@ type principal struct {
 	TeamID        string
 	Role          string
 	PlatformAdmin bool
+	// Scopes are the API key's; a session holds every scope (see has).
+	Scopes []string
 }
 
 // actor returns the audit actor of the principal.
@@ -185,7 +168,8 @@ func (s *server) apiKeyPrincipal(r *http.Request, key string) (principal, error)
 		return principal{}, errorf(codeUnauthenticated, "invalid API key")
 	}
 	// The key acts with its creator's standing, read now, so that revoking
-	// someone's admin rights also takes them from their keys.
+	// someone's admin rights also takes them from their keys; and only
+	// when the key is scoped for it.
 	k, creatorIsAdmin, err := s.store.APIKeyByHash(ctx, auth.HashToken(key))
 	if errors.Is(err, store.ErrNotFound) {
 		return principal{}, errorf(codeUnauthenticated, "invalid API key")
@@ -201,7 +185,10 @@ func (s *server) apiKeyPrincipal(r *http.Request, key string) (principal, error)
 	if err := s.store.TouchAPIKey(ctx, k); err != nil {
 		return principal{}, err
 	}
-	return principal{UserID: k.CreatedBy, APIKeyID: k.ID, TeamID: k.TeamID, Role: store.RoleMember, PlatformAdmin: creatorIsAdmin}, nil
+	return principal{
+		UserID: k.CreatedBy, APIKeyID: k.ID, TeamID: k.TeamID, Role: store.RoleMember, Scopes: k.Scopes,
+		PlatformAdmin: creatorIsAdmin && slices.Contains(k.Scopes, auth.ScopePlatformAdmin),
+	}, nil
 }
 
 // errBadSession is the answer to a session token that is not (or no

@@ -118,7 +118,7 @@ func (s *server) routes() http.Handler {
 		case limited:
 			h = s.rateLimit(h)
 		case member:
-			h = s.authenticate(h)
+			h = s.authenticate(s.requireScope(rt.method+" "+rt.pattern, h))
 		}
 		mux.Handle(rt.method+" "+rt.pattern, s.instrument(rt.pattern, h))
 		if !seen[rt.pattern] {

@@ -7,6 +7,7 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"log/slog"
 	"net/http"
 	"time"
@@ -46,16 +47,23 @@ type Deps struct {
 
 // server holds the dependencies shared by the handlers.
 type server struct {
-	store       *store.Store
-	log         *slog.Logger
-	cfg         config.ControlPlane
-	signer      *hostauth.Signer
-	passwords   auth.Passwords
-	sessions    *auth.Sessions
-	limiter     *auth.RateLimiter
-	registry    *prometheus.Registry
-	metrics     *metrics
-	agentClient *http.Client
+	store     *store.Store
+	log       *slog.Logger
+	cfg       config.ControlPlane
+	signer    *hostauth.Signer
+	passwords auth.Passwords
+	sessions  *auth.Sessions
+	limiter   *auth.RateLimiter
+	// lockout is the per-account policy for failed logins.
+	lockout store.LoginLockout
+	// bootstrapHash is the SHA-256 of the bootstrap token (see
+	// handleSignup); bootstrapToken is the token itself when the server
+	// made it up, to be logged by Bootstrap, else "".
+	bootstrapHash  [32]byte
+	bootstrapToken string
+	registry       *prometheus.Registry
+	metrics        *metrics
+	agentClient    *http.Client
 	// agentAddrs says which addresses agents may be reached at; every
 	// dial to an agent is checked against it.
 	agentAddrs *agentaddr.Policy
@@ -69,6 +77,14 @@ type server struct {
 // refreshTokenTTL is the lifetime of a host refresh token (host protocol).
 const refreshTokenTTL = 90 * 24 * time.Hour
 
+// maxLoginLockout is the longest an account is locked out after failed
+// logins (unless WRENN_LOGIN_LOCKOUT is longer), and loginFailuresForget
+// how long failures count.
+const (
+	maxLoginLockout     = 15 * time.Minute
+	loginFailuresForget = time.Hour
+)
+
 // agentCallTimeout bounds a call to an agent made while answering a request.
 const agentCallTimeout = 2 * time.Second
 
@@ -81,6 +97,29 @@ func NewServer(d Deps) http.Handler { return New(d) }
 type Server struct {
 	http.Handler
 	s *server
+}
+
+// Bootstrap says in the log how to become the first platform admin, while
+// there is none: with the token the server made up (printed here, the one
+// secret ever logged, because the operator has no other way to learn it)
+// or with WRENN_BOOTSTRAP_TOKEN. Call it once at start.
+func (sv *Server) Bootstrap(ctx context.Context) error {
+	s := sv.s
+	open, err := s.store.BootstrapOpen(ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !open && s.bootstrapToken == "":
+		s.log.InfoContext(ctx, "WRENN_BOOTSTRAP_TOKEN is set but a platform admin exists already; it is ignored and may be removed")
+	case !open:
+	case s.bootstrapToken != "":
+		s.log.WarnContext(ctx, "no platform admin yet: sign up with this bootstrap token to become one (it works once; a restart makes a new one)",
+			"bootstrap_token", s.bootstrapToken)
+	default:
+		s.log.WarnContext(ctx, "no platform admin yet: sign up with the WRENN_BOOTSTRAP_TOKEN to become one")
+	}
+	return nil
 }
 
 // RunReaper pauses capsules idle for longer than their timeout_sec, every
@@ -106,6 +145,23 @@ func New(d Deps) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.lockout = store.LoginLockout{
+		MaxFailures: d.Config.LoginMaxFailures, Base: d.Config.LoginLockout,
+		Max: max(d.Config.LoginLockout, maxLoginLockout), Forget: loginFailuresForget,
+	}
+	if s.lockout.MaxFailures < 1 {
+		s.lockout.MaxFailures = 5
+	}
+	if s.lockout.Base <= 0 {
+		s.lockout.Base = time.Minute
+	}
+	tok := d.Config.BootstrapToken
+	if tok == "" {
+		// rand.Read does not fail on the platforms Go supports.
+		tok, _, _ = auth.NewToken(auth.BootstrapTokenPrefix)
+		s.bootstrapToken = tok
+	}
+	s.bootstrapHash = sha256.Sum256([]byte(tok))
 	if s.registry == nil {
 		s.registry = prometheus.NewRegistry()
 	}

@@ -16,6 +16,7 @@ const (
 	RegistrationTokenPrefix = "wrnreg_"
 	HostCredentialPrefix    = "wrnh_"
 	RefreshTokenPrefix      = "wrnr_"
+	BootstrapTokenPrefix    = "wrnboot_"
 )
 
 // apiKeyDisplayLen is how much of an API key is kept in clear to tell keys

@@ -158,6 +158,34 @@ func (r *reader) prefix(name, def string) netip.Prefix {
 	return p
 }
 
+// prefixes reads a comma-separated list of networks in CIDR notation; a
+// bare address stands for itself (/32 or /128).
+func (r *reader) prefixes(name string) []netip.Prefix {
+	v := r.getenv(name)
+	var out []netip.Prefix
+	for f := range strings.SplitSeq(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(f); err == nil {
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			r.fail(name, v, fmt.Sprintf("%q is not an address or a network in CIDR notation, like 10.0.0.0/8", f))
+			return nil
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}
+
 func (r *reader) logLevel(name string) slog.Level {
 	v := r.string(name, "info")
 	var l slog.Level

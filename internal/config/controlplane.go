@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/agentaddr"
@@ -41,9 +42,28 @@ type ControlPlane struct {
 	// AuthRateLimit is how many signup and login requests one client IP may
 	// make per minute (also the burst).
 	AuthRateLimit int `env:"WRENN_AUTH_RATE_LIMIT" default:"10"`
-	// TrustProxy makes the client IP come from X-Forwarded-For; enable it
-	// only behind a proxy that sets that header itself.
-	TrustProxy bool `env:"WRENN_TRUST_PROXY" default:"false"`
+	// TrustedProxies are the networks of the reverse proxies in front of
+	// the control plane (comma-separated CIDRs or addresses). Only a
+	// request whose peer is in one of them has its X-Forwarded-For,
+	// X-Forwarded-Proto and X-Forwarded-Host believed; the client IP is
+	// then the last X-Forwarded-For entry that is not a trusted proxy.
+	// Empty: forwarding headers are ignored.
+	TrustedProxies []netip.Prefix `env:"WRENN_TRUSTED_PROXIES" default:"(unset)"`
+	// LoginMaxFailures is how many failed logins in a row one account
+	// (email) may have before it is locked out for LoginLockout.
+	LoginMaxFailures int `env:"WRENN_LOGIN_MAX_FAILURES" default:"5"`
+	// LoginLockout is the first lockout of an account; each further
+	// failure doubles it, up to 15 minutes (or LoginLockout if longer).
+	LoginLockout time.Duration `env:"WRENN_LOGIN_LOCKOUT" default:"1m"`
+	// BootstrapToken makes the signup that presents it platform admin, as
+	// long as no platform admin exists; unset, the control plane makes one
+	// up at start and logs it while no platform admin exists. At least 32
+	// bytes.
+	BootstrapToken string `env:"WRENN_BOOTSTRAP_TOKEN" default:"(unset)"`
+	// Signup is open (anyone may create an account) or closed (only the
+	// signup that presents the bootstrap token is accepted: set it once the
+	// accounts you want exist).
+	Signup string `env:"WRENN_SIGNUP" default:"open"`
 	// CookieSecure marks the dashboard's cookies Secure on every answer;
 	// when false they are Secure only on requests that came over TLS
 	// (directly, or per X-Forwarded-Proto from a trusted proxy).
@@ -81,6 +101,12 @@ type ControlPlane struct {
 	LogFormat string `env:"WRENN_LOG_FORMAT" default:"text"`
 }
 
+// Values of WRENN_SIGNUP.
+const (
+	SignupOpen   = "open"
+	SignupClosed = "closed"
+)
+
 // maxJWTTTL bounds sessions so that a stolen token cannot live for ever.
 const maxJWTTTL = 30 * 24 * time.Hour
 
@@ -102,7 +128,11 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		RegistrationTokenTTL: r.duration("WRENN_REGISTRATION_TOKEN_TTL", time.Hour),
 		HostCredentialTTL:    r.duration("WRENN_HOST_CREDENTIAL_TTL", 24*time.Hour),
 		AuthRateLimit:        r.int("WRENN_AUTH_RATE_LIMIT", 10),
-		TrustProxy:           r.bool("WRENN_TRUST_PROXY", false),
+		TrustedProxies:       r.prefixes("WRENN_TRUSTED_PROXIES"),
+		LoginMaxFailures:     r.int("WRENN_LOGIN_MAX_FAILURES", 5),
+		LoginLockout:         r.duration("WRENN_LOGIN_LOCKOUT", time.Minute),
+		BootstrapToken:       r.string("WRENN_BOOTSTRAP_TOKEN", ""),
+		Signup:               strings.ToLower(r.string("WRENN_SIGNUP", SignupOpen)),
 		CookieSecure:         r.bool("WRENN_COOKIE_SECURE", false),
 		DashboardDir:         r.string("WRENN_DASHBOARD_DIR", ""),
 		AutoMigrate:          r.bool("WRENN_AUTO_MIGRATE", true),
@@ -115,13 +145,15 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		QuotaPausedCapsules:    r.intIn("WRENN_QUOTA_PAUSED_CAPSULES", 100, 0, 1<<30),
 		QuotaSnapshots:         r.intIn("WRENN_QUOTA_SNAPSHOTS", 200, 0, 1<<30),
 		QuotaConcurrentCreates: r.intIn("WRENN_QUOTA_CONCURRENT_CREATES", 10, 0, 1<<30),
-		LogLevel:             r.logLevel("WRENN_LOG_LEVEL"),
-		LogFormat:            r.logFormat("WRENN_LOG_FORMAT"),
+		LogLevel:               r.logLevel("WRENN_LOG_LEVEL"),
+		LogFormat:              r.logFormat("WRENN_LOG_FORMAT"),
 	}
 	if r.err != nil {
 		return ControlPlane{}, r.err
 	}
 	switch {
+	case getenv("WRENN_TRUST_PROXY") != "":
+		return ControlPlane{}, fmt.Errorf("config: WRENN_TRUST_PROXY is gone: unset it and list your proxies' networks in WRENN_TRUSTED_PROXIES (e.g. WRENN_TRUSTED_PROXIES=10.0.0.0/8)")
 	case len(c.JWTSecret) < 32:
 		return ControlPlane{}, fmt.Errorf("config: WRENN_JWT_SECRET must be at least 32 bytes (got %d); generate one with `openssl rand -hex 32`", len(c.JWTSecret))
 	case c.JWTTTL > maxJWTTTL:
@@ -132,6 +164,15 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		return ControlPlane{}, fmt.Errorf("config: WRENN_REAPER_INTERVAL=%s: must be from 100ms to %s", c.ReaperInterval, maxReaperInterval)
 	case c.AuthRateLimit < 1:
 		return ControlPlane{}, fmt.Errorf("config: WRENN_AUTH_RATE_LIMIT=%d: must be at least 1", c.AuthRateLimit)
+	case c.LoginMaxFailures < 1:
+		return ControlPlane{}, fmt.Errorf("config: WRENN_LOGIN_MAX_FAILURES=%d: must be at least 1", c.LoginMaxFailures)
+	case c.LoginLockout > 24*time.Hour:
+		return ControlPlane{}, fmt.Errorf("config: WRENN_LOGIN_LOCKOUT=%s: at most 24h", c.LoginLockout)
+	case c.BootstrapToken != "" && len(c.BootstrapToken) < 32:
+		// The length only: the error must not quote a secret.
+		return ControlPlane{}, fmt.Errorf("config: WRENN_BOOTSTRAP_TOKEN must be at least 32 bytes (got %d); generate one with `openssl rand -hex 32`", len(c.BootstrapToken))
+	case c.Signup != SignupOpen && c.Signup != SignupClosed:
+		return ControlPlane{}, fmt.Errorf("config: WRENN_SIGNUP=%q: must be open or closed", c.Signup)
 	}
 	if c.DashboardDir != "" {
 		if fi, err := os.Stat(c.DashboardDir); err != nil || !fi.IsDir() {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"maps"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -19,7 +20,8 @@ func TestLoadControlPlane(t *testing.T) {
 	}
 	if c.ListenAddr != ":8000" || c.JWTTTL != 24*time.Hour || c.HostTimeout != 90*time.Second ||
 		c.HostMonitorInterval != 10*time.Second || c.RegistrationTokenTTL != time.Hour ||
-		c.HostCredentialTTL != 24*time.Hour || c.AuthRateLimit != 10 || !c.AutoMigrate || c.TrustProxy ||
+		c.HostCredentialTTL != 24*time.Hour || c.AuthRateLimit != 10 || !c.AutoMigrate || c.TrustedProxies != nil ||
+		c.LoginMaxFailures != 5 || c.LoginLockout != time.Minute || c.BootstrapToken != "" || c.Signup != "open" ||
 		c.ReaperInterval != time.Second {
 		t.Errorf("defaults: got %+v", c)
 	}
@@ -46,6 +48,15 @@ func TestLoadControlPlane(t *testing.T) {
 		{"json debug", map[string]string{"WRENN_LOG_FORMAT": "JSON", "WRENN_LOG_LEVEL": "debug"}, ""},
 		{"bad bool", map[string]string{"WRENN_AUTO_MIGRATE": "maybe"}, "WRENN_AUTO_MIGRATE"},
 		{"secure cookies", map[string]string{"WRENN_COOKIE_SECURE": "true"}, ""},
+		{"old trust proxy", map[string]string{"WRENN_TRUST_PROXY": "true"}, "WRENN_TRUSTED_PROXIES"},
+		{"trusted proxies", map[string]string{"WRENN_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,2001:db8::/32"}, ""},
+		{"bad trusted proxy", map[string]string{"WRENN_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, "WRENN_TRUSTED_PROXIES"},
+		{"zero login failures", map[string]string{"WRENN_LOGIN_MAX_FAILURES": "0"}, "WRENN_LOGIN_MAX_FAILURES"},
+		{"long lockout", map[string]string{"WRENN_LOGIN_LOCKOUT": "48h"}, "WRENN_LOGIN_LOCKOUT"},
+		{"short bootstrap token", map[string]string{"WRENN_BOOTSTRAP_TOKEN": "hunter2"}, "WRENN_BOOTSTRAP_TOKEN must be at least 32 bytes"},
+		{"bootstrap token", map[string]string{"WRENN_BOOTSTRAP_TOKEN": strings.Repeat("b", 32)}, ""},
+		{"signup closed", map[string]string{"WRENN_SIGNUP": "Closed"}, ""},
+		{"signup invite", map[string]string{"WRENN_SIGNUP": "invite"}, "WRENN_SIGNUP"},
 		{"dashboard dir", map[string]string{"WRENN_DASHBOARD_DIR": "."}, ""},
 		{"agent cidrs", map[string]string{"WRENN_AGENT_ALLOWED_CIDRS": "10.0.0.0/8, 127.0.0.1"}, ""},
 		{"bad agent cidrs", map[string]string{"WRENN_AGENT_ALLOWED_CIDRS": "10.0.0.0/33"}, "WRENN_AGENT_ALLOWED_CIDRS"},
@@ -69,6 +80,23 @@ func TestLoadControlPlane(t *testing.T) {
 				t.Errorf("got error %v, want one mentioning %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestLoadTrustedProxies(t *testing.T) {
+	c, err := LoadControlPlane(envOf(map[string]string{
+		"DATABASE_URL": "x", "WRENN_JWT_SECRET": strings.Repeat("s", 32),
+		"WRENN_TRUSTED_PROXIES": "10.1.2.3/8, 192.0.2.7 ,::ffff:198.51.100.0/120,2001:db8::1",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"),
+		netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("2001:db8::1/128"),
+	}
+	if !reflect.DeepEqual(c.TrustedProxies, want) {
+		t.Errorf("got %v, want %v", c.TrustedProxies, want)
 	}
 }
 

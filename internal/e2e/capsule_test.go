@@ -152,12 +152,12 @@ func startUserStack(t *testing.T) *userStack {
 		Token string `json:"token"`
 	}
 	anon.must(http.StatusCreated, "POST", "/v1/auth/signup",
-		map[string]string{"email": adaEmail, "password": adaPassword, "name": "Ada"}, &session)
+		map[string]string{"email": adaEmail, "password": adaPassword, "name": "Ada", "bootstrap_token": bootstrapToken}, &session)
 	user := &client{t: t, base: cpURL, header: http.Header{"Authorization": {"Bearer " + session.Token}}}
 	var key struct {
 		Key string `json:"key"`
 	}
-	user.must(http.StatusCreated, "POST", "/v1/api-keys", map[string]string{"name": "e2e"}, &key)
+	user.must(http.StatusCreated, "POST", "/v1/api-keys", map[string]any{"name": "e2e", "scopes": adminScopes}, &key)
 	api := &client{t: t, base: cpURL, header: http.Header{"X-Api-Key": {key.Key}}}
 
 	hostID, regToken := createHost(t, api)

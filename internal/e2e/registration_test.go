@@ -49,6 +49,13 @@ type hostView struct {
 	LastHeartbeatAt *time.Time `json:"last_heartbeat_at"`
 }
 
+// bootstrapToken is the WRENN_BOOTSTRAP_TOKEN of every control plane the
+// tests start; the first signup presents it and becomes platform admin.
+const bootstrapToken = "e2e-bootstrap-token-0123456789abcdef"
+
+// adminScopes are the scopes of the platform admin's API key in the tests.
+var adminScopes = []string{"capsules", "exec", "files", "snapshots", "templates", "hosts", "team", "keys:manage", "platform:admin"}
+
 func startControlPlane(t *testing.T, dbURL, addr string) *process {
 	t.Helper()
 	cp := start(t, "wrenn-cp", bin.cp, map[string]string{
@@ -61,6 +68,7 @@ func startControlPlane(t *testing.T, dbURL, addr string) *process {
 		"WRENN_AUTH_RATE_LIMIT":       "1000",
 		"WRENN_AGENT_ALLOWED_CIDRS":   "127.0.0.0/8",
 		"WRENN_LOG_LEVEL":             "debug",
+		"WRENN_BOOTSTRAP_TOKEN":       bootstrapToken,
 	})
 	eventually(t, 20*time.Second, "control plane answers /health", func() error {
 		if cp.exited() {
@@ -214,7 +222,7 @@ func TestRegistrationStory(t *testing.T) {
 		Token string `json:"token"`
 	}
 	anon.must(http.StatusCreated, "POST", "/v1/auth/signup",
-		map[string]string{"email": "admin@example.com", "password": "correct horse battery staple", "name": "Ada"}, &session)
+		map[string]string{"email": "admin@example.com", "password": "correct horse battery staple", "name": "Ada", "bootstrap_token": bootstrapToken}, &session)
 	if session.Token == "" {
 		t.Fatal("signup answered no token")
 	}
@@ -222,7 +230,7 @@ func TestRegistrationStory(t *testing.T) {
 	var key struct {
 		Key string `json:"key"`
 	}
-	user.must(http.StatusCreated, "POST", "/v1/api-keys", map[string]string{"name": "e2e"}, &key)
+	user.must(http.StatusCreated, "POST", "/v1/api-keys", map[string]any{"name": "e2e", "scopes": adminScopes}, &key)
 	if !strings.HasPrefix(key.Key, "wrn_") {
 		t.Fatalf("POST /v1/api-keys answered key %q", key.Key)
 	}

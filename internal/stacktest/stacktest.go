@@ -253,6 +253,10 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		// Agents run on this machine, reached over loopback.
 		AgentAllowedCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		AuthRateLimit:     100000,
+		LoginMaxFailures:  5,
+		LoginLockout:      time.Minute,
+		BootstrapToken:    BootstrapToken,
+		Signup:            config.SignupOpen,
 	}
 	if o.ControlPlane != nil {
 		o.ControlPlane(&cpCfg)
@@ -465,8 +469,13 @@ func loopback(ln net.Listener) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 }
 
+// BootstrapToken is the bootstrap token of every stack; the stack's first
+// user presents it and becomes platform admin.
+const BootstrapToken = "stacktest-bootstrap-token-0123456789abcdef"
+
 // NewTeam signs up a new user, who gets a team of their own, and returns
-// that team with a fresh API key.
+// that team with a fresh API key holding every scope the user may grant
+// (platform:admin too for the stack's first user).
 func (s *Stack) NewTeam(t testing.TB) Team {
 	t.Helper()
 	s.users++
@@ -480,13 +489,19 @@ func (s *Stack) NewTeam(t testing.TB) Team {
 		"email": fmt.Sprintf("user%d@example.com", s.users), "password": "correct horse battery staple",
 		"name": fmt.Sprintf("User %d", s.users),
 	}
+	scopes := slices.Clone(auth.AllScopes)
+	if s.users == 1 {
+		signup["bootstrap_token"] = BootstrapToken
+	} else {
+		scopes = slices.DeleteFunc(scopes, func(sc string) bool { return sc == auth.ScopePlatformAdmin })
+	}
 	anon := Team{}
 	anon.JSON(t, s, "POST", "/v1/auth/signup", signup, http.StatusCreated, &session)
 	var key struct {
 		Key string `json:"key"`
 	}
 	user := Team{APIKey: session.Token}
-	user.JSON(t, s, "POST", "/v1/api-keys", map[string]string{"name": "tests"}, http.StatusCreated, &key)
+	user.JSON(t, s, "POST", "/v1/api-keys", map[string]any{"name": "tests", "scopes": scopes}, http.StatusCreated, &key)
 	return Team{ID: session.Team.ID, APIKey: key.Key}
 }
 

@@ -11,11 +11,13 @@ import (
 // APIKey is a team's API key as stored; the key itself is never stored, only
 // its hash.
 type APIKey struct {
-	ID         string
-	TeamID     string
-	CreatedBy  string // "" when the creator's account is gone
-	Name       string
-	Prefix     string
+	ID        string
+	TeamID    string
+	CreatedBy string // "" when the creator's account is gone
+	Name      string
+	Prefix    string
+	// Scopes are what the key may do (auth.AllScopes names them).
+	Scopes     []string
 	LastUsedAt *time.Time
 	CreatedAt  time.Time
 }
@@ -27,14 +29,15 @@ type NewAPIKey struct {
 	Name      string
 	Prefix    string
 	Hash      string
+	Scopes    []string
 }
 
-const apiKeyColumns = `id::text, team_id::text, coalesce(created_by::text, ''), name, prefix, last_used_at, created_at`
+const apiKeyColumns = `id::text, team_id::text, coalesce(created_by::text, ''), name, prefix, scopes, last_used_at, created_at`
 
 // scanAPIKey scans apiKeyColumns, then extra.
 func scanAPIKey(row pgx.Row, extra ...any) (APIKey, error) {
 	var k APIKey
-	err := row.Scan(append([]any{&k.ID, &k.TeamID, &k.CreatedBy, &k.Name, &k.Prefix, &k.LastUsedAt, &k.CreatedAt}, extra...)...)
+	err := row.Scan(append([]any{&k.ID, &k.TeamID, &k.CreatedBy, &k.Name, &k.Prefix, &k.Scopes, &k.LastUsedAt, &k.CreatedAt}, extra...)...)
 	return k, err
 }
 
@@ -44,9 +47,9 @@ func (s *Store) CreateAPIKey(ctx context.Context, nk NewAPIKey, ev Event) (APIKe
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
 		k, err = scanAPIKey(tx.QueryRow(ctx, `
-			INSERT INTO api_keys (team_id, created_by, name, prefix, key_hash)
-			VALUES ($1, $2, $3, $4, $5)
-			RETURNING `+apiKeyColumns, nk.TeamID, nullable(nk.CreatedBy), nk.Name, nk.Prefix, nk.Hash))
+			INSERT INTO api_keys (team_id, created_by, name, prefix, key_hash, scopes)
+			VALUES ($1, $2, $3, $4, $5, $6)
+			RETURNING `+apiKeyColumns, nk.TeamID, nullable(nk.CreatedBy), nk.Name, nk.Prefix, nk.Hash, nk.Scopes))
 		if err != nil {
 			return err
 		}

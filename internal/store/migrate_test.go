@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -86,5 +87,65 @@ func TestSigningKeyShared(t *testing.T) {
 	}
 	if !ka.Equal(kb) {
 		t.Errorf("replicas got different signing keys")
+	}
+}
+
+// Keys made before scopes keep what they could do but minting keys and
+// platform-admin power, and a database whose first user became platform
+// admin counts as bootstrapped.
+func TestMigrateAuthz(t *testing.T) {
+	url := testdb.New(t)
+	m, err := store.NewMigrator(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = m.Close() }()
+	ctx := t.Context()
+	var before int64
+	for _, src := range m.ListSources() {
+		if strings.HasSuffix(src.Path, "_authz.sql") {
+			before = src.Version - 1
+		}
+	}
+	if before == 0 {
+		t.Fatal("no _authz.sql migration")
+	}
+	if _, err := m.UpTo(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(context.Background()) }()
+	_, err = conn.Exec(ctx, `
+		WITH u AS (INSERT INTO users (email, name, password_hash, is_platform_admin) VALUES ('a@example.com', '', 'x', true) RETURNING id),
+		     t AS (INSERT INTO teams (name) VALUES ('t') RETURNING id)
+		INSERT INTO api_keys (team_id, created_by, name, prefix, key_hash)
+		SELECT t.id, u.id, 'old', 'wrn_old', 'hash' FROM t, u`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var scopes []string
+	if err := conn.QueryRow(ctx, `SELECT scopes FROM api_keys WHERE name = 'old'`).Scan(&scopes); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(scopes, ","); got != "capsules,exec,files,snapshots,templates,hosts,team" {
+		t.Errorf("old key: got scopes %s, want every scope but keys:manage and platform:admin", got)
+	}
+	st, err := store.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// Spent, even once no platform admin is left.
+	if _, err := conn.Exec(ctx, `UPDATE users SET is_platform_admin = false`); err != nil {
+		t.Fatal(err)
+	}
+	if open, err := st.BootstrapOpen(ctx); err != nil || open {
+		t.Errorf("bootstrap after migrating a database with a platform admin: got open=%v err=%v, want spent", open, err)
 	}
 }

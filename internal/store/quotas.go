@@ -218,4 +218,3 @@ func (s *Store) CheckPausedQuota(ctx context.Context, teamID string, def Quota) 
 	}
 	return nil
 }
-

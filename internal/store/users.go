@@ -38,10 +38,14 @@ type NewUser struct {
 	Name         string
 	PasswordHash string
 	TeamName     string
+	// PlatformAdmin makes the user platform admin by spending the
+	// bootstrap; the caller has checked the bootstrap token. When the
+	// bootstrap is spent already, CreateUser returns ErrBootstrapSpent.
+	PlatformAdmin bool
 }
 
-// signupLock serialises signups so that exactly one user becomes the first
-// (platform admin) even when several sign up at once.
+// signupLock serialises signups that spend the bootstrap, so that exactly
+// one user becomes the first platform admin even when several try at once.
 const signupLock = 0x5772656e6e01 // "Wrenn" 1
 
 const userColumns = `id::text, email, name, password_hash, is_platform_admin, created_at`
@@ -54,24 +58,38 @@ func scanUser(row pgx.Row, extra ...any) (User, error) {
 }
 
 // CreateUser stores a new user with a team of its own (as owner) and writes
-// ev (its ActorID, TeamID and ResourceID are filled in). The first user ever
-// becomes platform admin. A taken email returns ErrConflict.
+// ev (its ActorID, TeamID and ResourceID are filled in). A taken email
+// returns ErrConflict.
 func (s *Store) CreateUser(ctx context.Context, nu NewUser, ev Event) (User, Membership, error) {
 	var (
 		u User
 		m Membership
 	)
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, signupLock); err != nil {
-			return err
+		if nu.PlatformAdmin {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, signupLock); err != nil {
+				return err
+			}
+			open, err := bootstrapOpen(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if !open {
+				return ErrBootstrapSpent
+			}
 		}
 		var err error
 		u, err = scanUser(tx.QueryRow(ctx, `
 			INSERT INTO users (email, name, password_hash, is_platform_admin)
-			VALUES ($1, $2, $3, NOT EXISTS (SELECT 1 FROM users))
-			RETURNING `+userColumns, nu.Email, nu.Name, nu.PasswordHash))
+			VALUES ($1, $2, $3, $4)
+			RETURNING `+userColumns, nu.Email, nu.Name, nu.PasswordHash, nu.PlatformAdmin))
 		if err != nil {
 			return err
+		}
+		if nu.PlatformAdmin {
+			if _, err := tx.Exec(ctx, `INSERT INTO bootstrap (user_id) VALUES ($1)`, u.ID); err != nil {
+				return err
+			}
 		}
 		m = Membership{TeamName: nu.TeamName, Role: RoleOwner}
 		if err := tx.QueryRow(ctx, `INSERT INTO teams (name) VALUES ($1) RETURNING id::text`, nu.TeamName).Scan(&m.TeamID); err != nil {

@@ -13,16 +13,37 @@ type APIKey struct {
 	ID         string     `json:"id"`
 	Name       string     `json:"name"`
 	Prefix     string     `json:"prefix"`
+	Scopes     []string   `json:"scopes"`
 	CreatedAt  time.Time  `json:"created_at"`
 	CreatedBy  *string    `json:"created_by"`
 	LastUsedAt *time.Time `json:"last_used_at"`
 	Key        string     `json:"key,omitempty"`
 }
 
-// CreateAPIKey creates an API key for the client's team.
-func (c *Client) CreateAPIKey(ctx context.Context, name string) (*APIKey, error) {
+// The scopes an API key may hold (see docs/api.md). A key without a scope
+// gets ErrForbidden from the calls that need it.
+const (
+	ScopeCapsules      = "capsules"
+	ScopeExec          = "exec"
+	ScopeFiles         = "files"
+	ScopeSnapshots     = "snapshots"
+	ScopeTemplates     = "templates"
+	ScopeHosts         = "hosts"
+	ScopeTeam          = "team"
+	ScopeKeysManage    = "keys:manage"
+	ScopePlatformAdmin = "platform:admin"
+)
+
+// CreateAPIKey creates an API key for the client's team with scopes, or
+// without any named the default set (capsules, exec, files, snapshots,
+// templates). A key can grant only scopes it holds, and creating keys with
+// a key needs ScopeKeysManage.
+func (c *Client) CreateAPIKey(ctx context.Context, name string, scopes ...string) (*APIKey, error) {
 	var out APIKey
-	body := map[string]string{"name": name}
+	body := map[string]any{"name": name}
+	if len(scopes) > 0 {
+		body["scopes"] = scopes
+	}
 	if err := c.call(ctx, request{method: http.MethodPost, path: "/v1/api-keys", json: body}, &out); err != nil {
 		return nil, err
 	}

@@ -402,8 +402,9 @@ func TestSDKStack(t *testing.T) {
 	})
 
 	t.Run("api keys", func(t *testing.T) {
-		k, err := c.CreateAPIKey(ctx, "sdk-"+tag)
-		if err != nil || !strings.HasPrefix(k.Key, "wrn_") || k.Name != "sdk-"+tag {
+		k, err := c.CreateAPIKey(ctx, "sdk-"+tag, wrenn.ScopeCapsules, wrenn.ScopeKeysManage)
+		if err != nil || !strings.HasPrefix(k.Key, "wrn_") || k.Name != "sdk-"+tag ||
+			!slices.Equal(k.Scopes, []string{wrenn.ScopeCapsules, wrenn.ScopeKeysManage}) {
 			t.Fatalf("CreateAPIKey = %+v, %v", k, err)
 		}
 		keys, err := c.ListAPIKeys(ctx)
@@ -416,6 +417,12 @@ func TestSDKStack(t *testing.T) {
 		}
 		if _, err := other.GetCapsule(ctx, capsule.ID); err != nil {
 			t.Fatalf("the new key cannot get the team's capsule: %v", err)
+		}
+		if _, err := other.CreateAPIKey(ctx, "wider", wrenn.ScopeExec); !errors.Is(err, wrenn.ErrForbidden) {
+			t.Fatalf("a key granting a scope it lacks got %v; want ErrForbidden", err)
+		}
+		if _, err := other.ListTemplates(ctx); !errors.Is(err, wrenn.ErrForbidden) {
+			t.Fatalf("a key without the templates scope listed templates: %v; want ErrForbidden", err)
 		}
 		if err := c.DeleteAPIKey(ctx, k.ID); err != nil {
 			t.Fatal(err)

@@ -207,8 +207,11 @@ function uploadFile(id: string, path: string, file: Blob, onprogress: (sent: num
 
 export const api = {
   // Accounts and sessions.
-  signup: (email: string, password: string, name: string) =>
-    call<Session>('POST', '/v1/auth/signup', { body: { email, password, name }, quiet401: true }),
+  signup: (email: string, password: string, name: string, bootstrapToken = '') =>
+    call<Session>('POST', '/v1/auth/signup', {
+      body: bootstrapToken ? { email, password, name, bootstrap_token: bootstrapToken } : { email, password, name },
+      quiet401: true,
+    }),
   login: (email: string, password: string) =>
     call<Session>('POST', '/v1/auth/login', { body: { email, password }, quiet401: true }),
   logout: () => call<void>('POST', '/v1/auth/logout', { quiet401: true }),
@@ -249,7 +252,8 @@ export const api = {
 
   // API keys.
   listAPIKeys: (signal?: AbortSignal) => call<ApiKey[]>('GET', '/v1/api-keys', { signal }),
-  createAPIKey: (name: string) => call<ApiKey>('POST', '/v1/api-keys', { body: { name } }),
+  createAPIKey: (name: string, scopes?: string[]) =>
+    call<ApiKey>('POST', '/v1/api-keys', { body: scopes ? { name, scopes } : { name } }),
   deleteAPIKey: (id: string) => call<void>('DELETE', `/v1/api-keys/${enc(id)}`),
 
   // Hosts.

@@ -66,6 +66,8 @@ export interface ApiKey {
   created_at: string;
   created_by: string | null;
   last_used_at: string | null;
+  /** What the key may do (see API_KEY_SCOPES). */
+  scopes: string[];
   /** Only in the answer to a create: shown once. */
   key?: string;
 }
@@ -182,3 +184,16 @@ export interface CapsuleMetrics {
   processes: number;
   timestamp: string;
 }
+
+/** The scopes of API keys, as the server names them, with what each allows. */
+export const API_KEY_SCOPES: { name: string; label: string; byDefault: boolean; adminOnly?: boolean }[] = [
+  { name: 'capsules', label: 'Create, pause, resume and delete capsules', byDefault: true },
+  { name: 'exec', label: 'Run commands and terminals, manage processes', byDefault: true },
+  { name: 'files', label: 'Read and write files in capsules', byDefault: true },
+  { name: 'snapshots', label: 'Create and delete snapshots', byDefault: true },
+  { name: 'templates', label: 'List templates', byDefault: true },
+  { name: 'hosts', label: 'List the hosts the team can see', byDefault: false },
+  { name: 'team', label: 'Read the team members and audit log', byDefault: false },
+  { name: 'keys:manage', label: 'List, create and delete API keys', byDefault: false },
+  { name: 'platform:admin', label: 'Act as platform admin (hosts of every team)', byDefault: false, adminOnly: true },
+];
