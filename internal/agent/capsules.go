@@ -250,45 +250,37 @@ func OpenCapsules(ctx context.Context, cfg CapsulesConfig) (*Capsules, error) {
 func (c *Capsules) sandboxesDir() string { return filepath.Join(c.cfg.Dir, "sandboxes") }
 func (c *Capsules) imagesDir() string    { return filepath.Join(c.cfg.Dir, "images") }
 
-// Templates lists the templates this host has.
+// Templates lists the base templates this host has (not its snapshots).
 func (c *Capsules) Templates() []string {
-	entries, err := os.ReadDir(c.imagesDir())
-	if err != nil {
-		return []string{}
-	}
-	names := []string{}
-	for _, e := range entries {
-		if c.isSnapshot(e.Name()) {
-			continue // reported a page at a time: SnapshotDirs
-		}
-		if c.hasTemplate(e.Name()) {
-			names = append(names, e.Name())
-		}
-	}
-	return names
+	base, _, _ := c.TemplateDirs("", 0)
+	return base
 }
 
-// SnapshotDirs returns up to limit of the snapshot directories in the
-// images directory, sorted, with names after after, and how many there are
-// in all. Heartbeats report them a page at a time, so that any number of
-// snapshots fits.
-func (c *Capsules) SnapshotDirs(after string, limit int) ([]string, int) {
+// TemplateDirs reads the images directory once and returns the base
+// templates this host has, and one page of its snapshot directories: at
+// most limit, sorted, with names after after, and how many there are in
+// all. Heartbeats report snapshots a page at a time, so that any number of
+// them fits.
+func (c *Capsules) TemplateDirs(after string, limit int) (base, snapshots []string, total int) {
+	base = []string{}
 	entries, err := os.ReadDir(c.imagesDir()) // sorted by name
 	if err != nil {
-		return nil, 0
+		return base, nil, 0
 	}
-	var page []string
-	total := 0
 	for _, e := range entries {
-		if !c.isSnapshot(e.Name()) {
-			continue
-		}
-		total++
-		if e.Name() > after && len(page) < limit {
-			page = append(page, e.Name())
+		name := e.Name()
+		switch {
+		case !rules.ValidTemplateName(name):
+		case c.isSnapshot(name):
+			total++
+			if name > after && len(snapshots) < limit {
+				snapshots = append(snapshots, name)
+			}
+		case c.cfg.Driver.UsableTemplate(filepath.Join(c.imagesDir(), name)) == nil:
+			base = append(base, name)
 		}
 	}
-	return page, total
+	return base, snapshots, total
 }
 
 // isSnapshot reports whether template directory name holds a snapshot's

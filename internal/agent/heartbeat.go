@@ -122,8 +122,7 @@ func (s *Server) beat(ctx context.Context) error {
 		for _, c := range infos {
 			req.Capsules = append(req.Capsules, hostproto.CapsuleReport{ID: c.Spec.ID, Status: c.Status})
 		}
-		req.Templates = s.capsules.Templates()
-		req.Snapshots, req.SnapshotsTotal = s.capsules.SnapshotDirs(s.snapshotCursor(), hostproto.SnapshotPage)
+		req.Templates, req.Snapshots, req.SnapshotsTotal = s.capsules.TemplateDirs(s.snapshotCursor(), hostproto.SnapshotPage)
 	}
 	cred := s.credential()
 	resp, err := s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)

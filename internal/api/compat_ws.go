@@ -11,10 +11,8 @@ import (
 	"strings"
 	"sync"
 
-	"connectrpc.com/connect"
 	"github.com/coder/websocket"
 
-	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
 )
 
@@ -322,22 +320,6 @@ func orDefault(v, def uint32) uint32 {
 		return def
 	}
 	return v
-}
-
-// connectProcess attaches to the process sel and returns its event stream,
-// read up to the start event, under ctx.
-func connectProcess(ctx context.Context, ec *envdclient.Client, sel *envdv1.ProcessSelector) (procStream, *envdv1.StartEvent, error) {
-	st, err := ec.Process.Connect(ctx, connect.NewRequest(&envdv1.ConnectRequest{Process: sel}))
-	if err != nil {
-		return procStream{}, nil, err
-	}
-	ps := connectStream(st)
-	start, err := ps.awaitStart()
-	if err != nil {
-		_ = ps.close()
-		return procStream{}, nil, err
-	}
-	return ps, start, nil
 }
 
 // hold reads a terminal's start stream to its end, which keeps envd from

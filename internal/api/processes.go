@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -35,19 +36,8 @@ func (s *server) handleListProcesses() http.Handler {
 		if err != nil {
 			return err
 		}
-		// Bounded by its size as JSON, entry by entry.
-		list := jsonList{limit: maxListingBytes}
-		for _, pj := range out {
-			ok, err := list.add(pj)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return errorf(codeTooLarge, "the process list is larger than %d MiB as JSON", maxListingBytes>>20)
-			}
-		}
 		s.used(r, c, "", nil)
-		answerJSON(w, http.StatusOK, list.bytes())
+		encode(w, http.StatusOK, out)
 		return nil
 	})
 }
@@ -103,7 +93,9 @@ func describe(sel *envdv1.ProcessSelector) string {
 	return "tag " + strconv.Quote(sel.GetTag())
 }
 
-// listProcesses returns the processes of capsule c that envd knows.
+// listProcesses returns the processes of capsule c that envd knows, for
+// every API that lists them: a list larger than maxListingBytes as JSON
+// (envd's strings may grow sixfold when escaped) is refused.
 func (s *server) listProcesses(r *http.Request, c store.Capsule) ([]processJSON, error) {
 	ec, err := s.capsuleEnvd(r.Context(), c)
 	if err != nil {
@@ -116,8 +108,17 @@ func (s *server) listProcesses(r *http.Request, c store.Capsule) ([]processJSON,
 		return nil, s.envdError(r.Context(), c, processErrors, err)
 	}
 	out := make([]processJSON, 0, len(resp.Msg.GetProcesses()))
+	size := 2 // the brackets
 	for _, p := range resp.Msg.GetProcesses() {
-		out = append(out, toProcessJSON(p))
+		pj := toProcessJSON(p)
+		b, err := json.Marshal(pj)
+		if err != nil {
+			return nil, err
+		}
+		if size += len(b) + 1; size > maxListingBytes {
+			return nil, errorf(codeTooLarge, "the process list is larger than %d MiB as JSON", maxListingBytes>>20)
+		}
+		out = append(out, pj)
 	}
 	return out, nil
 }

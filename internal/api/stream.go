@@ -132,6 +132,22 @@ func startProcess(ctx context.Context, ec *envdclient.Client, req *envdv1.StartR
 	return ps, ev, nil
 }
 
+// connectProcess attaches to the process sel and returns its event stream,
+// read up to the start event, under ctx.
+func connectProcess(ctx context.Context, ec *envdclient.Client, sel *envdv1.ProcessSelector) (procStream, *envdv1.StartEvent, error) {
+	st, err := ec.Process.Connect(ctx, connect.NewRequest(&envdv1.ConnectRequest{Process: sel}))
+	if err != nil {
+		return procStream{}, nil, err
+	}
+	ps := connectStream(st)
+	start, err := ps.awaitStart()
+	if err != nil {
+		_ = ps.close()
+		return procStream{}, nil, err
+	}
+	return ps, start, nil
+}
+
 // session is one WebSocket attached to one process.
 type session struct {
 	s    *server
@@ -486,14 +502,8 @@ func (s *server) execStream(w http.ResponseWriter, r *http.Request, sel *envdv1.
 // looked up before the upgrade, so an unknown one is a plain 404.
 func (s *server) attach(ctx context.Context, cancel context.CancelFunc, w http.ResponseWriter, r *http.Request,
 	c store.Capsule, ec *envdclient.Client, sel *envdv1.ProcessSelector, d *wsDialect) error {
-	st, err := ec.Process.Connect(ctx, connect.NewRequest(&envdv1.ConnectRequest{Process: sel}))
+	ps, start, err := connectProcess(ctx, ec, sel)
 	if err != nil {
-		return s.envdError(r.Context(), c, processErrors, err)
-	}
-	ps := connectStream(st)
-	start, err := ps.awaitStart()
-	if err != nil {
-		_ = ps.close()
 		return s.envdError(r.Context(), c, processErrors, err)
 	}
 	if err := checkUpgrade(r); err != nil {

@@ -14,8 +14,8 @@ import (
 
 // Bounds of a capsule's idle timeout, in seconds.
 const (
-	MaxTimeoutSec     = 86400
-	DefaultTimeoutSec = 300
+	maxTimeoutSec     = 86400
+	defaultTimeoutSec = 300
 )
 
 // CreateRequest is a capsule to create. Nil sizes take the template's
@@ -28,7 +28,7 @@ type CreateRequest struct {
 	MemoryMB  *int
 	DiskMB    *int
 	// TimeoutSec is the idle time before the reaper pauses the capsule;
-	// nil means DefaultTimeoutSec, 0 never.
+	// nil means defaultTimeoutSec, 0 never.
 	TimeoutSec *int
 	Envs       map[string]string
 	Metadata   map[string]string
@@ -43,12 +43,12 @@ type CreateRequest struct {
 // anything is created. It returns the capsule as recorded: running, or
 // starting when req.NoWait.
 func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event) (store.Capsule, error) {
-	timeout := DefaultTimeoutSec
+	timeout := defaultTimeoutSec
 	if req.TimeoutSec != nil {
 		timeout = *req.TimeoutSec
 	}
-	if timeout < 0 || timeout > MaxTimeoutSec {
-		return store.Capsule{}, errorf(Invalid, "timeout_sec must be 0 (never) to %d, not %d", MaxTimeoutSec, timeout)
+	if timeout < 0 || timeout > maxTimeoutSec {
+		return store.Capsule{}, errorf(Invalid, "timeout_sec must be 0 (never) to %d, not %d", maxTimeoutSec, timeout)
 	}
 	if req.Template == "" {
 		return store.Capsule{}, errorf(Invalid, "template is required (GET /v1/templates lists them)")

@@ -38,7 +38,7 @@ func (s *Service) Destroy(ctx context.Context, c store.Capsule, ev store.Event) 
 			return nil
 		case store.CapsulePausing, store.CapsuleResuming:
 			if !destroyed {
-				return WrongStatus(c, "running or paused")
+				return wrongStatus(c, "running or paused")
 			}
 			if time.Now().After(deadline) {
 				return errorf(Conflict, "capsule %s was destroyed on its host but stays %s; try again", c.ID, c.Status)

@@ -15,10 +15,10 @@ import (
 // agent call fails: the conflict that names the status found, and the
 // settling of a capsule that a failed call left in a transient status.
 
-// WrongStatus is the Conflict of an operation that found capsule c in a
+// wrongStatus is the Conflict of an operation that found capsule c in a
 // status it cannot act on. The message names the status, and Error.Status
 // carries it.
-func WrongStatus(c store.Capsule, want string) *Error {
+func wrongStatus(c store.Capsule, want string) *Error {
 	var hint string
 	switch c.Status {
 	case store.CapsulePaused:

@@ -17,7 +17,7 @@ import (
 // once the saved state is durable.
 func (s *Service) Pause(ctx context.Context, c store.Capsule, ev store.Event) (store.Capsule, error) {
 	if c.Status != store.CapsuleRunning {
-		return c, WrongStatus(c, store.CapsuleRunning)
+		return c, wrongStatus(c, store.CapsuleRunning)
 	}
 	if c.HostID == "" {
 		return c, noHost(c)
@@ -30,7 +30,7 @@ func (s *Service) Pause(ctx context.Context, c store.Capsule, ev store.Event) (s
 	ctx = context.WithoutCancel(ctx)
 	c, err := s.store.SetCapsuleStatus(ctx, c.ID, []string{store.CapsuleRunning}, store.CapsulePausing, "")
 	if errors.Is(err, store.ErrConflict) {
-		return c, WrongStatus(c, store.CapsuleRunning)
+		return c, wrongStatus(c, store.CapsuleRunning)
 	}
 	if err != nil {
 		return c, err
@@ -65,7 +65,7 @@ func (s *Service) pauseClaimed(ctx context.Context, c store.Capsule, ev store.Ev
 		// Destroyed, or its host declared lost, while it paused: the row
 		// already says what is true now.
 		observe(s.metrics.Pause, false, elapsed)
-		return pc, WrongStatus(pc, store.CapsulePausing)
+		return pc, wrongStatus(pc, store.CapsulePausing)
 	}
 	if err != nil {
 		observe(s.metrics.Pause, false, elapsed)
@@ -81,14 +81,14 @@ func (s *Service) pauseClaimed(ctx context.Context, c store.Capsule, ev store.Ev
 // on its host again) and resumes it there, recording the outcome with ev.
 func (s *Service) Resume(ctx context.Context, c store.Capsule, ev store.Event) (store.Capsule, error) {
 	if c.Status != store.CapsulePaused {
-		return c, WrongStatus(c, store.CapsulePaused)
+		return c, wrongStatus(c, store.CapsulePaused)
 	}
 	ctx = context.WithoutCancel(ctx)
 	c, err := s.store.ClaimResume(ctx, c.ID, s.quota)
 	var full *store.NoCapacityError
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		return c, WrongStatus(c, store.CapsulePaused)
+		return c, wrongStatus(c, store.CapsulePaused)
 	case errors.Is(err, store.ErrNoHost):
 		return c, noHost(c)
 	case errors.As(err, &full):
@@ -117,7 +117,7 @@ func (s *Service) Resume(ctx context.Context, c store.Capsule, ev store.Event) (
 	rc, err := s.store.SetCapsuleStatus(bctx, c.ID, []string{store.CapsuleResuming}, store.CapsuleRunning, "", ev)
 	if errors.Is(err, store.ErrConflict) {
 		observe(s.metrics.Resume, false, elapsed)
-		return rc, WrongStatus(rc, store.CapsuleResuming)
+		return rc, wrongStatus(rc, store.CapsuleResuming)
 	}
 	if err != nil {
 		observe(s.metrics.Resume, false, elapsed)
@@ -133,7 +133,7 @@ func (s *Service) Resume(ctx context.Context, c store.Capsule, ev store.Event) (
 func (s *Service) Ping(ctx context.Context, c store.Capsule) (store.Capsule, error) {
 	c, err := s.store.PingCapsule(ctx, c.ID)
 	if errors.Is(err, store.ErrConflict) {
-		return c, WrongStatus(c, store.CapsuleRunning)
+		return c, wrongStatus(c, store.CapsuleRunning)
 	}
 	return c, err
 }

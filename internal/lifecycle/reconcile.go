@@ -26,7 +26,7 @@ func (s *Service) Reconcile(ctx context.Context, hostID string, reported []store
 	}
 	// A snapshot under way protects its directory for twice as long as a
 	// snapshot may take.
-	orphans, err := s.store.OrphanTemplates(ctx, templates, 2*SnapshotTimeout)
+	orphans, err := s.store.OrphanTemplates(ctx, templates, 2*snapshotTimeout)
 	if err != nil {
 		return err
 	}

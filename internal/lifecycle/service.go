@@ -34,9 +34,9 @@ const (
 	destroyTimeout = 30 * time.Second
 	pauseTimeout   = 2 * time.Minute
 	resumeTimeout  = 2 * time.Minute
-	// SnapshotTimeout bounds the agent's SnapshotCapsule: a pause, a copy
+	// snapshotTimeout bounds the agent's SnapshotCapsule: a pause, a copy
 	// of the saved state, and perhaps a resume.
-	SnapshotTimeout = 5 * time.Minute
+	snapshotTimeout = 5 * time.Minute
 	// bookkeepingTimeout bounds the database writes that record what an
 	// agent did, so that they get time of their own after a slow agent.
 	bookkeepingTimeout = 10 * time.Second

@@ -65,7 +65,7 @@ func (s *Service) Snapshot(ctx context.Context, req SnapshotRequest, ev store.Ev
 		return store.Template{}, quotaError(err, "another snapshot")
 	}
 	if c.Status != store.CapsuleRunning && c.Status != store.CapsulePaused {
-		return store.Template{}, WrongStatus(c, "running or paused")
+		return store.Template{}, wrongStatus(c, "running or paused")
 	}
 	if c.HostID == "" {
 		return store.Template{}, noHost(c)
@@ -74,7 +74,7 @@ func (s *Service) Snapshot(ctx context.Context, req SnapshotRequest, ev store.Ev
 	bg := context.WithoutCancel(ctx)
 	c, err = s.store.SetCapsuleStatus(bg, c.ID, []string{was}, store.CapsulePausing, "")
 	if errors.Is(err, store.ErrConflict) {
-		return store.Template{}, WrongStatus(c, was)
+		return store.Template{}, wrongStatus(c, was)
 	}
 	if err != nil {
 		return store.Template{}, err
@@ -112,7 +112,7 @@ func (s *Service) snapshotClaimed(ctx context.Context, c store.Capsule, was, nam
 			s.log.WarnContext(ctx, "forgetting a snapshot request", "template_id", tid, "err", err)
 		}
 	}()
-	callCtx, cancel := context.WithTimeout(ctx, SnapshotTimeout)
+	callCtx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	res, err := s.agent(h).SnapshotCapsule(callCtx, connect.NewRequest(&hostagentv1.SnapshotCapsuleRequest{
 		CapsuleId: c.ID, Template: tid, Resume: resume,
 	}))

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -477,37 +476,17 @@ func bridgeTap(ns netns.NsHandle, h *netlink.Handle, eth netlink.Link) error {
 
 // createTap creates the persistent tap TapIface in namespace ns. A tap is
 // made with an ioctl on /dev/net/tun, which acts in the calling thread's
-// namespace, so the call runs on a locked thread switched into ns; a thread
-// that cannot be switched back stays locked and dies with its goroutine.
+// namespace, so it runs in ns (runInNetns).
 func createTap(ns netns.NsHandle) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("reading the thread's netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("entering netns: %w", err)
-			return
-		}
-		err = netlink.LinkAdd(&netlink.Tuntap{
+	return runInNetns(ns, func() error {
+		return netlink.LinkAdd(&netlink.Tuntap{
 			LinkAttrs: netlink.LinkAttrs{Name: TapIface},
 			Mode:      netlink.TUNTAP_MODE_TAP,
 			// No packet-information header, as VMMs such as Firecracker
 			// open it (they add the virtio-net header flag themselves).
 			Flags: netlink.TUNTAP_NO_PI,
 		})
-		if serr := netns.Set(orig); serr != nil {
-			errc <- errors.Join(err, fmt.Errorf("leaving netns: %w", serr))
-			return // the thread stays locked: it is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
+	})
 }
 
 // configureHost gives the host end of slot's veth its address and brings it

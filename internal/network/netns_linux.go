@@ -269,6 +269,38 @@ func openNetns(path string) (fd int, ok bool, err error) {
 	return fd, fd >= 0, nil
 }
 
+// runInNetns runs fn on a locked OS thread switched into namespace ns, for
+// the calls that act in the calling thread's namespace (sockets, tun
+// ioctls). The thread goes back to the Go scheduler only once it is back
+// in its own namespace; one that cannot be switched back stays locked and
+// dies with its goroutine.
+func runInNetns(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("reading the thread's netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("entering netns: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("leaving netns: %w", err)) // the thread stays locked
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
 // inPrivateMountNamespace runs fn on an OS thread that has a mount
 // namespace of its own in which every mount is private, so that nothing fn
 // unmounts there changes the mounts anyone else sees. The thread is thrown

@@ -196,25 +196,24 @@ func checkQuota(ctx context.Context, tx pgx.Tx, teamID string, def Quota, ask ca
 // CheckSnapshotQuota returns a *QuotaError when team teamID holds as many
 // snapshots as its quota allows (def with its override applied).
 func (s *Store) CheckSnapshotQuota(ctx context.Context, teamID string, def Quota) error {
-	q, _, u, err := s.TeamQuota(ctx, teamID, def)
-	if err != nil {
-		return err
-	}
-	if q.Snapshots > 0 && u.Snapshots+1 > q.Snapshots {
-		return &QuotaError{Limit: "snapshots", Max: int64(q.Snapshots), Used: int64(u.Snapshots), Asked: 1}
-	}
-	return nil
+	return s.checkOneMore(ctx, teamID, def, "snapshots", func(q Quota) int { return q.Snapshots })
 }
 
 // CheckPausedQuota returns a *QuotaError when team teamID holds as many
 // paused capsules as its quota allows.
 func (s *Store) CheckPausedQuota(ctx context.Context, teamID string, def Quota) error {
+	return s.checkOneMore(ctx, teamID, def, "paused_capsules", func(q Quota) int { return q.PausedCapsules })
+}
+
+// checkOneMore returns a *QuotaError named limit when one more of what
+// field picks would take team teamID past its quota.
+func (s *Store) checkOneMore(ctx context.Context, teamID string, def Quota, limit string, field func(Quota) int) error {
 	q, _, u, err := s.TeamQuota(ctx, teamID, def)
 	if err != nil {
 		return err
 	}
-	if q.PausedCapsules > 0 && u.PausedCapsules+1 > q.PausedCapsules {
-		return &QuotaError{Limit: "paused_capsules", Max: int64(q.PausedCapsules), Used: int64(u.PausedCapsules), Asked: 1}
+	if max, used := field(q), field(Quota(u)); max > 0 && used+1 > max {
+		return &QuotaError{Limit: limit, Max: int64(max), Used: int64(used), Asked: 1}
 	}
 	return nil
 }
