@@ -45,11 +45,21 @@ type firewall struct {
 	conn   *nftables.Conn
 	table  *nftables.Table
 	set    *nftables.Set
+	vmap   *nftables.Set
 	prefix string
 	cidr   netip.Prefix
+	// dnsPort is where the agent's DNS forwarder listens: every DNS query
+	// a capsule sends (UDP or TCP port 53, to any address) is redirected
+	// there. 0: no redirect.
+	dnsPort uint16
+	// open are destinations the fixed protections let through (an
+	// operator's choice); capsule policies still apply to them.
+	open []netip.Prefix
 }
 
-func newFirewall(prefix string, cidr netip.Prefix) (*firewall, error) {
+// newFirewall returns the firewall of a manager; the caller sets dnsPort
+// before the first install.
+func newFirewall(prefix string, cidr netip.Prefix, open []netip.Prefix) (*firewall, error) {
 	conn, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables: %w", err)
@@ -59,8 +69,10 @@ func newFirewall(prefix string, cidr netip.Prefix) (*firewall, error) {
 		conn:   conn,
 		table:  table,
 		set:    newSrcSet(table),
+		vmap:   newPolicyMap(table),
 		prefix: prefix,
 		cidr:   cidr,
+		open:   open,
 	}, nil
 }
 
@@ -92,22 +104,39 @@ func srcKey(s Slot) []byte {
 // moment without rules, and whatever an earlier run left in the table is
 // gone. slots is called under the firewall's lock so that no entry added
 // concurrently by add is lost.
-func (f *firewall) install(slots func() []Slot) error {
+func (f *firewall) install(slots func() []policed) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c := f.conn
+	// What the capsules learned from DNS survives the reinstall (an
+	// agent restart): their default-deny policies would otherwise cut
+	// connections to addresses they looked up a moment ago.
+	learned := f.learnedLocked()
 	// Adding first makes the delete valid whether or not the table exists.
 	c.AddTable(f.table)
 	c.DelTable(f.table)
 	c.AddTable(f.table)
 
 	f.set = newSrcSet(f.table)
+	f.vmap = newPolicyMap(f.table)
+	all := slots()
 	var elems []nftables.SetElement
-	for _, s := range slots() {
-		elems = append(elems, nftables.SetElement{Key: srcKey(s)})
+	for _, s := range all {
+		elems = append(elems, nftables.SetElement{Key: srcKey(s.slot)})
 	}
 	if err := c.AddSet(f.set, elems); err != nil {
 		return fmt.Errorf("adding nftables set: %w", err)
+	}
+	if err := c.AddSet(f.vmap, nil); err != nil {
+		return fmt.Errorf("adding nftables map: %w", err)
+	}
+	for _, s := range all {
+		if s.rules == nil {
+			continue
+		}
+		if err := f.addPolicyLocked(s.slot, *s.rules, learned[s.slot.Index]); err != nil {
+			return err
+		}
 	}
 
 	accept := nftables.ChainPolicyAccept
@@ -140,6 +169,15 @@ func (f *firewall) install(slots func() []Slot) error {
 	// connections the host opened (the agent talking to envd) come back.
 	in := chain("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
 	rule(in, fromCapsule, ctEstablished(), verdict(expr.VerdictAccept))
+	notFromCapsule := f.ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq)
+	if f.dnsPort != 0 {
+		// The DNS forwarder is the one host service a capsule talks to;
+		// it listens on every address, so everyone else is kept off it.
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			rule(in, fromCapsule, nfproto(unix.NFPROTO_IPV4), dport(proto, f.dnsPort), verdict(expr.VerdictAccept))
+			rule(in, notFromCapsule, dport(proto, f.dnsPort), verdict(expr.VerdictDrop))
+		}
+	}
 	rule(in, fromCapsule, verdict(expr.VerdictDrop))
 
 	fwd := chain("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
@@ -147,14 +185,38 @@ func (f *firewall) install(slots func() []Slot) error {
 	rule(fwd, fromCapsule, toCapsule, verdict(expr.VerdictDrop))
 	// No IPv6 egress yet: capsules have no IPv6 addresses or NAT.
 	rule(fwd, fromCapsule, nfproto(unix.NFPROTO_IPV6), verdict(expr.VerdictDrop))
+	// A capsule with a policy has an element in the verdict map that
+	// jumps to its chain (addPolicyLocked); falling off the end of that
+	// chain comes back here, to the accept.
+	policy := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+		&expr.Lookup{SourceRegister: reg1, SetName: f.vmap.Name, SetID: f.vmap.ID, IsDestRegSet: true, DestRegister: 0},
+	}
+	for _, p := range f.open {
+		rule(fwd, fromCapsule, nfproto(unix.NFPROTO_IPV4), daddrIn(p), policy)
+		rule(fwd, fromCapsule, nfproto(unix.NFPROTO_IPV4), daddrIn(p), verdict(expr.VerdictAccept))
+	}
 	for _, p := range blockedV4 {
 		rule(fwd, fromCapsule, nfproto(unix.NFPROTO_IPV4), daddrIn(p), verdict(expr.VerdictDrop))
 	}
+	rule(fwd, fromCapsule, policy)
 	rule(fwd, fromCapsule, verdict(expr.VerdictAccept))
 	// Capsules are reached through the agent on this host, never routed to
 	// from outside: someone on the LAN routing the pool here gets nothing.
 	rule(fwd, toCapsule, ctEstablished(), verdict(expr.VerdictAccept))
 	rule(fwd, toCapsule, verdict(expr.VerdictDrop))
+
+	if f.dnsPort != 0 {
+		// Every DNS query a capsule sends, to whichever server, goes to
+		// the forwarder, which answers by the capsule's policy.
+		dnat := chain("dstnat", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			rule(dnat, fromCapsule, nfproto(unix.NFPROTO_IPV4), dport(proto, 53), []expr.Any{
+				&expr.Immediate{Register: reg1, Data: binaryutil.BigEndian.PutUint16(f.dnsPort)},
+				&expr.Redir{RegisterProtoMin: reg1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED},
+			})
+		}
+	}
 
 	post := chain("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 	rule(post, nfproto(unix.NFPROTO_IPV4), saddrIn(f.cidr), f.ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq), []expr.Any{&expr.Masq{}})
@@ -202,6 +264,16 @@ func (f *firewall) ifname(key expr.MetaKey, op expr.CmpOp) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: key, Register: reg1},
 		&expr.Cmp{Op: op, Register: reg1, Data: []byte(ifacePrefix(f.prefix))},
+	}
+}
+
+// dport matches transport protocol proto (TCP or UDP) to port.
+func dport(proto byte, port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.BigEndian.PutUint16(port)},
 	}
 }
 

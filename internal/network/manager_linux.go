@@ -17,6 +17,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/wrenn-dev/wrenn/internal/egress"
 )
 
 const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
@@ -30,6 +32,7 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 	fw  *firewall
+	dns *forwarder
 
 	// idLocks serialize Setup and Teardown per capsule id (striped, so the
 	// set of locks stays fixed).
@@ -51,6 +54,10 @@ type entry struct {
 	slot Slot
 	// ready reports whether Setup finished; Lookup shows only ready slots.
 	ready bool
+	// policy is the capsule's egress policy, normalized, and rules its
+	// compiled form; both nil for the open policy.
+	policy *egress.Policy
+	rules  *egress.Rules
 }
 
 // New validates cfg, loads the allocations persisted in cfg.StateDir,
@@ -102,8 +109,14 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		if r.Netns != "" && r.Netns != slot.NetnsPath {
 			return nil, fmt.Errorf("loading network allocations: capsule %s has namespace %s, want one named %s", r.CapsuleID, r.Netns, slot.NetnsName)
 		}
+		e := &entry{slot: slot, ready: true}
+		if r.Policy != nil {
+			if e.policy, e.rules, err = compilePolicy(*r.Policy); err != nil {
+				return nil, fmt.Errorf("loading network allocations: capsule %s: %w", r.CapsuleID, err)
+			}
+		}
 		m.used[idx] = r.CapsuleID
-		m.slots[r.CapsuleID] = &entry{slot: slot, ready: true}
+		m.slots[r.CapsuleID] = e
 		m.next = max(m.next, idx+1)
 	}
 	// An upgraded agent finds the namespaces of the capsules it re-adopts
@@ -121,16 +134,24 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := enableForwarding(); err != nil {
 		return nil, err
 	}
-	fw, err := newFirewall(cfg.Prefix, cfg.CIDR)
+	fw, err := newFirewall(cfg.Prefix, cfg.CIDR, cfg.OpenRanges)
 	if err != nil {
 		return nil, err
 	}
-	if err := fw.install(m.allSlots); err != nil {
+	dns, err := startForwarder(m, fw, cfg.DNSPort, cfg.DNSUpstreams)
+	if err != nil {
+		return nil, err
+	}
+	fw.dnsPort = dns.port
+	if err := fw.install(m.policedSlots); err != nil {
+		dns.close()
 		return nil, err
 	}
 	m.fw = fw
+	m.dns = dns
 	m.log.Info("capsule network ready", "cidr", cfg.CIDR, "prefix", cfg.Prefix,
-		"table", tableName(cfg.Prefix), "allocations", len(recs))
+		"table", tableName(cfg.Prefix), "allocations", len(recs),
+		"dns_port", dns.port, "dns_upstreams", dns.upstreamList())
 	return m, nil
 }
 
@@ -156,7 +177,13 @@ func (m *Manager) moveNetns(slot Slot) (Slot, error) {
 			return slot, err
 		}
 	}
-	if err := writeRecord(m.cfg.StateDir, recordOf(moved)); err != nil {
+	var policy *egress.Policy
+	m.mu.Lock()
+	if e, ok := m.slots[slot.CapsuleID]; ok {
+		policy = e.policy
+	}
+	m.mu.Unlock()
+	if err := writeRecord(m.cfg.StateDir, recordOf(moved, policy)); err != nil {
 		return slot, err
 	}
 	if err := deleteNetns(slot.NetnsPath); err != nil {
@@ -167,9 +194,9 @@ func (m *Manager) moveNetns(slot Slot) (Slot, error) {
 	return moved, nil
 }
 
-// recordOf is what persists of slot.
-func recordOf(slot Slot) record {
-	return record{CapsuleID: slot.CapsuleID, Address: slot.Address.Addr(), Netns: slot.NetnsPath}
+// recordOf is what persists of slot with policy (nil: the open one).
+func recordOf(slot Slot, policy *egress.Policy) record {
+	return record{CapsuleID: slot.CapsuleID, Address: slot.Address.Addr(), Netns: slot.NetnsPath, Policy: policy}
 }
 
 func enableForwarding() error {
@@ -181,6 +208,17 @@ func enableForwarding() error {
 		return fmt.Errorf("enabling IPv4 forwarding: %w", err)
 	}
 	return nil
+}
+
+// policedSlots returns every allocation with its policy's rules.
+func (m *Manager) policedSlots() []policed {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]policed, 0, len(m.slots))
+	for _, e := range m.slots {
+		out = append(out, policed{slot: e.slot, rules: e.rules})
+	}
+	return out
 }
 
 // allSlots returns every allocation, those being set up included.
@@ -344,7 +382,7 @@ func (m *Manager) free(slot Slot) error {
 
 // setup persists slot and builds its network from nothing.
 func (m *Manager) setup(slot Slot) error {
-	if err := writeRecord(m.cfg.StateDir, recordOf(slot)); err != nil {
+	if err := writeRecord(m.cfg.StateDir, recordOf(slot, nil)); err != nil {
 		return err
 	}
 	return m.build(slot)
@@ -621,6 +659,9 @@ func (m *Manager) Teardown(ctx context.Context, capsuleID string) error {
 	if err := m.destroy(e.slot); err != nil {
 		return fmt.Errorf("tearing down network for %s: %w", capsuleID, err)
 	}
+	if err := m.fw.removePolicy(e.slot); err != nil {
+		return fmt.Errorf("tearing down network for %s: %w", capsuleID, err)
+	}
 	if err := m.free(e.slot); err != nil {
 		return fmt.Errorf("tearing down network for %s: %w", capsuleID, err)
 	}
@@ -692,7 +733,7 @@ func (m *Manager) Cleanup(ctx context.Context, keep func(capsuleID string) bool)
 
 	// Reinstalling drops every entry no allocation accounts for, and puts
 	// back rules someone may have changed by hand.
-	if err := m.fw.install(m.allSlots); err != nil {
+	if err := m.fw.install(m.policedSlots); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -730,9 +771,13 @@ func (m *Manager) indexUsed(idx int) bool {
 	return ok
 }
 
-// Close releases the manager's resources. It removes nothing: capsules
-// keep their networks across agent restarts.
-func (m *Manager) Close() error { return nil }
+// Close stops the DNS forwarder and releases the manager's resources. It
+// removes nothing: capsules keep their networks across agent restarts
+// (their DNS queries go unanswered until the next agent starts its own).
+func (m *Manager) Close() error {
+	m.dns.close()
+	return nil
+}
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), 32)}
@@ -745,6 +790,7 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 	if err := m.Cleanup(ctx, func(string) bool { return false }); err != nil {
 		return err
 	}
+	m.dns.close()
 	if err := m.fw.uninstall(); err != nil {
 		return err
 	}

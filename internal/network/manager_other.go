@@ -5,6 +5,8 @@ package network
 import (
 	"context"
 	"errors"
+
+	"github.com/wrenn-dev/wrenn/internal/egress"
 )
 
 // errUnsupported is returned everywhere but Linux: capsules need Linux
@@ -52,3 +54,8 @@ func (m *Manager) Close() error { return nil }
 
 // Uninstall is unsupported outside Linux.
 func (m *Manager) Uninstall(ctx context.Context) error { return errUnsupported }
+
+// SetPolicy fails: capsule networking requires Linux.
+func (m *Manager) SetPolicy(ctx context.Context, capsuleID string, p egress.Policy) error {
+	return errUnsupported
+}

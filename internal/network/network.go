@@ -87,6 +87,21 @@ type Config struct {
 	// Logger receives one line per setup and teardown; slog.Default when nil.
 	Logger *slog.Logger
 
+	// DNSUpstreams are the resolvers the DNS forwarder asks; empty: the
+	// nameservers of ResolvConf.
+	DNSUpstreams []netip.AddrPort
+	// ResolvConf is read for DNSUpstreams when none are given;
+	// /etc/resolv.conf when empty.
+	ResolvConf string
+	// DNSPort is the host port the DNS forwarder listens on (UDP and
+	// TCP, every address; only capsules may reach it). 0: a free port
+	// the kernel picks.
+	DNSPort uint16
+	// OpenRanges are IPv4 ranges the fixed protections let capsules
+	// reach (a package mirror on a private network, say); capsule
+	// policies still apply to them.
+	OpenRanges []netip.Prefix
+
 	// legacyDir is legacyNetnsDir, or a directory of a test's.
 	legacyDir string
 }
@@ -132,6 +147,14 @@ func (c *Config) Validate() error {
 	}
 	if c.StateDir == "" {
 		return errors.New("network state directory: not set")
+	}
+	for _, p := range c.OpenRanges {
+		if !p.IsValid() || !p.Addr().Is4() || p.Masked() != p {
+			return fmt.Errorf("open range %s: not an IPv4 CIDR without host bits", p)
+		}
+	}
+	if c.ResolvConf == "" {
+		c.ResolvConf = "/etc/resolv.conf"
 	}
 	switch {
 	case c.NetnsDir == "":

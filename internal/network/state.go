@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/wrenn-dev/wrenn/internal/egress"
 )
 
 // record is what persists of an allocation. The address is stored rather
@@ -20,6 +22,8 @@ type record struct {
 	// Netns is the file the capsule's namespace is mounted on. Records of
 	// agents that mounted them in /run/netns have none.
 	Netns string `json:"netns,omitempty"`
+	// Policy is the capsule's egress policy; none is the open policy.
+	Policy *egress.Policy `json:"policy,omitempty"`
 }
 
 const recordExt = ".json"
