@@ -469,6 +469,22 @@ step('terminal: a command typed in runs in the capsule', { timeout: 120_000 }, a
   await shot('tab-terminal');
 });
 
+step('network: the capsule page shows its egress policy, changed by PATCH', { timeout: 60_000 }, async () => {
+  await ensureShared();
+  const open = header().getByRole('group', { name: 'Network policy', exact: true });
+  await waitVisible(open.getByText('internet', { exact: true }), 10_000);
+  await api('PATCH', `/v1/capsules/${shared}/network`, { allow: ['example.com', '*.pkg.dev'], deny: ['203.0.113.7'] }, 200);
+  await api('PATCH', `/v1/capsules/${shared}/network`, { allow: ['not a name'] }, 400);
+  await page.reload();
+  const group = header().getByRole('group', { name: 'Network policy', exact: true });
+  await waitVisible(group.getByText('only 2 allowed, 1 denied', { exact: true }), 15_000);
+  const allowed = group.getByRole('list', { name: 'Allowed destinations', exact: true });
+  assert.match(await allowed.innerText(), /example\.com[\s\S]*\*\.pkg\.dev/);
+  assert.match(await group.getByRole('list', { name: 'Denied destinations', exact: true }).innerText(), /203\.0\.113\.7\/32/);
+  await shot('capsule-network');
+  await api('PATCH', `/v1/capsules/${shared}/network`, { internet: true }, 200);
+});
+
 step('files: an uploaded file is listed and downloads byte for byte', { timeout: 120_000 }, async () => {
   await ensureShared();
   await page.getByRole('tab', { name: 'Files', exact: true }).click();

@@ -17,8 +17,9 @@ import (
 //  1. record:  its directory and its record on disk (status starting), so
 //     that a crash from here on leaves something recovery.go finds; a
 //     resume has both already and skips it.
-//  2. network: its namespace, veth, address and firewall entry (Setup for
-//     a new capsule, Renew for a paused one, which kept its slot).
+//  2. network: its namespace, veth, address, firewall entry and egress
+//     policy (Setup for a new capsule, Renew for a paused one, which kept
+//     its slot).
 //  3. runtime: the driver boots the sandbox — Driver.Create from the
 //     template, or Checkpointer.Restore from a saved state. Only this step
 //     differs between the three.
@@ -83,13 +84,16 @@ func (c *Capsules) bringUp(ctx context.Context, rec *capsuleRecord, plan bootPla
 		{"network", &phases.network, func() (err error) {
 			if !plan.fresh {
 				slot, err = c.cfg.Network.Renew(ctx, rec.RuntimeID)
+			} else if slot, err = c.cfg.Network.Setup(ctx, rec.RuntimeID); err != nil {
+				err = fmt.Errorf("setting up network: %w", err)
+			} else {
+				rec.Address = slot.Address.Addr().String()
+			}
+			if err != nil {
 				return err
 			}
-			if slot, err = c.cfg.Network.Setup(ctx, rec.RuntimeID); err != nil {
-				return fmt.Errorf("setting up network: %w", err)
-			}
-			rec.Address = slot.Address.Addr().String()
-			return nil
+			// Before the sandbox runs: its first packet meets its policy.
+			return c.cfg.Network.SetPolicy(ctx, rec.RuntimeID, rec.Spec.policy())
 		}},
 		{"runtime", &phases.runtime, func() error {
 			spec := c.runtimeSpec(rec)

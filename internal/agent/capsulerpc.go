@@ -49,6 +49,7 @@ func specFromProto(p *hostagentv1.CapsuleSpec) CapsuleSpec {
 		MemoryMB: int(p.GetMemoryMb()),
 		DiskMB:   int(p.GetDiskMb()),
 		Envs:     p.GetEnvs(),
+		Network:  capsule.PolicyFromProto(p.GetNetwork()),
 	}
 }
 
@@ -60,6 +61,7 @@ func capsuleToProto(c CapsuleInfo) *hostagentv1.Capsule {
 			Vcpus:     int32(c.Spec.VCPUs),
 			MemoryMb:  int32(c.Spec.MemoryMB),
 			DiskMb:    int32(c.Spec.DiskMB),
+			Network:   capsule.PolicyToProto(c.Spec.Network),
 		},
 		Status:          c.Status,
 		State:           capsule.ToProto(capsule.Status(c.Status)),
@@ -143,6 +145,14 @@ func (s capsuleService) SnapshotCapsule(ctx context.Context, req *connect.Reques
 		Capsule:  capsuleToProto(info),
 		Template: templateToProto(tmpl),
 	}), nil
+}
+
+func (s capsuleService) SetCapsuleNetwork(ctx context.Context, req *connect.Request[hostagentv1.SetCapsuleNetworkRequest]) (*connect.Response[hostagentv1.SetCapsuleNetworkResponse], error) {
+	info, err := s.caps.SetNetwork(ctx, req.Msg.GetCapsuleId(), capsule.PolicyFromProto(req.Msg.GetNetwork()))
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hostagentv1.SetCapsuleNetworkResponse{Capsule: capsuleToProto(info)}), nil
 }
 
 func (s capsuleService) DeleteTemplate(ctx context.Context, req *connect.Request[hostagentv1.DeleteTemplateRequest]) (*connect.Response[hostagentv1.DeleteTemplateResponse], error) {

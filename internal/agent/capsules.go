@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/capsule"
+	"github.com/wrenn-dev/wrenn/internal/egress"
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/network"
 	"github.com/wrenn-dev/wrenn/internal/rules"
@@ -67,6 +68,16 @@ type CapsuleSpec struct {
 	MemoryMB int               `json:"memory_mb"`
 	DiskMB   int               `json:"disk_mb"`
 	Envs     map[string]string `json:"envs,omitempty"`
+	// Network is the capsule's egress policy; nil is the open policy.
+	Network *egress.Policy `json:"network,omitempty"`
+}
+
+// policy is s's egress policy, egress.Open when it has none.
+func (s CapsuleSpec) policy() egress.Policy {
+	if s.Network == nil {
+		return egress.Open()
+	}
+	return *s.Network
 }
 
 // capsuleRecord is a capsule as the agent keeps it on disk
@@ -222,6 +233,13 @@ func OpenCapsules(ctx context.Context, cfg CapsulesConfig) (*Capsules, error) {
 			// no sandbox.
 			delete(states, rec.RuntimeID)
 		}
+		// The network's own record has the policy too; the capsule's
+		// record is the one that counts.
+		if _, ok := cfg.Network.Lookup(rec.RuntimeID); ok {
+			if err := cfg.Network.SetPolicy(ctx, rec.RuntimeID, rec.Spec.policy()); err != nil {
+				return nil, fmt.Errorf("re-adopting capsule %s: %w", rec.Spec.ID, err)
+			}
+		}
 		c.capsules[rec.Spec.ID] = rec
 		kept[rec.RuntimeID] = true
 		c.log.Info("re-adopted capsule", "capsule_id", rec.Spec.ID, "status", rec.Status)
@@ -350,6 +368,9 @@ func (c *Capsules) validate(spec CapsuleSpec) error {
 		if !rules.ValidEnvName(k) {
 			return fmt.Errorf("%w: environment variable name %q", errInvalidSpec, k)
 		}
+	}
+	if _, err := spec.policy().Normalize(); err != nil {
+		return fmt.Errorf("%w: %w", errInvalidSpec, err)
 	}
 	// Only the template asked for is looked at: a host may hold many
 	// snapshots, and this is on every create's path.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/capsule"
+	"github.com/wrenn-dev/wrenn/internal/egress"
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/rules"
 	"github.com/wrenn-dev/wrenn/internal/runtime"
@@ -557,4 +558,45 @@ func (c *Capsules) createRestored(ctx context.Context, spec CapsuleSpec, meta sn
 	c.log.Info("capsule restored from a snapshot", "capsule_id", spec.ID, "template", spec.Template,
 		"address", rec.Address, "took_ms", time.Since(start).Milliseconds())
 	return rec.info(), nil
+}
+
+// SetNetwork makes policy (nil: the open one) the egress policy of capsule
+// id, running or paused: recorded with the capsule, then applied to its
+// network. When it cannot be applied the record goes back to the old one.
+func (c *Capsules) SetNetwork(ctx context.Context, id string, policy *egress.Policy) (CapsuleInfo, error) {
+	if policy != nil {
+		n, err := policy.Normalize()
+		if err != nil {
+			return CapsuleInfo{}, fmt.Errorf("%w: %w", errInvalidSpec, err)
+		}
+		policy = &n
+	}
+	rec, release, err := c.lockedRecord(id)
+	if err != nil {
+		return CapsuleInfo{}, err
+	}
+	defer release()
+	c.mu.Lock()
+	next, old := *rec, *rec
+	c.mu.Unlock()
+	next.Spec.Network = policy
+	if err := writeRecord(c.dirOf(rec.RuntimeID), &next); err != nil {
+		return CapsuleInfo{}, err
+	}
+	if _, ok := c.cfg.Network.Lookup(rec.RuntimeID); ok {
+		if err := c.cfg.Network.SetPolicy(ctx, rec.RuntimeID, next.Spec.policy()); err != nil {
+			if werr := writeRecord(c.dirOf(rec.RuntimeID), &old); werr != nil {
+				c.log.Error("restoring a capsule record", "capsule_id", id, "error", werr)
+			}
+			return CapsuleInfo{}, err
+		}
+	}
+	c.mu.Lock()
+	*rec = next
+	c.mu.Unlock()
+	c.log.Info("capsule egress policy changed", "capsule_id", id)
+	if next.Status == capsulePaused {
+		return c.snapshotInfo(&next), nil
+	}
+	return next.info(), nil
 }

@@ -31,6 +31,9 @@ func OpenCapsulesFromConfig(ctx context.Context, cfg config.Agent, driver runtim
 		Prefix:   cfg.NetworkPrefix,
 		Peer:     network.Peer(runtime.PeerOf(driver)),
 		Logger:   log,
+
+		DNSUpstreams: cfg.CapsuleDNSUpstreams,
+		OpenRanges:   cfg.CapsuleOpenRanges,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening capsule network: %w", err)

@@ -228,6 +228,11 @@ func (p *pool) handOver(ctx context.Context, rec *capsuleRecord, spec CapsuleSpe
 	if err := writeRecord(p.c.dirOf(rec.RuntimeID), rec); err != nil {
 		return err
 	}
+	// Booted with the open policy; its user's applies before envd is
+	// handed over.
+	if err := p.c.cfg.Network.SetPolicy(ctx, rec.RuntimeID, spec.policy()); err != nil {
+		return err
+	}
 	if err := initEnvd(ctx, rec, poolToken, hostnameOf(spec.ID)); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/wrenn-dev/wrenn/internal/egress"
 	"github.com/wrenn-dev/wrenn/internal/lifecycle"
 	"github.com/wrenn-dev/wrenn/internal/rules"
 	"github.com/wrenn-dev/wrenn/internal/store"
@@ -48,6 +49,8 @@ type capsuleJSON struct {
 	// PausedAt and SnapshotBytes describe a paused capsule's saved state.
 	PausedAt      *time.Time `json:"paused_at"`
 	SnapshotBytes int64      `json:"snapshot_bytes"`
+	// Network is the capsule's egress policy.
+	Network egress.Policy `json:"network"`
 }
 
 func toCapsuleJSON(c store.Capsule) capsuleJSON {
@@ -60,6 +63,7 @@ func toCapsuleJSON(c store.Capsule) capsuleJSON {
 		MemoryMB: c.MemoryMB, DiskMB: c.DiskMB, TimeoutSec: c.TimeoutSec, Metadata: meta, HostID: ptr(c.HostID),
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, StartedAt: c.StartedAt, StoppedAt: c.StoppedAt,
 		LastActiveAt: c.LastActiveAt, PausedAt: c.PausedAt, SnapshotBytes: c.SnapshotBytes,
+		Network: policyJSON(c.Network),
 	}
 }
 
@@ -126,6 +130,7 @@ func (s *server) handleCreateCapsule() http.Handler {
 		Envs       map[string]string `json:"envs"`
 		Metadata   map[string]string `json:"metadata"`
 		Wait       *bool             `json:"wait"`
+		Network    *policyRequest    `json:"network"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		p := caller(r)
@@ -139,12 +144,16 @@ func (s *server) handleCreateCapsule() http.Handler {
 		if err := validateMetadata(req.Metadata); err != nil {
 			return err
 		}
+		policy, err := req.Network.normalize()
+		if err != nil {
+			return err
+		}
 		_, actorID := p.actor()
 		noWait := req.Wait != nil && !*req.Wait
 		c, err := s.capsules.Create(r.Context(), lifecycle.CreateRequest{
 			TeamID: p.TeamID, CreatedBy: actorID, Template: req.Template,
 			VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskMB, TimeoutSec: req.TimeoutSec,
-			Envs: req.Envs, Metadata: req.Metadata, NoWait: noWait,
+			Envs: req.Envs, Metadata: req.Metadata, NoWait: noWait, Network: policy,
 		}, s.event(r, p, "capsule.create", nil))
 		if err != nil {
 			return err

@@ -68,6 +68,7 @@ func nativeRoutes() []route {
 		{"POST", "/v1/capsules/{id}/pause", member, (*server).handlePauseCapsule},
 		{"POST", "/v1/capsules/{id}/resume", member, (*server).handleResumeCapsule},
 		{"POST", "/v1/capsules/{id}/ping", member, (*server).handlePingCapsule},
+		{"PATCH", "/v1/capsules/{id}/network", member, (*server).handleSetCapsuleNetwork},
 		{"GET", "/v1/templates", member, (*server).handleListTemplates},
 		{"POST", "/v1/snapshots", member, (*server).handleCreateSnapshot},
 		{"GET", "/v1/snapshots", member, (*server).handleListSnapshots},
@@ -99,6 +100,8 @@ func nativeRoutes() []route {
 		{"GET", "/v1/audit-log", member, (*server).handleAuditLog},
 
 		{"GET", "/v1/team/quota", member, (*server).handleGetTeamQuota},
+		{"GET", "/v1/team/network-policy", member, (*server).handleGetTeamNetworkPolicy},
+		{"PUT", "/v1/team/network-policy", member, (*server).handleSetTeamNetworkPolicy},
 		{"GET", "/v1/admin/teams/{id}/quota", member, (*server).handleGetAdminTeamQuota},
 		{"PUT", "/v1/admin/teams/{id}/quota", member, (*server).handleSetAdminTeamQuota},
 	}

@@ -32,6 +32,7 @@ var routeScope = map[string]auth.Scope{
 	"POST /v1/capsules/{id}/pause":                      auth.ScopeCapsules,
 	"POST /v1/capsules/{id}/resume":                     auth.ScopeCapsules,
 	"POST /v1/capsules/{id}/ping":                       auth.ScopeCapsules,
+	"PATCH /v1/capsules/{id}/network":                   auth.ScopeCapsules,
 	"GET /v1/capsules/{id}/metrics":                     auth.ScopeCapsules,
 	"GET /v1/templates":                                 auth.ScopeTemplates,
 	"POST /v1/snapshots":                                auth.ScopeSnapshots,
@@ -60,6 +61,8 @@ var routeScope = map[string]auth.Scope{
 	"DELETE /v1/team/members/{user_id}": auth.ScopeTeam,
 	"GET /v1/audit-log":                 auth.ScopeTeam,
 	"GET /v1/team/quota":                auth.ScopeTeam,
+	"GET /v1/team/network-policy":       auth.ScopeTeam,
+	"PUT /v1/team/network-policy":       auth.ScopeTeam,
 
 	"GET /v1/admin/teams/{id}/quota": auth.ScopePlatformAdmin,
 	"PUT /v1/admin/teams/{id}/quota": auth.ScopePlatformAdmin,

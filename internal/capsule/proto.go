@@ -1,6 +1,9 @@
 package capsule
 
-import hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
+import (
+	"github.com/wrenn-dev/wrenn/internal/egress"
+	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
+)
 
 // protoStatus maps the statuses an agent reports onto the RPCs' enum.
 var protoStatus = map[Status]hostagentv1.CapsuleStatus{
@@ -26,4 +29,21 @@ func StatusOf(c *hostagentv1.Capsule) Status {
 		}
 	}
 	return Status(c.GetStatus())
+}
+
+// PolicyFromProto is the egress policy p carries; nil for none (the open
+// policy).
+func PolicyFromProto(p *hostagentv1.NetworkPolicy) *egress.Policy {
+	if p == nil {
+		return nil
+	}
+	return &egress.Policy{Internet: p.GetInternet(), Allow: p.GetAllow(), Deny: p.GetDeny()}
+}
+
+// PolicyToProto is the wire form of p; nil for nil.
+func PolicyToProto(p *egress.Policy) *hostagentv1.NetworkPolicy {
+	if p == nil {
+		return nil
+	}
+	return &hostagentv1.NetworkPolicy{Internet: p.Internet, Allow: p.Allow, Deny: p.Deny}
 }

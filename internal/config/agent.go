@@ -44,6 +44,14 @@ type Agent struct {
 	// host-side veths and firewall table (WRENN_NETWORK_PREFIX), so that
 	// two agents on one machine (tests) keep apart.
 	NetworkPrefix string
+	// CapsuleDNSUpstreams are the resolvers the agent's DNS forwarder
+	// asks for capsules (WRENN_CAPSULE_DNS_UPSTREAMS, "ip" or "ip:port",
+	// comma-separated); empty: the nameservers of /etc/resolv.conf.
+	CapsuleDNSUpstreams []netip.AddrPort
+	// CapsuleOpenRanges are private IPv4 ranges capsules may reach despite
+	// the fixed protections (WRENN_CAPSULE_OPEN_RANGES), subject to each
+	// capsule's egress policy.
+	CapsuleOpenRanges []netip.Prefix
 	// WarmPool is how many booted capsules the agent keeps waiting per
 	// template and size, so that a create does not wait for a boot
 	// (WRENN_WARM_POOL; 0 turns it off).
@@ -91,6 +99,13 @@ func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	c.Runsc = r.string("WRENN_RUNSC", "/usr/local/bin/runsc")
 	c.CapsuleCIDR = r.prefix("WRENN_CAPSULE_CIDR", "10.88.0.0/16")
 	c.NetworkPrefix = r.string("WRENN_NETWORK_PREFIX", "wr")
+	c.CapsuleDNSUpstreams = r.addrPorts("WRENN_CAPSULE_DNS_UPSTREAMS", 53)
+	c.CapsuleOpenRanges = r.prefixes("WRENN_CAPSULE_OPEN_RANGES")
+	for _, p := range c.CapsuleOpenRanges {
+		if !p.Addr().Is4() {
+			r.fail("WRENN_CAPSULE_OPEN_RANGES", p.String(), "must list IPv4 networks only: capsules have no IPv6")
+		}
+	}
 	c.WarmPool = r.int("WRENN_WARM_POOL", 2)
 	if c.WarmPool < 0 || c.WarmPool > 64 {
 		r.fail("WRENN_WARM_POOL", strconv.Itoa(c.WarmPool), "must be 0..64")

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +39,7 @@ func TestLoadAgentDefaults(t *testing.T) {
 		LogLevel:            slog.LevelInfo,
 		LogFormat:           "text",
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("loadAgent = %+v, want %+v", got, want)
 	}
 }
@@ -60,6 +61,8 @@ func TestLoadAgentSet(t *testing.T) {
 		"WRENN_CAPSULE_NOFILE":        "1024",
 		"WRENN_LOG_LEVEL":             "debug",
 		"WRENN_LOG_FORMAT":            "JSON",
+		"WRENN_CAPSULE_DNS_UPSTREAMS": "192.0.2.53, 192.0.2.54:5353",
+		"WRENN_CAPSULE_OPEN_RANGES":   "10.20.0.0/16,192.168.7.7",
 	}), noFirecracker(t))
 	if err != nil {
 		t.Fatalf("loadAgent: %v", err)
@@ -79,8 +82,10 @@ func TestLoadAgentSet(t *testing.T) {
 		CapsuleNoFile:       1024,
 		LogLevel:            slog.LevelDebug,
 		LogFormat:           "json",
+		CapsuleDNSUpstreams: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:53"), netip.MustParseAddrPort("192.0.2.54:5353")},
+		CapsuleOpenRanges:   []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16"), netip.MustParsePrefix("192.168.7.7/32")},
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("loadAgent = %+v, want %+v", got, want)
 	}
 }
@@ -118,6 +123,10 @@ func TestLoadAgentBadValues(t *testing.T) {
 		{"WRENN_CAPSULE_PIDS", "-1"},
 		{"WRENN_CAPSULE_NOFILE", "10"},
 		{"WRENN_CAPSULE_NOFILE", "2000000"},
+		{"WRENN_CAPSULE_DNS_UPSTREAMS", "resolver.example.com"},
+		{"WRENN_CAPSULE_DNS_UPSTREAMS", "192.0.2.53:dns"},
+		{"WRENN_CAPSULE_OPEN_RANGES", "fd00::/8"},
+		{"WRENN_CAPSULE_OPEN_RANGES", "10.0.0.0/33"},
 		{"WRENN_LOG_LEVEL", "loud"},
 		{"WRENN_LOG_FORMAT", "xml"},
 	}

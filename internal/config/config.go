@@ -158,6 +158,30 @@ func (r *reader) prefix(name, def string) netip.Prefix {
 	return p
 }
 
+// addrPorts reads a comma-separated list of "ip" or "ip:port" (IPv6 in
+// brackets with a port); a bare address takes port def.
+func (r *reader) addrPorts(name string, def uint16) []netip.AddrPort {
+	v := r.getenv(name)
+	var out []netip.AddrPort
+	for f := range strings.SplitSeq(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(f); err == nil {
+			out = append(out, netip.AddrPortFrom(a.Unmap(), def))
+			continue
+		}
+		ap, err := netip.ParseAddrPort(f)
+		if err != nil {
+			r.fail(name, v, fmt.Sprintf("%q is not an IP address or IP:port, like 192.0.2.53 or 192.0.2.53:5353", f))
+			return nil
+		}
+		out = append(out, ap)
+	}
+	return out
+}
+
 // prefixes reads a comma-separated list of networks in CIDR notation; a
 // bare address stands for itself (/32 or /128).
 func (r *reader) prefixes(name string) []netip.Prefix {

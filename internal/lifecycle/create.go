@@ -7,6 +7,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/wrenn-dev/wrenn/internal/capsule"
+	"github.com/wrenn-dev/wrenn/internal/egress"
 	"github.com/wrenn-dev/wrenn/internal/rules"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
@@ -35,6 +37,10 @@ type CreateRequest struct {
 	// NoWait returns the capsule as placed and starts it in the
 	// background.
 	NoWait bool
+	// Network is the capsule's egress policy (normalized,
+	// NormalizePolicy); nil takes the snapshot's it is launched from, else
+	// the team's default, else the open policy.
+	Network *egress.Policy
 }
 
 // Create checks req against the team's templates and the online hosts,
@@ -105,6 +111,10 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 		return store.Capsule{}, errorf(Invalid, "disk_mb must be at most %d (the most disk of any online host), not %d", lim.MaxDiskMB, disk)
 	}
 
+	policy, err := s.createPolicy(ctx, req.TeamID, tmpl, req.Network)
+	if err != nil {
+		return store.Capsule{}, err
+	}
 	ev = withMeta(ev, map[string]any{
 		"template": tmpl.Name, "vcpus": vcpus, "memory_mb": memory, "disk_mb": disk, "timeout_sec": timeout,
 	})
@@ -112,6 +122,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 		TeamID: req.TeamID, Template: tmpl.Name, VCPUs: vcpus, MemoryMB: memory, DiskMB: disk,
 		TimeoutSec: timeout, Metadata: req.Metadata, CreatedBy: req.CreatedBy,
 		TemplateID: tmpl.ID, AgentTemplate: tmpl.AgentName, HostID: tmpl.HostID, Quota: s.quota,
+		Network: policy,
 	}, ev)
 	var full *store.NoCapacityError
 	switch {
@@ -130,7 +141,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 	s.log.InfoContext(ctx, "capsule placed", "capsule_id", c.ID, "host_id", h.ID, "template", tmpl.Name)
 	spec := &hostagentv1.CapsuleSpec{
 		CapsuleId: c.ID, Template: tmpl.AgentName, Vcpus: int32(vcpus), MemoryMb: int32(memory),
-		DiskMb: int32(disk), Envs: req.Envs,
+		DiskMb: int32(disk), Envs: req.Envs, Network: capsule.PolicyToProto(policy),
 	}
 	// The start outlives the request: a client that hangs up, or asked
 	// not to wait, does not stop it.

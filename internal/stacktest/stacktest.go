@@ -127,6 +127,9 @@ type Options struct {
 	// CapsulePids is the agent's per-capsule pids limit
 	// (WRENN_CAPSULE_PIDS; 0 leaves the driver's default).
 	CapsulePids int64
+	// Agent, when set, adjusts the agent's configuration (its capsules'
+	// DNS upstreams, say) before it starts.
+	Agent func(*config.Agent)
 }
 
 // AgentCalls says what the relay of Options.AgentSwitch does with the
@@ -323,6 +326,9 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	}
 	if o.ColdStarts {
 		agCfg.WarmPool = 0
+	}
+	if o.Agent != nil {
+		o.Agent(&agCfg)
 	}
 	agLog := log.With("component", "agent")
 	// The address the control plane calls the agent at.

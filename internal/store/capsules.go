@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/wrenn-dev/wrenn/internal/capsule"
+	"github.com/wrenn-dev/wrenn/internal/egress"
 	"github.com/wrenn-dev/wrenn/internal/scheduler"
 )
 
@@ -94,11 +95,14 @@ type Capsule struct {
 	// TemplateID is the template row the capsule started from ("" when
 	// that template was deleted since).
 	TemplateID string
+	// Network is the capsule's egress policy, normalized; nil is the
+	// open policy.
+	Network *egress.Policy
 }
 
 const capsuleColumns = `id::text, team_id::text, coalesce(host_id::text, ''), template, status, status_reason,
 	vcpus, memory_mb, disk_mb, timeout_sec, metadata, address, created_by, created_at, updated_at,
-	started_at, stopped_at, last_active_at, paused_at, snapshot_bytes, coalesce(template_id::text, '')`
+	started_at, stopped_at, last_active_at, paused_at, snapshot_bytes, coalesce(template_id::text, ''), network_policy`
 
 // scanCapsule reads one row of capsuleColumns.
 func scanCapsule(row interface{ Scan(...any) error }) (Capsule, error) {
@@ -107,7 +111,7 @@ func scanCapsule(row interface{ Scan(...any) error }) (Capsule, error) {
 	err := row.Scan(&c.ID, &c.TeamID, &c.HostID, &c.Template, &c.Status, &c.StatusReason,
 		&c.VCPUs, &c.MemoryMB, &c.DiskMB, &c.TimeoutSec, &meta, &c.Address, &c.CreatedBy,
 		&c.CreatedAt, &c.UpdatedAt, &c.StartedAt, &c.StoppedAt, &c.LastActiveAt, &c.PausedAt, &c.SnapshotBytes,
-		&c.TemplateID)
+		&c.TemplateID, &c.Network)
 	if err != nil {
 		return Capsule{}, err
 	}
@@ -149,6 +153,9 @@ type NewCapsule struct {
 	// Quota is the team's default quota; what a platform admin set for
 	// the team applies over it. Going past it is a *QuotaError.
 	Quota Quota
+	// Network is the capsule's egress policy, normalized; nil is the
+	// open policy.
+	Network *egress.Policy
 }
 
 // PlacementLimits bounds what a capsule of a team can ask for: the largest
@@ -297,10 +304,10 @@ func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, e
 	}
 	c, err := scanCapsule(tx.QueryRow(ctx, `
 		INSERT INTO capsules (team_id, host_id, template, status, vcpus, memory_mb, disk_mb, timeout_sec, metadata,
-		                      created_by, template_id)
-		VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7, $8, $9, $10)
+		                      created_by, template_id, network_policy)
+		VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7, $8, $9, $10, $11)
 		RETURNING `+capsuleColumns, nc.TeamID, cands[best].ID, nc.Template, nc.VCPUs, nc.MemoryMB, nc.DiskMB,
-		nc.TimeoutSec, meta, nc.CreatedBy, nullable(nc.TemplateID)))
+		nc.TimeoutSec, meta, nc.CreatedBy, nullable(nc.TemplateID), nc.Network))
 	if err != nil {
 		return Capsule{}, Host{}, err
 	}
@@ -570,6 +577,31 @@ func (s *Store) LeaveToHost(ctx context.Context, id, from, reason string) (Capsu
 	}
 	if err != nil {
 		return c, notFound("leaving capsule to its host", err)
+	}
+	return c, nil
+}
+
+// SetCapsuleNetwork records p (nil: the open policy) as the egress policy
+// of capsule id, with ev (its resource id filled in), and returns the
+// capsule. The caller has applied it on the capsule's host already.
+func (s *Store) SetCapsuleNetwork(ctx context.Context, id string, p *egress.Policy, ev Event) (Capsule, error) {
+	var c Capsule
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		c, err = scanCapsule(tx.QueryRow(ctx, `
+			UPDATE capsules SET network_policy = $2, updated_at = now() WHERE id = $1
+			RETURNING `+capsuleColumns, id, p))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		ev.ResourceID = id
+		return writeEvent(ctx, tx, ev)
+	})
+	if err != nil {
+		return Capsule{}, fmt.Errorf("setting capsule network policy: %w", err)
 	}
 	return c, nil
 }

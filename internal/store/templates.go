@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/wrenn-dev/wrenn/internal/egress"
 )
 
 // Template kinds.
@@ -35,17 +37,21 @@ type Template struct {
 	SourceCapsuleID string
 	// AgentName is the template's directory on hosts.
 	AgentName string
+	// Network is the egress policy a snapshot passes on to capsules
+	// launched from it that ask for none: its source capsule's when it
+	// was taken (nil: the open policy; always nil for base templates).
+	Network *egress.Policy
 }
 
 const templateColumns = `id::text, name, coalesce(team_id::text, ''), kind, description, size_bytes,
 	default_vcpus, default_memory_mb, default_disk_mb, created_at, coalesce(host_id::text, ''),
-	coalesce(source_capsule_id::text, ''), agent_name`
+	coalesce(source_capsule_id::text, ''), agent_name, network_policy`
 
 func scanTemplate(row pgx.Row) (Template, error) {
 	var t Template
 	err := row.Scan(&t.ID, &t.Name, &t.TeamID, &t.Kind, &t.Description, &t.SizeBytes,
 		&t.DefaultVCPUs, &t.DefaultMemoryMB, &t.DefaultDiskMB, &t.CreatedAt, &t.HostID, &t.SourceCapsuleID,
-		&t.AgentName)
+		&t.AgentName, &t.Network)
 	if err == nil && t.AgentName == "" {
 		t.AgentName = t.Name
 	}
@@ -120,8 +126,10 @@ func (s *Store) CreateSnapshot(ctx context.Context, ns NewSnapshot, ev Event) (T
 		var err error
 		t, err = scanTemplate(tx.QueryRow(ctx, `
 			INSERT INTO templates (id, name, team_id, kind, size_bytes, default_vcpus, default_memory_mb,
-			                       default_disk_mb, host_id, source_capsule_id, agent_name, description)
-			VALUES ($1, $2, $3, 'snapshot', $4, $5, $6, $7, $8, $9, $10, $11)
+			                       default_disk_mb, host_id, source_capsule_id, agent_name, description,
+			                       network_policy)
+			VALUES ($1, $2, $3, 'snapshot', $4, $5, $6, $7, $8, $9, $10, $11,
+			        (SELECT network_policy FROM capsules WHERE id = $9))
 			RETURNING `+templateColumns, ns.ID, ns.Name, ns.TeamID, ns.SizeBytes, ns.VCPUs, ns.MemoryMB, ns.DiskMB,
 			ns.HostID, ns.SourceCapsuleID, ns.ID, "snapshot of capsule "+ns.SourceCapsuleID))
 		var pgErr *pgconn.PgError

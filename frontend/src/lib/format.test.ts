@@ -1,8 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { bytes, cpuOfAllowance, mib, relative, seconds, shortId } from './format';
+import { bytes, cpuOfAllowance, mib, networkSummary, relative, seconds, shortId } from './format';
 import { query } from './api';
 
 describe('format', () => {
+  it('networkSummary', () => {
+    expect(networkSummary({ internet: true, allow: [], deny: [] })).toBe('internet');
+    expect(networkSummary({ internet: false, allow: [], deny: [] })).toBe('no internet');
+    expect(networkSummary({ internet: true, allow: ['a.com', '1.2.3.0/24'], deny: ['b.a.com'] })).toBe('only 2 allowed, 1 denied');
+    expect(networkSummary({ internet: true, allow: [], deny: ['b.com'] })).toBe('internet, 1 denied');
+    expect(networkSummary(undefined)).toBe('internet');
+  });
   it('cpuOfAllowance: against the capsule\'s vCPUs, not the CPUs its kernel sees', () => {
     // 1 vCPU on a 2-CPU host: one busy core is 50 % of what the kernel sees, 100 % of the allowance.
     expect(cpuOfAllowance(50, 2, 1)).toBe(100);

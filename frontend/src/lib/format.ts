@@ -68,3 +68,22 @@ export function cpuOfAllowance(usedPct: number, cpuCount: number, vcpus: number)
   const allowed = vcpus > 0 ? Math.min(vcpus, seen) : seen;
   return Math.min(100, (usedPct * seen) / allowed);
 }
+
+/** A one-line summary of an egress policy: what a capsule may reach. */
+export function networkSummary(p: { internet: boolean; allow: string[]; deny: string[] } | null | undefined): string {
+  if (!p) return 'internet';
+  const allow = p.allow?.length ?? 0;
+  const deny = p.deny?.length ?? 0;
+  if (allow === 0 && !p.internet) return 'no internet';
+  let s = allow > 0 ? `only ${allow} allowed` : 'internet';
+  if (deny > 0) s += `, ${deny} denied`;
+  return s;
+}
+
+/** What networkSummary means, in a sentence. */
+export function networkTitle(p: { internet: boolean; allow: string[]; deny: string[] } | null | undefined): string {
+  if (!p || (p.internet && !p.allow?.length && !p.deny?.length)) return 'The capsule reaches the whole internet (never the host, other capsules or private ranges).';
+  if (!p.allow?.length && !p.internet) return 'The capsule reaches nothing outside; DNS answers no name.';
+  if (p.allow?.length) return 'Default-deny: only the allowed destinations, minus the denied ones, are reachable.';
+  return 'The internet, except the denied destinations.';
+}

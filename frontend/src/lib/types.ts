@@ -29,6 +29,16 @@ export interface Capsule {
   last_active_at: string;
   paused_at: string | null;
   snapshot_bytes: number;
+  network: NetworkPolicy;
+}
+
+/** A capsule's egress policy (docs/network.md): deny entries win; an allow
+ * list or internet off makes it default-deny. Entries are IPv4 CIDRs and
+ * domain names ("example.com", "*.example.com"). */
+export interface NetworkPolicy {
+  internet: boolean;
+  allow: string[];
+  deny: string[];
 }
 
 export interface CapsuleList {

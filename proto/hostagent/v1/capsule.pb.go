@@ -97,7 +97,10 @@ type CapsuleSpec struct {
 	// disk_mb bounds the capsule's writable layer.
 	DiskMb int32 `protobuf:"varint,5,opt,name=disk_mb,json=diskMb,proto3" json:"disk_mb,omitempty"`
 	// envs are set for every process started in the capsule.
-	Envs          map[string]string `protobuf:"bytes,6,rep,name=envs,proto3" json:"envs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Envs map[string]string `protobuf:"bytes,6,rep,name=envs,proto3" json:"envs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// network is the capsule's egress policy; none is the open policy
+	// (internet on, nothing allowed or denied).
+	Network       *NetworkPolicy `protobuf:"bytes,140,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -174,6 +177,77 @@ func (x *CapsuleSpec) GetEnvs() map[string]string {
 	return nil
 }
 
+func (x *CapsuleSpec) GetNetwork() *NetworkPolicy {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+// NetworkPolicy is a capsule's egress policy (Go's egress.Policy, see
+// docs/network.md): deny entries win; an allow list or internet off makes
+// it default-deny. Entries are IPv4 CIDRs and domain names
+// ("example.com", "*.example.com").
+type NetworkPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Internet      bool                   `protobuf:"varint,1,opt,name=internet,proto3" json:"internet,omitempty"`
+	Allow         []string               `protobuf:"bytes,2,rep,name=allow,proto3" json:"allow,omitempty"`
+	Deny          []string               `protobuf:"bytes,3,rep,name=deny,proto3" json:"deny,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkPolicy) Reset() {
+	*x = NetworkPolicy{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkPolicy) ProtoMessage() {}
+
+func (x *NetworkPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkPolicy.ProtoReflect.Descriptor instead.
+func (*NetworkPolicy) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NetworkPolicy) GetInternet() bool {
+	if x != nil {
+		return x.Internet
+	}
+	return false
+}
+
+func (x *NetworkPolicy) GetAllow() []string {
+	if x != nil {
+		return x.Allow
+	}
+	return nil
+}
+
+func (x *NetworkPolicy) GetDeny() []string {
+	if x != nil {
+		return x.Deny
+	}
+	return nil
+}
+
 // Capsule is a capsule as the agent sees it.
 type Capsule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -199,7 +273,7 @@ type Capsule struct {
 
 func (x *Capsule) Reset() {
 	*x = Capsule{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[1]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -211,7 +285,7 @@ func (x *Capsule) String() string {
 func (*Capsule) ProtoMessage() {}
 
 func (x *Capsule) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[1]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -224,7 +298,7 @@ func (x *Capsule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capsule.ProtoReflect.Descriptor instead.
 func (*Capsule) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{1}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Capsule) GetSpec() *CapsuleSpec {
@@ -295,7 +369,7 @@ type Template struct {
 
 func (x *Template) Reset() {
 	*x = Template{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[2]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +381,7 @@ func (x *Template) String() string {
 func (*Template) ProtoMessage() {}
 
 func (x *Template) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[2]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +394,7 @@ func (x *Template) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Template.ProtoReflect.Descriptor instead.
 func (*Template) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{2}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Template) GetName() string {
@@ -374,7 +448,7 @@ type CreateCapsuleRequest struct {
 
 func (x *CreateCapsuleRequest) Reset() {
 	*x = CreateCapsuleRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[3]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +460,7 @@ func (x *CreateCapsuleRequest) String() string {
 func (*CreateCapsuleRequest) ProtoMessage() {}
 
 func (x *CreateCapsuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[3]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +473,7 @@ func (x *CreateCapsuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCapsuleRequest.ProtoReflect.Descriptor instead.
 func (*CreateCapsuleRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{3}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateCapsuleRequest) GetSpec() *CapsuleSpec {
@@ -418,7 +492,7 @@ type CreateCapsuleResponse struct {
 
 func (x *CreateCapsuleResponse) Reset() {
 	*x = CreateCapsuleResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[4]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +504,7 @@ func (x *CreateCapsuleResponse) String() string {
 func (*CreateCapsuleResponse) ProtoMessage() {}
 
 func (x *CreateCapsuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[4]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +517,7 @@ func (x *CreateCapsuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCapsuleResponse.ProtoReflect.Descriptor instead.
 func (*CreateCapsuleResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{4}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateCapsuleResponse) GetCapsule() *Capsule {
@@ -462,7 +536,7 @@ type DestroyCapsuleRequest struct {
 
 func (x *DestroyCapsuleRequest) Reset() {
 	*x = DestroyCapsuleRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[5]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +548,7 @@ func (x *DestroyCapsuleRequest) String() string {
 func (*DestroyCapsuleRequest) ProtoMessage() {}
 
 func (x *DestroyCapsuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[5]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +561,7 @@ func (x *DestroyCapsuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyCapsuleRequest.ProtoReflect.Descriptor instead.
 func (*DestroyCapsuleRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{5}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DestroyCapsuleRequest) GetCapsuleId() string {
@@ -512,7 +586,7 @@ type DestroyCapsuleResponse struct {
 
 func (x *DestroyCapsuleResponse) Reset() {
 	*x = DestroyCapsuleResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[6]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +598,7 @@ func (x *DestroyCapsuleResponse) String() string {
 func (*DestroyCapsuleResponse) ProtoMessage() {}
 
 func (x *DestroyCapsuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[6]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +611,7 @@ func (x *DestroyCapsuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyCapsuleResponse.ProtoReflect.Descriptor instead.
 func (*DestroyCapsuleResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{6}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DestroyCapsuleResponse) GetLeftovers() string {
@@ -556,7 +630,7 @@ type GetCapsuleRequest struct {
 
 func (x *GetCapsuleRequest) Reset() {
 	*x = GetCapsuleRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[7]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +642,7 @@ func (x *GetCapsuleRequest) String() string {
 func (*GetCapsuleRequest) ProtoMessage() {}
 
 func (x *GetCapsuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[7]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +655,7 @@ func (x *GetCapsuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapsuleRequest.ProtoReflect.Descriptor instead.
 func (*GetCapsuleRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{7}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetCapsuleRequest) GetCapsuleId() string {
@@ -600,7 +674,7 @@ type GetCapsuleResponse struct {
 
 func (x *GetCapsuleResponse) Reset() {
 	*x = GetCapsuleResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[8]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +686,7 @@ func (x *GetCapsuleResponse) String() string {
 func (*GetCapsuleResponse) ProtoMessage() {}
 
 func (x *GetCapsuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[8]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +699,7 @@ func (x *GetCapsuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapsuleResponse.ProtoReflect.Descriptor instead.
 func (*GetCapsuleResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{8}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetCapsuleResponse) GetCapsule() *Capsule {
@@ -643,7 +717,7 @@ type ListCapsulesRequest struct {
 
 func (x *ListCapsulesRequest) Reset() {
 	*x = ListCapsulesRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[9]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +729,7 @@ func (x *ListCapsulesRequest) String() string {
 func (*ListCapsulesRequest) ProtoMessage() {}
 
 func (x *ListCapsulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[9]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +742,7 @@ func (x *ListCapsulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCapsulesRequest.ProtoReflect.Descriptor instead.
 func (*ListCapsulesRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{9}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{10}
 }
 
 type ListCapsulesResponse struct {
@@ -680,7 +754,7 @@ type ListCapsulesResponse struct {
 
 func (x *ListCapsulesResponse) Reset() {
 	*x = ListCapsulesResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[10]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +766,7 @@ func (x *ListCapsulesResponse) String() string {
 func (*ListCapsulesResponse) ProtoMessage() {}
 
 func (x *ListCapsulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[10]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +779,7 @@ func (x *ListCapsulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCapsulesResponse.ProtoReflect.Descriptor instead.
 func (*ListCapsulesResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{10}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListCapsulesResponse) GetCapsules() []*Capsule {
@@ -724,7 +798,7 @@ type PauseCapsuleRequest struct {
 
 func (x *PauseCapsuleRequest) Reset() {
 	*x = PauseCapsuleRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[11]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +810,7 @@ func (x *PauseCapsuleRequest) String() string {
 func (*PauseCapsuleRequest) ProtoMessage() {}
 
 func (x *PauseCapsuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[11]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +823,7 @@ func (x *PauseCapsuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseCapsuleRequest.ProtoReflect.Descriptor instead.
 func (*PauseCapsuleRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{11}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PauseCapsuleRequest) GetCapsuleId() string {
@@ -768,7 +842,7 @@ type PauseCapsuleResponse struct {
 
 func (x *PauseCapsuleResponse) Reset() {
 	*x = PauseCapsuleResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[12]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +854,7 @@ func (x *PauseCapsuleResponse) String() string {
 func (*PauseCapsuleResponse) ProtoMessage() {}
 
 func (x *PauseCapsuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[12]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +867,7 @@ func (x *PauseCapsuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseCapsuleResponse.ProtoReflect.Descriptor instead.
 func (*PauseCapsuleResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{12}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PauseCapsuleResponse) GetCapsule() *Capsule {
@@ -812,7 +886,7 @@ type ResumeCapsuleRequest struct {
 
 func (x *ResumeCapsuleRequest) Reset() {
 	*x = ResumeCapsuleRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[13]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +898,7 @@ func (x *ResumeCapsuleRequest) String() string {
 func (*ResumeCapsuleRequest) ProtoMessage() {}
 
 func (x *ResumeCapsuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[13]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +911,7 @@ func (x *ResumeCapsuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeCapsuleRequest.ProtoReflect.Descriptor instead.
 func (*ResumeCapsuleRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{13}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResumeCapsuleRequest) GetCapsuleId() string {
@@ -856,7 +930,7 @@ type ResumeCapsuleResponse struct {
 
 func (x *ResumeCapsuleResponse) Reset() {
 	*x = ResumeCapsuleResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[14]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +942,7 @@ func (x *ResumeCapsuleResponse) String() string {
 func (*ResumeCapsuleResponse) ProtoMessage() {}
 
 func (x *ResumeCapsuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[14]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +955,7 @@ func (x *ResumeCapsuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeCapsuleResponse.ProtoReflect.Descriptor instead.
 func (*ResumeCapsuleResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{14}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResumeCapsuleResponse) GetCapsule() *Capsule {
@@ -905,7 +979,7 @@ type SnapshotCapsuleRequest struct {
 
 func (x *SnapshotCapsuleRequest) Reset() {
 	*x = SnapshotCapsuleRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[15]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +991,7 @@ func (x *SnapshotCapsuleRequest) String() string {
 func (*SnapshotCapsuleRequest) ProtoMessage() {}
 
 func (x *SnapshotCapsuleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[15]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1004,7 @@ func (x *SnapshotCapsuleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotCapsuleRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotCapsuleRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{15}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotCapsuleRequest) GetCapsuleId() string {
@@ -965,7 +1039,7 @@ type SnapshotCapsuleResponse struct {
 
 func (x *SnapshotCapsuleResponse) Reset() {
 	*x = SnapshotCapsuleResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[16]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1051,7 @@ func (x *SnapshotCapsuleResponse) String() string {
 func (*SnapshotCapsuleResponse) ProtoMessage() {}
 
 func (x *SnapshotCapsuleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[16]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1064,7 @@ func (x *SnapshotCapsuleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotCapsuleResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotCapsuleResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{16}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotCapsuleResponse) GetCapsule() *Capsule {
@@ -1007,6 +1081,103 @@ func (x *SnapshotCapsuleResponse) GetTemplate() *Template {
 	return nil
 }
 
+type SetCapsuleNetworkRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CapsuleId string                 `protobuf:"bytes,1,opt,name=capsule_id,json=capsuleId,proto3" json:"capsule_id,omitempty"`
+	// network is the new policy; none is the open policy.
+	Network       *NetworkPolicy `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetCapsuleNetworkRequest) Reset() {
+	*x = SetCapsuleNetworkRequest{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetCapsuleNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetCapsuleNetworkRequest) ProtoMessage() {}
+
+func (x *SetCapsuleNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetCapsuleNetworkRequest.ProtoReflect.Descriptor instead.
+func (*SetCapsuleNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SetCapsuleNetworkRequest) GetCapsuleId() string {
+	if x != nil {
+		return x.CapsuleId
+	}
+	return ""
+}
+
+func (x *SetCapsuleNetworkRequest) GetNetwork() *NetworkPolicy {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+type SetCapsuleNetworkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Capsule       *Capsule               `protobuf:"bytes,1,opt,name=capsule,proto3" json:"capsule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetCapsuleNetworkResponse) Reset() {
+	*x = SetCapsuleNetworkResponse{}
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetCapsuleNetworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetCapsuleNetworkResponse) ProtoMessage() {}
+
+func (x *SetCapsuleNetworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetCapsuleNetworkResponse.ProtoReflect.Descriptor instead.
+func (*SetCapsuleNetworkResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SetCapsuleNetworkResponse) GetCapsule() *Capsule {
+	if x != nil {
+		return x.Capsule
+	}
+	return nil
+}
+
 type DeleteTemplateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Template      string                 `protobuf:"bytes,1,opt,name=template,proto3" json:"template,omitempty"`
@@ -1016,7 +1187,7 @@ type DeleteTemplateRequest struct {
 
 func (x *DeleteTemplateRequest) Reset() {
 	*x = DeleteTemplateRequest{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[17]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1199,7 @@ func (x *DeleteTemplateRequest) String() string {
 func (*DeleteTemplateRequest) ProtoMessage() {}
 
 func (x *DeleteTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[17]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1212,7 @@ func (x *DeleteTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTemplateRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{17}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteTemplateRequest) GetTemplate() string {
@@ -1059,7 +1230,7 @@ type DeleteTemplateResponse struct {
 
 func (x *DeleteTemplateResponse) Reset() {
 	*x = DeleteTemplateResponse{}
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[18]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1242,7 @@ func (x *DeleteTemplateResponse) String() string {
 func (*DeleteTemplateResponse) ProtoMessage() {}
 
 func (x *DeleteTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_capsule_proto_msgTypes[18]
+	mi := &file_hostagent_v1_capsule_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,14 +1255,14 @@ func (x *DeleteTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTemplateResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{18}
+	return file_hostagent_v1_capsule_proto_rawDescGZIP(), []int{21}
 }
 
 var File_hostagent_v1_capsule_proto protoreflect.FileDescriptor
 
 const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\n" +
-	"\x1ahostagent/v1/capsule.proto\x12\x12wrenn.hostagent.v1\"\x8c\x02\n" +
+	"\x1ahostagent/v1/capsule.proto\x12\x12wrenn.hostagent.v1\"\xca\x02\n" +
 	"\vCapsuleSpec\x12\x1d\n" +
 	"\n" +
 	"capsule_id\x18\x01 \x01(\tR\tcapsuleId\x12\x1a\n" +
@@ -1099,10 +1270,15 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\x05vcpus\x18\x03 \x01(\x05R\x05vcpus\x12\x1b\n" +
 	"\tmemory_mb\x18\x04 \x01(\x05R\bmemoryMb\x12\x17\n" +
 	"\adisk_mb\x18\x05 \x01(\x05R\x06diskMb\x12=\n" +
-	"\x04envs\x18\x06 \x03(\v2).wrenn.hostagent.v1.CapsuleSpec.EnvsEntryR\x04envs\x1a7\n" +
+	"\x04envs\x18\x06 \x03(\v2).wrenn.hostagent.v1.CapsuleSpec.EnvsEntryR\x04envs\x12<\n" +
+	"\anetwork\x18\x8c\x01 \x01(\v2!.wrenn.hostagent.v1.NetworkPolicyR\anetwork\x1a7\n" +
 	"\tEnvsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"U\n" +
+	"\rNetworkPolicy\x12\x1a\n" +
+	"\binternet\x18\x01 \x01(\bR\binternet\x12\x14\n" +
+	"\x05allow\x18\x02 \x03(\tR\x05allow\x12\x12\n" +
+	"\x04deny\x18\x03 \x03(\tR\x04deny\"\x9c\x02\n" +
 	"\aCapsule\x123\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1f.wrenn.hostagent.v1.CapsuleSpecR\x04spec\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x127\n" +
@@ -1154,7 +1330,13 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\x06resume\x18\x03 \x01(\bR\x06resume\"\x8a\x01\n" +
 	"\x17SnapshotCapsuleResponse\x125\n" +
 	"\acapsule\x18\x01 \x01(\v2\x1b.wrenn.hostagent.v1.CapsuleR\acapsule\x128\n" +
-	"\btemplate\x18\x02 \x01(\v2\x1c.wrenn.hostagent.v1.TemplateR\btemplate\"3\n" +
+	"\btemplate\x18\x02 \x01(\v2\x1c.wrenn.hostagent.v1.TemplateR\btemplate\"v\n" +
+	"\x18SetCapsuleNetworkRequest\x12\x1d\n" +
+	"\n" +
+	"capsule_id\x18\x01 \x01(\tR\tcapsuleId\x12;\n" +
+	"\anetwork\x18\x02 \x01(\v2!.wrenn.hostagent.v1.NetworkPolicyR\anetwork\"R\n" +
+	"\x19SetCapsuleNetworkResponse\x125\n" +
+	"\acapsule\x18\x01 \x01(\v2\x1b.wrenn.hostagent.v1.CapsuleR\acapsule\"3\n" +
 	"\x15DeleteTemplateRequest\x12\x1a\n" +
 	"\btemplate\x18\x01 \x01(\tR\btemplate\"\x18\n" +
 	"\x16DeleteTemplateResponse*\xd8\x01\n" +
@@ -1165,7 +1347,7 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\x16CAPSULE_STATUS_STOPPED\x10\x03\x12\x1b\n" +
 	"\x17CAPSULE_STATUS_STARTING\x10\x04\x12\x1a\n" +
 	"\x16CAPSULE_STATUS_PAUSING\x10\x05\x12\x1b\n" +
-	"\x17CAPSULE_STATUS_RESUMING\x10\x062\xbd\x06\n" +
+	"\x17CAPSULE_STATUS_RESUMING\x10\x062\xaf\a\n" +
 	"\x0eCapsuleService\x12d\n" +
 	"\rCreateCapsule\x12(.wrenn.hostagent.v1.CreateCapsuleRequest\x1a).wrenn.hostagent.v1.CreateCapsuleResponse\x12g\n" +
 	"\x0eDestroyCapsule\x12).wrenn.hostagent.v1.DestroyCapsuleRequest\x1a*.wrenn.hostagent.v1.DestroyCapsuleResponse\x12[\n" +
@@ -1174,7 +1356,8 @@ const file_hostagent_v1_capsule_proto_rawDesc = "" +
 	"\fListCapsules\x12'.wrenn.hostagent.v1.ListCapsulesRequest\x1a(.wrenn.hostagent.v1.ListCapsulesResponse\x12a\n" +
 	"\fPauseCapsule\x12'.wrenn.hostagent.v1.PauseCapsuleRequest\x1a(.wrenn.hostagent.v1.PauseCapsuleResponse\x12d\n" +
 	"\rResumeCapsule\x12(.wrenn.hostagent.v1.ResumeCapsuleRequest\x1a).wrenn.hostagent.v1.ResumeCapsuleResponse\x12j\n" +
-	"\x0fSnapshotCapsule\x12*.wrenn.hostagent.v1.SnapshotCapsuleRequest\x1a+.wrenn.hostagent.v1.SnapshotCapsuleResponse\x12g\n" +
+	"\x0fSnapshotCapsule\x12*.wrenn.hostagent.v1.SnapshotCapsuleRequest\x1a+.wrenn.hostagent.v1.SnapshotCapsuleResponse\x12p\n" +
+	"\x11SetCapsuleNetwork\x12,.wrenn.hostagent.v1.SetCapsuleNetworkRequest\x1a-.wrenn.hostagent.v1.SetCapsuleNetworkResponse\x12g\n" +
 	"\x0eDeleteTemplate\x12).wrenn.hostagent.v1.DeleteTemplateRequest\x1a*.wrenn.hostagent.v1.DeleteTemplateResponseB\xcb\x01\n" +
 	"\x16com.wrenn.hostagent.v1B\fCapsuleProtoP\x01Z9github.com/wrenn-dev/wrenn/proto/hostagent/v1;hostagentv1\xa2\x02\x03WHX\xaa\x02\x12Wrenn.Hostagent.V1\xca\x02\x12Wrenn\\Hostagent\\V1\xe2\x02\x1eWrenn\\Hostagent\\V1\\GPBMetadata\xea\x02\x14Wrenn::Hostagent::V1b\x06proto3"
 
@@ -1191,63 +1374,71 @@ func file_hostagent_v1_capsule_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_capsule_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hostagent_v1_capsule_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_hostagent_v1_capsule_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_hostagent_v1_capsule_proto_goTypes = []any{
-	(CapsuleStatus)(0),              // 0: wrenn.hostagent.v1.CapsuleStatus
-	(*CapsuleSpec)(nil),             // 1: wrenn.hostagent.v1.CapsuleSpec
-	(*Capsule)(nil),                 // 2: wrenn.hostagent.v1.Capsule
-	(*Template)(nil),                // 3: wrenn.hostagent.v1.Template
-	(*CreateCapsuleRequest)(nil),    // 4: wrenn.hostagent.v1.CreateCapsuleRequest
-	(*CreateCapsuleResponse)(nil),   // 5: wrenn.hostagent.v1.CreateCapsuleResponse
-	(*DestroyCapsuleRequest)(nil),   // 6: wrenn.hostagent.v1.DestroyCapsuleRequest
-	(*DestroyCapsuleResponse)(nil),  // 7: wrenn.hostagent.v1.DestroyCapsuleResponse
-	(*GetCapsuleRequest)(nil),       // 8: wrenn.hostagent.v1.GetCapsuleRequest
-	(*GetCapsuleResponse)(nil),      // 9: wrenn.hostagent.v1.GetCapsuleResponse
-	(*ListCapsulesRequest)(nil),     // 10: wrenn.hostagent.v1.ListCapsulesRequest
-	(*ListCapsulesResponse)(nil),    // 11: wrenn.hostagent.v1.ListCapsulesResponse
-	(*PauseCapsuleRequest)(nil),     // 12: wrenn.hostagent.v1.PauseCapsuleRequest
-	(*PauseCapsuleResponse)(nil),    // 13: wrenn.hostagent.v1.PauseCapsuleResponse
-	(*ResumeCapsuleRequest)(nil),    // 14: wrenn.hostagent.v1.ResumeCapsuleRequest
-	(*ResumeCapsuleResponse)(nil),   // 15: wrenn.hostagent.v1.ResumeCapsuleResponse
-	(*SnapshotCapsuleRequest)(nil),  // 16: wrenn.hostagent.v1.SnapshotCapsuleRequest
-	(*SnapshotCapsuleResponse)(nil), // 17: wrenn.hostagent.v1.SnapshotCapsuleResponse
-	(*DeleteTemplateRequest)(nil),   // 18: wrenn.hostagent.v1.DeleteTemplateRequest
-	(*DeleteTemplateResponse)(nil),  // 19: wrenn.hostagent.v1.DeleteTemplateResponse
-	nil,                             // 20: wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
+	(CapsuleStatus)(0),                // 0: wrenn.hostagent.v1.CapsuleStatus
+	(*CapsuleSpec)(nil),               // 1: wrenn.hostagent.v1.CapsuleSpec
+	(*NetworkPolicy)(nil),             // 2: wrenn.hostagent.v1.NetworkPolicy
+	(*Capsule)(nil),                   // 3: wrenn.hostagent.v1.Capsule
+	(*Template)(nil),                  // 4: wrenn.hostagent.v1.Template
+	(*CreateCapsuleRequest)(nil),      // 5: wrenn.hostagent.v1.CreateCapsuleRequest
+	(*CreateCapsuleResponse)(nil),     // 6: wrenn.hostagent.v1.CreateCapsuleResponse
+	(*DestroyCapsuleRequest)(nil),     // 7: wrenn.hostagent.v1.DestroyCapsuleRequest
+	(*DestroyCapsuleResponse)(nil),    // 8: wrenn.hostagent.v1.DestroyCapsuleResponse
+	(*GetCapsuleRequest)(nil),         // 9: wrenn.hostagent.v1.GetCapsuleRequest
+	(*GetCapsuleResponse)(nil),        // 10: wrenn.hostagent.v1.GetCapsuleResponse
+	(*ListCapsulesRequest)(nil),       // 11: wrenn.hostagent.v1.ListCapsulesRequest
+	(*ListCapsulesResponse)(nil),      // 12: wrenn.hostagent.v1.ListCapsulesResponse
+	(*PauseCapsuleRequest)(nil),       // 13: wrenn.hostagent.v1.PauseCapsuleRequest
+	(*PauseCapsuleResponse)(nil),      // 14: wrenn.hostagent.v1.PauseCapsuleResponse
+	(*ResumeCapsuleRequest)(nil),      // 15: wrenn.hostagent.v1.ResumeCapsuleRequest
+	(*ResumeCapsuleResponse)(nil),     // 16: wrenn.hostagent.v1.ResumeCapsuleResponse
+	(*SnapshotCapsuleRequest)(nil),    // 17: wrenn.hostagent.v1.SnapshotCapsuleRequest
+	(*SnapshotCapsuleResponse)(nil),   // 18: wrenn.hostagent.v1.SnapshotCapsuleResponse
+	(*SetCapsuleNetworkRequest)(nil),  // 19: wrenn.hostagent.v1.SetCapsuleNetworkRequest
+	(*SetCapsuleNetworkResponse)(nil), // 20: wrenn.hostagent.v1.SetCapsuleNetworkResponse
+	(*DeleteTemplateRequest)(nil),     // 21: wrenn.hostagent.v1.DeleteTemplateRequest
+	(*DeleteTemplateResponse)(nil),    // 22: wrenn.hostagent.v1.DeleteTemplateResponse
+	nil,                               // 23: wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
 }
 var file_hostagent_v1_capsule_proto_depIdxs = []int32{
-	20, // 0: wrenn.hostagent.v1.CapsuleSpec.envs:type_name -> wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
-	1,  // 1: wrenn.hostagent.v1.Capsule.spec:type_name -> wrenn.hostagent.v1.CapsuleSpec
-	0,  // 2: wrenn.hostagent.v1.Capsule.state:type_name -> wrenn.hostagent.v1.CapsuleStatus
-	1,  // 3: wrenn.hostagent.v1.CreateCapsuleRequest.spec:type_name -> wrenn.hostagent.v1.CapsuleSpec
-	2,  // 4: wrenn.hostagent.v1.CreateCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
-	2,  // 5: wrenn.hostagent.v1.GetCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
-	2,  // 6: wrenn.hostagent.v1.ListCapsulesResponse.capsules:type_name -> wrenn.hostagent.v1.Capsule
-	2,  // 7: wrenn.hostagent.v1.PauseCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
-	2,  // 8: wrenn.hostagent.v1.ResumeCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
-	2,  // 9: wrenn.hostagent.v1.SnapshotCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
-	3,  // 10: wrenn.hostagent.v1.SnapshotCapsuleResponse.template:type_name -> wrenn.hostagent.v1.Template
-	4,  // 11: wrenn.hostagent.v1.CapsuleService.CreateCapsule:input_type -> wrenn.hostagent.v1.CreateCapsuleRequest
-	6,  // 12: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:input_type -> wrenn.hostagent.v1.DestroyCapsuleRequest
-	8,  // 13: wrenn.hostagent.v1.CapsuleService.GetCapsule:input_type -> wrenn.hostagent.v1.GetCapsuleRequest
-	10, // 14: wrenn.hostagent.v1.CapsuleService.ListCapsules:input_type -> wrenn.hostagent.v1.ListCapsulesRequest
-	12, // 15: wrenn.hostagent.v1.CapsuleService.PauseCapsule:input_type -> wrenn.hostagent.v1.PauseCapsuleRequest
-	14, // 16: wrenn.hostagent.v1.CapsuleService.ResumeCapsule:input_type -> wrenn.hostagent.v1.ResumeCapsuleRequest
-	16, // 17: wrenn.hostagent.v1.CapsuleService.SnapshotCapsule:input_type -> wrenn.hostagent.v1.SnapshotCapsuleRequest
-	18, // 18: wrenn.hostagent.v1.CapsuleService.DeleteTemplate:input_type -> wrenn.hostagent.v1.DeleteTemplateRequest
-	5,  // 19: wrenn.hostagent.v1.CapsuleService.CreateCapsule:output_type -> wrenn.hostagent.v1.CreateCapsuleResponse
-	7,  // 20: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:output_type -> wrenn.hostagent.v1.DestroyCapsuleResponse
-	9,  // 21: wrenn.hostagent.v1.CapsuleService.GetCapsule:output_type -> wrenn.hostagent.v1.GetCapsuleResponse
-	11, // 22: wrenn.hostagent.v1.CapsuleService.ListCapsules:output_type -> wrenn.hostagent.v1.ListCapsulesResponse
-	13, // 23: wrenn.hostagent.v1.CapsuleService.PauseCapsule:output_type -> wrenn.hostagent.v1.PauseCapsuleResponse
-	15, // 24: wrenn.hostagent.v1.CapsuleService.ResumeCapsule:output_type -> wrenn.hostagent.v1.ResumeCapsuleResponse
-	17, // 25: wrenn.hostagent.v1.CapsuleService.SnapshotCapsule:output_type -> wrenn.hostagent.v1.SnapshotCapsuleResponse
-	19, // 26: wrenn.hostagent.v1.CapsuleService.DeleteTemplate:output_type -> wrenn.hostagent.v1.DeleteTemplateResponse
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	23, // 0: wrenn.hostagent.v1.CapsuleSpec.envs:type_name -> wrenn.hostagent.v1.CapsuleSpec.EnvsEntry
+	2,  // 1: wrenn.hostagent.v1.CapsuleSpec.network:type_name -> wrenn.hostagent.v1.NetworkPolicy
+	1,  // 2: wrenn.hostagent.v1.Capsule.spec:type_name -> wrenn.hostagent.v1.CapsuleSpec
+	0,  // 3: wrenn.hostagent.v1.Capsule.state:type_name -> wrenn.hostagent.v1.CapsuleStatus
+	1,  // 4: wrenn.hostagent.v1.CreateCapsuleRequest.spec:type_name -> wrenn.hostagent.v1.CapsuleSpec
+	3,  // 5: wrenn.hostagent.v1.CreateCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	3,  // 6: wrenn.hostagent.v1.GetCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	3,  // 7: wrenn.hostagent.v1.ListCapsulesResponse.capsules:type_name -> wrenn.hostagent.v1.Capsule
+	3,  // 8: wrenn.hostagent.v1.PauseCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	3,  // 9: wrenn.hostagent.v1.ResumeCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	3,  // 10: wrenn.hostagent.v1.SnapshotCapsuleResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	4,  // 11: wrenn.hostagent.v1.SnapshotCapsuleResponse.template:type_name -> wrenn.hostagent.v1.Template
+	2,  // 12: wrenn.hostagent.v1.SetCapsuleNetworkRequest.network:type_name -> wrenn.hostagent.v1.NetworkPolicy
+	3,  // 13: wrenn.hostagent.v1.SetCapsuleNetworkResponse.capsule:type_name -> wrenn.hostagent.v1.Capsule
+	5,  // 14: wrenn.hostagent.v1.CapsuleService.CreateCapsule:input_type -> wrenn.hostagent.v1.CreateCapsuleRequest
+	7,  // 15: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:input_type -> wrenn.hostagent.v1.DestroyCapsuleRequest
+	9,  // 16: wrenn.hostagent.v1.CapsuleService.GetCapsule:input_type -> wrenn.hostagent.v1.GetCapsuleRequest
+	11, // 17: wrenn.hostagent.v1.CapsuleService.ListCapsules:input_type -> wrenn.hostagent.v1.ListCapsulesRequest
+	13, // 18: wrenn.hostagent.v1.CapsuleService.PauseCapsule:input_type -> wrenn.hostagent.v1.PauseCapsuleRequest
+	15, // 19: wrenn.hostagent.v1.CapsuleService.ResumeCapsule:input_type -> wrenn.hostagent.v1.ResumeCapsuleRequest
+	17, // 20: wrenn.hostagent.v1.CapsuleService.SnapshotCapsule:input_type -> wrenn.hostagent.v1.SnapshotCapsuleRequest
+	19, // 21: wrenn.hostagent.v1.CapsuleService.SetCapsuleNetwork:input_type -> wrenn.hostagent.v1.SetCapsuleNetworkRequest
+	21, // 22: wrenn.hostagent.v1.CapsuleService.DeleteTemplate:input_type -> wrenn.hostagent.v1.DeleteTemplateRequest
+	6,  // 23: wrenn.hostagent.v1.CapsuleService.CreateCapsule:output_type -> wrenn.hostagent.v1.CreateCapsuleResponse
+	8,  // 24: wrenn.hostagent.v1.CapsuleService.DestroyCapsule:output_type -> wrenn.hostagent.v1.DestroyCapsuleResponse
+	10, // 25: wrenn.hostagent.v1.CapsuleService.GetCapsule:output_type -> wrenn.hostagent.v1.GetCapsuleResponse
+	12, // 26: wrenn.hostagent.v1.CapsuleService.ListCapsules:output_type -> wrenn.hostagent.v1.ListCapsulesResponse
+	14, // 27: wrenn.hostagent.v1.CapsuleService.PauseCapsule:output_type -> wrenn.hostagent.v1.PauseCapsuleResponse
+	16, // 28: wrenn.hostagent.v1.CapsuleService.ResumeCapsule:output_type -> wrenn.hostagent.v1.ResumeCapsuleResponse
+	18, // 29: wrenn.hostagent.v1.CapsuleService.SnapshotCapsule:output_type -> wrenn.hostagent.v1.SnapshotCapsuleResponse
+	20, // 30: wrenn.hostagent.v1.CapsuleService.SetCapsuleNetwork:output_type -> wrenn.hostagent.v1.SetCapsuleNetworkResponse
+	22, // 31: wrenn.hostagent.v1.CapsuleService.DeleteTemplate:output_type -> wrenn.hostagent.v1.DeleteTemplateResponse
+	23, // [23:32] is the sub-list for method output_type
+	14, // [14:23] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_capsule_proto_init() }
@@ -1261,7 +1452,7 @@ func file_hostagent_v1_capsule_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_capsule_proto_rawDesc), len(file_hostagent_v1_capsule_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

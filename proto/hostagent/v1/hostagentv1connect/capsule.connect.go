@@ -54,6 +54,9 @@ const (
 	// CapsuleServiceSnapshotCapsuleProcedure is the fully-qualified name of the CapsuleService's
 	// SnapshotCapsule RPC.
 	CapsuleServiceSnapshotCapsuleProcedure = "/wrenn.hostagent.v1.CapsuleService/SnapshotCapsule"
+	// CapsuleServiceSetCapsuleNetworkProcedure is the fully-qualified name of the CapsuleService's
+	// SetCapsuleNetwork RPC.
+	CapsuleServiceSetCapsuleNetworkProcedure = "/wrenn.hostagent.v1.CapsuleService/SetCapsuleNetwork"
 	// CapsuleServiceDeleteTemplateProcedure is the fully-qualified name of the CapsuleService's
 	// DeleteTemplate RPC.
 	CapsuleServiceDeleteTemplateProcedure = "/wrenn.hostagent.v1.CapsuleService/DeleteTemplate"
@@ -89,6 +92,10 @@ type CapsuleServiceClient interface {
 	// resume is set; a paused one stays paused. Errors: not_found,
 	// failed_precondition, already_exists (template name taken), aborted.
 	SnapshotCapsule(context.Context, *connect.Request[v1.SnapshotCapsuleRequest]) (*connect.Response[v1.SnapshotCapsuleResponse], error)
+	// SetCapsuleNetwork replaces the egress policy of a capsule, running or
+	// paused; a running capsule's next connection and lookup follow it.
+	// Errors: not_found, invalid_argument, aborted (another operation runs).
+	SetCapsuleNetwork(context.Context, *connect.Request[v1.SetCapsuleNetworkRequest]) (*connect.Response[v1.SetCapsuleNetworkResponse], error)
 	// DeleteTemplate removes a snapshot template from this host. Capsules
 	// already started from it keep running. Deleting an unknown template
 	// succeeds. Errors: failed_precondition (a base template).
@@ -148,6 +155,12 @@ func NewCapsuleServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(capsuleServiceMethods.ByName("SnapshotCapsule")),
 			connect.WithClientOptions(opts...),
 		),
+		setCapsuleNetwork: connect.NewClient[v1.SetCapsuleNetworkRequest, v1.SetCapsuleNetworkResponse](
+			httpClient,
+			baseURL+CapsuleServiceSetCapsuleNetworkProcedure,
+			connect.WithSchema(capsuleServiceMethods.ByName("SetCapsuleNetwork")),
+			connect.WithClientOptions(opts...),
+		),
 		deleteTemplate: connect.NewClient[v1.DeleteTemplateRequest, v1.DeleteTemplateResponse](
 			httpClient,
 			baseURL+CapsuleServiceDeleteTemplateProcedure,
@@ -159,14 +172,15 @@ func NewCapsuleServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 
 // capsuleServiceClient implements CapsuleServiceClient.
 type capsuleServiceClient struct {
-	createCapsule   *connect.Client[v1.CreateCapsuleRequest, v1.CreateCapsuleResponse]
-	destroyCapsule  *connect.Client[v1.DestroyCapsuleRequest, v1.DestroyCapsuleResponse]
-	getCapsule      *connect.Client[v1.GetCapsuleRequest, v1.GetCapsuleResponse]
-	listCapsules    *connect.Client[v1.ListCapsulesRequest, v1.ListCapsulesResponse]
-	pauseCapsule    *connect.Client[v1.PauseCapsuleRequest, v1.PauseCapsuleResponse]
-	resumeCapsule   *connect.Client[v1.ResumeCapsuleRequest, v1.ResumeCapsuleResponse]
-	snapshotCapsule *connect.Client[v1.SnapshotCapsuleRequest, v1.SnapshotCapsuleResponse]
-	deleteTemplate  *connect.Client[v1.DeleteTemplateRequest, v1.DeleteTemplateResponse]
+	createCapsule     *connect.Client[v1.CreateCapsuleRequest, v1.CreateCapsuleResponse]
+	destroyCapsule    *connect.Client[v1.DestroyCapsuleRequest, v1.DestroyCapsuleResponse]
+	getCapsule        *connect.Client[v1.GetCapsuleRequest, v1.GetCapsuleResponse]
+	listCapsules      *connect.Client[v1.ListCapsulesRequest, v1.ListCapsulesResponse]
+	pauseCapsule      *connect.Client[v1.PauseCapsuleRequest, v1.PauseCapsuleResponse]
+	resumeCapsule     *connect.Client[v1.ResumeCapsuleRequest, v1.ResumeCapsuleResponse]
+	snapshotCapsule   *connect.Client[v1.SnapshotCapsuleRequest, v1.SnapshotCapsuleResponse]
+	setCapsuleNetwork *connect.Client[v1.SetCapsuleNetworkRequest, v1.SetCapsuleNetworkResponse]
+	deleteTemplate    *connect.Client[v1.DeleteTemplateRequest, v1.DeleteTemplateResponse]
 }
 
 // CreateCapsule calls wrenn.hostagent.v1.CapsuleService.CreateCapsule.
@@ -204,6 +218,11 @@ func (c *capsuleServiceClient) SnapshotCapsule(ctx context.Context, req *connect
 	return c.snapshotCapsule.CallUnary(ctx, req)
 }
 
+// SetCapsuleNetwork calls wrenn.hostagent.v1.CapsuleService.SetCapsuleNetwork.
+func (c *capsuleServiceClient) SetCapsuleNetwork(ctx context.Context, req *connect.Request[v1.SetCapsuleNetworkRequest]) (*connect.Response[v1.SetCapsuleNetworkResponse], error) {
+	return c.setCapsuleNetwork.CallUnary(ctx, req)
+}
+
 // DeleteTemplate calls wrenn.hostagent.v1.CapsuleService.DeleteTemplate.
 func (c *capsuleServiceClient) DeleteTemplate(ctx context.Context, req *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error) {
 	return c.deleteTemplate.CallUnary(ctx, req)
@@ -239,6 +258,10 @@ type CapsuleServiceHandler interface {
 	// resume is set; a paused one stays paused. Errors: not_found,
 	// failed_precondition, already_exists (template name taken), aborted.
 	SnapshotCapsule(context.Context, *connect.Request[v1.SnapshotCapsuleRequest]) (*connect.Response[v1.SnapshotCapsuleResponse], error)
+	// SetCapsuleNetwork replaces the egress policy of a capsule, running or
+	// paused; a running capsule's next connection and lookup follow it.
+	// Errors: not_found, invalid_argument, aborted (another operation runs).
+	SetCapsuleNetwork(context.Context, *connect.Request[v1.SetCapsuleNetworkRequest]) (*connect.Response[v1.SetCapsuleNetworkResponse], error)
 	// DeleteTemplate removes a snapshot template from this host. Capsules
 	// already started from it keep running. Deleting an unknown template
 	// succeeds. Errors: failed_precondition (a base template).
@@ -294,6 +317,12 @@ func NewCapsuleServiceHandler(svc CapsuleServiceHandler, opts ...connect.Handler
 		connect.WithSchema(capsuleServiceMethods.ByName("SnapshotCapsule")),
 		connect.WithHandlerOptions(opts...),
 	)
+	capsuleServiceSetCapsuleNetworkHandler := connect.NewUnaryHandler(
+		CapsuleServiceSetCapsuleNetworkProcedure,
+		svc.SetCapsuleNetwork,
+		connect.WithSchema(capsuleServiceMethods.ByName("SetCapsuleNetwork")),
+		connect.WithHandlerOptions(opts...),
+	)
 	capsuleServiceDeleteTemplateHandler := connect.NewUnaryHandler(
 		CapsuleServiceDeleteTemplateProcedure,
 		svc.DeleteTemplate,
@@ -316,6 +345,8 @@ func NewCapsuleServiceHandler(svc CapsuleServiceHandler, opts ...connect.Handler
 			capsuleServiceResumeCapsuleHandler.ServeHTTP(w, r)
 		case CapsuleServiceSnapshotCapsuleProcedure:
 			capsuleServiceSnapshotCapsuleHandler.ServeHTTP(w, r)
+		case CapsuleServiceSetCapsuleNetworkProcedure:
+			capsuleServiceSetCapsuleNetworkHandler.ServeHTTP(w, r)
 		case CapsuleServiceDeleteTemplateProcedure:
 			capsuleServiceDeleteTemplateHandler.ServeHTTP(w, r)
 		default:
@@ -353,6 +384,10 @@ func (UnimplementedCapsuleServiceHandler) ResumeCapsule(context.Context, *connec
 
 func (UnimplementedCapsuleServiceHandler) SnapshotCapsule(context.Context, *connect.Request[v1.SnapshotCapsuleRequest]) (*connect.Response[v1.SnapshotCapsuleResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("wrenn.hostagent.v1.CapsuleService.SnapshotCapsule is not implemented"))
+}
+
+func (UnimplementedCapsuleServiceHandler) SetCapsuleNetwork(context.Context, *connect.Request[v1.SetCapsuleNetworkRequest]) (*connect.Response[v1.SetCapsuleNetworkResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("wrenn.hostagent.v1.CapsuleService.SetCapsuleNetwork is not implemented"))
 }
 
 func (UnimplementedCapsuleServiceHandler) DeleteTemplate(context.Context, *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error) {

@@ -1,0 +1,81 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+
+	"github.com/wrenn-dev/wrenn/internal/capsule"
+	"github.com/wrenn-dev/wrenn/internal/egress"
+	"github.com/wrenn-dev/wrenn/internal/store"
+	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
+)
+
+// NormalizePolicy checks p, an egress policy from a request, and returns
+// it in canonical form; nil stays nil. Its error is Invalid and says which
+// entry is wrong.
+func NormalizePolicy(p *egress.Policy) (*egress.Policy, error) {
+	if p == nil {
+		return nil, nil
+	}
+	n, err := p.Normalize()
+	if err != nil {
+		return nil, errorf(Invalid, "%s", err.Error())
+	}
+	return &n, nil
+}
+
+// createPolicy is the egress policy of a new capsule from template t that
+// asked for req (normalized; nil: none): its own, else the snapshot's it
+// is launched from, else its team's default, else the open policy (nil).
+func (s *Service) createPolicy(ctx context.Context, teamID string, t store.Template, req *egress.Policy) (*egress.Policy, error) {
+	if req != nil {
+		return req, nil
+	}
+	if t.Network != nil {
+		return t.Network, nil
+	}
+	p, err := s.store.TeamNetworkPolicy(ctx, teamID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	return p, nil
+}
+
+// SetNetwork makes p (normalized; nil: the open policy) the egress policy
+// of capsule c, running or paused, on its host first and then in the
+// database with ev. A running capsule's next connection and lookup follow
+// it.
+func (s *Service) SetNetwork(ctx context.Context, c store.Capsule, p *egress.Policy, ev store.Event) (store.Capsule, error) {
+	if c.Status != store.CapsuleRunning && c.Status != store.CapsulePaused {
+		return c, wrongStatus(c, "running or paused")
+	}
+	h, err := s.hostOf(ctx, c)
+	if errors.Is(err, store.ErrNotFound) {
+		return c, noHost(c)
+	}
+	if err != nil {
+		return c, err
+	}
+	ctx = context.WithoutCancel(ctx)
+	callCtx, cancel := context.WithTimeout(ctx, bookkeepingTimeout)
+	_, err = s.agent(h).SetCapsuleNetwork(callCtx, connect.NewRequest(&hostagentv1.SetCapsuleNetworkRequest{
+		CapsuleId: c.ID, Network: capsule.PolicyToProto(p),
+	}))
+	cancel()
+	if err != nil {
+		opErr, _ := agentFailure("change the capsule's network policy", err)
+		s.log.WarnContext(ctx, "capsule network policy change failed", "capsule_id", c.ID, "host_id", h.ID, "err", err)
+		return c, opErr
+	}
+	nc, err := s.store.SetCapsuleNetwork(ctx, c.ID, p, withMeta(ev, map[string]any{"host_id": h.ID}))
+	if errors.Is(err, store.ErrNotFound) {
+		return c, errorf(CapsuleNotFound, "capsule %s was deleted meanwhile", c.ID)
+	}
+	if err != nil {
+		return c, err
+	}
+	s.log.InfoContext(ctx, "capsule network policy changed", "capsule_id", c.ID, "host_id", h.ID)
+	return nc, nil
+}
