@@ -44,6 +44,19 @@ type Capsule struct {
 	LastActiveAt  time.Time         `json:"last_active_at"`
 	PausedAt      *time.Time        `json:"paused_at"`
 	SnapshotBytes int64             `json:"snapshot_bytes"`
+	// Network is the capsule's egress policy, normalized.
+	Network NetworkPolicy `json:"network"`
+}
+
+// NetworkPolicy is a capsule's egress policy (docs/network.md): a deny
+// entry always wins; an allow list, or Internet false, makes it
+// default-deny. Entries are IPv4 CIDRs and domain names ("example.com",
+// "*.example.com"); the host, other capsules and private ranges stay
+// unreachable whatever it says.
+type NetworkPolicy struct {
+	Internet bool     `json:"internet"`
+	Allow    []string `json:"allow"`
+	Deny     []string `json:"deny"`
 }
 
 // CapsuleSpec is what to create. Only Template is required; zero values
@@ -58,6 +71,9 @@ type CapsuleSpec struct {
 	TimeoutSec *int              `json:"timeout_sec,omitempty"`
 	Envs       map[string]string `json:"envs,omitempty"`
 	Metadata   map[string]string `json:"metadata,omitempty"`
+	// Network is the capsule's egress policy; nil: a snapshot's source
+	// capsule's, else the team's default, else the open policy.
+	Network *NetworkPolicy `json:"network,omitempty"`
 	// NoWait answers as soon as the capsule is starting (status
 	// "starting"), instead of when it runs.
 	NoWait bool `json:"-"`
@@ -173,6 +189,16 @@ func (c *Client) ResumeCapsule(ctx context.Context, id string) (*Capsule, error)
 // timeout starts again.
 func (c *Client) PingCapsule(ctx context.Context, id string) (*Capsule, error) {
 	return c.lifecycle(ctx, id, "/ping")
+}
+
+// SetCapsuleNetwork replaces the egress policy of a running or paused
+// capsule; its next connection and lookup follow it.
+func (c *Client) SetCapsuleNetwork(ctx context.Context, id string, p NetworkPolicy) (*Capsule, error) {
+	var out Capsule
+	if err := c.call(ctx, request{method: http.MethodPatch, path: capsulePath(id, "/network"), json: p}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 func (c *Client) lifecycle(ctx context.Context, id, op string) (*Capsule, error) {
