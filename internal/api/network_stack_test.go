@@ -183,6 +183,18 @@ func TestEgressPolicyStack(t *testing.T) {
 	}
 	tm.JSON(t, s, "PATCH", "/v1/capsules/"+c.ID+"/network", policy, http.StatusOK, &got)
 
+	// A paused capsule's policy changes too, and its resume brings it.
+	tm.JSON(t, s, "POST", "/v1/capsules/"+c.ID+"/pause", nil, http.StatusOK, &got)
+	tm.JSON(t, s, "PATCH", "/v1/capsules/"+c.ID+"/network", map[string]any{"internet": true}, http.StatusOK, &got)
+	if got.Status != "paused" || !got.Network.Internet || len(got.Network.Allow)+len(got.Network.Deny) != 0 {
+		t.Errorf("PATCH of a paused capsule answered %+v", got)
+	}
+	tm.JSON(t, s, "POST", "/v1/capsules/"+c.ID+"/resume", nil, http.StatusOK, &got)
+	if !w.reaches(t, c.ID, w.servers[4]) {
+		t.Error("the open policy set while paused does not hold after the resume")
+	}
+	tm.JSON(t, s, "PATCH", "/v1/capsules/"+c.ID+"/network", policy, http.StatusOK, &got)
+
 	// Pause and resume keep it.
 	tm.JSON(t, s, "POST", "/v1/capsules/"+c.ID+"/pause", nil, http.StatusOK, &got)
 	tm.JSON(t, s, "POST", "/v1/capsules/"+c.ID+"/resume", nil, http.StatusOK, &got)
