@@ -20,7 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("capsule networking tests need root (network namespaces, nftables)")
@@ -58,11 +58,11 @@ func testPrefix() string {
 	return string(b)
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimRight(p, "\n")))
@@ -72,7 +72,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 // newTestConfig returns a config with a fresh prefix, pool and state
 // directory; the cleanup registered removes everything a manager with that
 // config may have left, including the nftables table.
-func newTestConfig(t *testing.T) Config {
+func newTestConfig(t testing.TB) Config {
 	t.Helper()
 	requireRoot(t)
 	dir := t.TempDir()
@@ -97,7 +97,7 @@ func newTestConfig(t *testing.T) Config {
 	return cfg
 }
 
-func newTestManager(t *testing.T, cfg Config) *Manager {
+func newTestManager(t testing.TB, cfg Config) *Manager {
 	t.Helper()
 	m, err := New(context.Background(), cfg)
 	if err != nil {

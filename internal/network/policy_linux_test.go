@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -56,11 +57,16 @@ type policyWorld struct {
 	servers [nettest.Hosts]string // a TCP server on each internet address
 }
 
-func newPolicyWorld(t *testing.T) *policyWorld {
+func newPolicyWorld(t *testing.T) *policyWorld { return newPolicyWorldB(t) }
+
+func newPolicyWorldB(t testing.TB) *policyWorld {
 	t.Helper()
 	cfg := newTestConfig(t)
 	in := nettest.New(t, cfg.Prefix+"in0")
 	cfg.DNSUpstreams = []netip.AddrPort{in.DNS}
+	if _, bench := t.(*testing.B); bench {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	w := &policyWorld{cfg: cfg, in: in}
 	w.m = newTestManager(t, cfg)
 	in.SetA("allowed.test", in.Addrs[1])
