@@ -46,36 +46,45 @@ func (s *Service) createPolicy(ctx context.Context, teamID string, t store.Templ
 // SetNetwork makes p (normalized; nil: the open policy) the egress policy
 // of capsule c, running or paused, on its host first and then in the
 // database with ev. A running capsule's next connection and lookup follow
-// it.
+// it. The capsule's row stays locked meanwhile, so that concurrent
+// changes reach the host in the order they are recorded.
 func (s *Service) SetNetwork(ctx context.Context, c store.Capsule, p *egress.Policy, ev store.Event) (store.Capsule, error) {
-	if c.Status != store.CapsuleRunning && c.Status != store.CapsulePaused {
-		return c, wrongStatus(c, "running or paused")
-	}
-	h, err := s.hostOf(ctx, c)
-	if errors.Is(err, store.ErrNotFound) {
-		return c, noHost(c)
-	}
-	if err != nil {
-		return c, err
-	}
 	ctx = context.WithoutCancel(ctx)
-	callCtx, cancel := context.WithTimeout(ctx, bookkeepingTimeout)
-	_, err = s.agent(h).SetCapsuleNetwork(callCtx, connect.NewRequest(&hostagentv1.SetCapsuleNetworkRequest{
-		CapsuleId: c.ID, Network: capsule.PolicyToProto(p),
-	}))
-	cancel()
-	if err != nil {
-		opErr, _ := agentFailure("change the capsule's network policy", err)
-		s.log.WarnContext(ctx, "capsule network policy change failed", "capsule_id", c.ID, "host_id", h.ID, "err", err)
-		return c, opErr
-	}
-	nc, err := s.store.SetCapsuleNetwork(ctx, c.ID, p, withMeta(ev, map[string]any{"host_id": h.ID}))
-	if errors.Is(err, store.ErrNotFound) {
+	var hostID string
+	nc, err := s.store.SetCapsuleNetwork(ctx, c.ID, p, ev, func(cur store.Capsule) error {
+		c = cur
+		if c.Status != store.CapsuleRunning && c.Status != store.CapsulePaused {
+			return wrongStatus(c, "running or paused")
+		}
+		h, err := s.hostOf(ctx, c)
+		if errors.Is(err, store.ErrNotFound) {
+			return noHost(c)
+		}
+		if err != nil {
+			return err
+		}
+		hostID = h.ID
+		callCtx, cancel := context.WithTimeout(ctx, bookkeepingTimeout)
+		defer cancel()
+		_, err = s.agent(h).SetCapsuleNetwork(callCtx, connect.NewRequest(&hostagentv1.SetCapsuleNetworkRequest{
+			CapsuleId: c.ID, Network: capsule.PolicyToProto(p),
+		}))
+		if err != nil {
+			s.log.WarnContext(ctx, "capsule network policy change failed", "capsule_id", c.ID, "host_id", h.ID, "err", err)
+			opErr, _ := agentFailure("change the capsule's network policy", err)
+			return opErr
+		}
+		return nil
+	})
+	var le *Error
+	switch {
+	case errors.As(err, &le):
+		return c, le
+	case errors.Is(err, store.ErrNotFound):
 		return c, errorf(CapsuleNotFound, "capsule %s was deleted meanwhile", c.ID)
-	}
-	if err != nil {
+	case err != nil:
 		return c, err
 	}
-	s.log.InfoContext(ctx, "capsule network policy changed", "capsule_id", c.ID, "host_id", h.ID)
+	s.log.InfoContext(ctx, "capsule network policy changed", "capsule_id", c.ID, "host_id", hostID)
 	return nc, nil
 }

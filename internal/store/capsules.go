@@ -581,19 +581,29 @@ func (s *Store) LeaveToHost(ctx context.Context, id, from, reason string) (Capsu
 	return c, nil
 }
 
-// SetCapsuleNetwork records p (nil: the open policy) as the egress policy
-// of capsule id, with ev (its resource id filled in), and returns the
-// capsule. The caller has applied it on the capsule's host already.
-func (s *Store) SetCapsuleNetwork(ctx context.Context, id string, p *egress.Policy, ev Event) (Capsule, error) {
+// SetCapsuleNetwork makes p (nil: the open policy) the egress policy of
+// capsule id: with the capsule's row locked, it calls apply with the
+// capsule as it is now (which applies the policy on its host and may
+// refuse), then records p with ev (its resource id filled in) and returns
+// the capsule. The lock makes concurrent changes of one capsule's policy
+// reach its host in the order they are recorded. An error of apply is
+// returned as is, and nothing is recorded.
+func (s *Store) SetCapsuleNetwork(ctx context.Context, id string, p *egress.Policy, ev Event, apply func(Capsule) error) (Capsule, error) {
 	var c Capsule
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var err error
-		c, err = scanCapsule(tx.QueryRow(ctx, `
-			UPDATE capsules SET network_policy = $2, updated_at = now() WHERE id = $1
-			RETURNING `+capsuleColumns, id, p))
+		cur, err := scanCapsule(tx.QueryRow(ctx, `SELECT `+capsuleColumns+` FROM capsules WHERE id = $1 FOR UPDATE`, id))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrNotFound
 		}
+		if err != nil {
+			return err
+		}
+		if err := apply(cur); err != nil {
+			return err
+		}
+		c, err = scanCapsule(tx.QueryRow(ctx, `
+			UPDATE capsules SET network_policy = $2, updated_at = now() WHERE id = $1
+			RETURNING `+capsuleColumns, id, p))
 		if err != nil {
 			return err
 		}
