@@ -482,6 +482,22 @@ step('network: the capsule page shows its egress policy, changed by PATCH', { ti
   assert.match(await allowed.innerText(), /example\.com[\s\S]*\*\.pkg\.dev/);
   assert.match(await group.getByRole('list', { name: 'Denied destinations', exact: true }).innerText(), /203\.0\.113\.7\/32/);
   await shot('capsule-network');
+
+  // Edited in the dialog: a bad entry is refused with the API's words and changes nothing; a good one is saved.
+  await group.getByRole('button', { name: 'Edit network policy', exact: true }).click();
+  const dlg = page.getByRole('dialog', { name: 'Network policy', exact: true });
+  await waitVisible(dlg, 10_000);
+  const allowBox = dlg.getByLabel('Allowed destinations', { exact: true });
+  assert.equal(await allowBox.inputValue(), 'example.com\n*.pkg.dev', 'the dialog starts from the capsule\'s policy');
+  await allowBox.fill('example.com\nnot a name');
+  await dlg.getByRole('button', { name: 'Save policy', exact: true }).click();
+  await waitVisible(dlg.getByText(/network\.allow: "not a name"/), 10_000);
+  assert.equal((await api('GET', `/v1/capsules/${shared}`, undefined, 200)).json.network.allow.length, 2, 'a refused edit changes nothing');
+  await allowBox.fill('github.com');
+  await dlg.getByLabel('Denied destinations', { exact: true }).fill('');
+  await dlg.getByRole('button', { name: 'Save policy', exact: true }).click();
+  await waitVisible(group.getByText('only 1 allowed', { exact: true }), 15_000);
+  assert.deepEqual((await api('GET', `/v1/capsules/${shared}`, undefined, 200)).json.network, { internet: true, allow: ['github.com'], deny: [] });
   await api('PATCH', `/v1/capsules/${shared}/network`, { internet: true }, 200);
 });
 

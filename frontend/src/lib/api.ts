@@ -14,6 +14,7 @@ import type {
   Host,
   Me,
   Member,
+  NetworkPolicy,
   NewCapsule,
   ProcessInfo,
   Session,
@@ -225,6 +226,8 @@ export const api = {
   destroyCapsule: (id: string) => call<void>('DELETE', `/v1/capsules/${enc(id)}`),
   pauseCapsule: (id: string) => call<Capsule>('POST', `/v1/capsules/${enc(id)}/pause`),
   resumeCapsule: (id: string) => call<Capsule>('POST', `/v1/capsules/${enc(id)}/resume`),
+  setCapsuleNetwork: (id: string, policy: NetworkPolicy) =>
+    call<Capsule>('PATCH', `/v1/capsules/${enc(id)}/network`, { body: policy }),
   capsuleMetrics: (id: string, signal?: AbortSignal) =>
     call<CapsuleMetrics>('GET', `/v1/capsules/${enc(id)}/metrics`, { signal }),
   listProcesses: (id: string, signal?: AbortSignal) =>

@@ -7,7 +7,7 @@ export function mergeInto<T extends object>(target: T, src: T): T {
   const s = src as Record<string, unknown>;
   for (const k of Object.keys(t)) if (!(k in s)) delete t[k];
   for (const [k, v] of Object.entries(s)) {
-    if (k === 'metadata' && JSON.stringify(t[k]) === JSON.stringify(v)) continue;
+    if ((k === 'metadata' || k === 'network') && JSON.stringify(t[k]) === JSON.stringify(v)) continue;
     if (t[k] !== v) t[k] = v;
   }
   return target;
