@@ -469,7 +469,7 @@ step('terminal: a command typed in runs in the capsule', { timeout: 120_000 }, a
   await shot('tab-terminal');
 });
 
-step('network: the capsule page shows its egress policy, changed by PATCH', { timeout: 60_000 }, async () => {
+step('network: the capsule page shows its egress policy and edits it in a dialog', { timeout: 60_000 }, async () => {
   await ensureShared();
   const open = header().getByRole('group', { name: 'Network policy', exact: true });
   await waitVisible(open.getByText('internet', { exact: true }), 10_000);
