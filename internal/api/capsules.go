@@ -48,6 +48,10 @@ type capsuleJSON struct {
 	// PausedAt and SnapshotBytes describe a paused capsule's saved state.
 	PausedAt      *time.Time `json:"paused_at"`
 	SnapshotBytes int64      `json:"snapshot_bytes"`
+	// PublicPorts are served by the port proxy without credentials;
+	// AutoResume makes a request to a port resume the paused capsule.
+	PublicPorts []int `json:"public_ports"`
+	AutoResume  bool  `json:"auto_resume"`
 }
 
 func toCapsuleJSON(c store.Capsule) capsuleJSON {
@@ -60,6 +64,7 @@ func toCapsuleJSON(c store.Capsule) capsuleJSON {
 		MemoryMB: c.MemoryMB, DiskMB: c.DiskMB, TimeoutSec: c.TimeoutSec, Metadata: meta, HostID: ptr(c.HostID),
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, StartedAt: c.StartedAt, StoppedAt: c.StoppedAt,
 		LastActiveAt: c.LastActiveAt, PausedAt: c.PausedAt, SnapshotBytes: c.SnapshotBytes,
+		PublicPorts: nonNil(c.PublicPorts), AutoResume: c.AutoResume,
 	}
 }
 
@@ -126,6 +131,8 @@ func (s *server) handleCreateCapsule() http.Handler {
 		Envs       map[string]string `json:"envs"`
 		Metadata   map[string]string `json:"metadata"`
 		Wait       *bool             `json:"wait"`
+		Ports      []createPort      `json:"ports"`
+		AutoResume bool              `json:"auto_resume"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		p := caller(r)
@@ -139,12 +146,17 @@ func (s *server) handleCreateCapsule() http.Handler {
 		if err := validateMetadata(req.Metadata); err != nil {
 			return err
 		}
+		public, err := checkPublicPorts(req.Ports)
+		if err != nil {
+			return err
+		}
 		_, actorID := p.actor()
 		noWait := req.Wait != nil && !*req.Wait
 		c, err := s.capsules.Create(r.Context(), lifecycle.CreateRequest{
 			TeamID: p.TeamID, CreatedBy: actorID, Template: req.Template,
 			VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskMB, TimeoutSec: req.TimeoutSec,
 			Envs: req.Envs, Metadata: req.Metadata, NoWait: noWait,
+			PublicPorts: public, AutoResume: req.AutoResume,
 		}, s.event(r, p, "capsule.create", nil))
 		if err != nil {
 			return err

@@ -94,11 +94,17 @@ type Capsule struct {
 	// TemplateID is the template row the capsule started from ("" when
 	// that template was deleted since).
 	TemplateID string
+	// PublicPorts are the ports the port proxy serves without credentials,
+	// in ascending order.
+	PublicPorts []int
+	// AutoResume makes a request to a port of the paused capsule resume it.
+	AutoResume bool
 }
 
 const capsuleColumns = `id::text, team_id::text, coalesce(host_id::text, ''), template, status, status_reason,
 	vcpus, memory_mb, disk_mb, timeout_sec, metadata, address, created_by, created_at, updated_at,
-	started_at, stopped_at, last_active_at, paused_at, snapshot_bytes, coalesce(template_id::text, '')`
+	started_at, stopped_at, last_active_at, paused_at, snapshot_bytes, coalesce(template_id::text, ''),
+	public_ports, auto_resume`
 
 // scanCapsule reads one row of capsuleColumns.
 func scanCapsule(row interface{ Scan(...any) error }) (Capsule, error) {
@@ -107,7 +113,7 @@ func scanCapsule(row interface{ Scan(...any) error }) (Capsule, error) {
 	err := row.Scan(&c.ID, &c.TeamID, &c.HostID, &c.Template, &c.Status, &c.StatusReason,
 		&c.VCPUs, &c.MemoryMB, &c.DiskMB, &c.TimeoutSec, &meta, &c.Address, &c.CreatedBy,
 		&c.CreatedAt, &c.UpdatedAt, &c.StartedAt, &c.StoppedAt, &c.LastActiveAt, &c.PausedAt, &c.SnapshotBytes,
-		&c.TemplateID)
+		&c.TemplateID, &c.PublicPorts, &c.AutoResume)
 	if err != nil {
 		return Capsule{}, err
 	}
@@ -149,6 +155,10 @@ type NewCapsule struct {
 	// Quota is the team's default quota; what a platform admin set for
 	// the team applies over it. Going past it is a *QuotaError.
 	Quota Quota
+	// PublicPorts and AutoResume are the port proxy's settings (see
+	// Capsule).
+	PublicPorts []int
+	AutoResume  bool
 }
 
 // PlacementLimits bounds what a capsule of a team can ask for: the largest
@@ -297,10 +307,10 @@ func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, e
 	}
 	c, err := scanCapsule(tx.QueryRow(ctx, `
 		INSERT INTO capsules (team_id, host_id, template, status, vcpus, memory_mb, disk_mb, timeout_sec, metadata,
-		                      created_by, template_id)
-		VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7, $8, $9, $10)
+		                      created_by, template_id, public_ports, auto_resume)
+		VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7, $8, $9, $10, $11, $12)
 		RETURNING `+capsuleColumns, nc.TeamID, cands[best].ID, nc.Template, nc.VCPUs, nc.MemoryMB, nc.DiskMB,
-		nc.TimeoutSec, meta, nc.CreatedBy, nullable(nc.TemplateID)))
+		nc.TimeoutSec, meta, nc.CreatedBy, nullable(nc.TemplateID), nonNilPorts(nc.PublicPorts), nc.AutoResume))
 	if err != nil {
 		return Capsule{}, Host{}, err
 	}
