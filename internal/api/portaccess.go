@@ -7,7 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-		"sync"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
