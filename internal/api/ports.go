@@ -391,9 +391,17 @@ func (s *server) proxyToPort(w http.ResponseWriter, r *http.Request, c store.Cap
 				if form == pathForm {
 					cookiePath = apiPrefix + "/"
 				}
+				// Over TLS the cookie is SameSite=None, so that the
+				// requests of a path-form page (whose sandbox makes them
+				// cross-site) carry it too; without TLS browsers take no
+				// such cookie, and Lax serves the host form.
+				secure, sameSite := s.secureRequest(r), http.SameSiteLaxMode
+				if secure {
+					sameSite = http.SameSiteNoneMode
+				}
 				res.Header.Add("Set-Cookie", (&http.Cookie{
 					Name: portTokenCookie, Value: grant.token, Path: cookiePath, Expires: grant.expires,
-					HttpOnly: true, Secure: s.secureRequest(r), SameSite: http.SameSiteLaxMode,
+					HttpOnly: true, Secure: secure, SameSite: sameSite,
 				}).String())
 			}
 			return nil

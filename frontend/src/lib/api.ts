@@ -10,6 +10,8 @@ import type {
   Capsule,
   CapsuleList,
   CapsuleMetrics,
+  CapsulePort,
+  PortURL,
   FileEntry,
   Host,
   Me,
@@ -227,6 +229,12 @@ export const api = {
   resumeCapsule: (id: string) => call<Capsule>('POST', `/v1/capsules/${enc(id)}/resume`),
   capsuleMetrics: (id: string, signal?: AbortSignal) =>
     call<CapsuleMetrics>('GET', `/v1/capsules/${enc(id)}/metrics`, { signal }),
+  listPorts: (id: string, signal?: AbortSignal) =>
+    call<{ ports: CapsulePort[] }>('GET', `/v1/capsules/${enc(id)}/ports`, { signal }),
+  setPortPublic: (id: string, port: number, isPublic: boolean) =>
+    call<CapsulePort>('PATCH', `/v1/capsules/${enc(id)}/ports/${port}`, { body: { public: isPublic } }),
+  portURL: (id: string, port: number, expiresInSec = 3600) =>
+    call<PortURL>('POST', `/v1/capsules/${enc(id)}/ports/${port}/url`, { body: { expires_in_sec: expiresInSec } }),
   listProcesses: (id: string, signal?: AbortSignal) =>
     call<ProcessInfo[]>('GET', `/v1/capsules/${enc(id)}/processes`, { signal }),
   killProcess: (id: string, pid: number, signal = 'SIGTERM') =>
