@@ -44,7 +44,7 @@ var buildPortServer = sync.OnceValues(func() (string, error) {
 	cmd := exec.Command("go", "build", "-o", bin, "./testdata/portserver")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building portserver: %v: %s", err, out)
+		return "", fmt.Errorf("building portserver: %w: %s", err, out)
 	}
 	return bin, nil
 })
@@ -137,6 +137,7 @@ func (pc *portCapsule) send(t testing.TB, method, path string, body io.Reader, h
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
+	defer func() { _ = res.Body.Close() }()
 	return readAnswer(t, res)
 }
 
@@ -190,6 +191,7 @@ func TestPortProxyStack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer func() { _ = res.Body.Close() }()
 		a := readAnswer(t, res)
 		if res.ProtoMajor != 2 || a.status != http.StatusOK || string(a.raw) != pc.index {
 			t.Errorf("h2c GET = HTTP/%d %d %q, want HTTP/2 200 with the index", res.ProtoMajor, a.status, a.raw)
@@ -351,6 +353,9 @@ func TestPortProxyStack(t *testing.T) {
 		}
 		wsURL := "ws" + strings.TrimPrefix(st.URL, "http") + pc.portPath(8081, "/ws")
 		conn, res, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"X-Api-Key": {st.Team.APIKey}}})
+		if res != nil && res.Body != nil {
+			_ = res.Body.Close()
+		}
 		if err != nil {
 			t.Fatalf("dial %s: %v (%v)", wsURL, err, res)
 		}
@@ -364,6 +369,9 @@ func TestPortProxyStack(t *testing.T) {
 			return (&net.Dialer{}).DialContext(ctx, network, cpAddr)
 		}}}
 		conn, res, err = websocket.Dial(ctx, "ws://"+pc.hostOf(8081)+":"+cpPort+"/ws?wrenn_token="+u.Token, &websocket.DialOptions{HTTPClient: client})
+		if res != nil && res.Body != nil {
+			_ = res.Body.Close()
+		}
 		if err != nil {
 			t.Fatalf("dial host form: %v (%v)", err, res)
 		}

@@ -231,7 +231,7 @@ func checkProxyDomain(d string) error {
 			return fmt.Errorf("%q is not a DNS label of 1-63 bytes that neither starts nor ends with a hyphen", label)
 		}
 		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
 				return fmt.Errorf("%q holds %q: only letters, digits and hyphens make a host name", label, r)
 			}
 		}
