@@ -109,6 +109,14 @@ func (p *portProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// the control plane's token goes no further.
 			pr.Out.Host = pr.In.Host
 			pr.Out.Header.Del("Authorization")
+			// ReverseProxy drops forwarding headers before Rewrite; those
+			// of the control plane, which signed this request, describe
+			// the client and go on.
+			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v := pr.In.Header.Values(h); len(v) > 0 {
+					pr.Out.Header[h] = v
+				}
+			}
 		},
 		Transport: p.transport,
 		// Server-sent events and long downloads: every write goes on at

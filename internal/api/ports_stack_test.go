@@ -249,6 +249,10 @@ func TestPortProxyStack(t *testing.T) {
 		if p := seen.Header.Get("X-Forwarded-Prefix"); p != pc.portPath(8081, "") {
 			t.Errorf("X-Forwarded-Prefix = %q, want %q", p, pc.portPath(8081, ""))
 		}
+		cpHost := strings.TrimPrefix(st.URL, "http://")
+		if h, f, p := seen.Header.Get("X-Forwarded-Host"), seen.Header.Get("X-Forwarded-For"), seen.Header.Get("X-Forwarded-Proto"); h != cpHost || f != "127.0.0.1" || p != "http" {
+			t.Errorf("X-Forwarded-Host, -For, -Proto = %q, %q, %q; want %q, 127.0.0.1, http", h, f, p, cpHost)
+		}
 		a = pc.send(t, "GET", pc.portPath(8081, "/request"), nil, key...).want(t, "request with a key", http.StatusOK)
 		_ = json.Unmarshal(a.raw, &seen)
 		if seen.Header.Get("X-API-Key") != "" || seen.Header.Get("Authorization") != "" {
