@@ -49,7 +49,13 @@ func serve(ctx context.Context, cfg config.ControlPlane, log *slog.Logger) error
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// HTTP/1.1, and HTTP/2 without TLS (h2c, prior knowledge) for
+		// clients and TLS-terminating proxies that speak it; the port
+		// proxy streams either way.
+		Protocols: new(http.Protocols),
 	}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.ListenAddr, err)

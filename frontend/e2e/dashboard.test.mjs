@@ -556,6 +556,30 @@ step('metrics and processes tabs show the running capsule', { timeout: 60_000 },
   await waitVisible(tabPanel().getByRole('button', { name: 'Upload file', exact: true }), 15_000);
 });
 
+step('the ports tab lists a server in the capsule and opens it through the port proxy', { timeout: 60_000 }, async () => {
+  await ensureShared();
+  const marker = `e2e port page ${rand()}`;
+  await api('PUT', `/v1/capsules/${shared}/files?path=/var/tmp/www/index.html`, marker, 200);
+  await api('POST', `/v1/capsules/${shared}/exec`, { cmd: 'httpd -f -p 8080 -h /var/tmp/www', tag: 'e2e-httpd', background: true }, 202);
+  await page.getByRole('tab', { name: 'Ports', exact: true }).click();
+  const open = tabPanel().getByRole('link', { name: 'Open port 8080', exact: true });
+  await waitVisible(open, 15_000);
+  assert.ok(!(await tabPanel().innerText()).includes('49983'), "envd's port is not listed");
+  const href = await open.getAttribute('href');
+  assert.ok(href.endsWith(`/v1/capsules/${shared}/ports/8080/`), `Open links to the path form, got ${href}`);
+  await shot('tab-ports');
+  // The link works with the dashboard's session cookie.
+  const tab = await page.context().newPage();
+  try {
+    await tab.goto(new URL(href, BASE).toString());
+    await eventually('the capsule page through the proxy', async () => (await tab.content()).includes(marker), 10_000);
+  } finally {
+    await tab.close();
+  }
+  await page.getByRole('tab', { name: 'Files', exact: true }).click();
+  await waitVisible(tabPanel().getByRole('button', { name: 'Upload file', exact: true }), 15_000);
+});
+
 step('a pause and a resume through the API show on the open page within 5 s', { timeout: 120_000 }, async () => {
   await ensureShared();
   // On the Files tab, which does not poll: a tab that polls the capsule

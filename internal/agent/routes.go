@@ -14,7 +14,7 @@ const maxRequestBytes = 4 << 20
 
 // Handler returns every route the agent serves. Each Connect service is
 // mounted with the control-plane check; the envd proxy makes its own;
-// anything else is a plain 404. Without a capsule manager (an agent that
+// the port proxy too; anything else is a plain 404. Without a capsule manager (an agent that
 // runs no capsules, as in some tests) only HostAgentService is served.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -33,5 +33,10 @@ func (s *Server) Handler() http.Handler {
 	// The envd proxy checks its own token: it is bound to the capsule,
 	// not to a procedure of this API.
 	mux.Handle(hostauth.EnvdProxyPath("{id}")+"/", newEnvdProxy(s.capsules, s.verifier))
+	// So does the port proxy, whose tokens name the capsule and are bound
+	// to the request line, port included.
+	ports := newPortProxy(s.capsules, s.verifier)
+	mux.Handle(hostauth.PortProxyPath("{id}", "{port}"), ports)
+	mux.Handle(hostauth.PortProxyPath("{id}", "{port}")+"/", ports)
 	return mux
 }

@@ -51,6 +51,10 @@ type capsuleJSON struct {
 	SnapshotBytes int64      `json:"snapshot_bytes"`
 	// Network is the capsule's egress policy.
 	Network egress.Policy `json:"network"`
+	// PublicPorts are served by the port proxy without credentials;
+	// AutoResume makes a request to a port resume the paused capsule.
+	PublicPorts []int `json:"public_ports"`
+	AutoResume  bool  `json:"auto_resume"`
 }
 
 func toCapsuleJSON(c store.Capsule) capsuleJSON {
@@ -63,7 +67,8 @@ func toCapsuleJSON(c store.Capsule) capsuleJSON {
 		MemoryMB: c.MemoryMB, DiskMB: c.DiskMB, TimeoutSec: c.TimeoutSec, Metadata: meta, HostID: ptr(c.HostID),
 		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, StartedAt: c.StartedAt, StoppedAt: c.StoppedAt,
 		LastActiveAt: c.LastActiveAt, PausedAt: c.PausedAt, SnapshotBytes: c.SnapshotBytes,
-		Network: policyJSON(c.Network),
+		Network:     policyJSON(c.Network),
+		PublicPorts: nonNil(c.PublicPorts), AutoResume: c.AutoResume,
 	}
 }
 
@@ -131,6 +136,8 @@ func (s *server) handleCreateCapsule() http.Handler {
 		Metadata   map[string]string `json:"metadata"`
 		Wait       *bool             `json:"wait"`
 		Network    *policyRequest    `json:"network"`
+		Ports      []createPort      `json:"ports"`
+		AutoResume bool              `json:"auto_resume"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		p := caller(r)
@@ -148,12 +155,17 @@ func (s *server) handleCreateCapsule() http.Handler {
 		if err != nil {
 			return err
 		}
+		public, err := checkPublicPorts(req.Ports)
+		if err != nil {
+			return err
+		}
 		_, actorID := p.actor()
 		noWait := req.Wait != nil && !*req.Wait
 		c, err := s.capsules.Create(r.Context(), lifecycle.CreateRequest{
 			TeamID: p.TeamID, CreatedBy: actorID, Template: req.Template,
 			VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskMB, TimeoutSec: req.TimeoutSec,
 			Envs: req.Envs, Metadata: req.Metadata, NoWait: noWait, Network: policy,
+			PublicPorts: public, AutoResume: req.AutoResume,
 		}, s.event(r, p, "capsule.create", nil))
 		if err != nil {
 			return err

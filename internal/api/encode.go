@@ -117,3 +117,11 @@ func answer(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(b)
 	_ = http.NewResponseController(w).Flush()
 }
+
+// nonNil returns s, or an empty slice for nil, so that it encodes as [].
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

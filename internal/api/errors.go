@@ -54,6 +54,7 @@ const (
 const (
 	codeCapsuleNotRunning   = "capsule_not_running"
 	codeCapsuleUnreachable  = "capsule_unreachable"
+	codePortNotListening    = "port_not_listening"
 	codeProcessNotFound     = "process_not_found"
 	codeFileNotFound        = "file_not_found"
 	codeFileExists          = "file_exists"
@@ -90,6 +91,7 @@ var statusOf = map[string]int{
 	codeQuotaExceeded:       http.StatusForbidden,
 	codeCapsuleNotRunning:   http.StatusConflict,
 	codeCapsuleUnreachable:  http.StatusBadGateway,
+	codePortNotListening:    http.StatusBadGateway,
 	codeProcessNotFound:     http.StatusNotFound,
 	codeFileNotFound:        http.StatusNotFound,
 	codeFileExists:          http.StatusConflict,

@@ -225,6 +225,7 @@ func (s *server) handleHeartbeat() http.Handler {
 				s.log.InfoContext(r.Context(), "host address changed", "host_id", hostID, "from", prev, "to", req.Address)
 				// Other replicas find it within hostAddressTTL.
 				s.envds.forgetHost(hostID)
+				s.portHosts.forget(hostID)
 			}
 		}
 		// The agent's own list settles what the control plane could not

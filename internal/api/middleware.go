@@ -133,33 +133,46 @@ func caller(r *http.Request) principal {
 // dashboard's session cookie, under the CSRF rules of cookieSession.
 func (s *server) authenticate(next http.Handler) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		var (
-			p   principal
-			err error
-		)
-		tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		switch {
-		case r.Header.Get("X-API-Key") != "":
-			p, err = s.apiKeyPrincipal(r, r.Header.Get("X-API-Key"))
-		case bearer && strings.HasPrefix(tok, auth.APIKeyPrefix):
-			// SDKs that only know bearer tokens can send the key that way.
-			p, err = s.apiKeyPrincipal(r, tok)
-		case bearer && tok != "":
-			p, err = s.sessionPrincipal(r, tok)
-		case r.Header.Get("Authorization") == "" && hasCookie(r, sessionCookie):
-			var sess auth.Session
-			if sess, err = s.cookieSession(r); err == nil {
-				p, err = s.principalOf(r, sess)
-			}
-		default:
-			err = errorf(codeUnauthenticated, "send `Authorization: Bearer <token>` or `X-API-Key: <key>`")
-		}
+		p, _, err := s.requestPrincipal(r)
 		if err != nil {
 			return err
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 		return nil
 	})
+}
+
+// How a request proved who makes it (requestPrincipal).
+const (
+	byAPIKeyHeader = "X-API-Key"
+	byBearer       = "Authorization"
+	byCookie       = "cookie"
+)
+
+// requestPrincipal is authenticate's check: it returns the principal and
+// which of byAPIKeyHeader, byBearer and byCookie carried the credential.
+func (s *server) requestPrincipal(r *http.Request) (principal, string, error) {
+	tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	switch {
+	case r.Header.Get("X-API-Key") != "":
+		p, err := s.apiKeyPrincipal(r, r.Header.Get("X-API-Key"))
+		return p, byAPIKeyHeader, err
+	case bearer && strings.HasPrefix(tok, auth.APIKeyPrefix):
+		// SDKs that only know bearer tokens can send the key that way.
+		p, err := s.apiKeyPrincipal(r, tok)
+		return p, byBearer, err
+	case bearer && tok != "":
+		p, err := s.sessionPrincipal(r, tok)
+		return p, byBearer, err
+	case r.Header.Get("Authorization") == "" && hasCookie(r, sessionCookie):
+		sess, err := s.cookieSession(r)
+		if err != nil {
+			return principal{}, byCookie, err
+		}
+		p, err := s.principalOf(r, sess)
+		return p, byCookie, err
+	}
+	return principal{}, "", errorf(codeUnauthenticated, "send `Authorization: Bearer <token>` or `X-API-Key: <key>`")
 }
 
 func (s *server) apiKeyPrincipal(r *http.Request, key string) (principal, error) {

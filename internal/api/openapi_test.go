@@ -33,7 +33,9 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	var inCode []string
 	for _, rt := range routeTable() {
-		inCode = append(inCode, rt.method+" "+rt.pattern)
+		// A trailing wildcard ({path...}) is a plain parameter in the
+		// spec.
+		inCode = append(inCode, rt.method+" "+strings.ReplaceAll(rt.pattern, "...}", "}"))
 	}
 	for _, op := range inCode {
 		if !slices.Contains(inSpec, op) {

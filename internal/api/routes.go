@@ -19,7 +19,14 @@ const (
 	// host routes need a host credential, checked by the handler because it
 	// must match the host in the path.
 	host
+	// proxied routes are the port proxy's, which decides itself: a public
+	// port needs nothing, an access URL its token, anything else a member
+	// of the capsule's team (ports.go).
+	proxied
 )
+
+// portProxyPattern is the path form of the port proxy.
+const portProxyPattern = "/v1/capsules/{id}/ports/{port}/{path...}"
 
 // route is one endpoint. The same table registers the mux and feeds the test
 // that keeps openapi.yaml true.
@@ -91,6 +98,17 @@ func nativeRoutes() []route {
 		{"POST", "/v1/capsules/{id}/files/remove", member, (*server).handleRemoveFile},
 		{"PUT", "/v1/capsules/{id}/files", member, (*server).handlePutFile},
 		{"GET", "/v1/capsules/{id}/files", member, (*server).handleGetFile},
+
+		{"GET", "/v1/capsules/{id}/ports", member, (*server).handleListPorts},
+		{"PATCH", "/v1/capsules/{id}/ports/{port}", member, (*server).handleUpdatePort},
+		{"GET", "/v1/capsules/{id}/ports/{port}", public, (*server).handlePortRedirect},
+		{"POST", "/v1/capsules/{id}/ports/{port}/url", member, (*server).handlePortURL},
+		{"GET", portProxyPattern, proxied, (*server).handlePortProxy},
+		{"POST", portProxyPattern, proxied, (*server).handlePortProxy},
+		{"PUT", portProxyPattern, proxied, (*server).handlePortProxy},
+		{"PATCH", portProxyPattern, proxied, (*server).handlePortProxy},
+		{"DELETE", portProxyPattern, proxied, (*server).handlePortProxy},
+		{"OPTIONS", portProxyPattern, proxied, (*server).handlePortProxy},
 
 		{"GET", "/v1/team/members", member, (*server).handleListMembers},
 		{"POST", "/v1/team/members", member, (*server).handleAddMember},

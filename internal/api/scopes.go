@@ -54,6 +54,9 @@ var routeScope = map[string]auth.Scope{
 	"POST /v1/capsules/{id}/files/remove":               auth.ScopeFiles,
 	"PUT /v1/capsules/{id}/files":                       auth.ScopeFiles,
 	"GET /v1/capsules/{id}/files":                       auth.ScopeFiles,
+	"GET /v1/capsules/{id}/ports":                       auth.ScopeCapsules,
+	"PATCH /v1/capsules/{id}/ports/{port}":              auth.ScopeCapsules,
+	"POST /v1/capsules/{id}/ports/{port}/url":           auth.ScopeExec,
 
 	"GET /v1/team/members":              auth.ScopeTeam,
 	"POST /v1/team/members":             auth.ScopeTeam,

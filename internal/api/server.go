@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -72,6 +73,15 @@ type server struct {
 	capsules *lifecycle.Service
 	// dashboard serves the web dashboard (internal/web).
 	dashboard http.Handler
+
+	// The port proxy (ports.go): the host name of WRENN_PROXY_DOMAIN
+	// ("" when unset), the signer of access URLs, hosts read recently,
+	// the transport to agents and the throttle of activity records.
+	proxyDomain   string
+	portTokens    *portTokens
+	portHosts     hostCache
+	portTransport *http.Transport
+	portActive    portActivity
 }
 
 // refreshTokenTTL is the lifetime of a host refresh token (host protocol).
@@ -168,11 +178,17 @@ func New(d Deps) *Server {
 	s.agentAddrs = agentaddr.New(d.Config.AgentAllowedCIDRs)
 	s.agentClient = newAgentHTTPClient(d.AgentClient, s.agentAddrs.Dialer())
 	s.metrics = newMetrics(s.registry, s.store, s.log)
+	s.proxyDomain = d.Config.ProxyDomain
+	if h, _, err := net.SplitHostPort(s.proxyDomain); err == nil {
+		s.proxyDomain = h
+	}
+	s.portTokens = newPortTokens(d.Config.JWTSecret)
+	s.portTransport = newPortTransport(s.agentAddrs.Dialer())
 	s.capsules = lifecycle.New(lifecycle.Deps{
 		Store: s.store, Logger: s.log, Agent: s.capsuleService, ReaperInterval: s.cfg.ReaperInterval, Quota: s.defaultQuota(),
 		Metrics: lifecycle.Metrics{Pause: s.metrics.pause, Resume: s.metrics.resume, Snapshot: s.metrics.snapshot},
 	})
-	return &Server{Handler: s.routes(), s: s}
+	return &Server{Handler: s.hostRouting(s.routes()), s: s}
 }
 
 // noRedirects makes an http.Client return a redirect as the answer instead

@@ -3,8 +3,10 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -72,6 +74,13 @@ type ControlPlane struct {
 	// copy built into the binary (for frontend development); "" uses the
 	// built-in copy.
 	DashboardDir string `env:"WRENN_DASHBOARD_DIR" default:"(unset)"`
+	// ProxyDomain, when set, makes every port of every capsule reachable
+	// at {port}-{capsule id}.{ProxyDomain} (Host-header routing, for a
+	// wildcard DNS record and certificate): a host name, optionally with
+	// the :port clients reach the control plane at, which goes into the
+	// URLs the API hands out. Unset: only the path form
+	// /v1/capsules/{id}/ports/{port}/ serves ports.
+	ProxyDomain string `env:"WRENN_PROXY_DOMAIN" default:"(unset)"`
 	// AutoMigrate makes serve apply pending migrations at start-up; when
 	// false, serve refuses to start while migrations are pending.
 	AutoMigrate bool `env:"WRENN_AUTO_MIGRATE" default:"true"`
@@ -136,6 +145,7 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		CookieSecure:         r.bool("WRENN_COOKIE_SECURE", false),
 		DashboardDir:         r.string("WRENN_DASHBOARD_DIR", ""),
 		AutoMigrate:          r.bool("WRENN_AUTO_MIGRATE", true),
+		ProxyDomain:          strings.ToLower(strings.TrimSpace(r.string("WRENN_PROXY_DOMAIN", ""))),
 		AgentAllowedCIDRs:    r.prefixList(agentaddr.EnvVar),
 
 		QuotaRunningCapsules:   r.intIn("WRENN_QUOTA_RUNNING_CAPSULES", 20, 0, 1<<30),
@@ -174,6 +184,9 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 	case c.Signup != SignupOpen && c.Signup != SignupClosed:
 		return ControlPlane{}, fmt.Errorf("config: WRENN_SIGNUP=%q: must be open or closed", c.Signup)
 	}
+	if err := checkProxyDomain(c.ProxyDomain); err != nil {
+		return ControlPlane{}, fmt.Errorf("config: WRENN_PROXY_DOMAIN=%q: %w", c.ProxyDomain, err)
+	}
 	if c.DashboardDir != "" {
 		if fi, err := os.Stat(c.DashboardDir); err != nil || !fi.IsDir() {
 			return ControlPlane{}, fmt.Errorf("config: WRENN_DASHBOARD_DIR=%s: not a directory; unset it to serve the built-in dashboard", c.DashboardDir)
@@ -191,4 +204,37 @@ func (r *reader) prefixList(name string) []netip.Prefix {
 		return nil
 	}
 	return l
+}
+
+// checkProxyDomain accepts "" or a host name of DNS labels (letters,
+// digits, hyphens; at most 63 bytes each, 253 in all), optionally followed
+// by :port: what a wildcard record *.{domain} can serve.
+func checkProxyDomain(d string) error {
+	if d == "" {
+		return nil
+	}
+	host := d
+	if h, port, err := net.SplitHostPort(d); err == nil {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("the port after the host name must be 1-65535")
+		}
+		host = h
+	}
+	if strings.Contains(host, "://") || strings.ContainsAny(host, "/*:[]") {
+		return fmt.Errorf("give a host name such as wrenn-ports.example.com (no scheme, path or wildcard)")
+	}
+	if len(host) > 253 {
+		return fmt.Errorf("the host name is longer than 253 bytes")
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("%q is not a DNS label of 1-63 bytes that neither starts nor ends with a hyphen", label)
+		}
+		for _, r := range label {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+				return fmt.Errorf("%q holds %q: only letters, digits and hyphens make a host name", label, r)
+			}
+		}
+	}
+	return nil
 }

@@ -19,6 +19,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /health", handleHealth())
 	mux.Handle("POST /init", s.handleInit())
 	mux.Handle("GET /metrics", auth(s.handleMetrics()))
+	mux.Handle("GET /ports", auth(s.handlePorts()))
 	mux.Handle("POST /prepare-pause", auth(s.handlePreparePause()))
 	mux.Handle("GET /files", auth(s.files.Download()))
 	mux.Handle("POST /files", auth(s.files.Upload()))

@@ -360,3 +360,19 @@ func (t *signingTransport) CloseIdleConnections() {
 		c.CloseIdleConnections()
 	}
 }
+
+// PortProxyPath is the prefix of the agent's port proxy for one port of one
+// capsule: requests under it go to that port at the capsule's address.
+func PortProxyPath(capsuleID, port string) string {
+	return "/capsules/" + capsuleID + "/ports/" + port
+}
+
+// PortProcedure is the subject of tokens for a capsule's port proxy, so that
+// a token for one capsule cannot be used on another (the port is in the
+// request URI the token is bound to).
+func PortProcedure(capsuleID string) string { return "port:" + capsuleID }
+
+// PortProxyErrorHeader carries, on the answers the agent's port proxy gives
+// itself, what went wrong (its error code), so that the control plane can
+// tell them from the capsule's own answers.
+const PortProxyErrorHeader = "Wrenn-Port-Proxy-Error"

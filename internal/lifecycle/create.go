@@ -41,6 +41,11 @@ type CreateRequest struct {
 	// NormalizePolicy); nil takes the snapshot's it is launched from, else
 	// the team's default, else the open policy.
 	Network *egress.Policy
+	// PublicPorts are the ports the port proxy serves without
+	// credentials (checked by the caller); AutoResume makes a request to
+	// a port of the paused capsule resume it.
+	PublicPorts []int
+	AutoResume  bool
 }
 
 // Create checks req against the team's templates and the online hosts,
@@ -122,7 +127,8 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 		TeamID: req.TeamID, Template: tmpl.Name, VCPUs: vcpus, MemoryMB: memory, DiskMB: disk,
 		TimeoutSec: timeout, Metadata: req.Metadata, CreatedBy: req.CreatedBy,
 		TemplateID: tmpl.ID, AgentTemplate: tmpl.AgentName, HostID: tmpl.HostID, Quota: s.quota,
-		Network: policy,
+		Network:     policy,
+		PublicPorts: req.PublicPorts, AutoResume: req.AutoResume,
 	}, ev)
 	var full *store.NoCapacityError
 	switch {

@@ -282,7 +282,10 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		Store: st, Config: cpCfg, Signer: signer, Logger: log.With("component", "cp"),
 		Passwords: auth.Passwords{Cost: bcrypt.MinCost},
 	})
-	cpSrv := &http.Server{Handler: apiSrv}
+	// As cmd/wrenn-cp serves: HTTP/1.1 and h2c.
+	cpSrv := &http.Server{Handler: apiSrv, Protocols: new(http.Protocols)}
+	cpSrv.Protocols.SetHTTP1(true)
+	cpSrv.Protocols.SetUnencryptedHTTP2(true)
 	go func() { _ = cpSrv.Serve(cpLn) }()
 	t.Cleanup(func() { _ = cpSrv.Close() })
 	s := &Stack{URL: "http://" + loopback(cpLn), Store: st, Signer: signer}

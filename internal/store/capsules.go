@@ -98,11 +98,17 @@ type Capsule struct {
 	// Network is the capsule's egress policy, normalized; nil is the
 	// open policy.
 	Network *egress.Policy
+	// PublicPorts are the ports the port proxy serves without credentials,
+	// in ascending order.
+	PublicPorts []int
+	// AutoResume makes a request to a port of the paused capsule resume it.
+	AutoResume bool
 }
 
 const capsuleColumns = `id::text, team_id::text, coalesce(host_id::text, ''), template, status, status_reason,
 	vcpus, memory_mb, disk_mb, timeout_sec, metadata, address, created_by, created_at, updated_at,
-	started_at, stopped_at, last_active_at, paused_at, snapshot_bytes, coalesce(template_id::text, ''), network_policy`
+	started_at, stopped_at, last_active_at, paused_at, snapshot_bytes, coalesce(template_id::text, ''), network_policy,
+	public_ports, auto_resume`
 
 // scanCapsule reads one row of capsuleColumns.
 func scanCapsule(row interface{ Scan(...any) error }) (Capsule, error) {
@@ -111,7 +117,7 @@ func scanCapsule(row interface{ Scan(...any) error }) (Capsule, error) {
 	err := row.Scan(&c.ID, &c.TeamID, &c.HostID, &c.Template, &c.Status, &c.StatusReason,
 		&c.VCPUs, &c.MemoryMB, &c.DiskMB, &c.TimeoutSec, &meta, &c.Address, &c.CreatedBy,
 		&c.CreatedAt, &c.UpdatedAt, &c.StartedAt, &c.StoppedAt, &c.LastActiveAt, &c.PausedAt, &c.SnapshotBytes,
-		&c.TemplateID, &c.Network)
+		&c.TemplateID, &c.Network, &c.PublicPorts, &c.AutoResume)
 	if err != nil {
 		return Capsule{}, err
 	}
@@ -156,6 +162,10 @@ type NewCapsule struct {
 	// Network is the capsule's egress policy, normalized; nil is the
 	// open policy.
 	Network *egress.Policy
+	// PublicPorts and AutoResume are the port proxy's settings (see
+	// Capsule).
+	PublicPorts []int
+	AutoResume  bool
 }
 
 // PlacementLimits bounds what a capsule of a team can ask for: the largest
@@ -304,10 +314,10 @@ func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, e
 	}
 	c, err := scanCapsule(tx.QueryRow(ctx, `
 		INSERT INTO capsules (team_id, host_id, template, status, vcpus, memory_mb, disk_mb, timeout_sec, metadata,
-		                      created_by, template_id, network_policy)
-		VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7, $8, $9, $10, $11)
+		                      created_by, template_id, network_policy, public_ports, auto_resume)
+		VALUES ($1, $2, $3, 'starting', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 		RETURNING `+capsuleColumns, nc.TeamID, cands[best].ID, nc.Template, nc.VCPUs, nc.MemoryMB, nc.DiskMB,
-		nc.TimeoutSec, meta, nc.CreatedBy, nullable(nc.TemplateID), nc.Network))
+		nc.TimeoutSec, meta, nc.CreatedBy, nullable(nc.TemplateID), nc.Network, nonNilPorts(nc.PublicPorts), nc.AutoResume))
 	if err != nil {
 		return Capsule{}, Host{}, err
 	}

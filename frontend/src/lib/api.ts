@@ -10,6 +10,8 @@ import type {
   Capsule,
   CapsuleList,
   CapsuleMetrics,
+  CapsulePort,
+  PortURL,
   FileEntry,
   Host,
   Me,
@@ -230,6 +232,12 @@ export const api = {
     call<Capsule>('PATCH', `/v1/capsules/${enc(id)}/network`, { body: policy }),
   capsuleMetrics: (id: string, signal?: AbortSignal) =>
     call<CapsuleMetrics>('GET', `/v1/capsules/${enc(id)}/metrics`, { signal }),
+  listPorts: (id: string, signal?: AbortSignal) =>
+    call<{ ports: CapsulePort[] }>('GET', `/v1/capsules/${enc(id)}/ports`, { signal }),
+  setPortPublic: (id: string, port: number, isPublic: boolean) =>
+    call<CapsulePort>('PATCH', `/v1/capsules/${enc(id)}/ports/${port}`, { body: { public: isPublic } }),
+  portURL: (id: string, port: number, expiresInSec = 3600) =>
+    call<PortURL>('POST', `/v1/capsules/${enc(id)}/ports/${port}/url`, { body: { expires_in_sec: expiresInSec } }),
   listProcesses: (id: string, signal?: AbortSignal) =>
     call<ProcessInfo[]>('GET', `/v1/capsules/${enc(id)}/processes`, { signal }),
   killProcess: (id: string, pid: number, signal = 'SIGTERM') =>

@@ -30,6 +30,10 @@ export interface Capsule {
   paused_at: string | null;
   snapshot_bytes: number;
   network: NetworkPolicy;
+  /** Ports the port proxy serves without credentials. */
+  public_ports?: number[];
+  /** A request to one of its ports resumes it when paused. */
+  auto_resume?: boolean;
 }
 
 /** A capsule's egress policy (docs/network.md): deny entries win; an allow
@@ -39,6 +43,26 @@ export interface NetworkPolicy {
   internet: boolean;
   allow: string[];
   deny: string[];
+}
+
+/** A TCP port of a capsule, as GET /v1/capsules/{id}/ports lists it. */
+export interface CapsulePort {
+  port: number;
+  public: boolean;
+  listening: boolean;
+  addresses: string[];
+  /** The host form when the control plane has a proxy domain, else the path form. */
+  url: string;
+  /** The path form, /v1/capsules/{id}/ports/{port}/, on this origin. */
+  path_url: string;
+}
+
+/** A signed access URL of a port. */
+export interface PortURL {
+  url: string;
+  path_url: string;
+  token: string;
+  expires_at: string;
 }
 
 export interface CapsuleList {

@@ -1,7 +1,7 @@
 // Package envdclient is the Go client of envd, the guest agent inside a
 // capsule: the Connect clients of its process and filesystem services, with
 // the access token attached, and helpers for its plain HTTP routes (init,
-// file upload and download, metrics, prepare-pause, health).
+// file upload and download, metrics, ports, prepare-pause, health).
 //
 // A Client is safe for concurrent use.
 package envdclient
@@ -87,6 +87,19 @@ type Metrics struct {
 	Load1             float64 `json:"load_1"`
 	Processes         int     `json:"processes"`
 	Timestamp         string  `json:"timestamp"`
+}
+
+// Ports is the answer of GET /ports: the TCP ports something in the
+// capsule listens on.
+type Ports struct {
+	Ports []Port `json:"ports"`
+}
+
+// Port is one listening TCP port and the addresses it listens on
+// ("0.0.0.0" and "::" for every address).
+type Port struct {
+	Port      int      `json:"port"`
+	Addresses []string `json:"addresses"`
 }
 
 // UploadResult is the answer of POST /files.
@@ -416,6 +429,27 @@ func (c *Client) Metrics(ctx context.Context) (*Metrics, error) {
 		return nil, fmt.Errorf("reading metrics: %w", err)
 	}
 	return &m, nil
+}
+
+// Ports calls GET /ports.
+func (c *Client) Ports(ctx context.Context) (*Ports, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/ports", nil)
+	if err != nil {
+		return nil, fmt.Errorf("listing ports: %w", err)
+	}
+	resp, err := c.do(c.fileHTTP, req)
+	if err != nil {
+		return nil, fmt.Errorf("listing ports: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); ct != "application/json" {
+		return nil, errors.New("listing ports: answer is not JSON")
+	}
+	var p Ports
+	if err := decodeJSON(resp, &p); err != nil {
+		return nil, fmt.Errorf("listing ports: %w", err)
+	}
+	return &p, nil
 }
 
 // PreparePause calls POST /prepare-pause, which flushes the capsule's
