@@ -166,7 +166,7 @@ esac
 # rebuilds it anyway).
 inputs=$( {
 	cat scripts/build-image.sh scripts/lib.sh "$envd"
-	[ "$name" = base ] && base_key
+	if [ "$name" = base ]; then base_key; fi
 } | sha256sum | cut -d' ' -f1)
 
 mkdir -p "$images"
