@@ -143,7 +143,7 @@ WRENN_CP_URL=$url scripts/dev-agent.sh >>"$DEV_DIR/agent.log" 2>&1 &
 agent_pid=$!
 for _ in $(seq 1 300); do
 	online=$(curl -fsS "$url/v1/hosts" -H "X-API-Key: $key" |
-		jq '[.[] | select(.status == "online" and (.templates | index("minimal")) and (.templates | index("base")))] | length')
+		jq '[.[] | select(.status == "online" and (.templates | index("minimal")))] | length')
 	[ "$online" -gt 0 ] && break
 	kill -0 "$agent_pid" 2>/dev/null || { tail -n 30 "$DEV_DIR/agent.log" >&2; die "wrenn-agent exited"; }
 	sleep 0.1
