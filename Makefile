@@ -10,8 +10,9 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_CONNECT_GO_VERSION := v1.19.1
 # gVisor's runsc, from the module's `go` branch (scripts/install-runsc.sh).
 RUNSC_VERSION := v0.0.0-20260905035102-160fafc42237
-# Templates `make images` builds (minimal, debian) into IMAGES_DIR.
-TEMPLATES ?= minimal
+# Templates `make images` builds (minimal, base) into IMAGES_DIR; each is
+# kept when its inputs are unchanged.
+TEMPLATES ?= minimal base
 IMAGES_DIR ?= $(or $(WRENN_DIR),/var/lib/wrenn)/images
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/wrenn-dev/wrenn/internal/version.Version=$(VERSION)
@@ -62,7 +63,7 @@ wrenn: ## build the command-line client
 runsc: ## build gVisor's runsc (pinned) into /usr/local/bin/runsc if missing or outdated
 	scripts/install-runsc.sh $(RUNSC_VERSION)
 
-images: envd ## build the capsule templates in TEMPLATES (default minimal) into IMAGES_DIR
+images: envd ## build the capsule templates in TEMPLATES (default minimal base) into IMAGES_DIR
 	for t in $(TEMPLATES); do scripts/build-image.sh "$$t" "$(IMAGES_DIR)" || exit 1; done
 
 proto: ## regenerate Go code from proto/ (committed)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make dev`: runs Wrenn on this machine for development. Installs what is
-# missing, builds the binaries, runsc and the minimal template, starts a
+# missing, builds the binaries, runsc and the minimal and base templates, starts a
 # private PostgreSQL under $WRENN_DEV_DIR/postgres (unless DATABASE_URL is
 # set), migrates, starts the control plane, makes sure an admin account and an
 # API key exist, registers and starts a local agent, and prints how to use
@@ -87,7 +87,7 @@ if [ -z "${WRENN_BOOTSTRAP_TOKEN:-}" ]; then
 fi
 export WRENN_BOOTSTRAP_TOKEN
 
-log "building binaries, runsc and the minimal template (runsc takes ~1 min the first time)"
+log "building binaries, runsc and the minimal and base templates (the first time: ~1 min for runsc, a few minutes for base)"
 make --no-print-directory build runsc images >/dev/null
 
 log "migrating"
@@ -159,13 +159,17 @@ cat <<MSG
   Admin account:  $admin_email / $password (platform admin, through the bootstrap token in $DEV_DIR/bootstrap-token)
   API key:        $key
 
+  Templates:      base    Debian 12, bash, Python 3 (pip, venv), Node.js (npm), git, curl, sudo;
+                          runs as \`user\` (uid 1000, passwordless sudo; "user": "root" per call)
+                  minimal BusyBox as root, the fastest start
+
   Create a capsule, run a command in it, pause and resume it:
 
     export WRENN_API_KEY=$key
     id=\$(curl -fsS -X POST $url/v1/capsules -H "X-API-Key: \$WRENN_API_KEY" \\
-          -H 'Content-Type: application/json' -d '{"template": "minimal"}' | jq -r .id)
+          -H 'Content-Type: application/json' -d '{"template": "base"}' | jq -r .id)
     curl -fsS -X POST $url/v1/capsules/\$id/exec -H "X-API-Key: \$WRENN_API_KEY" \\
-          -H 'Content-Type: application/json' -d '{"cmd": "echo hello"}'
+          -H 'Content-Type: application/json' -d '{"cmd": "python3 -c \\"print(6*7)\\"; id -un"}'
     curl -fsS -X POST $url/v1/capsules/\$id/pause -H "X-API-Key: \$WRENN_API_KEY"
     curl -fsS -X POST $url/v1/capsules/\$id/resume -H "X-API-Key: \$WRENN_API_KEY"
     curl -fsS -X DELETE $url/v1/capsules/\$id -H "X-API-Key: \$WRENN_API_KEY"

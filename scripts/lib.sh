@@ -17,11 +17,11 @@ apt_install() {
 	[ "$(id -u)" -eq 0 ] || die "need root to install: ${missing[*]}"
 	if [ -z "$apt_updated" ]; then
 		log "apt-get update"
-		DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null
 		apt_updated=1
 	fi
 	log "installing ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # pg_bindir prints the directory holding initdb/pg_ctl, installing PostgreSQL
@@ -137,18 +137,23 @@ envd_version() {
 	echo "$v"
 }
 
-# template_write_json DIR NAME VCPUS MEMORY_MB DISK_MB ENVD_VERSION writes
-# DIR/template.json describing the root file system DIR/rootfs.
+# template_write_json DIR NAME VCPUS MEMORY_MB DISK_MB ENVD_VERSION
+# [DEFAULT_USER [INPUTS]] writes DIR/template.json describing the root file
+# system DIR/rootfs. DEFAULT_USER (none: root) is the user of exec, PTY and
+# file calls that name none; INPUTS is the digest of what the template was
+# built from (scripts/build-image.sh skips a build whose inputs match).
 template_write_json() {
-	local dir=$1 name=$2 vcpus=$3 mem=$4 disk=$5 envd=$6 size
+	local dir=$1 name=$2 vcpus=$3 mem=$4 disk=$5 envd=$6 user=${7:-} inputs=${8:-} size extra=""
 	size=$(du -sb "$dir/rootfs" | cut -f1)
+	[ -n "$user" ] && extra+=$'\n'"  \"default_user\": \"$user\","
+	[ -n "$inputs" ] && extra+=$'\n'"  \"inputs\": \"$inputs\","
 	cat >"$dir/template.json" <<JSON
 {
   "name": "$name",
   "size_bytes": $size,
   "default_vcpus": $vcpus,
   "default_memory_mb": $mem,
-  "default_disk_mb": $disk,
+  "default_disk_mb": $disk,$extra
   "built_at": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "envd_version": "$envd"
 }
@@ -162,6 +167,13 @@ debian_mirror() {
 	m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
 		sed 's/#.*//' | grep -Eo '(https?|file)://[^ ]*/debian/?( |$)' | grep -v -- '-security' | head -n1 | tr -d ' ' || true)
 	echo "${m:-http://deb.debian.org/debian}"
+}
+
+# debian_security_mirror prints the Debian security mirror this machine's
+# apt uses (none when apt names none).
+debian_security_mirror() {
+	cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
+		sed 's/#.*//' | grep -Eo '(https?|file)://[^ ]*/debian-security/?( |$)' | head -n1 | tr -d ' ' || true
 }
 
 # host_state prints, one "kind name" line each and sorted, what capsules

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Wrenn's whole test suite: installs what the tests need (runsc, the
-# minimal template, Chromium and the built dashboard), checks the frontend,
+# minimal and base templates, Chromium and the built dashboard), checks the frontend,
 # starts a throw-away PostgreSQL cluster in a temporary directory on a free
 # port, runs `go test`, and removes the cluster afterwards whatever happened.
 #
@@ -12,23 +12,24 @@ cd "$(dirname "$0")/.."
 command -v go >/dev/null || die "Go is not installed (see README, Prerequisites)"
 
 # Capsule tests run real gVisor sandboxes: runsc (built once, pinned in the
-# Makefile) and the minimal template, built once per content of envd and
-# the scripts that build it. Each content has its own directory, so that a
-# run from another checkout (another envd) never swaps the template under
-# capsules that a run in progress has paused; directories unused for a day
-# are removed.
+# Makefile) and the minimal and base templates, built once per content of
+# envd and the scripts that build them. Each content has its own directory,
+# so that a run from another checkout (another envd) never swaps a template
+# under capsules that a run in progress has paused; directories unused for
+# a day are removed. The base template's Debian tree is built once per
+# content of its recipe into /var/lib/wrenn-test/cache (a few minutes) and
+# hard-linked into each such directory (seconds).
 make --no-print-directory runsc envd >/dev/null
 WRENN_TEST_RUNSC=/usr/local/bin/runsc
 image_key=$(cat builds/envd scripts/build-image.sh scripts/lib.sh | sha256sum | cut -d' ' -f1)
 WRENN_TEST_IMAGES=/var/lib/wrenn-test/${image_key:0:16}/images
-mkdir -p "$WRENN_TEST_IMAGES"
-touch "$WRENN_TEST_IMAGES/.."
+mkdir -p "$WRENN_TEST_IMAGES" /var/lib/wrenn-test/cache
+touch "$WRENN_TEST_IMAGES/.." /var/lib/wrenn-test/cache
 find /var/lib/wrenn-test -mindepth 1 -maxdepth 1 -mmin +1440 -exec rm -rf {} +
-if [ ! -f "$WRENN_TEST_IMAGES/minimal/template.json" ] ||
-	[ "$(cat "$WRENN_TEST_IMAGES/minimal.sha256" 2>/dev/null)" != "$image_key" ]; then
-	scripts/build-image.sh minimal "$WRENN_TEST_IMAGES"
-	echo "$image_key" >"$WRENN_TEST_IMAGES/minimal.sha256"
-fi
+for template in minimal base; do
+	# build-image.sh keeps a template whose inputs are unchanged.
+	WRENN_IMAGE_CACHE=/var/lib/wrenn-test/cache scripts/build-image.sh "$template" "$WRENN_TEST_IMAGES"
+done
 export WRENN_TEST_RUNSC WRENN_TEST_IMAGES
 # Screenshots and other artefacts of the tests (the dashboard's browser
 # tests put theirs in test-results/dashboard/).

@@ -133,6 +133,7 @@ func TestMigrateCommands(t *testing.T) {
 		{[]string{"migrate", "up"}, "applied 00001_foundation.sql"},
 		{[]string{"migrate", "up"}, "no pending migrations"},
 		{[]string{"migrate", "status"}, "applied"},
+		{[]string{"migrate", "down"}, "rolled back 00012_base_template.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00010_ports.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00009_network_policy.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00007_quotas.sql"},

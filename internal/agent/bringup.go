@@ -2,8 +2,12 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/network"
@@ -63,7 +67,16 @@ func (c *Capsules) newRecord(spec CapsuleSpec, runtimeID, hostname, base string)
 	if err != nil {
 		return nil, err
 	}
-	rec := &capsuleRecord{Spec: spec, RuntimeID: runtimeID, Status: capsuleStarting, Token: token, Hostname: hostname, Base: base}
+	tmpl := base
+	if tmpl == "" {
+		tmpl = spec.Template
+	}
+	meta, err := c.templateMeta(tmpl)
+	if err != nil {
+		return nil, err
+	}
+	rec := &capsuleRecord{Spec: spec, RuntimeID: runtimeID, Status: capsuleStarting, Token: token, Hostname: hostname, Base: base,
+		DefaultUser: meta.DefaultUser}
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, err
 	}
@@ -127,4 +140,48 @@ func (c *Capsules) bringUp(ctx context.Context, rec *capsuleRecord, plan bootPla
 		}
 	}
 	return phases, nil
+}
+
+// templateMeta is what the agent reads from a base template's
+// template.json beyond its default size (see docs/templates.md).
+type templateMeta struct {
+	// DefaultUser is the user of exec, PTY and file calls that name none;
+	// empty means root.
+	DefaultUser string `json:"default_user"`
+}
+
+// templateMeta reads base template name's template.json. A template
+// without one has the defaults.
+func (c *Capsules) templateMeta(name string) (templateMeta, error) {
+	var m templateMeta
+	b, err := os.ReadFile(filepath.Join(c.imagesDir(), name, "template.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return m, nil
+	}
+	if err != nil {
+		return m, fmt.Errorf("reading template %s: %w", name, err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("reading template %s: template.json: %w", name, err)
+	}
+	if m.DefaultUser != "" && !validUserName(m.DefaultUser) {
+		return m, fmt.Errorf("reading template %s: template.json: default_user %q is not a user name", name, m.DefaultUser)
+	}
+	return m, nil
+}
+
+// validUserName reports whether s looks like a Linux user name (or uid).
+func validUserName(s string) bool {
+	if len(s) > 32 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '_':
+		case (r == '-' || r == '.') && i > 0:
+		default:
+			return false
+		}
+	}
+	return s != ""
 }

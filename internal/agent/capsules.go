@@ -101,6 +101,9 @@ type capsuleRecord struct {
 	// Recorded so that a resume or a snapshot of it never needs the
 	// snapshot template again (which may be deleted meanwhile).
 	Base string `json:"base,omitempty"`
+	// DefaultUser is the user envd runs calls as that name none, from the
+	// base template's template.json ("" is root).
+	DefaultUser string `json:"default_user,omitempty"`
 }
 
 // base is the base template r's capsule runs on. Records written before
@@ -464,6 +467,7 @@ func initEnvd(ctx context.Context, rec *capsuleRecord, current, hostname string)
 	err := client.Init(ctx, envdclient.InitRequest{
 		AccessToken: rec.Token,
 		EnvVars:     rec.Spec.Envs,
+		DefaultUser: rec.DefaultUser,
 		Hostname:    hostname,
 	})
 	if err != nil {

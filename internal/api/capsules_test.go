@@ -39,10 +39,10 @@ func (e *env) onlineHost(admin account, address string, cpus int, memoryMB int64
 func TestHeartbeatTemplates(t *testing.T) {
 	e := newEnv(t)
 	admin := e.signup("admin@example.com")
-	id := e.onlineHost(admin, "127.0.0.1:1", 8, 32000, "minimal", "debian", "minimal")
+	id := e.onlineHost(admin, "127.0.0.1:1", 8, 32000, "minimal", "base", "minimal")
 	h := e.call("GET", "/v1/hosts/"+id, nil, admin.bearer()...).want(t, "get host", http.StatusOK)
-	if got := fmt.Sprint(h.body["templates"]); got != "[debian minimal]" {
-		t.Errorf("templates: got %s, want [debian minimal] (sorted, once each)", got)
+	if got := fmt.Sprint(h.body["templates"]); got != "[base minimal]" {
+		t.Errorf("templates: got %s, want [base minimal] (sorted, once each)", got)
 	}
 	if h.body["allocated_vcpus"] != float64(0) || h.body["allocated_memory_mb"] != float64(0) {
 		t.Errorf("allocation of an empty host: got %v and %v, want 0 and 0", h.body["allocated_vcpus"], h.body["allocated_memory_mb"])
@@ -88,11 +88,11 @@ func TestTemplates(t *testing.T) {
 		}
 		return strings.Join(out, ",")
 	}
-	if got := names(a); got != "debian,mine,minimal" {
-		t.Errorf("team A: got %s, want debian,mine,minimal", got)
+	if got := names(a); got != "base,mine,minimal" {
+		t.Errorf("team A: got %s, want base,mine,minimal", got)
 	}
-	if got := names(b); got != "debian,minimal" {
-		t.Errorf("team B: got %s, want debian,minimal (not A's snapshot)", got)
+	if got := names(b); got != "base,minimal" {
+		t.Errorf("team B: got %s, want base,minimal (not A's snapshot)", got)
 	}
 }
 
@@ -102,7 +102,7 @@ func TestCreateCapsuleBadInput(t *testing.T) {
 	other := e.signup("other@example.com")
 	// Nothing answers at the host's address: every case below must be
 	// refused before the agent would be called.
-	e.onlineHost(admin, "127.0.0.1:1", 4, 8000, "minimal", "debian")
+	e.onlineHost(admin, "127.0.0.1:1", 4, 8000, "minimal", "base")
 	e.exec(`INSERT INTO capsules (team_id, template, status, vcpus, memory_mb, disk_mb)
 		VALUES ($1, 'minimal', 'running', 1, 256, 1024)`, other.teamID)
 	var otherID string
@@ -201,7 +201,7 @@ func TestCreateCapsuleNoHost(t *testing.T) {
 	if r.status != http.StatusServiceUnavailable || r.errCode() != "no_host" {
 		t.Errorf("no host: got %d %s, want 503 no_host", r.status, r.raw)
 	}
-	e.onlineHost(admin, "127.0.0.1:1", 4, 8000, "debian")
+	e.onlineHost(admin, "127.0.0.1:1", 4, 8000, "base")
 	r = e.call("POST", "/v1/capsules", map[string]any{"template": "minimal"}, admin.bearer()...)
 	if r.status != http.StatusServiceUnavailable || r.errCode() != "no_host" {
 		t.Errorf("no host with the template: got %d %s, want 503 no_host", r.status, r.raw)
@@ -315,10 +315,10 @@ func (e *env) agentHost(admin account, cpus int, memoryMB int64, agentTemplates,
 func TestCapsuleAgentFailures(t *testing.T) {
 	e := newEnv(t)
 	admin := e.signup("admin@example.com")
-	// The host claims debian but its agent does not have it.
-	hostID, ag := e.agentHost(admin, 4, 8000, []string{"minimal"}, []string{"minimal", "debian"})
+	// The host claims base but its agent does not have it.
+	hostID, ag := e.agentHost(admin, 4, 8000, []string{"minimal"}, []string{"minimal", "base"})
 
-	r := e.call("POST", "/v1/capsules", map[string]any{"template": "debian", "envs": map[string]string{"SECRET": "s3cr3t"}}, admin.bearer()...)
+	r := e.call("POST", "/v1/capsules", map[string]any{"template": "base", "envs": map[string]string{"SECRET": "s3cr3t"}}, admin.bearer()...)
 	if r.status != http.StatusConflict || r.errCode() != "template_unavailable" {
 		t.Errorf("template missing on the host: got %d %s, want 409 template_unavailable", r.status, r.raw)
 	}
@@ -392,7 +392,7 @@ func TestCapsuleNoCapacity(t *testing.T) {
 func TestCapsuleLifecycle(t *testing.T) {
 	e := newEnv(t)
 	admin := e.signup("admin@example.com")
-	_, ag := e.agentHost(admin, 4, 16000, []string{"minimal", "debian"}, []string{"minimal", "debian"})
+	_, ag := e.agentHost(admin, 4, 16000, []string{"minimal", "base"}, []string{"minimal", "base"})
 	capsuleFlow(t, e, admin, e.signup("b@example.com"), "minimal")
 	if n := ag.running(); n != 0 {
 		t.Errorf("the agent still runs %d capsules after every one was destroyed", n)

@@ -27,19 +27,22 @@ import (
 // It reports p50/p95 of N sequential creates with the agent's warm pool (the
 // default) and without it (every capsule boots), of 20 concurrent creates,
 // and of the baseline, and the ratios of the sequential p50s to the
-// baseline's (target ≤ 1.3).
+// baseline's (target ≤ 1.3). The same sequential runs, interleaved, create
+// capsules of the base template (Debian with Python and Node.js): their
+// p50s and their ratios to minimal's say what the batteries cost at start.
 func BenchmarkCreateToFirstCommand(b *testing.B) {
 	const sequential, concurrent = 30, 20
-	warm := stacktest.Start(b)
-	cold := stacktest.Start(b, stacktest.Options{ColdStarts: true})
+	templates := []string{"minimal", "base"}
+	warm := stacktest.Start(b, stacktest.Options{Templates: templates})
+	cold := stacktest.Start(b, stacktest.Options{ColdStarts: true, Templates: templates})
 	runsc, images := stacktest.Env(b)
 
-	createAndRun := func(st *stacktest.Stack) (time.Duration, string) {
+	createAndRun := func(st *stacktest.Stack, template string) (time.Duration, string) {
 		t0 := time.Now()
 		var c struct {
 			ID string `json:"id"`
 		}
-		st.Team.JSON(b, st, "POST", "/v1/capsules", map[string]any{"template": "minimal"}, http.StatusCreated, &c)
+		st.Team.JSON(b, st, "POST", "/v1/capsules", map[string]any{"template": template}, http.StatusCreated, &c)
 		var out struct {
 			ExitCode int `json:"exit_code"`
 		}
@@ -70,19 +73,24 @@ func BenchmarkCreateToFirstCommand(b *testing.B) {
 		}
 		return time.Since(t0)
 	}
-	// settle waits until the warm stack's pool is full again, as it is
-	// for a user who does not create capsules back to back within ~0.2 s.
+	// settle waits until the warm stack's pool is full again (two
+	// capsules of each template), as it is for a user who does not create
+	// capsules back to back within ~0.2 s.
 	settle := func() {
 		deadline := time.Now().Add(10 * time.Second)
 		for time.Now().Before(deadline) {
-			n := 0
+			n := map[string]int{}
 			paths, _ := filepath.Glob(filepath.Join(warm.AgentConfig.Dir, "sandboxes", "*", "capsule.json"))
 			for _, p := range paths {
 				if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), `"status":"pooled"`) {
-					n++
+					for _, t := range templates {
+						if strings.Contains(string(b), `"template":"`+t+`"`) {
+							n[t]++
+						}
+					}
 				}
 			}
-			if n >= 2 {
+			if n["minimal"] >= 2 && n["base"] >= 2 {
 				return
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -92,29 +100,38 @@ func BenchmarkCreateToFirstCommand(b *testing.B) {
 
 	// Warm-up: first runs pay for page cache and connection set-up.
 	for i := range 3 {
-		settle()
-		_, id := createAndRun(warm)
-		destroy(warm, id)
-		_, id = createAndRun(cold)
-		destroy(cold, id)
+		for _, tmpl := range templates {
+			settle()
+			_, id := createAndRun(warm, tmpl)
+			destroy(warm, id)
+			_, id = createAndRun(cold, tmpl)
+			destroy(cold, id)
+		}
 		rawRun(-1 - i)
 	}
 
-	var seqWarm, seqCold, raw []time.Duration
+	var seqWarm, seqCold, baseWarm, baseCold, raw []time.Duration
 	for b.Loop() {
-		// Interleaved, so that all three see the same machine.
+		// Interleaved, so that all see the same machine.
 		for range sequential {
 			b.StopTimer()
 			settle()
 			b.StartTimer()
-			d, id := createAndRun(warm)
+			d, id := createAndRun(warm, "minimal")
 			seqWarm = append(seqWarm, d)
 			b.StopTimer()
 			destroy(warm, id)
-			d, id = createAndRun(cold)
+			d, id = createAndRun(cold, "minimal")
 			seqCold = append(seqCold, d)
 			destroy(cold, id)
 			raw = append(raw, rawRun(len(raw)))
+			settle()
+			d, id = createAndRun(warm, "base")
+			baseWarm = append(baseWarm, d)
+			destroy(warm, id)
+			d, id = createAndRun(cold, "base")
+			baseCold = append(baseCold, d)
+			destroy(cold, id)
 			b.StartTimer()
 		}
 	}
@@ -129,7 +146,7 @@ func BenchmarkCreateToFirstCommand(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d, id := createAndRun(warm)
+			d, id := createAndRun(warm, "minimal")
 			mu.Lock()
 			conc, ids = append(conc, d), append(ids, id)
 			mu.Unlock()
@@ -151,11 +168,21 @@ func BenchmarkCreateToFirstCommand(b *testing.B) {
 	b.ReportMetric(ms(pct(raw, 50)), "raw-runsc-p50-ms")
 	b.ReportMetric(ratio(seqWarm), "warm/raw")
 	b.ReportMetric(ratio(seqCold), "cold/raw")
+	vsMinimal := func(base, minimal []time.Duration) float64 {
+		return float64(pct(base, 50)) / float64(pct(minimal, 50))
+	}
+	b.ReportMetric(ms(pct(baseWarm, 50)), "base-warm-p50-ms")
+	b.ReportMetric(ms(pct(baseCold, 50)), "base-cold-p50-ms")
+	b.ReportMetric(vsMinimal(baseWarm, seqWarm), "base/minimal-warm")
+	b.ReportMetric(vsMinimal(baseCold, seqCold), "base/minimal-cold")
 	b.Logf("create→first command, n=%d each: warm pool p50 %.1f ms p95 %.1f ms (%.2f× raw); no pool p50 %.1f ms p95 %.1f ms (%.2f× raw); "+
 		"20 concurrent p50 %.1f ms p95 %.1f ms; raw `runsc run` p50 %.1f ms p95 %.1f ms",
 		len(seqWarm), ms(pct(seqWarm, 50)), ms(pct(seqWarm, 95)), ratio(seqWarm),
 		ms(pct(seqCold, 50)), ms(pct(seqCold, 95)), ratio(seqCold),
 		ms(pct(conc, 50)), ms(pct(conc, 95)), ms(pct(raw, 50)), ms(pct(raw, 95)))
+	b.Logf("base template, n=%d each: warm pool p50 %.1f ms p95 %.1f ms (%.2f× minimal's); no pool p50 %.1f ms p95 %.1f ms (%.2f× minimal's)",
+		len(baseWarm), ms(pct(baseWarm, 50)), ms(pct(baseWarm, 95)), vsMinimal(baseWarm, seqWarm),
+		ms(pct(baseCold, 50)), ms(pct(baseCold, 95)), vsMinimal(baseCold, seqCold))
 }
 
 // rawBundle writes an OCI bundle that runs `/bin/sh -c true` in rootfs, the

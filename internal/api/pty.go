@@ -49,7 +49,8 @@ func ptyQuery(r *http.Request) (*envdv1.StartRequest, processSpec, error) {
 	if err := checkPTYSize(cols, rows); err != nil {
 		return nil, processSpec{}, err
 	}
-	// Without cmd: a login shell. With it: a shell line.
+	// Without cmd: the user's login shell (/bin/sh -l for an envd that
+	// cannot pick it). With it: a shell line.
 	spec := processSpec{Cmd: "/bin/sh", Args: []string{"-l"}, Cwd: q.Get("cwd"), User: q.Get("user")}
 	if q.Has("cmd") {
 		spec.Cmd, spec.Args = q.Get("cmd"), nil
@@ -58,6 +59,7 @@ func ptyQuery(r *http.Request) (*envdv1.StartRequest, processSpec, error) {
 	if err != nil {
 		return nil, processSpec{}, err
 	}
+	cfg.LoginShell = !q.Has("cmd")
 	return &envdv1.StartRequest{Process: cfg, Pty: &envdv1.Pty{Cols: cols, Rows: rows}}, spec, nil
 }
 

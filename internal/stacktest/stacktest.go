@@ -3,7 +3,8 @@
 // runs real gVisor capsules in real network namespaces. Tests then talk to
 // the control plane's REST API like a user would.
 //
-// It needs root, runsc and the minimal template; `make test` provides them
+// It needs root, runsc and the minimal template (base for the tests that
+// ask for it); `make test` provides them
 // through WRENN_TEST_RUNSC and WRENN_TEST_IMAGES.
 package stacktest
 
@@ -130,6 +131,9 @@ type Options struct {
 	// Agent, when set, adjusts the agent's configuration (its capsules'
 	// DNS upstreams, say) before it starts.
 	Agent func(*config.Agent)
+	// Templates are the templates of WRENN_TEST_IMAGES the agent has
+	// (default: minimal only, so that its warm pool boots nothing else).
+	Templates []string
 }
 
 // AgentCalls says what the relay of Options.AgentSwitch does with the
@@ -153,7 +157,7 @@ func Env(t testing.TB) (runsc, images string) {
 	t.Helper()
 	runsc, images = os.Getenv("WRENN_TEST_RUNSC"), os.Getenv("WRENN_TEST_IMAGES")
 	if runsc == "" || images == "" {
-		t.Fatal("WRENN_TEST_RUNSC and WRENN_TEST_IMAGES are not set: run the tests with `make test`, which builds runsc and the minimal template")
+		t.Fatal("WRENN_TEST_RUNSC and WRENN_TEST_IMAGES are not set: run the tests with `make test`, which builds runsc and the minimal and base templates")
 	}
 	if os.Geteuid() != 0 {
 		t.Fatal("capsule tests need root (network namespaces, nftables, runsc)")
@@ -316,7 +320,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 
 	// Agent, in a directory of its own with the test images linked in.
 	dir := ScratchDir(t)
-	LinkImages(t, images, filepath.Join(dir, "images"))
+	LinkImages(t, images, filepath.Join(dir, "images"), o.Templates...)
 	prefix, cidr := NetworkPool(t)
 	agLn, err := net.Listen("tcp", "0.0.0.0:0")
 	if err != nil {
@@ -580,24 +584,25 @@ func Percentile(ds []time.Duration, p int) time.Duration {
 // Millis is d in milliseconds, for benchmarks' reports.
 func Millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// LinkImages makes dir an agent's images directory holding a link to each
-// template in images (what `make test` built). The directory itself is the
-// agent's own, so that snapshot templates it writes there stay its own and
-// are not seen by the agents of other tests.
-func LinkImages(t testing.TB, images, dir string) {
+// LinkImages makes dir an agent's images directory holding a link to the
+// templates names of images (what `make test` built; default: minimal).
+// The directory itself is the agent's own, so that snapshot templates it
+// writes there stay its own and are not seen by the agents of other tests.
+// A template that `make test` did not build fails the test.
+func LinkImages(t testing.TB, images, dir string, names ...string) {
 	t.Helper()
+	if len(names) == 0 {
+		names = []string{"minimal"}
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := os.ReadDir(images)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
+	for _, name := range names {
+		src := filepath.Join(images, name)
+		if _, err := os.Stat(filepath.Join(src, "template.json")); err != nil {
+			t.Fatalf("template %s is not in WRENN_TEST_IMAGES (%v): run the tests with `make test`, which builds minimal and base", name, err)
 		}
-		if err := os.Symlink(filepath.Join(images, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+		if err := os.Symlink(src, filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -29,6 +30,9 @@ type Account struct {
 	GID    uint32
 	Groups []uint32
 	Home   string
+	// Shell is the login shell of its /etc/passwd entry ("" when it has
+	// none there).
+	Shell string
 }
 
 // Access bits for Check, as in access(2).
@@ -75,7 +79,36 @@ func Lookup(name string) (*Account, error) {
 	if a.Home == "" {
 		a.Home = "/"
 	}
+	a.Shell = passwdShell(passwdFile, a.Name)
 	return a, nil
+}
+
+// passwdFile is where login shells are read from.
+const passwdFile = "/etc/passwd"
+
+// passwdShell returns the shell field of name's line in the passwd file
+// at path, or "" (no file, no such line, or an empty field). os/user does
+// not expose it.
+func passwdShell(path, name string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) == 7 && f[0] == name {
+			return strings.TrimSpace(f[6])
+		}
+	}
+	return ""
+}
+
+// LoginShell is a's login shell, /bin/sh when its entry names none.
+func (a *Account) LoginShell() string {
+	if a.Shell == "" || !filepath.IsAbs(a.Shell) {
+		return "/bin/sh"
+	}
+	return a.Shell
 }
 
 // Resolve looks up the user a call runs as: name, else def (the /init

@@ -97,3 +97,31 @@ func TestResolvePrefersNameThenDefaultThenSelf(t *testing.T) {
 		t.Errorf("Resolve with an unknown default: %v, want ErrUnknown", err)
 	}
 }
+
+func TestLoginShell(t *testing.T) {
+	passwd := filepath.Join(t.TempDir(), "passwd")
+	content := "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/zsh\nnoshell:x:1001:1001::/home/n:\nbad:line\n"
+	if err := os.WriteFile(passwd, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"root": "/bin/bash", "user": "/bin/zsh", "noshell": "", "bad": "", "absent": ""} {
+		if got := passwdShell(passwd, name); got != want {
+			t.Errorf("passwdShell(%q) = %q, want %q", name, got, want)
+		}
+	}
+	if got := passwdShell(filepath.Join(t.TempDir(), "none"), "root"); got != "" {
+		t.Errorf("without a passwd file: %q", got)
+	}
+	for shell, want := range map[string]string{"": "/bin/sh", "bash": "/bin/sh", "/bin/bash": "/bin/bash"} {
+		if got := (&Account{Shell: shell}).LoginShell(); got != want {
+			t.Errorf("LoginShell of %q = %q, want %q", shell, got, want)
+		}
+	}
+	root, err := Lookup("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.Shell != passwdShell(passwdFile, "root") || root.Shell == "" {
+		t.Errorf("Lookup(root).Shell = %q", root.Shell)
+	}
+}

@@ -293,7 +293,7 @@ func (t *Table) Running() []*Proc {
 // Start starts the process described by req.
 func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 	cfg := req.GetProcess()
-	if cfg == nil || (cfg.GetCmd() == "" && cfg.GetShell() == "") {
+	if cfg == nil || (cfg.GetCmd() == "" && cfg.GetShell() == "" && !cfg.GetLoginShell()) {
 		return nil, fmt.Errorf("starting process: %w: missing command", ErrInvalid)
 	}
 	if cfg.GetCmd() != "" && cfg.GetShell() != "" {
@@ -336,7 +336,13 @@ func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 	}
 
 	name, args := cfg.GetCmd(), cfg.GetArgs()
-	if cfg.GetShell() != "" {
+	switch {
+	case cfg.GetLoginShell():
+		name, args = acct.LoginShell(), []string{"-l"}
+		if _, set := cfg.GetEnvs()["SHELL"]; !set {
+			env["SHELL"] = name
+		}
+	case cfg.GetShell() != "":
 		name, args = "/bin/sh", []string{"-c", cfg.GetShell()}
 	}
 	path, err := lookPath(name, env["PATH"])

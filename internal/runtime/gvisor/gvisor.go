@@ -184,8 +184,12 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, subcommand ...st
 	if spec.Network.NetnsPath == "" {
 		network = "none"
 	}
+	// --allow-suid: setuid programs (sudo, su) raise a process's ids
+	// inside the capsule, as on any Linux machine; runsc ignores the bits
+	// without it. Capsule root is the sentry's root, not the host's, and
+	// is available through the API anyway.
 	args = append(args, "--network="+network,
-		fmt.Sprintf("--overlay2=root:dir=%s,size=%dm", overlay, spec.DiskMB))
+		fmt.Sprintf("--overlay2=root:dir=%s,size=%dm", overlay, spec.DiskMB), "--allow-suid")
 	args = append(args, subcommand...)
 	args = append(args, "--bundle", bundle, spec.ID)
 	if err := ctx.Err(); err != nil {

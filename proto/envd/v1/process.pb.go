@@ -110,7 +110,11 @@ type ProcessConfig struct {
 	// cwd is the absolute working directory; empty means the user's home.
 	Cwd string `protobuf:"bytes,5,opt,name=cwd,proto3" json:"cwd,omitempty"`
 	// user names the account to run as; empty means the default user from /init.
-	User          string `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	User string `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	// login_shell, when set, runs the user's login shell (its /etc/passwd
+	// entry, else /bin/sh) with -l in place of cmd and args; cmd and args are
+	// what an envd older than this field runs instead.
+	LoginShell    bool `protobuf:"varint,200,opt,name=login_shell,json=loginShell,proto3" json:"login_shell,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -185,6 +189,13 @@ func (x *ProcessConfig) GetUser() string {
 		return x.User
 	}
 	return ""
+}
+
+func (x *ProcessConfig) GetLoginShell() bool {
+	if x != nil {
+		return x.LoginShell
+	}
+	return false
 }
 
 // Pty asks for a pseudo-terminal of the given size.
@@ -1583,14 +1594,16 @@ var File_envd_v1_process_proto protoreflect.FileDescriptor
 
 const file_envd_v1_process_proto_rawDesc = "" +
 	"\n" +
-	"\x15envd/v1/process.proto\x12\rwrenn.envd.v1\"\xe6\x01\n" +
+	"\x15envd/v1/process.proto\x12\rwrenn.envd.v1\"\x88\x02\n" +
 	"\rProcessConfig\x12\x10\n" +
 	"\x03cmd\x18\x01 \x01(\tR\x03cmd\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\tR\x04args\x12\x14\n" +
 	"\x05shell\x18\x03 \x01(\tR\x05shell\x12:\n" +
 	"\x04envs\x18\x04 \x03(\v2&.wrenn.envd.v1.ProcessConfig.EnvsEntryR\x04envs\x12\x10\n" +
 	"\x03cwd\x18\x05 \x01(\tR\x03cwd\x12\x12\n" +
-	"\x04user\x18\x06 \x01(\tR\x04user\x1a7\n" +
+	"\x04user\x18\x06 \x01(\tR\x04user\x12 \n" +
+	"\vlogin_shell\x18\xc8\x01 \x01(\bR\n" +
+	"loginShell\x1a7\n" +
 	"\tEnvsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"-\n" +
