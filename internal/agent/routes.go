@@ -6,6 +6,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hostproto"
 	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
 )
 
@@ -33,5 +34,7 @@ func (s *Server) Handler() http.Handler {
 	// The envd proxy checks its own token: it is bound to the capsule,
 	// not to a procedure of this API.
 	mux.Handle(hostauth.EnvdProxyPath("{id}")+"/", newEnvdProxy(s.capsules, s.verifier))
+	// So does a template import: it is bound to the template's name.
+	mux.Handle("POST "+hostproto.TemplateImportPath("{name}"), s.importHandler())
 	return mux
 }

@@ -99,7 +99,7 @@ func tarNames(p string) (map[string]bool, error) {
 		if err != nil {
 			return nil, invalidf("the upload is not a tar file: %v", err)
 		}
-		names[strings.TrimPrefix(path.Clean("/" + hdr.Name), "/")] = true
+		names[strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")] = true
 	}
 	return names, nil
 }

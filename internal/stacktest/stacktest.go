@@ -124,6 +124,11 @@ type Options struct {
 	// ControlPlane, when set, adjusts the control plane's configuration
 	// (quotas, say) before it starts; teams have no quota otherwise.
 	ControlPlane func(*config.ControlPlane)
+	// BuildStaleAfter, when set, is how old a running template build's
+	// heartbeat may get before the build reaper (run with the TTL reaper,
+	// see ReaperInterval) fails it; the reaper then looks every
+	// ReaperInterval.
+	BuildStaleAfter time.Duration
 	// CapsulePids is the agent's per-capsule pids limit
 	// (WRENN_CAPSULE_PIDS; 0 leaves the driver's default).
 	CapsulePids int64
@@ -277,11 +282,12 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	}
 	apiSrv := api.New(api.Deps{
 		Store: st, Config: cpCfg, Signer: signer, Logger: log.With("component", "cp"),
-		Passwords: auth.Passwords{Cost: bcrypt.MinCost},
+		Passwords:       auth.Passwords{Cost: bcrypt.MinCost},
+		BuildStaleAfter: o.BuildStaleAfter, BuildReapEvery: o.ReaperInterval,
 	})
 	cpSrv := &http.Server{Handler: apiSrv}
 	go func() { _ = cpSrv.Serve(cpLn) }()
-	t.Cleanup(func() { _ = cpSrv.Close() })
+	t.Cleanup(func() { _ = cpSrv.Close(); apiSrv.Close() })
 	s := &Stack{URL: "http://" + loopback(cpLn), Store: st, Signer: signer}
 	jobs := make(chan struct{}, 2)
 	if o.HostTimeout > 0 {

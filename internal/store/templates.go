@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Template kinds.
+// Template kinds (and TemplateImage, builds.go).
 const (
 	TemplateBase     = "base"
 	TemplateSnapshot = "snapshot"
@@ -35,17 +36,22 @@ type Template struct {
 	SourceCapsuleID string
 	// AgentName is the template's directory on hosts.
 	AgentName string
+	// BuildMS is how long the build that made it took (0: not built by
+	// a build job); Config what the build recorded (JSON object: env,
+	// user, workdir, start, expose).
+	BuildMS int64
+	Config  json.RawMessage
 }
 
 const templateColumns = `id::text, name, coalesce(team_id::text, ''), kind, description, size_bytes,
 	default_vcpus, default_memory_mb, default_disk_mb, created_at, coalesce(host_id::text, ''),
-	coalesce(source_capsule_id::text, ''), agent_name`
+	coalesce(source_capsule_id::text, ''), agent_name, coalesce(build_ms, 0), config`
 
 func scanTemplate(row pgx.Row) (Template, error) {
 	var t Template
 	err := row.Scan(&t.ID, &t.Name, &t.TeamID, &t.Kind, &t.Description, &t.SizeBytes,
 		&t.DefaultVCPUs, &t.DefaultMemoryMB, &t.DefaultDiskMB, &t.CreatedAt, &t.HostID, &t.SourceCapsuleID,
-		&t.AgentName)
+		&t.AgentName, &t.BuildMS, &t.Config)
 	if err == nil && t.AgentName == "" {
 		t.AgentName = t.Name
 	}
@@ -161,7 +167,7 @@ var ErrTemplateInUse = errors.New("template in use")
 // deleted meanwhile.
 var ErrTemplateGone = errors.New("template deleted")
 
-// DeleteSnapshot deletes team teamID's snapshot template id and writes ev,
+// DeleteSnapshot deletes team teamID's snapshot or image template id and writes ev,
 // unless a capsule that is not stopped started from it (ErrTemplateInUse,
 // wrapped with how many). An unknown id is ErrNotFound.
 //
@@ -175,7 +181,7 @@ func (s *Store) DeleteSnapshot(ctx context.Context, teamID, id string, ev Event)
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var tid string
 		if err := tx.QueryRow(ctx, `
-			SELECT id::text FROM templates WHERE id = $1 AND team_id = $2 AND kind = 'snapshot' FOR UPDATE`,
+			SELECT id::text FROM templates WHERE id = $1 AND team_id = $2 AND kind IN ('snapshot', 'image') FOR UPDATE`,
 			id, teamID).Scan(&tid); err != nil {
 			return err
 		}
