@@ -19,6 +19,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/builds"
 	"github.com/wrenn-dev/wrenn/internal/hostproto"
+	"github.com/wrenn-dev/wrenn/internal/ociimage"
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
 
@@ -213,6 +214,10 @@ func (s *server) startFromJSON(w http.ResponseWriter, r *http.Request, p princip
 		if err != nil {
 			return store.Build{}, err
 		}
+		if err := ociimage.Check(staged); err != nil {
+			_ = os.Remove(staged)
+			return store.Build{}, errorf(codeInvalid, "image_path: %v", err)
+		}
 		return s.builds.StartImage(r.Context(), builds.ImageRequest{Request: breq, Archive: staged,
 			VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskMB}, s.event(r, p, "template.build.start", nil))
 	default:
@@ -289,6 +294,9 @@ func (s *server) startUpload(w http.ResponseWriter, r *http.Request, p principal
 			}
 			sizes[i] = n
 		}
+	}
+	if err := ociimage.Check(staged); err != nil {
+		return store.Build{}, errorf(codeInvalid, "image: %v", err)
 	}
 	archive := staged
 	staged = "" // StartImage owns it now

@@ -370,6 +370,9 @@ func (s *Service) buildRecipe(ctx context.Context, r *run, recipe Recipe) error 
 		}
 		return fmt.Errorf("snapshotting the build capsule: %w", err)
 	}
+	// The capsule goes before the build is recorded done: whoever sees it
+	// succeeded sees it gone (the snapshot does not need it).
+	s.destroyCapsule(ctx, r.b.TeamID, c.ID)
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return err

@@ -82,6 +82,20 @@ func Open(archive, work string) (v1.Image, error) {
 	}
 }
 
+// Check reports, as ErrInvalid, why archive is not an image Open can
+// read, from its table of contents alone (the control plane checks an
+// upload with it before it starts a build).
+func Check(archive string) error {
+	names, err := tarNames(archive)
+	if err != nil {
+		return err
+	}
+	if (names["oci-layout"] && names["index.json"]) || names["manifest.json"] {
+		return nil
+	}
+	return invalidf("the archive has neither oci-layout and index.json (an OCI image layout) nor manifest.json (docker save)")
+}
+
 // tarNames returns the names of the top-level files of the tar file at p.
 func tarNames(p string) (map[string]bool, error) {
 	f, err := os.Open(p)

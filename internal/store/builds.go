@@ -290,7 +290,7 @@ func (s *Store) SucceedBuild(ctx context.Context, b Build, bt BuiltTemplate, ev 
 			t, err = scanTemplate(tx.QueryRow(ctx, `
 				INSERT INTO templates (id, name, team_id, kind, size_bytes, default_vcpus, default_memory_mb,
 				                       default_disk_mb, host_id, agent_name, description, build_ms, build_id, config)
-				VALUES ($1, $2, $3, 'image', $4, $5, $6, $7, $8, $1, $9, $10, $11, $12)
+				VALUES ($1::uuid, $2, $3, 'image', $4, $5, $6, $7, $8, $1::text, $9, $10, $11, $12)
 				RETURNING `+templateColumns, bt.ID, b.Name, team, bt.SizeBytes, bt.VCPUs, bt.MemoryMB, bt.DiskMB,
 				bt.HostID, "built from an OCI image", ms, b.ID, cfg))
 		default:
