@@ -38,7 +38,7 @@ const importMeta = "import.json"
 // importedMeta is import.json.
 type importedMeta struct {
 	Config     hostproto.ImageConfig `json:"config"`
-	ImportedAt time.Time       `json:"imported_at"`
+	ImportedAt time.Time             `json:"imported_at"`
 }
 
 // importHandler serves hostproto.TemplateImportPath. The control plane's token names the
