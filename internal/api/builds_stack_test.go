@@ -175,6 +175,7 @@ func uploadImage(t *testing.T, st *stacktest.Stack, name, archive string) answer
 		_ = pw.CloseWithError(err)
 	}()
 	res := st.Team.DoRaw(t, st, "POST", "/v1/templates", mw.FormDataContentType(), pr)
+	defer func() { _ = res.Body.Close() }()
 	return readAnswer(t, res)
 }
 

@@ -2,6 +2,7 @@ package builds
 
 import (
 	"bytes"
+	"errors"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -104,7 +105,12 @@ func (r Recipe) Check() error {
 	}
 	for i, s := range r.Steps {
 		if err := s.check(); err != nil {
-			return invalid("recipe.steps[%d]: %s", i, err.(*Error).Message)
+			msg := err.Error()
+			var e *Error
+			if errors.As(err, &e) {
+				msg = e.Message
+			}
+			return invalid("recipe.steps[%d]: %s", i, msg)
 		}
 	}
 	return nil
@@ -191,7 +197,8 @@ func validUser(u string) bool {
 		return false
 	}
 	for _, r := range u {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.'
+		if !ok {
 			return false
 		}
 	}

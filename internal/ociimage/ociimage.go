@@ -368,7 +368,7 @@ func (u *unpacker) entry(hdr *tar.Header, body io.Reader) error {
 	// directories: then the lower one's content stays (that is what
 	// opaque markers are for).
 	if fi, err := u.root.Lstat(name); err == nil {
-		if !(fi.IsDir() && hdr.Typeflag == tar.TypeDir) {
+		if bothDirs := fi.IsDir() && hdr.Typeflag == tar.TypeDir; !bothDirs {
 			if err := u.root.RemoveAll(name); err != nil {
 				return fmt.Errorf("replacing %s: %w", name, err)
 			}

@@ -274,7 +274,7 @@ func Check(t testing.TB, rootfs string) {
 			return 0, 0
 		}
 		st := fi.Sys().(*syscall.Stat_t)
-		return st.Ino, uint64(st.Nlink)
+		return st.Ino, st.Nlink
 	}
 	ino, n := inode("data/orig")
 	for _, l := range []string{"data/same", "data/link"} {
