@@ -65,18 +65,18 @@ test('a recipe build followed live to success', async () => {
   // Follow it: the bar's values and whether lines came while it ran.
   const seen = new Set();
   let linesWhileRunning = 0;
-  await eventually(
-    'the build to succeed',
+  const status = await eventually(
+    'the build to end',
     async () => {
       seen.add(Number(await bar.getAttribute('aria-valuenow')));
-      const status = await view.locator('[data-build-status]').getAttribute('data-build-status').catch(() => null);
-      if (status === 'running') linesWhileRunning = Math.max(linesWhileRunning, (await log.innerText()).split('\n').filter(Boolean).length);
-      if (status && status !== 'running' && status !== 'succeeded') throw new Error('build ' + status + ': ' + (await view.innerText()));
-      return status === 'succeeded';
+      const st = await view.locator('[data-build-status]').getAttribute('data-build-status', { timeout: 1000 }).catch(() => null);
+      if (st === 'running') linesWhileRunning = Math.max(linesWhileRunning, (await log.innerText()).split('\n').filter(Boolean).length);
+      return st && st !== 'running' ? st : false;
     },
     120_000,
     50,
   );
+  assert.equal(status, 'succeeded', 'the build did not succeed: ' + (await view.innerText()));
   await page.screenshot({ path: path.join(OUT, 'template-build.png'), fullPage: true });
   assert.equal(await bar.getAttribute('aria-valuenow'), '100');
   const between = [...seen].filter((v) => v > 0 && v < 100);
@@ -104,7 +104,16 @@ test('a failing step fails the build with its output and leaves no template', as
   await startBuild(name, { base: 'minimal', steps: [{ run: 'echo the cause of it >&2; exit 7' }] });
   const view = page.getByRole('region', { name: `Build of ${name}` });
   await waitVisible(view, 15_000);
-  await eventually('the build to fail', async () => (await view.locator('[data-build-status]').getAttribute('data-build-status')) === 'failed', 120_000, 100);
+  const status = await eventually(
+    'the build to end',
+    async () => {
+      const st = await view.locator('[data-build-status]').getAttribute('data-build-status', { timeout: 1000 }).catch(() => null);
+      return st && st !== 'running' ? st : false;
+    },
+    120_000,
+    100,
+  );
+  assert.equal(status, 'failed', 'the build did not fail: ' + (await view.innerText()));
   const alert = await view.getByRole('alert').innerText();
   assert.match(alert, /exit code 7/);
   assert.match(alert, /the cause of it/);

@@ -358,12 +358,30 @@ func TestRecipeFailingStepStack(t *testing.T) {
 			t.Errorf("the failed build left template directory %s", d)
 		}
 	}
-	// The name is free again.
-	b2 := startBuild(t, st, "recipe-bad", map[string]any{"base": "minimal", "steps": []map[string]any{{"run": "true"}}})
+	// The name is free again; the platform admin (the stack's first
+	// user) builds it public this time: every team sees it.
+	var b2 buildView
+	st.Team.JSON(t, st, "POST", "/v1/templates", map[string]any{"name": "recipe-bad", "public": true,
+		"recipe": map[string]any{"base": "minimal", "steps": []map[string]any{{"run": "echo public > /root/p"}}}}, http.StatusAccepted, &b2)
 	if w2 := follow(t, st, st.Team, b2.ID, 2*time.Minute, nil); w2.end.Status != "succeeded" {
-		t.Errorf("second build of the name: %+v", w2.end)
+		t.Fatalf("second build of the name: %+v", w2.end)
 	}
-	teamCall(t, st, st.Team, "DELETE", "/v1/snapshots/recipe-bad", nil)
+	other := st.NewTeam(t)
+	var ts []struct {
+		Name   string `json:"name"`
+		Public bool   `json:"public"`
+	}
+	other.JSON(t, st, "GET", "/v1/templates", nil, http.StatusOK, &ts)
+	seen := false
+	for _, tm := range ts {
+		seen = seen || (tm.Name == "recipe-bad" && tm.Public)
+	}
+	if !seen {
+		t.Errorf("another team does not see the public template: %+v", ts)
+	}
+	a := teamCall(t, st, other, "POST", "/v1/templates", map[string]any{"name": "x", "public": true,
+		"recipe": map[string]any{"base": "minimal", "steps": []map[string]any{{"run": "true"}}}})
+	a.wantError(t, "public build by a member", http.StatusForbidden, "forbidden")
 }
 
 // TestBuildCancelStack cancels a build in the middle of a long step.
