@@ -134,6 +134,7 @@ func TestMigrateCommands(t *testing.T) {
 		{[]string{"migrate", "up"}, "no pending migrations"},
 		{[]string{"migrate", "status"}, "applied"},
 		{[]string{"migrate", "down"}, "rolled back 00012_base_template.sql"},
+		{[]string{"migrate", "down"}, "rolled back 00011_template_builds.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00010_ports.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00009_network_policy.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00007_quotas.sql"},

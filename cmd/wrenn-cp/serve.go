@@ -78,7 +78,10 @@ func serve(ctx context.Context, cfg config.ControlPlane, log *slog.Logger) error
 		log.Info("shutting down")
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
+		err := srv.Shutdown(sctx)
+		// Builds under way are recorded failed, with the reason.
+		apiSrv.Close()
+		if err != nil {
 			return fmt.Errorf("shutting down HTTP server: %w", err)
 		}
 		return nil

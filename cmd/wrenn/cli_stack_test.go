@@ -420,6 +420,22 @@ func TestCLIStack(t *testing.T) {
 		u.failsWith(1, "template_not_found", "snapshot", "rm", name)
 	})
 
+	t.Run("template build", func(t *testing.T) {
+		u := u.in(t)
+		name := "cli-built-" + tag
+		recipe := `{"base": "minimal", "steps": [{"run": "echo made by the cli > /root/made"}]}`
+		r := u.run(recipe, "template", "build", "--recipe", "-", name)
+		if r.code != 0 || r.stdout != name+"\n" || !strings.Contains(r.stderr, "step 2/3: RUN echo made by the cli") {
+			t.Fatalf("template build: %d %q %q", r.code, r.stdout, r.stderr)
+		}
+		defer u.ok("snapshot", "rm", name)
+		r = u.run(`{"base": "minimal", "steps": [{"run": "echo broken >&2; exit 4"}]}`, "template", "build", "--recipe", "-", name+"-bad")
+		if r.code != 1 || !strings.Contains(r.stderr, "exit code 4") || !strings.Contains(r.stderr, "broken") {
+			t.Errorf("failing template build: %d %q %q", r.code, r.stdout, r.stderr)
+		}
+		u.failsWith(2, "want --recipe FILE or --image FILE", "template", "build", name)
+	})
+
 	t.Run("rm", func(t *testing.T) {
 		u := u.in(t)
 		if r := u.ok("capsule", "rm", id); r.stdout != id+"\n" {

@@ -60,6 +60,8 @@ Commands:
   snapshot ls                       list the team's snapshots
   snapshot rm <name>                delete a snapshot
   template ls                       list templates
+  template build --recipe F | --image F <name>
+                                    build a template and follow its log
   completion bash|zsh               print a shell completion script
   version                           print the version
 

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 
 	"github.com/wrenn-dev/wrenn/pkg/wrenn"
@@ -62,10 +65,86 @@ func (c *cli) snapshot(ctx context.Context, args []string) error {
 }
 
 func (c *cli) template(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "build" {
+		return c.templateBuild(ctx, args[1:])
+	}
 	if len(args) == 0 || (args[0] != "ls" && args[0] != "list") {
-		return usageError("template: want ls")
+		return usageError("template: want ls or build")
 	}
 	return c.listTemplates(ctx, "template ls", args[1:], false)
+}
+
+// templateBuild starts a template build from a recipe file (JSON) or an
+// image archive and follows its log to the end; a build that does not
+// succeed is an error. Interrupted, it cancels the build.
+func (c *cli) templateBuild(ctx context.Context, args []string) error {
+	fs := c.flags("template build")
+	c.jsonFlag(fs)
+	recipe := fs.String("recipe", "", "recipe file (JSON; - for stdin)")
+	image := fs.String("image", "", "OCI image layout or docker save archive (tar)")
+	detach := fs.Bool("detach", false, "print the build id and return without following it")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 || (*recipe == "") == (*image == "") {
+		return usageError("template build: want --recipe FILE or --image FILE, and a template name")
+	}
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	var b *wrenn.Build
+	if *recipe != "" {
+		var raw []byte
+		if *recipe == "-" {
+			raw, err = io.ReadAll(c.stdin)
+		} else {
+			raw, err = os.ReadFile(*recipe)
+		}
+		if err != nil {
+			return fmt.Errorf("reading recipe: %w", err)
+		}
+		b, err = cl.BuildFromRecipe(ctx, fs.Arg(0), json.RawMessage(raw))
+	} else {
+		f, ferr := os.Open(*image)
+		if ferr != nil {
+			return fmt.Errorf("reading image: %w", ferr)
+		}
+		defer func() { _ = f.Close() }()
+		b, err = cl.BuildFromImage(ctx, fs.Arg(0), f)
+	}
+	if err != nil {
+		return err
+	}
+	if *detach {
+		if c.json {
+			return c.printJSON(b)
+		}
+		fmt.Fprintln(c.stdout, b.ID)
+		return nil
+	}
+	end, err := cl.FollowBuild(ctx, b.ID, func(l wrenn.BuildLog) {
+		if !c.json {
+			fmt.Fprintln(c.stderr, l.Line)
+		}
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			_, _ = cl.CancelBuild(context.WithoutCancel(ctx), b.ID)
+		}
+		return err
+	}
+	if c.json {
+		if err := c.printJSON(end); err != nil {
+			return err
+		}
+	} else if end.Status == "succeeded" {
+		fmt.Fprintln(c.stdout, end.Name)
+	}
+	if end.Status != "succeeded" {
+		return fmt.Errorf("build %s %s: %s", end.ID, end.Status, end.Error)
+	}
+	return nil
 }
 
 // listTemplates lists templates; onlySnapshots keeps the team's snapshots.

@@ -432,8 +432,9 @@ func (c *Capsules) readSnapshotMeta(template string) (snapshotMeta, bool, error)
 	return m, true, nil
 }
 
-// DeleteTemplate removes a snapshot template. Capsules restored from it do
-// not need it any more; base templates are never removed this way.
+// DeleteTemplate removes a snapshot template or an imported one (see
+// Import). Capsules restored from a snapshot do not need it any more; base
+// templates an operator built are never removed this way.
 func (c *Capsules) DeleteTemplate(ctx context.Context, name string) error {
 	if !rules.ValidTemplateName(name) {
 		return fmt.Errorf("%w: template name %q", errInvalidSpec, name)
@@ -444,7 +445,7 @@ func (c *Capsules) DeleteTemplate(ctx context.Context, name string) error {
 	}
 	if _, ok, err := c.readSnapshotMeta(name); err != nil {
 		return err
-	} else if !ok {
+	} else if !ok && !c.isImported(name) {
 		return fmt.Errorf("%w: %s", errBaseTemplate, name)
 	}
 	// Renamed away first, so that the template disappears at once and a

@@ -258,6 +258,9 @@ func (p *pool) close() {
 func (c *Capsules) defaultProfiles() []profile {
 	var out []profile
 	for _, name := range c.Templates() {
+		if c.isImported(name) {
+			continue // a team's template, not worth a warm capsule
+		}
 		b, err := os.ReadFile(filepath.Join(c.imagesDir(), name, "template.json"))
 		if err != nil {
 			continue

@@ -6,6 +6,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hostproto"
 	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
 )
 
@@ -38,5 +39,7 @@ func (s *Server) Handler() http.Handler {
 	ports := newPortProxy(s.capsules, s.verifier)
 	mux.Handle(hostauth.PortProxyPath("{id}", "{port}"), ports)
 	mux.Handle(hostauth.PortProxyPath("{id}", "{port}")+"/", ports)
+	// So does a template import: it is bound to the template's name.
+	mux.Handle("POST "+hostproto.TemplateImportPath("{name}"), s.importHandler())
 	return mux
 }

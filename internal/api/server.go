@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/wrenn-dev/wrenn/internal/agentaddr"
 	"github.com/wrenn-dev/wrenn/internal/auth"
+	"github.com/wrenn-dev/wrenn/internal/builds"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/lifecycle"
@@ -44,6 +46,10 @@ type Deps struct {
 	// are not used: calls to agents go over a transport of the API's own
 	// (see newAgentHTTPClient).
 	AgentClient *http.Client
+	// BuildReapEvery and BuildStaleAfter tune the build reaper (see
+	// internal/builds; zero takes its defaults, 5 s and 30 s): tests
+	// shorten them.
+	BuildReapEvery, BuildStaleAfter time.Duration
 }
 
 // server holds the dependencies shared by the handlers.
@@ -71,6 +77,8 @@ type server struct {
 	envds      *envdClients
 	// capsules is the capsule service the capsule routes call.
 	capsules *lifecycle.Service
+	// builds runs template builds (POST /v1/templates).
+	builds *builds.Service
 	// dashboard serves the web dashboard (internal/web).
 	dashboard http.Handler
 
@@ -135,7 +143,19 @@ func (sv *Server) Bootstrap(ctx context.Context) error {
 // RunReaper pauses capsules idle for longer than their timeout_sec, every
 // Config.ReaperInterval, until ctx ends; it returns nil then. Every replica
 // runs one; a PostgreSQL advisory lock lets one act per round.
-func (sv *Server) RunReaper(ctx context.Context) error { return sv.s.capsules.RunReaper(ctx) }
+//
+// It also runs the build reaper, which fails the template builds a control
+// plane that died left running (internal/builds).
+func (sv *Server) RunReaper(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sv.s.capsules.RunReaper(ctx) })
+	g.Go(func() error { return sv.s.builds.RunReaper(ctx) })
+	return g.Wait()
+}
+
+// Close stops the template builds this control plane runs (they are
+// recorded failed: the control plane shut down) and waits for them.
+func (sv *Server) Close() { sv.s.builds.Close() }
 
 // New returns the control plane's API server.
 func New(d Deps) *Server {
@@ -188,6 +208,7 @@ func New(d Deps) *Server {
 		Store: s.store, Logger: s.log, Agent: s.capsuleService, ReaperInterval: s.cfg.ReaperInterval, Quota: s.defaultQuota(),
 		Metrics: lifecycle.Metrics{Pause: s.metrics.pause, Resume: s.metrics.resume, Snapshot: s.metrics.snapshot},
 	})
+	s.builds = s.newBuilds(d.BuildReapEvery, d.BuildStaleAfter)
 	return &Server{Handler: s.hostRouting(s.routes()), s: s}
 }
 

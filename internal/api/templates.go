@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"slices"
 	"time"
@@ -31,14 +32,29 @@ type templateJSON struct {
 	// A snapshot's host and source capsule (null for base templates).
 	HostID          *string `json:"host_id"`
 	SourceCapsuleID *string `json:"source_capsule_id"`
+	// Public templates are every team's (base templates, and builds a
+	// platform admin made public); the others the team's own.
+	Public bool `json:"public"`
+	// BuildMS is how long the template's build took (null: not built by
+	// a build job); Config what its build recorded.
+	BuildMS *int64          `json:"build_ms"`
+	Config  json.RawMessage `json:"config"`
 }
 
 func toTemplateJSON(t store.Template) templateJSON {
-	return templateJSON{
+	j := templateJSON{
 		Name: t.Name, Kind: t.Kind, Description: t.Description, SizeBytes: t.SizeBytes,
 		DefaultVCPUs: t.DefaultVCPUs, DefaultMemoryMB: t.DefaultMemoryMB, DefaultDiskMB: t.DefaultDiskMB,
 		CreatedAt: t.CreatedAt, HostID: ptr(t.HostID), SourceCapsuleID: ptr(t.SourceCapsuleID),
+		Public: t.TeamID == "", Config: t.Config,
 	}
+	if t.BuildMS > 0 {
+		j.BuildMS = &t.BuildMS
+	}
+	if len(j.Config) == 0 {
+		j.Config = json.RawMessage("{}")
+	}
+	return j
 }
 
 func (s *server) handleListTemplates() http.Handler {

@@ -106,3 +106,49 @@ type RefreshResponse struct {
 	HostID string `json:"host_id"`
 	Credentials
 }
+
+// TemplateImportPath is the agent's route to which the control plane
+// streams an OCI image (an OCI image layout or a `docker save` archive, as
+// one tar file) to make template name; the query gives its default sizes
+// (vcpus, memory_mb, disk_mb). The call carries a token for
+// TemplateImportProcedure(name) bound to its request line. The answer is
+// a stream of ImportLine, one JSON object a line.
+func TemplateImportPath(name string) string { return "/templates/" + name + "/import" }
+
+// TemplateImportProcedure is the subject of the control plane's token for
+// importing template name.
+func TemplateImportProcedure(name string) string { return "template-import:" + name }
+
+// ImportLine is one line of an import's answer: progress (Log), then the
+// template made, or why the import failed.
+type ImportLine struct {
+	Log      string            `json:"log,omitempty"`
+	Template *ImportedTemplate `json:"template,omitempty"`
+	Error    *ImportError      `json:"error,omitempty"`
+}
+
+// ImportError is how an import failed: Code is "invalid_argument" for an
+// archive that is no usable image or a bad request, "already_exists" when
+// the host has a template of that name, else "internal".
+type ImportError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// ImportedTemplate is a template an import made.
+type ImportedTemplate struct {
+	Name        string      `json:"name"`
+	SizeBytes   int64       `json:"size_bytes"`
+	EnvdVersion string      `json:"envd_version"`
+	Config      ImageConfig `json:"config"`
+}
+
+// ImageConfig is what an image's configuration says about running it.
+type ImageConfig struct {
+	Env          []string `json:"env,omitempty"`
+	User         string   `json:"user,omitempty"`
+	WorkingDir   string   `json:"workdir,omitempty"`
+	Entrypoint   []string `json:"entrypoint,omitempty"`
+	Cmd          []string `json:"cmd,omitempty"`
+	ExposedPorts []string `json:"exposed_ports,omitempty"`
+}

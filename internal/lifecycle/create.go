@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -84,6 +85,9 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 			return store.Capsule{}, errorf(TemplateUnavailable, "snapshot %q was on a host that has been deleted; it cannot be restored", tmpl.Name)
 		}
 	}
+	if tmpl.Kind == store.TemplateImage && tmpl.HostID == "" {
+		return store.Capsule{}, errorf(TemplateUnavailable, "template %q was imported on a host that has been deleted; build it again", tmpl.Name)
+	}
 	if req.VCPUs != nil {
 		vcpus = *req.VCPUs
 	}
@@ -147,7 +151,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 	s.log.InfoContext(ctx, "capsule placed", "capsule_id", c.ID, "host_id", h.ID, "template", tmpl.Name)
 	spec := &hostagentv1.CapsuleSpec{
 		CapsuleId: c.ID, Template: tmpl.AgentName, Vcpus: int32(vcpus), MemoryMb: int32(memory),
-		DiskMb: int32(disk), Envs: req.Envs, Network: capsule.PolicyToProto(policy),
+		DiskMb: int32(disk), Envs: templateEnvs(tmpl, req.Envs), Network: capsule.PolicyToProto(policy),
 	}
 	// The start outlives the request: a client that hangs up, or asked
 	// not to wait, does not stop it.
@@ -215,4 +219,23 @@ func (s *Service) start(ctx context.Context, c store.Capsule, h store.Host, spec
 	}
 	s.log.InfoContext(ctx, "capsule running", "capsule_id", c.ID, "host_id", h.ID)
 	return rc, nil
+}
+
+// templateEnvs returns the environment of a capsule of t: the variables
+// t's build set (its config's env), overridden by those of the request.
+func templateEnvs(t store.Template, envs map[string]string) map[string]string {
+	var cfg struct {
+		Env map[string]string `json:"env"`
+	}
+	if len(t.Config) == 0 || json.Unmarshal(t.Config, &cfg) != nil || len(cfg.Env) == 0 {
+		return envs
+	}
+	out := make(map[string]string, len(cfg.Env)+len(envs))
+	for k, v := range cfg.Env {
+		out[k] = v
+	}
+	for k, v := range envs {
+		out[k] = v
+	}
+	return out
 }

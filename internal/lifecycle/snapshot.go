@@ -187,8 +187,8 @@ func (s *Service) DeleteSnapshot(ctx context.Context, teamID, name string, ev st
 	if err != nil {
 		return err
 	}
-	if t.Kind != store.TemplateSnapshot || t.TeamID == "" {
-		return errorf(Conflict, "%q is a base template; only snapshots can be deleted", name)
+	if t.Kind == store.TemplateBase || t.TeamID == "" {
+		return errorf(Conflict, "%q is a global template; only the team's snapshots and built templates can be deleted", name)
 	}
 	ctx = context.WithoutCancel(ctx)
 	err = s.store.DeleteSnapshot(ctx, teamID, t.ID, withMeta(ev, map[string]any{"name": name}))

@@ -125,6 +125,11 @@ type Options struct {
 	// ControlPlane, when set, adjusts the control plane's configuration
 	// (quotas, say) before it starts; teams have no quota otherwise.
 	ControlPlane func(*config.ControlPlane)
+	// BuildStaleAfter, when set, is how old a running template build's
+	// heartbeat may get before the build reaper (run with the TTL reaper,
+	// see ReaperInterval) fails it; the reaper then looks every
+	// ReaperInterval.
+	BuildStaleAfter time.Duration
 	// CapsulePids is the agent's per-capsule pids limit
 	// (WRENN_CAPSULE_PIDS; 0 leaves the driver's default).
 	CapsulePids int64
@@ -284,14 +289,15 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	}
 	apiSrv := api.New(api.Deps{
 		Store: st, Config: cpCfg, Signer: signer, Logger: log.With("component", "cp"),
-		Passwords: auth.Passwords{Cost: bcrypt.MinCost},
+		Passwords:       auth.Passwords{Cost: bcrypt.MinCost},
+		BuildStaleAfter: o.BuildStaleAfter, BuildReapEvery: o.ReaperInterval,
 	})
 	// As cmd/wrenn-cp serves: HTTP/1.1 and h2c.
 	cpSrv := &http.Server{Handler: apiSrv, Protocols: new(http.Protocols)}
 	cpSrv.Protocols.SetHTTP1(true)
 	cpSrv.Protocols.SetUnencryptedHTTP2(true)
 	go func() { _ = cpSrv.Serve(cpLn) }()
-	t.Cleanup(func() { _ = cpSrv.Close() })
+	t.Cleanup(func() { _ = cpSrv.Close(); apiSrv.Close() })
 	s := &Stack{URL: "http://" + loopback(cpLn), Store: st, Signer: signer}
 	jobs := make(chan struct{}, 2)
 	if o.HostTimeout > 0 {

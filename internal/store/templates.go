@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -12,7 +13,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/egress"
 )
 
-// Template kinds.
+// Template kinds (and TemplateImage, builds.go).
 const (
 	TemplateBase     = "base"
 	TemplateSnapshot = "snapshot"
@@ -41,17 +42,22 @@ type Template struct {
 	// launched from it that ask for none: its source capsule's when it
 	// was taken (nil: the open policy; always nil for base templates).
 	Network *egress.Policy
+	// BuildMS is how long the build that made it took (0: not built by
+	// a build job); Config what the build recorded (JSON object: env,
+	// user, workdir, start, expose).
+	BuildMS int64
+	Config  json.RawMessage
 }
 
 const templateColumns = `id::text, name, coalesce(team_id::text, ''), kind, description, size_bytes,
 	default_vcpus, default_memory_mb, default_disk_mb, created_at, coalesce(host_id::text, ''),
-	coalesce(source_capsule_id::text, ''), agent_name, network_policy`
+	coalesce(source_capsule_id::text, ''), agent_name, network_policy, coalesce(build_ms, 0), config`
 
 func scanTemplate(row pgx.Row) (Template, error) {
 	var t Template
 	err := row.Scan(&t.ID, &t.Name, &t.TeamID, &t.Kind, &t.Description, &t.SizeBytes,
 		&t.DefaultVCPUs, &t.DefaultMemoryMB, &t.DefaultDiskMB, &t.CreatedAt, &t.HostID, &t.SourceCapsuleID,
-		&t.AgentName, &t.Network)
+		&t.AgentName, &t.Network, &t.BuildMS, &t.Config)
 	if err == nil && t.AgentName == "" {
 		t.AgentName = t.Name
 	}
@@ -169,7 +175,7 @@ var ErrTemplateInUse = errors.New("template in use")
 // deleted meanwhile.
 var ErrTemplateGone = errors.New("template deleted")
 
-// DeleteSnapshot deletes team teamID's snapshot template id and writes ev,
+// DeleteSnapshot deletes team teamID's snapshot or image template id and writes ev,
 // unless a capsule that is not stopped started from it (ErrTemplateInUse,
 // wrapped with how many). An unknown id is ErrNotFound.
 //
@@ -183,7 +189,7 @@ func (s *Store) DeleteSnapshot(ctx context.Context, teamID, id string, ev Event)
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var tid string
 		if err := tx.QueryRow(ctx, `
-			SELECT id::text FROM templates WHERE id = $1 AND team_id = $2 AND kind = 'snapshot' FOR UPDATE`,
+			SELECT id::text FROM templates WHERE id = $1 AND team_id = $2 AND kind IN ('snapshot', 'image') FOR UPDATE`,
 			id, teamID).Scan(&tid); err != nil {
 			return err
 		}

@@ -21,6 +21,8 @@ import type {
   ProcessInfo,
   Session,
   Template,
+  Build,
+  BuildLog,
 } from './types';
 
 /** An error answered by the API (or a network failure, status 0). */
@@ -261,6 +263,14 @@ export const api = {
     call<Template>('POST', '/v1/snapshots', { body: name ? { capsule_id: capsuleId, name } : { capsule_id: capsuleId } }),
   deleteSnapshot: (name: string) => call<void>('DELETE', `/v1/snapshots/${enc(name)}`),
 
+  // Template builds.
+  buildFromRecipe: (name: string, recipe: unknown) => call<Build>('POST', '/v1/templates', { body: { name, recipe } }),
+  buildFromImage: (name: string, image: File) => buildFromImage(name, image),
+  listBuilds: (signal?: AbortSignal) => call<Build[]>('GET', '/v1/templates/builds', { signal }),
+  getBuild: (id: string, signal?: AbortSignal) => call<Build>('GET', `/v1/templates/builds/${enc(id)}`, { signal }),
+  cancelBuild: (id: string) => call<Build>('POST', `/v1/templates/builds/${enc(id)}/cancel`),
+  followBuild: (id: string, on: BuildEvents, signal: AbortSignal) => followBuild(id, on, signal),
+
   // API keys.
   listAPIKeys: (signal?: AbortSignal) => call<ApiKey[]>('GET', '/v1/api-keys', { signal }),
   createAPIKey: (name: string, scopes?: string[]) =>
@@ -298,4 +308,79 @@ export function ptyURL(id: string, params: { cols: number; rows: number; cmd?: s
     `${proto}//${location.host}/v1/capsules/${enc(id)}/pty` +
     query({ cols: params.cols, rows: params.rows, cmd: params.cmd, team_id: currentTeam })
   );
+}
+
+/** Uploads an image archive (multipart, part "image") to start a build. */
+async function buildFromImage(name: string, image: File): Promise<Build> {
+  const form = new FormData();
+  form.set('name', name);
+  form.set('image', image, image.name);
+  let res: Response;
+  try {
+    res = await fetch('/v1/templates', { method: 'POST', headers: headers('POST'), body: form, credentials: 'same-origin' });
+  } catch {
+    throw unreachable();
+  }
+  if (!res.ok) throw await failure(res);
+  return (await res.json()) as Build;
+}
+
+/** What following a build reports. */
+export interface BuildEvents {
+  log: (l: BuildLog) => void;
+  status: (b: Build) => void;
+  end: (b: Build) => void;
+}
+
+/**
+ * Follows a build's log (server-sent events, replayed from the start) over
+ * fetch rather than EventSource, so that the request carries X-Team-ID.
+ * Resolves when the build ended or signal aborts.
+ */
+async function followBuild(id: string, on: BuildEvents, signal: AbortSignal): Promise<void> {
+  let after = 0;
+  for (let attempt = 0; attempt < 5 && !signal.aborted; attempt++) {
+    const h = headers('GET', { Accept: 'text/event-stream' });
+    let res: Response;
+    try {
+      res = await fetch(`/v1/templates/builds/${enc(id)}/logs` + query({ after: after || undefined }), { headers: h, signal, credentials: 'same-origin' });
+    } catch (e) {
+      if (e instanceof DOMException && e.name === 'AbortError') return;
+      await new Promise((r) => setTimeout(r, 500));
+      continue;
+    }
+    if (!res.ok || !res.body) throw await failure(res);
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let i: number;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          let event = 'message';
+          let data = '';
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event: ')) event = line.slice(7);
+            else if (line.startsWith('data: ')) data += line.slice(6);
+          }
+          if (!data) continue;
+          const v = JSON.parse(data);
+          if (event === 'log') {
+            after = v.seq;
+            on.log(v as BuildLog);
+          } else if (event === 'status') on.status(v as Build);
+          else if (event === 'end') {
+            on.end(v as Build);
+            return;
+          }
+        }
+      }
+    } catch (e) {
+      if (e instanceof DOMException && e.name === 'AbortError') return;
+    }
+  }
 }

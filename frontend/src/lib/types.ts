@@ -82,7 +82,7 @@ export interface NewCapsule {
 
 export interface Template {
   name: string;
-  kind: 'base' | 'snapshot';
+  kind: 'base' | 'snapshot' | 'image';
   description: string;
   size_bytes: number;
   default_vcpus: number;
@@ -91,6 +91,40 @@ export interface Template {
   created_at: string;
   host_id: string | null;
   source_capsule_id: string | null;
+  /** Every team's (base templates, public builds); else the team's own. */
+  public?: boolean;
+  /** How long its build took, for built templates. */
+  build_ms?: number | null;
+}
+
+/** A template build (POST /v1/templates). */
+export interface Build {
+  id: string;
+  name: string;
+  public: boolean;
+  source: 'image' | 'recipe';
+  status: 'running' | 'succeeded' | 'failed' | 'cancelled';
+  error: string;
+  steps_total: number;
+  steps_done: number;
+  current_step: string;
+  progress: number;
+  host_id: string | null;
+  capsule_id: string | null;
+  template_id: string | null;
+  size_bytes: number;
+  created_at: string;
+  finished_at: string | null;
+  duration_ms: number;
+}
+
+/** One line of a build's log. */
+export interface BuildLog {
+  seq: number;
+  step: number;
+  stream: 'info' | 'stdout' | 'stderr';
+  line: string;
+  at: string;
 }
 
 export interface ApiKey {
