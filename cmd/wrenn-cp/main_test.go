@@ -133,6 +133,7 @@ func TestMigrateCommands(t *testing.T) {
 		{[]string{"migrate", "up"}, "applied 00001_foundation.sql"},
 		{[]string{"migrate", "up"}, "no pending migrations"},
 		{[]string{"migrate", "status"}, "applied"},
+		{[]string{"migrate", "down"}, "rolled back 00008_host_links.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00007_quotas.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00006_authz.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00005_dashboard.sql"},

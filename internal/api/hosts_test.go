@@ -3,7 +3,6 @@ package api_test
 import (
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/agent"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 )
 
 func TestHostLifecycle(t *testing.T) {
@@ -175,15 +175,22 @@ func TestGetHostAsksAgent(t *testing.T) {
 	reg := e.createHost(admin)
 	r := e.call("POST", "/v1/hosts/register", registerBody(reg.token)).want(t, "register", http.StatusCreated)
 	// The real agent's RPC server, with the credential registration gave it.
-	ag, err := agent.NewServer(config.Agent{Dir: t.TempDir(), Runtime: config.RuntimeGVisor},
+	dir := t.TempDir()
+	ag, err := agent.NewServer(config.Agent{Dir: dir, Runtime: config.RuntimeGVisor},
 		agent.Credential{HostID: reg.hostID, CPPublicKey: r.str("cp_public_key")},
 		nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(ag.Handler())
-	defer srv.Close()
-	e.exec(`UPDATE hosts SET address = $2 WHERE id = $1`, reg.hostID, strings.TrimPrefix(srv.URL, "http://"))
+	id, err := hosttls.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Pin != ag.TLSPin() {
+		t.Fatalf("agent's pin %s, its directory's %s", ag.TLSPin(), id.Pin)
+	}
+	srv, addr := newAgentServer(t, ag.Handler(), id)
+	e.exec(`UPDATE hosts SET address = $2, tls_spki_sha256 = $3 WHERE id = $1`, reg.hostID, addr, ag.TLSPin())
 
 	got := e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get host", http.StatusOK)
 	info, _ := got.body["agent"].(map[string]any)

@@ -63,7 +63,8 @@ type server struct {
 	bootstrapToken string
 	registry       *prometheus.Registry
 	metrics        *metrics
-	agentClient    *http.Client
+	// agents holds the clients of calls to agents, one per pinned key.
+	agents *agentLinks
 	// agentAddrs says which addresses agents may be reached at; every
 	// dial to an agent is checked against it.
 	agentAddrs *agentaddr.Policy
@@ -130,17 +131,16 @@ func (sv *Server) RunReaper(ctx context.Context) error { return sv.s.capsules.Ru
 // New returns the control plane's API server.
 func New(d Deps) *Server {
 	s := &server{
-		store:       d.Store,
-		log:         d.Logger,
-		cfg:         d.Config,
-		signer:      d.Signer,
-		passwords:   d.Passwords,
-		sessions:    auth.NewSessions(d.Config.JWTSecret, d.Config.JWTTTL),
-		limiter:     auth.NewRateLimiter(d.Config.AuthRateLimit),
-		registry:    d.Registry,
-		agentClient: d.AgentClient,
-		envds:       newEnvdClients(),
-		dashboard:   web.Handler(d.Config.DashboardDir),
+		store:     d.Store,
+		log:       d.Logger,
+		cfg:       d.Config,
+		signer:    d.Signer,
+		passwords: d.Passwords,
+		sessions:  auth.NewSessions(d.Config.JWTSecret, d.Config.JWTTTL),
+		limiter:   auth.NewRateLimiter(d.Config.AuthRateLimit),
+		registry:  d.Registry,
+		envds:     newEnvdClients(),
+		dashboard: web.Handler(d.Config.DashboardDir),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -166,7 +166,7 @@ func New(d Deps) *Server {
 		s.registry = prometheus.NewRegistry()
 	}
 	s.agentAddrs = agentaddr.New(d.Config.AgentAllowedCIDRs)
-	s.agentClient = newAgentHTTPClient(d.AgentClient, s.agentAddrs.Dialer())
+	s.agents = newAgentLinks(d.AgentClient, s.agentAddrs.Dialer())
 	s.metrics = newMetrics(s.registry, s.store, s.log)
 	s.capsules = lifecycle.New(lifecycle.Deps{
 		Store: s.store, Logger: s.log, Agent: s.capsuleService, ReaperInterval: s.cfg.ReaperInterval, Quota: s.defaultQuota(),

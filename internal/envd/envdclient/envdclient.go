@@ -9,6 +9,7 @@ package envdclient
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,6 +117,15 @@ type Option func(*options)
 type options struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	wrap func(http.RoundTripper) http.RoundTripper
+	tls  *tls.Config
+}
+
+// WithTLS makes the client speak TLS with cfg (an https:// base URL):
+// RPCs over HTTP/2, file transfers over HTTP/1.1, as without TLS. The
+// control plane uses it to reach envd through an agent whose key it has
+// pinned (internal/hosttls).
+func WithTLS(cfg *tls.Config) Option {
+	return func(o *options) { o.tls = cfg }
 }
 
 // WithTransportWrapper makes every request pass through wrap's round
@@ -161,7 +171,6 @@ func New(baseURL, token string, opts ...Option) *Client {
 		// the answer before connect's limits see it.
 		DisableCompression: true,
 	}
-	rpcTransport.Protocols.SetUnencryptedHTTP2(true)
 	fileTransport := &http.Transport{
 		DialContext:         o.dial,
 		MaxIdleConnsPerHost: 16,
@@ -169,6 +178,17 @@ func New(baseURL, token string, opts ...Option) *Client {
 		WriteBufferSize:     256 << 10,
 		ReadBufferSize:      256 << 10,
 		DisableCompression:  true,
+	}
+	if o.tls != nil {
+		rpcTransport.TLSClientConfig = o.tls.Clone()
+		rpcTransport.Protocols.SetHTTP2(true)
+		fileTransport.TLSClientConfig = o.tls.Clone()
+		fileTransport.Protocols = new(http.Protocols)
+		fileTransport.Protocols.SetHTTP1(true)
+		fileTransport.TLSHandshakeTimeout = 10 * time.Second
+		rpcTransport.TLSHandshakeTimeout = 10 * time.Second
+	} else {
+		rpcTransport.Protocols.SetUnencryptedHTTP2(true)
 	}
 	c := &Client{
 		base: strings.TrimRight(baseURL, "/"),
