@@ -9,7 +9,7 @@ import (
 // roomy gives h plenty of disk and addresses, so that a test of CPU and
 // memory is not decided by them.
 func roomy(h scheduler.Host) scheduler.Host {
-	h.DiskMB, h.FreeDiskMB, h.FreeAddresses = 1 << 30, 1<<30, 1000
+	h.DiskMB, h.FreeDiskMB, h.FreeAddresses = 1<<30, 1<<30, 1000
 	return h
 }
 
