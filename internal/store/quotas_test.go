@@ -155,8 +155,8 @@ func TestConcurrentSnapshotsQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	var (
-		wg              sync.WaitGroup
-		mu              sync.Mutex
+		wg      sync.WaitGroup
+		mu      sync.Mutex
 		claimed []string // template ids
 		refused []string // capsule ids, still running
 	)
