@@ -121,6 +121,28 @@ func TestDiskFillBounded(t *testing.T) {
 	if r := stacktest.Run(t, client, "ulimit -n; ulimit -Hn"); strings.Join(strings.Fields(r.Stdout), " ") != "65536 65536" {
 		t.Errorf("open files limit of a process in the capsule (soft, hard) = %q, want the default 65536 65536", r.Stdout)
 	}
+	// The sandbox and its gofer hold at most WRENN_CAPSULE_HOST_FDS
+	// (default 16384) host descriptors each (runsc --fdlimit), not the
+	// agent's own limit.
+	limited := 0
+	for _, pid := range stacktest.ProcessesNaming(t, c.GetRuntimeId()) {
+		b, err := os.ReadFile(filepath.Join("/proc", pid, "limits"))
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), "boot") && !strings.Contains(string(cmdline), "gofer") {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			if f := strings.Fields(line); strings.HasPrefix(line, "Max open files") && len(f) >= 5 {
+				if f[3] != "16384" || f[4] != "16384" {
+					t.Errorf("process %s (%.60s) has open files %s/%s, want 16384 (WRENN_CAPSULE_HOST_FDS)", pid, cmdline, f[3], f[4])
+				}
+				limited++
+			}
+		}
+	}
+	if limited < 2 {
+		t.Errorf("found %d sandbox or gofer processes of the capsule, want 2", limited)
+	}
 	start := time.Now()
 	r := stacktest.Run(t, client, `dd if=/dev/urandom of=/root/fill bs=1M count=400 2>&1; echo "rc=$?"; ls -l /root/fill`)
 	used := stacktest.OverlayBytes(t, s.AgentConfig.Dir, c.GetRuntimeId())
@@ -170,4 +192,38 @@ func treeBytes(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	return total
+}
+
+// TestPauseAtPidsLimit fills a capsule's pids limit with sleeping
+// processes and pauses it: runsc's checkpoint runs in the capsule's
+// cgroup, so a capsule at its limit could fail to pause (only that capsule
+// would be hurt). The pause and the resume must succeed and the resumed
+// capsule's envd answer.
+func TestPauseAtPidsLimit(t *testing.T) {
+	const limit = 256
+	s := stacktest.Start(t, stacktest.Options{ColdStarts: true, CapsulePids: limit})
+	c := s.CreateCapsule(t)
+	id := c.GetSpec().GetCapsuleId()
+	pidsFile := stacktest.CapsulePidsFile(t, c.GetRuntimeId())
+	client := s.Envd(t, id)
+	// Sleepers until fork fails: the capsule is at its limit.
+	r := stacktest.Run(t, client, `i=0; while [ $i -lt 1000 ]; do sleep 1000 2>/dev/null & [ $? -eq 0 ] || break; i=$((i+1)); done; echo $i`)
+	time.Sleep(500 * time.Millisecond)
+	at := stacktest.ReadInt(pidsFile)
+	t.Logf("started %s sleepers; the capsule's cgroup holds %d tasks of %d", strings.TrimSpace(r.Stdout), at, limit)
+	if at < limit-16 {
+		t.Fatalf("the capsule holds %d tasks, not near its limit %d: the test does not test what it says", at, limit)
+	}
+	res, err := s.CapsuleService().PauseCapsule(context.Background(), connect.NewRequest(&hostagentv1.PauseCapsuleRequest{CapsuleId: id}))
+	if err != nil {
+		t.Fatalf("pausing a capsule at its pids limit: %v", err)
+	}
+	if res.Msg.GetCapsule().GetStatus() != "paused" {
+		t.Fatalf("after pause: %v", res.Msg.GetCapsule().GetStatus())
+	}
+	resume(t, s, id)
+	// Still at its limit, a new process may not start; envd answers.
+	if _, err := client.Metrics(context.Background()); err != nil {
+		t.Errorf("envd of the capsule after its resume: %v", err)
+	}
 }

@@ -35,6 +35,7 @@ func TestLoadAgentDefaults(t *testing.T) {
 		CapsuleConsoleBytes: 4 << 20,
 		CapsulePids:         1024,
 		CapsuleNoFile:       65536,
+		CapsuleHostFDs:      16384,
 		LogLevel:            slog.LevelInfo,
 		LogFormat:           "text",
 	}
@@ -58,6 +59,7 @@ func TestLoadAgentSet(t *testing.T) {
 		"WRENN_CAPSULE_CONSOLE_BYTES": "1048576",
 		"WRENN_CAPSULE_PIDS":          "4096",
 		"WRENN_CAPSULE_NOFILE":        "1024",
+		"WRENN_CAPSULE_HOST_FDS":      "4096",
 		"WRENN_LOG_LEVEL":             "debug",
 		"WRENN_LOG_FORMAT":            "JSON",
 	}), noFirecracker(t))
@@ -77,6 +79,7 @@ func TestLoadAgentSet(t *testing.T) {
 		CapsuleConsoleBytes: 1 << 20,
 		CapsulePids:         4096,
 		CapsuleNoFile:       1024,
+		CapsuleHostFDs:      4096,
 		LogLevel:            slog.LevelDebug,
 		LogFormat:           "json",
 	}
@@ -118,6 +121,8 @@ func TestLoadAgentBadValues(t *testing.T) {
 		{"WRENN_CAPSULE_PIDS", "-1"},
 		{"WRENN_CAPSULE_NOFILE", "10"},
 		{"WRENN_CAPSULE_NOFILE", "2000000"},
+		{"WRENN_CAPSULE_HOST_FDS", "100"},
+		{"WRENN_CAPSULE_HOST_FDS", "2000000"},
 		{"WRENN_LOG_LEVEL", "loud"},
 		{"WRENN_LOG_FORMAT", "xml"},
 	}

@@ -614,6 +614,7 @@ func OpenCapsules(ctx context.Context, cfg config.Agent, log *slog.Logger) (*age
 	driver, err := gvisor.New(gvisor.Config{
 		Runsc: cfg.Runsc, StateDir: filepath.Join(cfg.Dir, "runsc"), Logger: log,
 		ConsoleBytes: cfg.CapsuleConsoleBytes, PidsLimit: cfg.CapsulePids, NoFile: cfg.CapsuleNoFile,
+		HostFDs: cfg.CapsuleHostFDs,
 	})
 	if err != nil {
 		return nil, err
