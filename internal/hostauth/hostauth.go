@@ -3,11 +3,13 @@
 //
 // The control plane holds an Ed25519 key pair (kept in PostgreSQL so that every
 // replica signs with the same key) and hands the public half to each agent when
-// it registers. For every call the control plane signs a short-lived token bound
-// to one host (audience) and one RPC procedure (subject); the agent verifies the
-// signature, the audience, the procedure and the expiry, and refuses anything
-// else. A token captured on the wire is therefore useless for another host,
-// another procedure, or after a minute.
+// it registers. For every call the control plane signs a short-lived, single-use
+// token bound to one host (audience), one RPC procedure (subject) and the
+// request (a digest of a unary call's message, of an envd-proxy request's method
+// and URI, or the capsule a stream is about); the agent verifies all of it and
+// refuses anything else. A token is therefore useless for another host, another
+// procedure, another request or capsule, a second time, or after a minute. The
+// calls travel over TLS pinned to the agent's key (internal/hosttls).
 package hostauth
 
 import (

@@ -155,8 +155,9 @@ type Client struct {
 // New returns a client for the envd at baseURL (e.g. "http://10.11.0.2:49983")
 // that sends token (which may be empty before /init).
 //
-// RPCs go over unencrypted HTTP/2 (h2c), which client-streaming input needs;
-// file transfers go over HTTP/1.1, which streams large bodies faster.
+// RPCs go over HTTP/2 (h2c, or over TLS with WithTLS), which client-streaming
+// input needs; file transfers go over HTTP/1.1, which streams large bodies
+// faster.
 func New(baseURL, token string, opts ...Option) *Client {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	o := options{dial: dialer.DialContext, wrap: func(rt http.RoundTripper) http.RoundTripper { return rt }}
