@@ -200,14 +200,15 @@ func treeBytes(t *testing.T, dir string) int64 {
 // would be hurt). The pause and the resume must succeed and the resumed
 // capsule's envd answer.
 //
-// It fails today, worse than feared: at its limit the capsule's sandbox
-// itself stops (runsc pause: "cannot pause container … in state
-// stopped"), its envd first. Only that capsule is hurt (TestForkBombBounded
+// It fails today, worse than feared: at its limit the capsule stops
+// (runsc pause: "cannot pause container … in state stopped"); its envd
+// loses its connections first, so the likely cause is envd, the
+// capsule's init, dying when it cannot make a thread (not yet confirmed). Only that capsule is hurt (TestForkBombBounded
 // shows the others answer), but its state is lost. Set
 // WRENN_TEST_KNOWN_BUGS=1 to run it.
 func TestPauseAtPidsLimit(t *testing.T) {
 	if os.Getenv("WRENN_TEST_KNOWN_BUGS") != "1" {
-		t.Skip("known bug: a capsule at its pids limit loses its sandbox (the sentry cannot make threads); WRENN_TEST_KNOWN_BUGS=1 runs it")
+		t.Skip("known bug: a capsule at its pids limit stops (runsc: container stopped), so it cannot be paused; WRENN_TEST_KNOWN_BUGS=1 runs it")
 	}
 	const limit = 256
 	s := stacktest.Start(t, stacktest.Options{ColdStarts: true, CapsulePids: limit})
