@@ -25,6 +25,7 @@ func openDriver(cfg config.Agent, log *slog.Logger) (runtime.Driver, error) {
 			ConsoleBytes: cfg.CapsuleConsoleBytes,
 			PidsLimit:    cfg.CapsulePids,
 			NoFile:       cfg.CapsuleNoFile,
+			HostFDs:      cfg.CapsuleHostFDs,
 			Logger:       log,
 		})
 	case config.RuntimeFirecracker:

@@ -137,6 +137,7 @@ func TestMigrateCommands(t *testing.T) {
 		{[]string{"migrate", "down"}, "rolled back 00011_template_builds.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00010_ports.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00009_network_policy.sql"},
+		{[]string{"migrate", "down"}, "rolled back 00008_host_links.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00007_quotas.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00006_authz.sql"},
 		{[]string{"migrate", "down"}, "rolled back 00005_dashboard.sql"},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -72,6 +73,8 @@ func TestHostGoesUnreachableAndComesBack(t *testing.T) {
 	status, reg := call(t, "POST", base+"/v1/hosts/register", map[string]any{
 		"token": host["registration_token"], "address": "127.0.0.1:1", "arch": "amd64", "cpus": 2,
 		"memory_mb": 1024, "disk_mb": 1024, "runtime": "gvisor",
+		// The agent's TLS key pin (any well-formed one: nothing calls the agent).
+		"tls_spki_sha256": base64.StdEncoding.EncodeToString(make([]byte, 32)),
 	})
 	if status != http.StatusCreated {
 		t.Fatalf("register: got %d %v", status, reg)

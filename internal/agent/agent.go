@@ -23,6 +23,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 )
 
 // shutdownTimeout bounds how long in-flight RPCs may take to finish after
@@ -46,6 +47,10 @@ type Server struct {
 	// that brings a new control-plane key sets it on this same verifier.
 	verifier *hostauth.Verifier
 
+	// tls is the agent's key pair, which the control plane has pinned
+	// (internal/hosttls); the agent serves only TLS with it.
+	tls hosttls.Identity
+
 	// address, when set, is sent with every heartbeat: where the control
 	// plane is to reach this agent from now on (see AnnounceAddress).
 	address string
@@ -61,13 +66,19 @@ type Server struct {
 func (s *Server) AnnounceAddress(addr string) { s.address = addr }
 
 // NewServer returns a Server for the host that cred identifies, running the
-// capsules of caps (nil: the agent serves HostInfo only).
+// capsules of caps (nil: the agent serves HostInfo only). Its TLS key pair
+// is the one in cfg.Dir, made there if there is none (hosttls.LoadOrCreate).
 func NewServer(cfg config.Agent, cred Credential, caps *Capsules, log *slog.Logger) (*Server, error) {
 	pub, err := hostauth.DecodePublicKey(cred.CPPublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("creating agent: %w", err)
 	}
+	id, err := hosttls.LoadOrCreate(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("creating agent: %w", err)
+	}
 	return &Server{
+		tls:      id,
 		cfg:      cfg,
 		log:      log.With("host_id", cred.HostID),
 		cp:       newCPClient(cfg.CPURL),
@@ -99,23 +110,29 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	return g.Wait()
 }
 
-// Serve answers RPCs from the control plane on ln until ctx is done. Both
-// HTTP/1.1 and unencrypted HTTP/2 (h2c) are spoken: Connect's unary calls
-// work over either, streams need HTTP/2.
+// TLSPin is the pin of the agent's TLS key, which it sends the control
+// plane at registration and in heartbeats.
+func (s *Server) TLSPin() string { return s.tls.Pin }
+
+// Serve answers RPCs from the control plane on ln until ctx is done, over
+// TLS only, with the agent's own key (the one the control plane pinned).
+// Both HTTP/1.1 and HTTP/2 are spoken: Connect's unary calls work over
+// either, streams need HTTP/2.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		Protocols:         protocols,
+		TLSConfig:         hosttls.ServerConfig(s.tls),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	s.log.Info("serving control-plane RPCs", "addr", ln.Addr().String())
+	s.log.Info("serving control-plane RPCs over TLS", "tls_spki_sha256", s.tls.Pin, "addr", ln.Addr().String())
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving RPCs: %w", err)

@@ -277,6 +277,17 @@ func (c *Capsules) Templates() []string {
 	return base
 }
 
+// FreeAddresses is how many more capsules this host has addresses for:
+// the pool's free slots and the warm pool's waiting capsules, whose
+// addresses go to the next creates. Paused capsules keep theirs.
+func (c *Capsules) FreeAddresses() int {
+	n := c.cfg.Network.FreeSlots()
+	if c.pool != nil {
+		n += c.pool.waiting()
+	}
+	return n
+}
+
 // TemplateDirs reads the images directory once and returns the base
 // templates this host has, and one page of its snapshot directories: at
 // most limit, sorted, with names after after, and how many there are in

@@ -25,6 +25,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 	"github.com/wrenn-dev/wrenn/internal/stacktest"
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
 )
@@ -298,11 +299,11 @@ func TestIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, header := range map[string]string{"B's token": "Bearer " + tok, "no token": ""} {
-		req, _ := http.NewRequest("GET", "http://"+s.AgentAddr+hostauth.EnvdProxyPath(idA)+"/metrics", nil)
+		req, _ := http.NewRequest("GET", "https://"+s.AgentAddr+hostauth.EnvdProxyPath(idA)+"/metrics", nil)
 		if header != "" {
 			req.Header.Set("Authorization", header)
 		}
-		res, err := http.DefaultClient.Do(req)
+		res, err := s.AgentHTTP(hosttls.AnyHTTP).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

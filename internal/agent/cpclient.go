@@ -29,7 +29,14 @@ var (
 	// ErrRefreshTokenRejected: the refresh token is unknown, expired, used
 	// or revoked.
 	ErrRefreshTokenRejected = errors.New("refresh token rejected")
+	// ErrTLSKeyMismatch: the control plane has pinned another TLS key for
+	// this host than the one the agent serves with (409
+	// tls_key_mismatch); only registering the host again changes the pin.
+	ErrTLSKeyMismatch = errors.New("control plane has pinned another TLS key for this host; register the host again with --register <new token>")
 )
+
+// codeTLSKeyMismatch is the control plane's error code for ErrTLSKeyMismatch.
+const codeTLSKeyMismatch = "tls_key_mismatch"
 
 // APIError is an error answer from the control plane in its one JSON shape,
 // {"error": {"code": …, "message": …}}.
@@ -90,6 +97,8 @@ func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req
 		err = fmt.Errorf("%w: %w", ErrCredentialRejected, err)
 	case statusOf(err) == http.StatusForbidden:
 		err = fmt.Errorf("%w: %w", ErrCredentialForeign, err)
+	case statusOf(err) == http.StatusConflict && codeOf(err) == codeTLSKeyMismatch:
+		err = fmt.Errorf("%w: %w", ErrTLSKeyMismatch, err)
 	}
 	if err != nil {
 		return resp, fmt.Errorf("sending heartbeat: %w", err)
@@ -97,19 +106,21 @@ func (c *cpClient) heartbeat(ctx context.Context, hostID, credential string, req
 	return resp, nil
 }
 
-func (c *cpClient) refresh(ctx context.Context, refreshToken string) (hostproto.RefreshResponse, error) {
+// refresh trades refreshToken for new credentials; verified reports
+// whether the answer came over verified TLS (postVerified).
+func (c *cpClient) refresh(ctx context.Context, refreshToken string) (_ hostproto.RefreshResponse, verified bool, _ error) {
 	var resp hostproto.RefreshResponse
-	err := c.post(ctx, hostproto.RefreshPath, "", hostproto.RefreshRequest{RefreshToken: refreshToken}, &resp)
+	verified, err := c.postVerified(ctx, hostproto.RefreshPath, "", hostproto.RefreshRequest{RefreshToken: refreshToken}, &resp)
 	if statusOf(err) == http.StatusUnauthorized {
 		err = fmt.Errorf("%w: %w", ErrRefreshTokenRejected, err)
 	}
 	if err != nil {
-		return hostproto.RefreshResponse{}, fmt.Errorf("refreshing credential: %w", err)
+		return hostproto.RefreshResponse{}, false, fmt.Errorf("refreshing credential: %w", err)
 	}
 	if resp.Credential == "" || resp.RefreshToken == "" {
-		return hostproto.RefreshResponse{}, errors.New("refreshing credential: control plane's answer lacks credential or refresh_token")
+		return hostproto.RefreshResponse{}, false, errors.New("refreshing credential: control plane's answer lacks credential or refresh_token")
 	}
-	return resp, nil
+	return resp, verified, nil
 }
 
 // statusOf returns the HTTP status of an error answer from the control
@@ -122,6 +133,16 @@ func statusOf(err error) int {
 	return 0
 }
 
+// codeOf returns the error code of an error answer from the control
+// plane, or "".
+func codeOf(err error) string {
+	var api *APIError
+	if errors.As(err, &api) {
+		return api.Code
+	}
+	return ""
+}
+
 // maxAnswer bounds what the agent reads from the control plane: every answer
 // in the protocol is a small JSON object.
 const maxAnswer = 1 << 20
@@ -129,13 +150,21 @@ const maxAnswer = 1 << 20
 // post sends in as JSON to path and decodes a 2xx answer into out, unless
 // out is nil. Any other answer is returned as an *APIError.
 func (c *cpClient) post(ctx context.Context, path, bearer string, in, out any) error {
+	_, err := c.postVerified(ctx, path, bearer, in, out)
+	return err
+}
+
+// postVerified is post, also reporting whether the answer came over TLS
+// whose certificate chain was verified (WRENN_CP_URL is https://): only
+// then is the answer known to be the control plane's.
+func (c *cpClient) postVerified(ctx context.Context, path, bearer string, in, out any) (verified bool, err error) {
 	body, err := json.Marshal(in)
 	if err != nil {
-		return fmt.Errorf("encoding request: %w", err)
+		return false, fmt.Errorf("encoding request: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return false, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -144,12 +173,13 @@ func (c *cpClient) post(ctx context.Context, path, bearer string, in, out any) e
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		return false, err
 	}
+	verified = resp.TLS != nil && len(resp.TLS.VerifiedChains) > 0
 	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return fmt.Errorf("reading answer: %w", err)
+		return false, fmt.Errorf("reading answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
 		api := &APIError{Status: resp.StatusCode}
@@ -165,13 +195,13 @@ func (c *cpClient) post(ctx context.Context, path, bearer string, in, out any) e
 		if api.Code == "" {
 			api.Code = http.StatusText(resp.StatusCode)
 		}
-		return api
+		return false, api
 	}
 	if out == nil {
-		return nil
+		return verified, nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("decoding answer: %w", err)
+		return false, fmt.Errorf("decoding answer: %w", err)
 	}
-	return nil
+	return verified, nil
 }

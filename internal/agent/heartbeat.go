@@ -111,6 +111,7 @@ func (s *Server) beat(ctx context.Context) error {
 		Capsules:     []hostproto.CapsuleReport{},
 		Templates:    []string{},
 		Address:      s.address,
+		TLSPin:       s.tls.Pin,
 	}
 	if s.capsules != nil {
 		infos, err := s.capsules.List(ctx)
@@ -123,6 +124,8 @@ func (s *Server) beat(ctx context.Context) error {
 			req.Capsules = append(req.Capsules, hostproto.CapsuleReport{ID: c.Spec.ID, Status: c.Status})
 		}
 		req.Templates, req.Snapshots, req.SnapshotsTotal = s.capsules.TemplateDirs(s.snapshotCursor(), hostproto.SnapshotPage)
+		addrs := s.capsules.FreeAddresses()
+		req.FreeAddresses = &addrs
 	}
 	cred := s.credential()
 	resp, err := s.cp.heartbeat(ctx, cred.HostID, cred.Credential, req)
@@ -141,7 +144,7 @@ func (s *Server) beat(ctx context.Context) error {
 			return fmt.Errorf("%w: %w", errHostRejected, err)
 		}
 	}
-	if errors.Is(err, ErrCredentialForeign) || statusOf(err) == http.StatusNotFound {
+	if errors.Is(err, ErrCredentialForeign) || errors.Is(err, ErrTLSKeyMismatch) || statusOf(err) == http.StatusNotFound {
 		return fmt.Errorf("%w: %w", errHostRejected, err)
 	}
 	if err == nil {
@@ -154,7 +157,7 @@ func (s *Server) beat(ctx context.Context) error {
 // token, and saves them. The control plane revokes the old pair as it
 // answers, so the new one is kept in memory even when saving fails.
 func (s *Server) refresh(ctx context.Context, old Credential) error {
-	resp, err := s.cp.refresh(ctx, old.RefreshToken)
+	resp, verified, err := s.cp.refresh(ctx, old.RefreshToken)
 	if err != nil {
 		return err
 	}
@@ -166,7 +169,16 @@ func (s *Server) refresh(ctx context.Context, old Credential) error {
 	next.CredentialExpiresAt = resp.CredentialExpiresAt
 	next.RefreshToken = resp.RefreshToken
 	var newKey ed25519.PublicKey
-	if resp.CPPublicKey != "" && resp.CPPublicKey != old.CPPublicKey {
+	switch {
+	case resp.CPPublicKey == "" || resp.CPPublicKey == old.CPPublicKey:
+	case !verified:
+		// Whoever answers plain http could be anyone on the path; taking
+		// its key would let it call this agent. The key stays what
+		// registration gave; the new credential is still taken (it only
+		// proves this host to the control plane).
+		s.log.Error("control-plane key change refused: the refresh answer did not come over verified TLS (WRENN_CP_URL is not https://); the agent keeps the key it has",
+			"cp_url", s.cfg.CPURL)
+	default:
 		if newKey, err = hostauth.DecodePublicKey(resp.CPPublicKey); err != nil {
 			return fmt.Errorf("refreshing credential: %w", err)
 		}

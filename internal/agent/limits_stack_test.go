@@ -1,12 +1,10 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,80 +13,9 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/stacktest"
-	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
 )
-
-// hostTasks is the number of threads on the host, every process's
-// included: the field after the load averages in /proc/loadavg.
-func hostTasks(t *testing.T) int {
-	t.Helper()
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := strings.Fields(string(b))
-	_, total, ok := strings.Cut(f[3], "/")
-	n, err := strconv.Atoi(total)
-	if !ok || err != nil {
-		t.Fatalf("reading /proc/loadavg %q: %v", b, err)
-	}
-	return n
-}
-
-// capsulePids returns the path of pids.current of the cgroup runsc made
-// for a capsule (cgroup v1 or v2).
-func capsulePids(t *testing.T, runtimeID string) string {
-	t.Helper()
-	for _, p := range []string{
-		filepath.Join("/sys/fs/cgroup/pids/wrenn", runtimeID, "pids.current"),
-		filepath.Join("/sys/fs/cgroup/wrenn", runtimeID, "pids.current"),
-	} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Fatalf("no pids cgroup for capsule %s", runtimeID)
-	return ""
-}
-
-func readInt(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return -1
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
-// timedRun runs a shell line in a capsule and returns what it printed
-// and how long it took, or an error if it did not finish within limit.
-func timedRun(client *envdclient.Client, shell string, limit time.Duration) (string, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	start := time.Now()
-	stream, err := client.Process.Start(ctx, connect.NewRequest(&envdv1.StartRequest{
-		Process: &envdv1.ProcessConfig{Shell: shell},
-	}))
-	if err != nil {
-		return "", time.Since(start), err
-	}
-	defer func() { _ = stream.Close() }()
-	var out bytes.Buffer
-	for stream.Receive() {
-		ev := stream.Msg().GetEvent()
-		out.Write(ev.GetData().GetStdout())
-		if ev.GetEnd() != nil {
-			return out.String(), time.Since(start), nil
-		}
-	}
-	return out.String(), time.Since(start), fmt.Errorf("no exit: %w", stream.Err())
-}
 
 // TestForkBombBounded runs a fork bomb in one capsule for a few seconds
 // while another capsule on the host is asked to run a command every
@@ -104,12 +31,12 @@ func TestForkBombBounded(t *testing.T) {
 	other := s.CreateCapsule(t)
 	bombID := bomb.GetSpec().GetCapsuleId()
 	otherClient := s.Envd(t, other.GetSpec().GetCapsuleId())
-	if _, _, err := timedRun(otherClient, "true", 10*time.Second); err != nil {
+	if _, _, err := stacktest.TimedRun(otherClient, "true", 10*time.Second); err != nil {
 		t.Fatalf("the other capsule before the bomb: %v", err)
 	}
-	pidsFile := capsulePids(t, bomb.GetRuntimeId())
-	idle := readInt(pidsFile)
-	base := hostTasks(t)
+	pidsFile := stacktest.CapsulePidsFile(t, bomb.GetRuntimeId())
+	idle := stacktest.ReadInt(pidsFile)
+	base := stacktest.HostTasks(t)
 
 	// The bomb: every function call forks two more, in the background.
 	r := stacktest.Run(t, s.Envd(t, bombID), `(f() { f | f & }; f) </dev/null >/dev/null 2>&1 &`)
@@ -133,7 +60,7 @@ func TestForkBombBounded(t *testing.T) {
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
-			out, took, err := timedRun(otherClient, "echo alive", 5*time.Second)
+			out, took, err := stacktest.TimedRun(otherClient, "echo alive", 5*time.Second)
 			mu.Lock()
 			answers++
 			worst = max(worst, took)
@@ -146,8 +73,8 @@ func TestForkBombBounded(t *testing.T) {
 	peakCapsule, peakHost := idle, base
 	deadline := time.Now().Add(run)
 	for time.Now().Before(deadline) {
-		peakCapsule = max(peakCapsule, readInt(pidsFile))
-		peakHost = max(peakHost, hostTasks(t))
+		peakCapsule = max(peakCapsule, stacktest.ReadInt(pidsFile))
+		peakHost = max(peakHost, stacktest.HostTasks(t))
 		// Without a limit the bomb would run the host out of pids for
 		// everybody on this machine: stop it well before.
 		if peakCapsule > 4*limit || peakHost-base > 4*limit {
@@ -158,7 +85,7 @@ func TestForkBombBounded(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	// Not asserted: the bombed capsule may or may not still answer.
-	_, took, err := timedRun(s.Envd(t, bombID), "echo alive", 3*time.Second)
+	_, took, err := stacktest.TimedRun(s.Envd(t, bombID), "echo alive", 3*time.Second)
 	t.Logf("the bombed capsule answered in %v: err %v", took.Round(time.Millisecond), err)
 	start := time.Now()
 	if _, err := s.CapsuleService().DestroyCapsule(context.Background(), connect.NewRequest(&hostagentv1.DestroyCapsuleRequest{CapsuleId: bombID})); err != nil {
@@ -179,32 +106,6 @@ func TestForkBombBounded(t *testing.T) {
 	}
 }
 
-// overlayBytes sums the host disk blocks of the files a capsule's sandbox
-// holds open under its overlay directory: runsc's file-backed writable
-// layer, which it unlinks once open, so only its descriptors find it.
-func overlayBytes(t *testing.T, agentDir, runtimeID string) int64 {
-	t.Helper()
-	dir := filepath.Join(agentDir, "sandboxes", runtimeID, "overlay") + "/"
-	seen := map[uint64]bool{}
-	var total int64
-	for _, pid := range stacktest.ProcessesNaming(t, runtimeID) {
-		fds, _ := os.ReadDir(filepath.Join("/proc", pid, "fd"))
-		for _, fd := range fds {
-			p := filepath.Join("/proc", pid, "fd", fd.Name())
-			if target, err := os.Readlink(p); err != nil || !strings.HasPrefix(target, dir) {
-				continue
-			}
-			var st syscall.Stat_t
-			if syscall.Stat(p, &st) != nil || seen[st.Ino] {
-				continue
-			}
-			seen[st.Ino] = true
-			total += st.Blocks * 512
-		}
-	}
-	return total
-}
-
 // TestDiskFillBounded writes past a capsule's disk_mb: the write must fail
 // with ENOSPC inside the capsule, the host must hold no more than disk_mb
 // of its writable layer, and the capsule must go on working.
@@ -220,9 +121,31 @@ func TestDiskFillBounded(t *testing.T) {
 	if r := stacktest.Run(t, client, "ulimit -n; ulimit -Hn"); strings.Join(strings.Fields(r.Stdout), " ") != "65536 65536" {
 		t.Errorf("open files limit of a process in the capsule (soft, hard) = %q, want the default 65536 65536", r.Stdout)
 	}
+	// The sandbox and its gofer hold at most WRENN_CAPSULE_HOST_FDS
+	// (default 16384) host descriptors each (runsc --fdlimit), not the
+	// agent's own limit.
+	limited := 0
+	for _, pid := range stacktest.ProcessesNaming(t, c.GetRuntimeId()) {
+		b, err := os.ReadFile(filepath.Join("/proc", pid, "limits"))
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), "boot") && !strings.Contains(string(cmdline), "gofer") {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			if f := strings.Fields(line); strings.HasPrefix(line, "Max open files") && len(f) >= 5 {
+				if f[3] != "16384" || f[4] != "16384" {
+					t.Errorf("process %s (%.60s) has open files %s/%s, want 16384 (WRENN_CAPSULE_HOST_FDS)", pid, cmdline, f[3], f[4])
+				}
+				limited++
+			}
+		}
+	}
+	if limited < 2 {
+		t.Errorf("found %d sandbox or gofer processes of the capsule, want 2", limited)
+	}
 	start := time.Now()
 	r := stacktest.Run(t, client, `dd if=/dev/urandom of=/root/fill bs=1M count=400 2>&1; echo "rc=$?"; ls -l /root/fill`)
-	used := overlayBytes(t, s.AgentConfig.Dir, c.GetRuntimeId())
+	used := stacktest.OverlayBytes(t, s.AgentConfig.Dir, c.GetRuntimeId())
 	t.Logf("dd of 400 MiB in a %d MiB capsule took %v: %q; writable layer on the host: %d MiB",
 		diskMB, time.Since(start).Round(time.Millisecond), r.Stdout, used>>20)
 	if !strings.Contains(r.Stdout, "No space left on device") || strings.Contains(r.Stdout, "rc=0") {
@@ -269,4 +192,53 @@ func treeBytes(t *testing.T, dir string) int64 {
 		t.Fatal(err)
 	}
 	return total
+}
+
+// TestPauseAtPidsLimit fills a capsule's pids limit with sleeping
+// processes and pauses it: runsc's checkpoint runs in the capsule's
+// cgroup, so a capsule at its limit could fail to pause (only that capsule
+// would be hurt). The pause and the resume must succeed and the resumed
+// capsule's envd answer.
+//
+// It fails today, worse than feared: at its limit the capsule stops
+// (runsc pause: "cannot pause container … in state stopped"); its envd
+// loses its connections first, so the likely cause is envd, the
+// capsule's init, dying when it cannot make a thread (not yet confirmed). Only that capsule is hurt (TestForkBombBounded
+// shows the others answer), but its state is lost. Set
+// WRENN_TEST_KNOWN_BUGS=1 to run it.
+func TestPauseAtPidsLimit(t *testing.T) {
+	if os.Getenv("WRENN_TEST_KNOWN_BUGS") != "1" {
+		t.Skip("known bug: a capsule at its pids limit stops (runsc: container stopped), so it cannot be paused; WRENN_TEST_KNOWN_BUGS=1 runs it")
+	}
+	const limit = 256
+	s := stacktest.Start(t, stacktest.Options{ColdStarts: true, CapsulePids: limit})
+	c := s.CreateCapsule(t)
+	id := c.GetSpec().GetCapsuleId()
+	pidsFile := stacktest.CapsulePidsFile(t, c.GetRuntimeId())
+	client := s.Envd(t, id)
+	// Sleepers, in the background, until fork fails: the capsule is at
+	// its limit (its envd may then fail too: only the capsule is hurt).
+	stacktest.Run(t, client, `(i=0; while [ $i -lt 400 ]; do sleep 1000 & i=$((i+1)); done) </dev/null >/dev/null 2>&1 &`)
+	at := 0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && at < limit-16; time.Sleep(100 * time.Millisecond) {
+		at = stacktest.ReadInt(pidsFile)
+	}
+	time.Sleep(time.Second)
+	at = stacktest.ReadInt(pidsFile)
+	t.Logf("the capsule's cgroup holds %d tasks of %d", at, limit)
+	if at < limit-16 {
+		t.Fatalf("the capsule holds %d tasks, not near its limit %d: the test does not test what it says", at, limit)
+	}
+	res, err := s.CapsuleService().PauseCapsule(context.Background(), connect.NewRequest(&hostagentv1.PauseCapsuleRequest{CapsuleId: id}))
+	if err != nil {
+		t.Fatalf("pausing a capsule at its pids limit: %v", err)
+	}
+	if res.Msg.GetCapsule().GetStatus() != "paused" {
+		t.Fatalf("after pause: %v", res.Msg.GetCapsule().GetStatus())
+	}
+	resume(t, s, id)
+	// Still at its limit, a new process may not start; envd answers.
+	if _, err := client.Metrics(context.Background()); err != nil {
+		t.Errorf("envd of the capsule after its resume: %v", err)
+	}
 }

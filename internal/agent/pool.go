@@ -73,6 +73,17 @@ func newPool(c *Capsules, size int) *pool {
 		ready: map[profile][]*capsuleRecord{}, filling: map[profile]bool{}}
 }
 
+// waiting is how many capsules wait in p to be handed out.
+func (p *pool) waiting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, recs := range p.ready {
+		n += len(recs)
+	}
+	return n
+}
+
 // want marks p as asked for and tops its waiting capsules up in the
 // background.
 func (p *pool) want(prof profile) {

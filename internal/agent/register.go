@@ -11,6 +11,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/hostproto"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 )
 
 // ValidateAddress reports whether address is something the control plane
@@ -52,6 +53,11 @@ func Register(ctx context.Context, cfg config.Agent, token, address string, log 
 	if err != nil {
 		return Credential{}, fmt.Errorf("registering host: %w", err)
 	}
+	// The key the agent will serve with; the control plane pins it.
+	id, err := hosttls.LoadOrCreate(cfg.Dir)
+	if err != nil {
+		return Credential{}, fmt.Errorf("registering host: %w", err)
+	}
 	resp, err := newCPClient(cfg.CPURL).register(ctx, hostproto.RegisterRequest{
 		Token:        token,
 		Address:      address,
@@ -62,6 +68,7 @@ func Register(ctx context.Context, cfg config.Agent, token, address string, log 
 		Runtime:      specs.Runtime,
 		AgentVersion: specs.AgentVersion,
 		Hostname:     specs.Hostname,
+		TLSPin:       id.Pin,
 	})
 	if err != nil {
 		return Credential{}, err

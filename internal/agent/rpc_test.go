@@ -17,6 +17,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
 	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
 )
@@ -24,8 +25,9 @@ import (
 const testHostID = "7d0c5f0e-host-under-test"
 
 // startRPC runs the agent's RPC server on a loopback port for the test's
-// duration, trusting the control-plane key of cp, and returns its base URL.
-func startRPC(t *testing.T, cp *hostauth.Signer) string {
+// duration, trusting the control-plane key of cp, and returns its base URL
+// and the pin of its TLS key.
+func startRPC(t *testing.T, cp *hostauth.Signer) (base, pin string) {
 	t.Helper()
 	cfg := config.Agent{
 		CPURL:             "http://127.0.0.1:1",
@@ -58,7 +60,7 @@ func startRPC(t *testing.T, cp *hostauth.Signer) string {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return "http://" + ln.Addr().String()
+	return "https://" + ln.Addr().String(), srv.TLSPin()
 }
 
 func newSigner(t *testing.T) *hostauth.Signer {
@@ -70,12 +72,10 @@ func newSigner(t *testing.T) *hostauth.Signer {
 	return hostauth.NewSigner(key)
 }
 
-// h2cClient speaks HTTP/2 without TLS only, so that a call succeeding
-// through it proves the server offers h2c.
-func h2cClient() *http.Client {
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: p}}
+// pinnedClient speaks p over TLS to the agent whose key is pinned as pin,
+// as the control plane does.
+func pinnedClient(pin string, p hosttls.Protocols) *http.Client {
+	return &http.Client{Transport: hosttls.Transport(pin, nil, p)}
 }
 
 // bearer is a client interceptor attaching a fixed Authorization header.
@@ -91,7 +91,7 @@ func bearer(tok string) connect.Interceptor {
 func TestRPCRefusesAllButTheControlPlane(t *testing.T) {
 	cp := newSigner(t)
 	impostor := newSigner(t)
-	base := startRPC(t, cp)
+	base, pin := startRPC(t, cp)
 
 	mint := func(s *hostauth.Signer, host, procedure string) string {
 		tok, err := s.Token(host, procedure)
@@ -115,7 +115,7 @@ func TestRPCRefusesAllButTheControlPlane(t *testing.T) {
 	// A captured valid token works once, on one transport, and never again.
 	replayed := mintFor(cp, &hostagentv1.HostInfoRequest{})
 	for i, want := range []connect.Code{0, connect.CodeUnauthenticated, connect.CodeUnauthenticated} {
-		client := hostagentv1connect.NewHostAgentServiceClient([]*http.Client{http.DefaultClient, h2cClient()}[i%2], base,
+		client := hostagentv1connect.NewHostAgentServiceClient([]*http.Client{pinnedClient(pin, hosttls.HTTP1Only), pinnedClient(pin, hosttls.HTTP2Only)}[i%2], base,
 			connect.WithInterceptors(bearer(replayed)))
 		_, err := client.HostInfo(context.Background(), connect.NewRequest(&hostagentv1.HostInfoRequest{}))
 		if got := connect.CodeOf(err); (want == 0 && err != nil) || (want != 0 && got != want) {
@@ -140,7 +140,7 @@ func TestRPCRefusesAllButTheControlPlane(t *testing.T) {
 		for _, transport := range []struct {
 			name   string
 			client *http.Client
-		}{{"http1", http.DefaultClient}, {"h2c", h2cClient()}} {
+		}{{"http1", pinnedClient(pin, hosttls.HTTP1Only)}, {"h2", pinnedClient(pin, hosttls.HTTP2Only)}} {
 			t.Run(tt.name+"/"+transport.name, func(t *testing.T) {
 				client := hostagentv1connect.NewHostAgentServiceClient(transport.client, base, tt.opts...)
 				resp, err := client.HostInfo(context.Background(), connect.NewRequest(&hostagentv1.HostInfoRequest{}))
@@ -171,8 +171,44 @@ func TestRPCRefusesAllButTheControlPlane(t *testing.T) {
 	}
 }
 
+// TestRPCOnlyOverPinnedTLS checks that the agent speaks TLS only, and that
+// a client pinned to another key refuses it: neither plain http nor a
+// wrong key gets a call through, with a valid token or not.
+func TestRPCOnlyOverPinnedTLS(t *testing.T) {
+	cp := newSigner(t)
+	base, _ := startRPC(t, cp)
+	other, err := hosttls.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		client *http.Client
+		url    string
+	}{
+		"plain http":    {http.DefaultClient, "http://" + strings.TrimPrefix(base, "https://")},
+		"h2c":           {h2cOnly(), "http://" + strings.TrimPrefix(base, "https://")},
+		"another's pin": {pinnedClient(other.Pin, hosttls.AnyHTTP), base},
+	} {
+		client := hostagentv1connect.NewHostAgentServiceClient(c.client, c.url, connect.WithInterceptors(cp.ClientInterceptor(testHostID)))
+		_, err := client.HostInfo(context.Background(), connect.NewRequest(&hostagentv1.HostInfoRequest{}))
+		if err == nil {
+			t.Errorf("%s: HostInfo succeeded, want it refused", name)
+		}
+		if name == "another's pin" && !errors.Is(err, hosttls.ErrPinMismatch) {
+			t.Errorf("%s: got %v, want %v", name, err, hosttls.ErrPinMismatch)
+		}
+	}
+}
+
+// h2cOnly speaks HTTP/2 without TLS only.
+func h2cOnly() *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: p}}
+}
+
 func TestRPCPlainHTTP(t *testing.T) {
-	base := startRPC(t, newSigner(t))
+	base, pin := startRPC(t, newSigner(t))
 	tests := []struct {
 		name, method, path, body string
 		want                     int
@@ -189,7 +225,7 @@ func TestRPCPlainHTTP(t *testing.T) {
 				t.Fatal(err)
 			}
 			req.Header.Set("Content-Type", "application/json")
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := pinnedClient(pin, hosttls.AnyHTTP).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -223,7 +259,7 @@ func TestVerifierSwap(t *testing.T) {
 	defer cancel()
 	go func() { _ = srv.Serve(ctx, ln) }()
 	call := func(s *hostauth.Signer) error {
-		c := hostagentv1connect.NewHostAgentServiceClient(http.DefaultClient, "http://"+ln.Addr().String(),
+		c := hostagentv1connect.NewHostAgentServiceClient(pinnedClient(srv.TLSPin(), hosttls.AnyHTTP), "https://"+ln.Addr().String(),
 			connect.WithInterceptors(s.ClientInterceptor(testHostID)))
 		_, err := c.HostInfo(context.Background(), connect.NewRequest(&hostagentv1.HostInfoRequest{}))
 		return err

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -48,9 +47,8 @@ func TestAgentAddressPolicy(t *testing.T) {
 	// An address stored before the policy (here written directly) is
 	// refused when dialled: the agent never sees a request.
 	var calls atomic.Int32
-	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
-	defer agent.Close()
-	e.exec(`UPDATE hosts SET address = $2 WHERE id = $1`, reg.hostID, strings.TrimPrefix(agent.URL, "http://"))
+	_, agentAddr := newAgentServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls.Add(1) }))
+	e.exec(`UPDATE hosts SET address = $2 WHERE id = $1`, reg.hostID, agentAddr)
 	host = e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get host at loopback", http.StatusOK)
 	if host.body["agent"] != nil || host.str("agent_error") == "" || calls.Load() != 0 {
 		t.Errorf("dial to loopback: got %s and %d calls at the agent, want agent_error and none", host.raw, calls.Load())

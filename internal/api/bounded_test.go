@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -56,7 +55,7 @@ func TestRiggedAgentAnswersBounded(t *testing.T) {
 	}{{"gzip bomb", b, true}, {"64 MiB message", plain, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var acceptEncoding string
-			agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			agent, agentAddr := newAgentServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				acceptEncoding = r.Header.Get("Accept-Encoding")
 				w.Header().Set("Content-Type", "application/proto")
 				if tc.gzip {
@@ -65,7 +64,7 @@ func TestRiggedAgentAnswersBounded(t *testing.T) {
 				_, _ = w.Write(tc.body)
 			}))
 			defer agent.Close()
-			e.exec(`UPDATE hosts SET address = $2 WHERE id = $1`, reg.hostID, strings.TrimPrefix(agent.URL, "http://"))
+			e.exec(`UPDATE hosts SET address = $2 WHERE id = $1`, reg.hostID, agentAddr)
 			var got response
 			total, inUse := heapAllocated(func() {
 				got = e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get host", http.StatusOK)

@@ -92,7 +92,7 @@ func (s *server) newBuilds(reapEvery, staleAfter time.Duration) *builds.Service 
 // hostproto.TemplateImportPath) and returns its answer's body.
 func (s *server) importOnAgent(ctx context.Context, h store.Host, name string, sizes [3]int, body io.Reader) (io.ReadCloser, error) {
 	q := url.Values{"vcpus": {strconv.Itoa(sizes[0])}, "memory_mb": {strconv.Itoa(sizes[1])}, "disk_mb": {strconv.Itoa(sizes[2])}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+h.Address+hostproto.TemplateImportPath(name)+"?"+q.Encode(), body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, agentURL(h)+hostproto.TemplateImportPath(name)+"?"+q.Encode(), body)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ func (s *server) importOnAgent(ctx context.Context, h store.Host, name string, s
 	// No overall timeout: an import takes as long as the image needs, and
 	// the build's context ends it.
 	c := &http.Client{
-		Transport:     s.signer.Transport(h.ID, hostproto.TemplateImportProcedure(name), s.agentClient.Transport),
+		Transport:     s.signer.Transport(h.ID, hostproto.TemplateImportProcedure(name), s.agents.client(h).Transport),
 		CheckRedirect: noRedirects,
 	}
 	resp, err := c.Do(req)

@@ -3,11 +3,13 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
 )
@@ -19,7 +21,7 @@ import (
 
 // capsuleService returns a client for the CapsuleService of host h.
 func (s *server) capsuleService(h store.Host) hostagentv1connect.CapsuleServiceClient {
-	return hostagentv1connect.NewCapsuleServiceClient(s.agentClient, "http://"+h.Address, s.agentOptions(h.ID))
+	return hostagentv1connect.NewCapsuleServiceClient(s.agents.client(h), agentURL(h), s.agentOptions(h.ID))
 }
 
 // errCapsuleHostGone means the capsule's host was deleted.
@@ -40,13 +42,16 @@ func (s *server) envdFor(ctx context.Context, c store.Capsule) (*envdclient.Clie
 	if err != nil {
 		return nil, err
 	}
+	if h.TLSPin == "" {
+		return nil, fmt.Errorf("reaching capsule %s: %w", c.ID, errNoPin)
+	}
 	return s.envds.put(c, h, time.Now(), func() *envdclient.Client {
 		// envdclient follows no redirect, so an agent (perhaps a BYOC
 		// team's own machine) cannot send these requests elsewhere.
 		wrap := func(next http.RoundTripper) http.RoundTripper {
 			return s.signer.Transport(h.ID, hostauth.EnvdProcedure(c.ID), next)
 		}
-		return envdclient.New("http://"+h.Address+hostauth.EnvdProxyPath(c.ID), "", envdclient.WithTransportWrapper(wrap),
-			envdclient.WithDialer(s.agentAddrs.Dialer().DialContext))
+		return envdclient.New(agentURL(h)+hostauth.EnvdProxyPath(c.ID), "", envdclient.WithTransportWrapper(wrap),
+			envdclient.WithDialer(s.agentAddrs.Dialer().DialContext), envdclient.WithTLS(hosttls.ClientConfig(h.TLSPin)))
 	}), nil
 }

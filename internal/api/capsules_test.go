@@ -239,9 +239,7 @@ func newFakeAgent(t *testing.T, pub ed25519.PublicKey, hostID string, templates 
 	mux.Handle(hostagentv1connect.NewCapsuleServiceHandler(f,
 		connect.WithInterceptors(hostauth.NewVerifier(pub, hostID).Interceptor())))
 	f.mux = mux
-	f.srv = httptest.NewServer(mux)
-	t.Cleanup(f.srv.Close)
-	f.url = strings.TrimPrefix(f.srv.URL, "http://")
+	f.srv, f.url = newAgentServer(t, mux)
 	return f
 }
 

@@ -30,6 +30,7 @@ type envdClients struct {
 type envdEntry struct {
 	hostID  string
 	address string
+	pin     string // the host's agent key pin the client accepts
 	client  *envdclient.Client
 	checked time.Time // when the host's address was last read
 	used    time.Time
@@ -53,12 +54,12 @@ func (ec *envdClients) lookup(c store.Capsule, now time.Time) *envdclient.Client
 }
 
 // put returns c's client for host h, made by newClient unless the cached
-// one already goes to h's address. It also drops clients unused for
+// one already goes to h's address and pinned key. It also drops clients unused for
 // envdIdleTTL.
 func (ec *envdClients) put(c store.Capsule, h store.Host, now time.Time, newClient func() *envdclient.Client) *envdclient.Client {
 	ec.mu.Lock()
 	defer ec.mu.Unlock()
-	if e := ec.m[c.ID]; e != nil && e.hostID == h.ID && e.address == h.Address {
+	if e := ec.m[c.ID]; e != nil && e.hostID == h.ID && e.address == h.Address && e.pin == h.TLSPin {
 		e.checked, e.used = now, now
 		return e.client
 	}
@@ -70,13 +71,13 @@ func (ec *envdClients) put(c store.Capsule, h store.Host, now time.Time, newClie
 			delete(ec.m, id)
 		}
 	}
-	e := &envdEntry{hostID: h.ID, address: h.Address, client: newClient(), checked: now, used: now}
+	e := &envdEntry{hostID: h.ID, address: h.Address, pin: h.TLSPin, client: newClient(), checked: now, used: now}
 	ec.m[c.ID] = e
 	return e.client
 }
 
 // forgetHost drops the clients of host hostID's capsules, so that the next
-// call reads the host's address again: it has just changed.
+// call reads the host's address and pinned key again: one has just changed.
 func (ec *envdClients) forgetHost(hostID string) {
 	ec.mu.Lock()
 	defer ec.mu.Unlock()

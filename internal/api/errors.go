@@ -29,6 +29,7 @@ const (
 	codeInvalidRegistrationToken = "invalid_registration_token"
 	codeInvalidHostCredential    = "invalid_host_credential"
 	codeInvalidRefreshToken      = "invalid_refresh_token"
+	codeTLSKeyMismatch           = "tls_key_mismatch"
 	codeForbidden                = "forbidden"
 	codeNotFound                 = "not_found"
 	codeMethodNotAllowed         = "method_not_allowed"
@@ -71,6 +72,7 @@ var statusOf = map[string]int{
 	codeInvalidRegistrationToken: http.StatusUnauthorized,
 	codeInvalidHostCredential:    http.StatusUnauthorized,
 	codeInvalidRefreshToken:      http.StatusUnauthorized,
+	codeTLSKeyMismatch:           http.StatusConflict,
 	codeForbidden:                http.StatusForbidden,
 	codeNotFound:                 http.StatusNotFound,
 	codeMethodNotAllowed:         http.StatusMethodNotAllowed,

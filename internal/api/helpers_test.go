@@ -20,6 +20,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/auth"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	"github.com/wrenn-dev/wrenn/internal/testdb"
 )
@@ -215,7 +216,36 @@ func registerBody(token string) map[string]any {
 	return map[string]any{
 		"token": token, "address": "127.0.0.1:1", "arch": "amd64", "cpus": 8,
 		"memory_mb": 32000, "disk_mb": 500000, "runtime": "gvisor", "agent_version": "test", "hostname": "node-1",
+		"tls_spki_sha256": testAgentTLS.Pin,
 	}
+}
+
+// testAgentTLS is the TLS key pair of the tests' fake agents; registerBody
+// sends its pin.
+var testAgentTLS = func() hosttls.Identity {
+	id, err := hosttls.Generate()
+	if err != nil {
+		panic(err)
+	}
+	return id
+}()
+
+// newAgentServer serves h as an agent does: TLS only, with the key
+// testAgentTLS (or id, when given), HTTP/2 and HTTP/1.1. It returns the
+// server and its host:port.
+func newAgentServer(t testing.TB, h http.Handler, id ...hosttls.Identity) (*httptest.Server, string) {
+	t.Helper()
+	key := testAgentTLS
+	if len(id) > 0 {
+		key = id[0]
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = true
+	srv.TLS = hosttls.ServerConfig(key)
+	srv.TLS.NextProtos = []string{"h2", "http/1.1"}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, strings.TrimPrefix(srv.URL, "https://")
 }
 
 func heartbeatBody() map[string]any {

@@ -16,6 +16,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/auth"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/hostproto"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 	"github.com/wrenn-dev/wrenn/internal/rules"
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
@@ -35,6 +36,8 @@ const maxLabelLen = 255
 const (
 	maxHostCPUs = 1 << 16
 	maxHostMB   = 1 << 40 // an exbibyte
+	// maxHostAddresses bounds free_addresses: a /8 of /30s.
+	maxHostAddresses = 1 << 22
 )
 
 // credentialsJSON is what registration and refresh hand to the agent.
@@ -100,6 +103,8 @@ func (s *server) handleRegister() http.Handler {
 			return errorf(codeInvalid, "runtime must be gvisor or firecracker, not %q", req.Runtime)
 		case len(req.AgentVersion) > maxLabelLen || len(req.Hostname) > maxLabelLen:
 			return errorf(codeInvalid, "agent_version and hostname must be at most %d bytes", maxLabelLen)
+		case !hosttls.ValidPin(req.TLSPin):
+			return errorf(codeInvalid, "tls_spki_sha256 is required: the base64 SHA-256 of the agent's TLS public key (an agent older than TLS links must be upgraded)")
 		}
 		if err := s.checkAgentAddress(r.Context(), req.Address); err != nil {
 			return err
@@ -114,7 +119,7 @@ func (s *server) handleRegister() http.Handler {
 		}
 		h, err := s.store.Register(r.Context(), auth.HashToken(req.Token), store.HostSpec{
 			Address: req.Address, Arch: req.Arch, CPUs: req.CPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskMB,
-			Runtime: req.Runtime, AgentVersion: req.AgentVersion, Hostname: req.Hostname,
+			Runtime: req.Runtime, AgentVersion: req.AgentVersion, Hostname: req.Hostname, TLSPin: req.TLSPin,
 		}, cred, refresh, store.Event{
 			Action: "host.register", IP: s.clientIP(r),
 			Metadata: map[string]any{"address": req.Address, "runtime": req.Runtime, "hostname": req.Hostname},
@@ -125,6 +130,8 @@ func (s *server) handleRegister() http.Handler {
 		if err != nil {
 			return err
 		}
+		// A registration may bring another address and key.
+		s.envds.forgetHost(h.ID)
 		s.log.InfoContext(r.Context(), "host registered", "host_id", h.ID, "address", h.Address, "runtime", h.Runtime)
 		encode(w, http.StatusCreated, hostproto.RegisterResponse[hostJSON]{Host: toHostJSON(h), Credentials: creds})
 		return nil
@@ -167,6 +174,12 @@ func (s *server) handleHeartbeat() http.Handler {
 		case *req.FreeCPUs > maxHostCPUs || *req.FreeMemoryMB > maxHostMB || *req.FreeDiskMB > maxHostMB:
 			return errorf(codeInvalid, "free_cpus must be at most %d, free_memory_mb and free_disk_mb at most %d", maxHostCPUs, maxHostMB)
 		}
+		if req.TLSPin != "" && !hosttls.ValidPin(req.TLSPin) {
+			return errorf(codeInvalid, "tls_spki_sha256 must be the base64 SHA-256 of the agent's TLS public key")
+		}
+		if req.FreeAddresses != nil && (*req.FreeAddresses < 0 || *req.FreeAddresses > maxHostAddresses) {
+			return errorf(codeInvalid, "free_addresses must be between 0 and %d", maxHostAddresses)
+		}
 		if req.Address != "" && !validAddress(req.Address) {
 			return errorf(codeInvalid, "address must be host:port with a port in 1..65535, not %q", req.Address)
 		}
@@ -191,6 +204,25 @@ func (s *server) handleHeartbeat() http.Handler {
 				return errorf(codeInvalid, "snapshots[%d]: %q is not a template name (%s)", i, name, rules.TemplateNameRule)
 			}
 		}
+		if req.TLSPin != "" {
+			// A host registered before agents served TLS has no key
+			// pinned: the first one its authenticated heartbeat brings
+			// is pinned. Once pinned, only a new registration changes it.
+			pinned, err := s.store.PinHostKey(r.Context(), hostID, req.TLSPin,
+				store.Event{Action: "host.tls_pin", IP: s.clientIP(r)})
+			if errors.Is(err, store.ErrPinMismatch) {
+				return errorf(codeTLSKeyMismatch, "the agent's TLS key is not the one pinned for this host; register the host again (POST /v1/hosts/{id}/token, then wrenn-agent --register) to pin a new key")
+			}
+			if errors.Is(err, store.ErrNotFound) {
+				return invalid
+			}
+			if err != nil {
+				return err
+			}
+			if pinned {
+				s.log.InfoContext(r.Context(), "host TLS key pinned from its heartbeat", "host_id", hostID)
+			}
+		}
 		reported := make([]store.ReportedCapsule, 0, len(req.Capsules))
 		for _, c := range req.Capsules {
 			reported = append(reported, store.ReportedCapsule{ID: c.ID, Status: c.Status})
@@ -204,7 +236,7 @@ func (s *server) handleHeartbeat() http.Handler {
 		}
 		revived, err := s.store.Heartbeat(r.Context(), hostID, store.Capacity{
 			FreeCPUs: *req.FreeCPUs, FreeMemoryMB: *req.FreeMemoryMB, FreeDiskMB: *req.FreeDiskMB, Capsules: capsules,
-			Templates: dedupe(req.Templates),
+			Templates: dedupe(req.Templates), FreeAddresses: req.FreeAddresses,
 		})
 		if errors.Is(err, store.ErrNotFound) {
 			return invalid

@@ -34,6 +34,12 @@ type hostJSON struct {
 	FreeDiskMB   int64           `json:"free_disk_mb"`
 	Capsules     json.RawMessage `json:"capsules"`
 	Templates    []string        `json:"templates"`
+	// FreeAddresses is how many more capsules the host's address pool
+	// takes, as last reported (null: not reported).
+	FreeAddresses *int `json:"free_addresses"`
+	// TLSPin is the pin of the agent's TLS key, the only key the control
+	// plane accepts from it ("" while none is pinned).
+	TLSPin string `json:"tls_spki_sha256"`
 	// What the host's live capsules take, by the scheduler's accounting.
 	AllocatedVCPUs    int        `json:"allocated_vcpus"`
 	AllocatedMemoryMB int64      `json:"allocated_memory_mb"`
@@ -52,6 +58,10 @@ func toHostJSON(h store.Host) hostJSON {
 		CreatedAt: h.CreatedAt, CreatedBy: ptr(h.CreatedBy),
 		Capsules:  h.Capsules, // never empty: the column is NOT NULL DEFAULT '[]'
 		Templates: h.Templates, AllocatedVCPUs: h.AllocatedVCPUs, AllocatedMemoryMB: h.AllocatedMemoryMB,
+		TLSPin: h.TLSPin,
+	}
+	if h.FreeAddresses >= 0 {
+		j.FreeAddresses = &h.FreeAddresses
 	}
 	if j.Templates == nil {
 		j.Templates = []string{}
@@ -232,7 +242,7 @@ func (s *server) handleGetHost() http.Handler {
 func (s *server) agentInfo(ctx context.Context, h store.Host) (*agentInfoJSON, error) {
 	ctx, cancel := context.WithTimeout(ctx, agentCallTimeout)
 	defer cancel()
-	client := hostagentv1connect.NewHostAgentServiceClient(s.agentClient, "http://"+h.Address, s.agentOptions(h.ID))
+	client := hostagentv1connect.NewHostAgentServiceClient(s.agents.client(h), agentURL(h), s.agentOptions(h.ID))
 	res, err := client.HostInfo(ctx, connect.NewRequest(&hostagentv1.HostInfoRequest{}))
 	if err != nil {
 		return nil, err

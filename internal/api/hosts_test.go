@@ -3,7 +3,6 @@ package api_test
 import (
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/agent"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 )
 
 func TestHostLifecycle(t *testing.T) {
@@ -175,15 +175,22 @@ func TestGetHostAsksAgent(t *testing.T) {
 	reg := e.createHost(admin)
 	r := e.call("POST", "/v1/hosts/register", registerBody(reg.token)).want(t, "register", http.StatusCreated)
 	// The real agent's RPC server, with the credential registration gave it.
-	ag, err := agent.NewServer(config.Agent{Dir: t.TempDir(), Runtime: config.RuntimeGVisor},
+	dir := t.TempDir()
+	ag, err := agent.NewServer(config.Agent{Dir: dir, Runtime: config.RuntimeGVisor},
 		agent.Credential{HostID: reg.hostID, CPPublicKey: r.str("cp_public_key")},
 		nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(ag.Handler())
-	defer srv.Close()
-	e.exec(`UPDATE hosts SET address = $2 WHERE id = $1`, reg.hostID, strings.TrimPrefix(srv.URL, "http://"))
+	id, err := hosttls.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Pin != ag.TLSPin() {
+		t.Fatalf("agent's pin %s, its directory's %s", ag.TLSPin(), id.Pin)
+	}
+	srv, addr := newAgentServer(t, ag.Handler(), id)
+	e.exec(`UPDATE hosts SET address = $2, tls_spki_sha256 = $3 WHERE id = $1`, reg.hostID, addr, ag.TLSPin())
 
 	got := e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get host", http.StatusOK)
 	info, _ := got.body["agent"].(map[string]any)
@@ -236,5 +243,67 @@ func TestHeartbeatAddress(t *testing.T) {
 	}
 	if ev := moves(); len(ev) != 1 {
 		t.Errorf("host.address events after unchanged heartbeats: %d, want 1", len(ev))
+	}
+}
+
+// TestHeartbeatPinsTLSKey walks the upgrade path of a host registered
+// before agents served TLS: with no key pinned it is not called; the first
+// authenticated heartbeat that brings a pin pins it; a heartbeat with
+// another key is refused (409 tls_key_mismatch) and records nothing; a new
+// registration replaces the pin.
+func TestHeartbeatPinsTLSKey(t *testing.T) {
+	e := newEnv(t)
+	admin := e.signup("admin@example.com")
+	reg := e.createHost(admin)
+	r := e.call("POST", "/v1/hosts/register", registerBody(reg.token)).want(t, "register", http.StatusCreated)
+	hostAuth := []string{"Authorization", "Bearer " + r.str("credential")}
+	if h := e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get host", http.StatusOK); h.str("tls_spki_sha256") != testAgentTLS.Pin {
+		t.Fatalf("pin after registration: %q, want %q", h.str("tls_spki_sha256"), testAgentTLS.Pin)
+	}
+	// As a host registered before TLS links: no pin. It is not called.
+	_, addr := newAgentServer(t, http.NotFoundHandler())
+	e.exec(`UPDATE hosts SET tls_spki_sha256 = '', address = $2 WHERE id = $1`, reg.hostID, addr)
+	h := e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get unpinned host", http.StatusOK)
+	if h.body["agent"] != nil || h.str("agent_error") == "" {
+		t.Errorf("unpinned host: got %s, want agent_error and no agent", h.raw)
+	}
+	other, err := hosttls.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := e.call("POST", "/v1/hosts/"+reg.hostID+"/heartbeat", with(heartbeatBody(), "tls_spki_sha256", "abc"), hostAuth...)
+	if bad.status != http.StatusBadRequest {
+		t.Errorf("heartbeat with a malformed pin: %d %s, want 400", bad.status, bad.raw)
+	}
+	e.call("POST", "/v1/hosts/"+reg.hostID+"/heartbeat", with(heartbeatBody(), "tls_spki_sha256", testAgentTLS.Pin), hostAuth...).
+		want(t, "first heartbeat with a pin", http.StatusOK)
+	before := e.fingerprint()
+	mismatch := e.call("POST", "/v1/hosts/"+reg.hostID+"/heartbeat", with(heartbeatBody(), "tls_spki_sha256", other.Pin), hostAuth...)
+	if mismatch.status != http.StatusConflict || mismatch.errCode() != "tls_key_mismatch" {
+		t.Errorf("heartbeat with another key: %d %s, want 409 tls_key_mismatch", mismatch.status, mismatch.raw)
+	}
+	if after := e.fingerprint(); after != before {
+		t.Errorf("a refused heartbeat changed the database:\nbefore %s\nafter  %s", before, after)
+	}
+	h = e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get pinned host", http.StatusOK)
+	// The "agent" answers 404 to everything: reached over the pinned TLS,
+	// the call is unimplemented (not unavailable).
+	if h.str("tls_spki_sha256") != testAgentTLS.Pin || !strings.Contains(h.str("agent_error"), "unimplemented") {
+		t.Errorf("after pinning: pin %q, agent_error %q; want the first pin and the agent reached", h.str("tls_spki_sha256"), h.str("agent_error"))
+	}
+	if n := e.count("audit_log WHERE action = 'host.tls_pin'"); n != 1 {
+		t.Errorf("%d host.tls_pin audit entries, want 1", n)
+	}
+	// A new registration pins the agent's new key.
+	nt := e.call("POST", "/v1/hosts/"+reg.hostID+"/token", nil, admin.bearer()...).want(t, "new token", http.StatusCreated)
+	e.call("POST", "/v1/hosts/register", with(registerBody(nt.str("registration_token")), "tls_spki_sha256", other.Pin)).
+		want(t, "register again", http.StatusCreated)
+	if h := e.call("GET", "/v1/hosts/"+reg.hostID, nil, admin.bearer()...).want(t, "get host", http.StatusOK); h.str("tls_spki_sha256") != other.Pin {
+		t.Errorf("pin after registering again: %q, want the new key's", h.str("tls_spki_sha256"))
+	}
+	// Registration without a pin: 400.
+	nt = e.call("POST", "/v1/hosts/"+reg.hostID+"/token", nil, admin.bearer()...).want(t, "new token", http.StatusCreated)
+	if r := e.call("POST", "/v1/hosts/register", with(registerBody(nt.str("registration_token")), "tls_spki_sha256", nil)); r.status != http.StatusBadRequest {
+		t.Errorf("registration without a pin: %d %s, want 400", r.status, r.raw)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/auth"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 	"github.com/wrenn-dev/wrenn/internal/runtime"
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
@@ -332,7 +333,7 @@ func (s *server) proxyToPort(w http.ResponseWriter, r *http.Request, c store.Cap
 				rest = strings.TrimPrefix(rest, apiPrefix)
 				rawRest = strings.TrimPrefix(rawRest, apiPrefix)
 			}
-			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Scheme = "https"
 			pr.Out.URL.Host = h.Address
 			pr.Out.URL.Path = agentPrefix + ensureSlash(rest)
 			pr.Out.URL.RawPath = ""
@@ -363,7 +364,7 @@ func (s *server) proxyToPort(w http.ResponseWriter, r *http.Request, c store.Cap
 			pr.Out.Header.Del(csrfHeader)
 			dropWrennCookies(pr.Out)
 		},
-		Transport: s.signer.Transport(h.ID, hostauth.PortProcedure(c.ID), s.portTransport),
+		Transport: s.signer.Transport(h.ID, hostauth.PortProcedure(c.ID), s.portTransports.forHost(h)),
 		// Server-sent events, long downloads: every write goes on at once.
 		FlushInterval: -1,
 		ModifyResponse: func(res *http.Response) error {
@@ -450,19 +451,38 @@ func dropWrennCookies(r *http.Request) {
 	}
 }
 
-// newPortTransport returns the transport of proxied requests to agents:
-// HTTP/1.1 (Upgrade needs it; HTTP/2 clients are served by the control
-// plane and carried on over HTTP/1.1), connections kept for reuse, every
-// dial checked against the agent address policy, bodies as they are.
-func newPortTransport(d *net.Dialer) *http.Transport {
-	return &http.Transport{
-		DialContext:         d.DialContext,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-		WriteBufferSize:     64 << 10,
-		ReadBufferSize:      64 << 10,
+// portTransports keeps the transports of proxied requests to agents, one
+// per pinned agent key (internal/hosttls), as agentLinks does for RPCs:
+// HTTP/1.1 over TLS to that key only (Upgrade needs HTTP/1.1; HTTP/2
+// clients are served by the control plane and carried on over HTTP/1.1),
+// connections kept for reuse, every dial checked against the agent address
+// policy, bodies as they are. It is safe for concurrent use.
+type portTransports struct {
+	dialer *net.Dialer
+	mu     sync.Mutex
+	m      map[string]*http.Transport // by pin
+}
+
+func newPortTransports(d *net.Dialer) *portTransports {
+	return &portTransports{dialer: d, m: map[string]*http.Transport{}}
+}
+
+// forHost returns the transport to host h's agent.
+func (p *portTransports) forHost(h store.Host) http.RoundTripper {
+	if h.TLSPin == "" {
+		return failingTransport{errNoPin}
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t := p.m[h.TLSPin]; t != nil {
+		return t
+	}
+	t := hosttls.Transport(h.TLSPin, p.dialer.DialContext, hosttls.HTTP1Only)
+	t.MaxIdleConnsPerHost = 64
+	t.WriteBufferSize = 64 << 10
+	t.ReadBufferSize = 64 << 10
+	p.m[h.TLSPin] = t
+	return t
 }
 
 // portURLs returns the URLs of port of capsule id in the host form (""

@@ -26,6 +26,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 	"github.com/wrenn-dev/wrenn/internal/stacktest"
 )
 
@@ -473,8 +474,9 @@ func TestPortProxyStack(t *testing.T) {
 		// The agent refuses envd's port itself, whatever the control
 		// plane asks.
 		path := hostauth.PortProxyPath(pc.id, "49983") + "/health"
-		tr := st.Signer.Transport(st.HostID, hostauth.PortProcedure(pc.id), http.DefaultTransport)
-		req, _ := http.NewRequest("GET", "http://"+st.AgentAddr+path, nil)
+		agentTLS := hosttls.Transport(st.AgentPin, nil, hosttls.HTTP1Only)
+		tr := st.Signer.Transport(st.HostID, hostauth.PortProcedure(pc.id), agentTLS)
+		req, _ := http.NewRequest("GET", "https://"+st.AgentAddr+path, nil)
 		res, err := tr.RoundTrip(req)
 		if err != nil {
 			t.Fatal(err)
@@ -484,7 +486,7 @@ func TestPortProxyStack(t *testing.T) {
 			t.Errorf("the agent answered %d to a signed request for port 49983, want 403", res.StatusCode)
 		}
 		// And unsigned requests.
-		res, err = http.Get("http://" + st.AgentAddr + hostauth.PortProxyPath(pc.id, "8080") + "/")
+		res, err = (&http.Client{Transport: agentTLS}).Get("https://" + st.AgentAddr + hostauth.PortProxyPath(pc.id, "8080") + "/")
 		if err != nil {
 			t.Fatal(err)
 		}

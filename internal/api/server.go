@@ -70,7 +70,8 @@ type server struct {
 	bootstrapToken string
 	registry       *prometheus.Registry
 	metrics        *metrics
-	agentClient    *http.Client
+	// agents holds the clients of calls to agents, one per pinned key.
+	agents *agentLinks
 	// agentAddrs says which addresses agents may be reached at; every
 	// dial to an agent is checked against it.
 	agentAddrs *agentaddr.Policy
@@ -85,11 +86,11 @@ type server struct {
 	// The port proxy (ports.go): the host name of WRENN_PROXY_DOMAIN
 	// ("" when unset), the signer of access URLs, hosts read recently,
 	// the transport to agents and the throttle of activity records.
-	proxyDomain   string
-	portTokens    *portTokens
-	portHosts     hostCache
-	portTransport *http.Transport
-	portActive    portActivity
+	proxyDomain    string
+	portTokens     *portTokens
+	portHosts      hostCache
+	portTransports *portTransports
+	portActive     portActivity
 }
 
 // refreshTokenTTL is the lifetime of a host refresh token (host protocol).
@@ -160,17 +161,16 @@ func (sv *Server) Close() { sv.s.builds.Close() }
 // New returns the control plane's API server.
 func New(d Deps) *Server {
 	s := &server{
-		store:       d.Store,
-		log:         d.Logger,
-		cfg:         d.Config,
-		signer:      d.Signer,
-		passwords:   d.Passwords,
-		sessions:    auth.NewSessions(d.Config.JWTSecret, d.Config.JWTTTL),
-		limiter:     auth.NewRateLimiter(d.Config.AuthRateLimit),
-		registry:    d.Registry,
-		agentClient: d.AgentClient,
-		envds:       newEnvdClients(),
-		dashboard:   web.Handler(d.Config.DashboardDir),
+		store:     d.Store,
+		log:       d.Logger,
+		cfg:       d.Config,
+		signer:    d.Signer,
+		passwords: d.Passwords,
+		sessions:  auth.NewSessions(d.Config.JWTSecret, d.Config.JWTTTL),
+		limiter:   auth.NewRateLimiter(d.Config.AuthRateLimit),
+		registry:  d.Registry,
+		envds:     newEnvdClients(),
+		dashboard: web.Handler(d.Config.DashboardDir),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -196,14 +196,14 @@ func New(d Deps) *Server {
 		s.registry = prometheus.NewRegistry()
 	}
 	s.agentAddrs = agentaddr.New(d.Config.AgentAllowedCIDRs)
-	s.agentClient = newAgentHTTPClient(d.AgentClient, s.agentAddrs.Dialer())
+	s.agents = newAgentLinks(d.AgentClient, s.agentAddrs.Dialer())
 	s.metrics = newMetrics(s.registry, s.store, s.log)
 	s.proxyDomain = d.Config.ProxyDomain
 	if h, _, err := net.SplitHostPort(s.proxyDomain); err == nil {
 		s.proxyDomain = h
 	}
 	s.portTokens = newPortTokens(d.Config.JWTSecret)
-	s.portTransport = newPortTransport(s.agentAddrs.Dialer())
+	s.portTransports = newPortTransports(s.agentAddrs.Dialer())
 	s.capsules = lifecycle.New(lifecycle.Deps{
 		Store: s.store, Logger: s.log, Agent: s.capsuleService, ReaperInterval: s.cfg.ReaperInterval, Quota: s.defaultQuota(),
 		Metrics: lifecycle.Metrics{Pause: s.metrics.pause, Resume: s.metrics.resume, Snapshot: s.metrics.snapshot},

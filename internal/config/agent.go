@@ -64,6 +64,9 @@ type Agent struct {
 	CapsuleConsoleBytes int64
 	CapsulePids         int64
 	CapsuleNoFile       uint64
+	// CapsuleHostFDs bounds the host file descriptors of each capsule's
+	// sandbox and gofer (WRENN_CAPSULE_HOST_FDS).
+	CapsuleHostFDs int
 	// LogLevel and LogFormat ("text" or "json") shape the agent's log
 	// (WRENN_LOG_LEVEL, WRENN_LOG_FORMAT).
 	LogLevel  slog.Level
@@ -116,6 +119,7 @@ func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	c.CapsuleConsoleBytes = int64(r.intIn("WRENN_CAPSULE_CONSOLE_BYTES", 4<<20, 64<<10, 1<<30))
 	c.CapsulePids = int64(r.intIn("WRENN_CAPSULE_PIDS", 1024, 128, 1<<22))
 	c.CapsuleNoFile = uint64(r.intIn("WRENN_CAPSULE_NOFILE", 65536, 64, 1<<20))
+	c.CapsuleHostFDs = r.intIn("WRENN_CAPSULE_HOST_FDS", 16384, 1024, 1<<20)
 	c.LogLevel = r.logLevel("WRENN_LOG_LEVEL")
 	c.LogFormat = r.logFormat("WRENN_LOG_FORMAT")
 

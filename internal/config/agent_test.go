@@ -36,6 +36,7 @@ func TestLoadAgentDefaults(t *testing.T) {
 		CapsuleConsoleBytes: 4 << 20,
 		CapsulePids:         1024,
 		CapsuleNoFile:       65536,
+		CapsuleHostFDs:      16384,
 		LogLevel:            slog.LevelInfo,
 		LogFormat:           "text",
 	}
@@ -59,6 +60,7 @@ func TestLoadAgentSet(t *testing.T) {
 		"WRENN_CAPSULE_CONSOLE_BYTES": "1048576",
 		"WRENN_CAPSULE_PIDS":          "4096",
 		"WRENN_CAPSULE_NOFILE":        "1024",
+		"WRENN_CAPSULE_HOST_FDS":      "4096",
 		"WRENN_LOG_LEVEL":             "debug",
 		"WRENN_LOG_FORMAT":            "JSON",
 		"WRENN_CAPSULE_DNS_UPSTREAMS": "192.0.2.53, 192.0.2.54:5353",
@@ -80,6 +82,7 @@ func TestLoadAgentSet(t *testing.T) {
 		CapsuleConsoleBytes: 1 << 20,
 		CapsulePids:         4096,
 		CapsuleNoFile:       1024,
+		CapsuleHostFDs:      4096,
 		LogLevel:            slog.LevelDebug,
 		LogFormat:           "json",
 		CapsuleDNSUpstreams: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:53"), netip.MustParseAddrPort("192.0.2.54:5353")},
@@ -127,6 +130,8 @@ func TestLoadAgentBadValues(t *testing.T) {
 		{"WRENN_CAPSULE_DNS_UPSTREAMS", "192.0.2.53:dns"},
 		{"WRENN_CAPSULE_OPEN_RANGES", "fd00::/8"},
 		{"WRENN_CAPSULE_OPEN_RANGES", "10.0.0.0/33"},
+		{"WRENN_CAPSULE_HOST_FDS", "100"},
+		{"WRENN_CAPSULE_HOST_FDS", "2000000"},
 		{"WRENN_LOG_LEVEL", "loud"},
 		{"WRENN_LOG_FORMAT", "xml"},
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 	"github.com/wrenn-dev/wrenn/internal/stacktest"
 	"github.com/wrenn-dev/wrenn/internal/testdb"
 	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
@@ -315,6 +316,24 @@ func TestRegistrationStory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The agent speaks TLS only, with the key it pinned at
+		// registration (kept in its directory).
+		id, err := hosttls.LoadOrCreate(agentDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pinned := &http.Client{Transport: hosttls.Transport(id.Pin, nil, hosttls.AnyHTTP)}
+		if _, m := getHost(t, admin, hostID); m["tls_spki_sha256"] != id.Pin {
+			t.Errorf("control plane pinned %v, want the agent's key %q", m["tls_spki_sha256"], id.Pin)
+		}
+		plain, err := http.Post("http://"+agentAddr+hostagentv1connect.HostAgentServiceHostInfoProcedure, "application/json", strings.NewReader("{}"))
+		if err == nil {
+			body, _ := io.ReadAll(plain.Body)
+			_ = plain.Body.Close()
+			if plain.StatusCode != http.StatusBadRequest || strings.Contains(string(body), hostID) {
+				t.Errorf("plain http to the agent: %d %s, want refused", plain.StatusCode, body)
+			}
+		}
 		for _, tc := range []struct {
 			name, path, auth string
 			want             int
@@ -324,12 +343,12 @@ func TestRegistrationStory(t *testing.T) {
 			{"host credential instead of a cp token", hostagentv1connect.HostAgentServiceHostInfoProcedure, "Bearer " + fmt.Sprint(cred["credential"]), http.StatusUnauthorized},
 			{"unknown path", "/admin", "", http.StatusNotFound},
 		} {
-			req, _ := http.NewRequest("POST", "http://"+agentAddr+tc.path, strings.NewReader("{}"))
+			req, _ := http.NewRequest("POST", "https://"+agentAddr+tc.path, strings.NewReader("{}"))
 			req.Header.Set("Content-Type", "application/json")
 			if tc.auth != "" {
 				req.Header.Set("Authorization", tc.auth)
 			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := pinned.Do(req)
 			if err != nil {
 				t.Fatalf("%s: %v", tc.name, err)
 			}

@@ -3,11 +3,13 @@
 //
 // The control plane holds an Ed25519 key pair (kept in PostgreSQL so that every
 // replica signs with the same key) and hands the public half to each agent when
-// it registers. For every call the control plane signs a short-lived token bound
-// to one host (audience) and one RPC procedure (subject); the agent verifies the
-// signature, the audience, the procedure and the expiry, and refuses anything
-// else. A token captured on the wire is therefore useless for another host,
-// another procedure, or after a minute.
+// it registers. For every call the control plane signs a short-lived, single-use
+// token bound to one host (audience), one RPC procedure (subject) and the
+// request (a digest of a unary call's message, of an envd-proxy request's method
+// and URI, or the capsule a stream is about); the agent verifies all of it and
+// refuses anything else. A token is therefore useless for another host, another
+// procedure, another request or capsule, a second time, or after a minute. The
+// calls travel over TLS pinned to the agent's key (internal/hosttls).
 package hostauth
 
 import (
@@ -27,6 +29,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 const (
@@ -78,13 +81,13 @@ func (s *Signer) PublicKey() ed25519.PublicKey {
 type claims struct {
 	jwt.RegisteredClaims
 	// Digest binds the token to one request (see MessageDigest and
-	// RequestDigest); empty for streams, whose bodies are not known when
-	// they open.
+	// RequestDigest), or a stream to one capsule (StreamDigest).
 	Digest string `json:"dig,omitempty"`
 }
 
 // Token returns a single-use token valid for one minute for calling
-// procedure on host, not bound to a request body (streams).
+// procedure on host, bound to no request (every call refuses it; tests
+// use it to show that).
 func (s *Signer) Token(hostID, procedure string) (string, error) {
 	return s.BoundToken(hostID, procedure, "")
 }
@@ -168,11 +171,29 @@ func (c *clientInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc 
 func (c *clientInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
 		conn := next(ctx, spec)
-		if tok, err := c.signer.Token(c.hostID, spec.Procedure); err == nil {
+		capsuleID, _ := ctx.Value(capsuleKey{}).(string)
+		if tok, err := c.signer.BoundToken(c.hostID, spec.Procedure, StreamDigest(capsuleID)); err == nil {
 			conn.RequestHeader().Set("Authorization", "Bearer "+tok)
 		}
 		return conn
 	}
+}
+
+// streamDigestPrefix starts the digest of a streaming call's token.
+const streamDigestPrefix = "c:"
+
+// StreamDigest is the digest a streaming call's token is bound to: the
+// capsule the stream is about ("" for none). A stream's messages are not
+// known when it opens, so the agent checks each one as it arrives: every
+// capsule_id field in it must name that capsule (Interceptor).
+func StreamDigest(capsuleID string) string { return streamDigestPrefix + capsuleID }
+
+type capsuleKey struct{}
+
+// WithCapsule returns ctx for streaming calls about capsule capsuleID: the
+// client interceptor binds their tokens to it (StreamDigest).
+func WithCapsule(ctx context.Context, capsuleID string) context.Context {
+	return context.WithValue(ctx, capsuleKey{}, capsuleID)
 }
 
 func (c *clientInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
@@ -214,35 +235,53 @@ func (v *Verifier) SetPublicKey(pub ed25519.PublicKey) {
 // Verify reports an error wrapping ErrUnauthenticated unless header carries a
 // valid control-plane token for this host and procedure, bound to digest
 // (MessageDigest of a unary call's message, RequestDigest of an envd-proxy
-// request; "" for a stream, whose token must be unbound), and not used
-// before.
+// request), and not used before.
 func (v *Verifier) Verify(header http.Header, procedure, digest string) error {
+	_, err := v.verify(header, procedure, func(dig string) bool { return dig == digest })
+	return err
+}
+
+// VerifyStream is Verify for a streaming call: the token must be bound to
+// a capsule (StreamDigest), whose id it returns ("" for a stream bound to
+// none); every message of the stream must then name that capsule or none
+// (see Interceptor).
+func (v *Verifier) VerifyStream(header http.Header, procedure string) (capsuleID string, err error) {
+	dig, err := v.verify(header, procedure, func(dig string) bool { return strings.HasPrefix(dig, streamDigestPrefix) })
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimPrefix(dig, streamDigestPrefix), nil
+}
+
+// verify checks header's token as Verify says, with digestOK judging its
+// digest, and returns the digest.
+func (v *Verifier) verify(header http.Header, procedure string, digestOK func(string) bool) (string, error) {
 	raw, ok := strings.CutPrefix(header.Get("Authorization"), "Bearer ")
 	if !ok || raw == "" {
-		return fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
+		return "", fmt.Errorf("%w: no bearer token", ErrUnauthenticated)
 	}
 	pub := *v.pub.Load()
 	var c claims
 	_, err := v.parser.ParseWithClaims(raw, &c, func(*jwt.Token) (any, error) { return pub, nil })
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+		return "", fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
 	if c.Subject != procedure {
-		return fmt.Errorf("%w: token is for %q, not %q", ErrUnauthenticated, c.Subject, procedure)
+		return "", fmt.Errorf("%w: token is for %q, not %q", ErrUnauthenticated, c.Subject, procedure)
 	}
 	if c.IssuedAt == nil || c.ExpiresAt.Sub(c.IssuedAt.Time) > tokenTTL+time.Second {
-		return fmt.Errorf("%w: token lifetime too long", ErrUnauthenticated)
+		return "", fmt.Errorf("%w: token lifetime too long", ErrUnauthenticated)
 	}
-	if c.Digest != digest {
-		return fmt.Errorf("%w: token is for another request", ErrUnauthenticated)
+	if !digestOK(c.Digest) {
+		return "", fmt.Errorf("%w: token is for another request", ErrUnauthenticated)
 	}
 	if c.ID == "" {
-		return fmt.Errorf("%w: token has no id", ErrUnauthenticated)
+		return "", fmt.Errorf("%w: token has no id", ErrUnauthenticated)
 	}
 	if !v.seen.first(c.ID, c.ExpiresAt.Time) {
-		return fmt.Errorf("%w: token already used", ErrUnauthenticated)
+		return "", fmt.Errorf("%w: token already used", ErrUnauthenticated)
 	}
-	return nil
+	return c.Digest, nil
 }
 
 // replayCache remembers the ids of tokens used, until they expire (plus
@@ -305,11 +344,54 @@ func (s *serverInterceptor) WrapStreamingClient(next connect.StreamingClientFunc
 
 func (s *serverInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		if err := s.v.Verify(conn.RequestHeader(), conn.Spec().Procedure, ""); err != nil {
+		capsuleID, err := s.v.VerifyStream(conn.RequestHeader(), conn.Spec().Procedure)
+		if err != nil {
 			return connect.NewError(connect.CodeUnauthenticated, err)
 		}
-		return next(ctx, conn)
+		return next(ctx, &boundStream{StreamingHandlerConn: conn, capsuleID: capsuleID})
 	}
+}
+
+// boundStream refuses every received message that names another capsule
+// than the one its token is bound to.
+type boundStream struct {
+	connect.StreamingHandlerConn
+	capsuleID string
+}
+
+func (b *boundStream) Receive(m any) error {
+	if err := b.StreamingHandlerConn.Receive(m); err != nil {
+		return err
+	}
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("hostauth: message %T is not a protobuf message", m))
+	}
+	if id, ok := otherCapsule(pm.ProtoReflect(), b.capsuleID, 0); ok {
+		return connect.NewError(connect.CodeUnauthenticated,
+			fmt.Errorf("%w: the stream's token is not for capsule %q", ErrUnauthenticated, id))
+	}
+	return nil
+}
+
+// otherCapsule finds a capsule_id field in m (or in the messages it holds,
+// down to a few levels) that is set to something other than want.
+func otherCapsule(m protoreflect.Message, want string, depth int) (string, bool) {
+	if depth > 4 {
+		return "", false
+	}
+	var found string
+	var bad bool
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.Name() == "capsule_id" && fd.Kind() == protoreflect.StringKind && !fd.IsList() && v.String() != want:
+			found, bad = v.String(), true
+		case fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap():
+			found, bad = otherCapsule(v.Message(), want, depth+1)
+		}
+		return !bad
+	})
+	return found, bad
 }
 
 // EnvdProxyPath is the prefix of the agent's envd proxy for one capsule:

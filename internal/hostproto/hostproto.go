@@ -28,6 +28,10 @@ type RegisterRequest struct {
 	Runtime      string `json:"runtime"`
 	AgentVersion string `json:"agent_version"`
 	Hostname     string `json:"hostname"`
+	// TLSPin is the SHA-256 of the agent's TLS public key (base64 of the
+	// SubjectPublicKeyInfo's digest, internal/hosttls): the control plane
+	// pins it and accepts no other key when it calls the agent.
+	TLSPin string `json:"tls_spki_sha256"`
 }
 
 // Credentials are what registration and refresh hand the agent: a host
@@ -73,6 +77,14 @@ type HeartbeatRequest struct {
 	// Address, when set, replaces the address the host registered with
 	// (an agent started with --address and no --register).
 	Address string `json:"address,omitempty"`
+	// TLSPin is the agent's TLS key pin, as at registration. A host
+	// registered before agents served TLS has none pinned: the control
+	// plane pins the first one a heartbeat brings, and refuses a
+	// heartbeat whose pin differs from the pinned one.
+	TLSPin string `json:"tls_spki_sha256,omitempty"`
+	// FreeAddresses is how many more capsules the host's address pool
+	// can take (a capsule holds its address while paused too).
+	FreeAddresses *int `json:"free_addresses,omitempty"`
 }
 
 // CapsuleReport is one capsule in a heartbeat, with the status the agent

@@ -142,6 +142,9 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 		return store.Capsule{}, errorf(NoHost, "the host that holds snapshot %q is not online", tmpl.Name)
 	case errors.Is(err, store.ErrNoHost):
 		return store.Capsule{}, errorf(NoHost, "no online host has template %q", tmpl.Name)
+	case errors.As(err, &full) && full.Short != "":
+		return store.Capsule{}, errorf(NoCapacity, "no host with template %q can take this capsule now: %s; try smaller or later",
+			tmpl.Name, full.ShortMessage())
 	case errors.As(err, &full):
 		return store.Capsule{}, errorf(NoCapacity, "no host has room for %d vCPUs and %d MB of memory now: the most free on the %d hosts with template %q is %d vCPUs and %d MB; try smaller or later",
 			vcpus, memory, full.Hosts, tmpl.Name, full.FreeVCPUs, full.FreeMemoryMB)

@@ -61,9 +61,6 @@ func (s *Service) Snapshot(ctx context.Context, req SnapshotRequest, ev store.Ev
 	if taken {
 		return store.Template{}, errorf(NameTaken, "a template called %q already exists; choose another name", req.Name)
 	}
-	if err := s.store.CheckSnapshotQuota(ctx, req.TeamID, s.quota); err != nil {
-		return store.Template{}, quotaError(err, "another snapshot")
-	}
 	if c.Status != store.CapsuleRunning && c.Status != store.CapsulePaused {
 		return store.Template{}, wrongStatus(c, "running or paused")
 	}
@@ -72,22 +69,33 @@ func (s *Service) Snapshot(ctx context.Context, req SnapshotRequest, ev store.Ev
 	}
 	was := c.Status
 	bg := context.WithoutCancel(ctx)
-	c, err = s.store.SetCapsuleStatus(bg, c.ID, []string{was}, store.CapsulePausing, "")
+	// The quota is checked under the team's lock, in the claim itself, so
+	// that concurrent snapshots cannot pass it together. Until the
+	// template row exists the directory is protected by the request the
+	// claim records: heartbeats have hosts remove snapshot directories of
+	// neither (see cleanUpHost), which is what a failed recording leaves.
+	tid := uuid.NewString()
+	c, err = s.store.ClaimSnapshot(bg, req.TeamID, c.ID, was, tid, c.HostID, s.quota)
 	if errors.Is(err, store.ErrConflict) {
 		return store.Template{}, wrongStatus(c, was)
 	}
 	if err != nil {
-		return store.Template{}, err
+		return store.Template{}, quotaError(err, "another snapshot")
 	}
+	defer func() {
+		if err := s.store.EndSnapshot(bg, tid); err != nil {
+			s.log.WarnContext(bg, "forgetting a snapshot request", "template_id", tid, "err", err)
+		}
+	}()
 	ev = withMeta(ev, map[string]any{"name": req.Name, "capsule_id": c.ID, "resume": req.Resume})
-	return s.snapshotClaimed(bg, c, was, req.Name, req.Resume, ev)
+	return s.snapshotClaimed(bg, c, was, tid, req.Name, req.Resume, ev)
 }
 
 // snapshotClaimed asks capsule c's host to save c (claimed: pausing, was
-// its status before) as template name, then records the template with ev
-// and c's status after. Nothing is left half-done: when the template row
-// cannot be written, the agent deletes what it wrote.
-func (s *Service) snapshotClaimed(ctx context.Context, c store.Capsule, was, name string, resume bool, ev store.Event) (store.Template, error) {
+// its status before) as template tid, named name, then records the
+// template with ev and c's status after. Nothing is left half-done: when
+// the template row cannot be written, the agent deletes what it wrote.
+func (s *Service) snapshotClaimed(ctx context.Context, c store.Capsule, was, tid, name string, resume bool, ev store.Event) (store.Template, error) {
 	start := time.Now()
 	fail := func() { observe(s.metrics.Snapshot, false, time.Since(start)) }
 	h, err := s.hostOf(ctx, c)
@@ -96,22 +104,6 @@ func (s *Service) snapshotClaimed(ctx context.Context, c store.Capsule, was, nam
 		_, err = s.hostLost(ctx, c, err)
 		return store.Template{}, err
 	}
-	tid := uuid.NewString()
-	// Until the row exists the directory is protected by this request:
-	// heartbeats have hosts remove snapshot directories of neither (see
-	// cleanUpHost), which is what a failed recording leaves.
-	if err := s.store.BeginSnapshot(ctx, tid, h.ID); err != nil {
-		fail()
-		if _, serr := s.store.SetCapsuleStatus(ctx, c.ID, []string{store.CapsulePausing}, was, ""); serr != nil {
-			s.log.ErrorContext(ctx, "giving a capsule its status back after a failed snapshot", "capsule_id", c.ID, "err", serr)
-		}
-		return store.Template{}, err
-	}
-	defer func() {
-		if err := s.store.EndSnapshot(context.WithoutCancel(ctx), tid); err != nil {
-			s.log.WarnContext(ctx, "forgetting a snapshot request", "template_id", tid, "err", err)
-		}
-	}()
 	callCtx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 	res, err := s.agent(h).SnapshotCapsule(callCtx, connect.NewRequest(&hostagentv1.SnapshotCapsuleRequest{
 		CapsuleId: c.ID, Template: tid, Resume: resume,

@@ -345,6 +345,13 @@ func (m *Manager) Renew(ctx context.Context, capsuleID string) (Slot, error) {
 	return slot, nil
 }
 
+// FreeSlots is how many more capsules the pool has addresses for.
+func (m *Manager) FreeSlots() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return max(0, slotCount(m.cfg.CIDR)-len(m.used))
+}
+
 // freeIndex finds an unused slot index, round-robin from m.next. m.mu held.
 func (m *Manager) freeIndex() (int, bool) {
 	n := slotCount(m.cfg.CIDR)

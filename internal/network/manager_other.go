@@ -38,6 +38,9 @@ func (m *Manager) Renew(ctx context.Context, capsuleID string) (Slot, error) {
 // Device is PeerIface: there are no namespaces here.
 func (m *Manager) Device() string { return PeerIface }
 
+// FreeSlots is 0: there are no addresses here.
+func (m *Manager) FreeSlots() int { return 0 }
+
 // Lookup finds nothing.
 func (m *Manager) Lookup(capsuleID string) (Slot, bool) { return Slot{}, false }
 

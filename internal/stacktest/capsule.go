@@ -15,6 +15,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
 	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
@@ -23,8 +24,14 @@ import (
 // CapsuleService returns a client for the agent's CapsuleService that signs
 // its calls like the control plane does.
 func (s *Stack) CapsuleService() hostagentv1connect.CapsuleServiceClient {
-	return hostagentv1connect.NewCapsuleServiceClient(http.DefaultClient, "http://"+s.AgentAddr,
+	return hostagentv1connect.NewCapsuleServiceClient(s.AgentHTTP(hosttls.AnyHTTP), "https://"+s.AgentAddr,
 		connect.WithInterceptors(s.Signer.ClientInterceptor(s.HostID)))
+}
+
+// AgentHTTP returns an HTTP client to the agent that accepts only the
+// agent's own TLS key, as the control plane's do, speaking p.
+func (s *Stack) AgentHTTP(p hosttls.Protocols) *http.Client {
+	return &http.Client{Transport: hosttls.Transport(s.AgentPin, nil, p)}
 }
 
 // CreateCapsule starts a minimal capsule directly on the agent (not through
@@ -56,7 +63,8 @@ func (s *Stack) Envd(t testing.TB, capsuleID string) *envdclient.Client {
 	wrap := func(next http.RoundTripper) http.RoundTripper {
 		return s.Signer.Transport(s.HostID, hostauth.EnvdProcedure(capsuleID), next)
 	}
-	c := envdclient.New("http://"+s.AgentAddr+hostauth.EnvdProxyPath(capsuleID), "", envdclient.WithTransportWrapper(wrap))
+	c := envdclient.New("https://"+s.AgentAddr+hostauth.EnvdProxyPath(capsuleID), "", envdclient.WithTransportWrapper(wrap),
+		envdclient.WithTLS(hosttls.ClientConfig(s.AgentPin)))
 	t.Cleanup(c.Close)
 	return c
 }

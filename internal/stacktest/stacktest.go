@@ -41,6 +41,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/hosts"
+	"github.com/wrenn-dev/wrenn/internal/hosttls"
 	"github.com/wrenn-dev/wrenn/internal/runtime/gvisor"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	"github.com/wrenn-dev/wrenn/internal/testdb"
@@ -53,8 +54,11 @@ type Stack struct {
 	Store *store.Store
 	// HostID is the agent's host.
 	HostID string
-	// AgentAddr is the agent's listen address, "127.0.0.1:PORT".
+	// AgentAddr is the agent's listen address, "127.0.0.1:PORT"; it
+	// speaks TLS only, with the key pinned as AgentPin.
 	AgentAddr string
+	// AgentPin is the pin of the agent's TLS key (internal/hosttls).
+	AgentPin string
 	// Team is the first user's team; the user is platform admin and owner.
 	Team Team
 	// Capsules is the agent's capsule manager.
@@ -346,9 +350,16 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	agLog := log.With("component", "agent")
 	// The address the control plane calls the agent at.
 	agentAddr := loopback(agLn)
+	// The agent's key pair, made now so that the relay below can present
+	// it too; the agent finds it in its directory.
+	agID, err := hosttls.LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AgentPin = agID.Pin
 	if o.AgentSwitch {
 		s.agentCalls = &atomic.Int32{}
-		agentAddr = strings.TrimPrefix(agentRelay(t, "http://"+agentAddr, s.agentCalls), "http://")
+		agentAddr = strings.TrimPrefix(agentRelay(t, "https://"+agentAddr, agID, s.agentCalls), "https://")
 	}
 	cred, err := agent.Register(ctx, agCfg, host.RegistrationToken, agentAddr, agLog)
 	if err != nil {
@@ -440,20 +451,22 @@ func relay(t testing.TB, target string, on *atomic.Bool) string {
 }
 
 // agentRelay serves a reverse proxy to target that does what mode says
-// (AgentCalls) and returns its URL.
-func agentRelay(t testing.TB, target string, mode *atomic.Int32) string {
+// (AgentCalls) and returns its URL. It presents the agent's own key id, so
+// that the control plane, which pinned that key, accepts it, and reaches
+// the agent over TLS pinned to it.
+func agentRelay(t testing.TB, target string, id hosttls.Identity, mode *atomic.Int32) string {
 	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Calls go on in the protocol they came in: envd's streams need
-	// unencrypted HTTP/2 end to end, file transfers use HTTP/1.1.
+	// HTTP/2 end to end, file transfers use HTTP/1.1.
 	h1 := httputil.NewSingleHostReverseProxy(u)
 	h2 := httputil.NewSingleHostReverseProxy(u)
-	h2t := &http.Transport{Protocols: new(http.Protocols)}
-	h2t.Protocols.SetUnencryptedHTTP2(true)
-	h2.Transport = h2t
+	h1t := hosttls.Transport(id.Pin, nil, hosttls.HTTP1Only)
+	h2t := hosttls.Transport(id.Pin, nil, hosttls.HTTP2Only)
+	h1.Transport, h2.Transport = h1t, h2t
 	// Streams (envd's process output) pass as they come.
 	h1.FlushInterval, h2.FlushInterval = -1, -1
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -472,12 +485,13 @@ func agentRelay(t testing.TB, target string, mode *atomic.Int32) string {
 		}
 		proxy.ServeHTTP(w, r)
 	}))
-	srv.Config.Protocols = new(http.Protocols)
-	srv.Config.Protocols.SetHTTP1(true)
-	srv.Config.Protocols.SetUnencryptedHTTP2(true)
-	srv.Start()
+	srv.EnableHTTP2 = true
+	srv.TLS = hosttls.ServerConfig(id)
+	srv.TLS.NextProtos = []string{"h2", "http/1.1"}
+	srv.StartTLS()
 	t.Cleanup(func() {
 		srv.Close()
+		h1t.CloseIdleConnections()
 		h2t.CloseIdleConnections()
 	})
 	return srv.URL
@@ -620,6 +634,7 @@ func OpenCapsules(ctx context.Context, cfg config.Agent, log *slog.Logger) (*age
 	driver, err := gvisor.New(gvisor.Config{
 		Runsc: cfg.Runsc, StateDir: filepath.Join(cfg.Dir, "runsc"), Logger: log,
 		ConsoleBytes: cfg.CapsuleConsoleBytes, PidsLimit: cfg.CapsulePids, NoFile: cfg.CapsuleNoFile,
+		HostFDs: cfg.CapsuleHostFDs,
 	})
 	if err != nil {
 		return nil, err

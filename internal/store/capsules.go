@@ -37,6 +37,12 @@ var LiveStatuses = []string{CapsulePending, CapsuleStarting, CapsuleRunning, Cap
 // capsules_host_live uses the same list.
 const liveStatusesSQL = `('pending', 'starting', 'running', 'pausing', 'resuming')`
 
+// placedStatusesSQL are the statuses in which a capsule holds disk (its
+// writable layer, and saved state once paused) and an address on its
+// host: the live ones and paused. The scheduler counts these for disk and
+// addresses.
+const placedStatusesSQL = `('pending', 'starting', 'running', 'pausing', 'resuming', 'paused')`
+
 // AllStatuses lists every capsule status.
 var AllStatuses = []string{CapsulePending, CapsuleStarting, CapsuleRunning, CapsulePausing, CapsulePaused,
 	CapsuleResuming, CapsuleStopped, CapsuleError, CapsuleMissing}
@@ -53,16 +59,35 @@ var (
 // NoCapacityError says what a refused capsule asked for and the most the
 // candidate hosts have free. errors.Is(err, ErrNoCapacity) holds.
 type NoCapacityError struct {
-	VCPUs        int
-	MemoryMB     int
+	VCPUs    int
+	MemoryMB int
+	DiskMB   int
+	// Short is what lacks when CPU and memory would fit: "disk" or
+	// "addresses" (scheduler.Short); "" otherwise.
+	Short        string
 	Hosts        int   // candidate hosts: online, serving the team, with the template
 	FreeVCPUs    int   // the most vCPUs one capsule could get on any of them
 	FreeMemoryMB int64 // the most memory one capsule could get on any of them
 }
 
 func (e *NoCapacityError) Error() string {
+	if e.Short != "" {
+		return fmt.Sprintf("no capacity for %d vCPUs, %d MB and %d MB of disk on %d hosts: %s",
+			e.VCPUs, e.MemoryMB, e.DiskMB, e.Hosts, e.ShortMessage())
+	}
 	return fmt.Sprintf("no capacity for %d vCPUs and %d MB on %d hosts (at most %d vCPUs and %d MB free)",
 		e.VCPUs, e.MemoryMB, e.Hosts, e.FreeVCPUs, e.FreeMemoryMB)
+}
+
+// ShortMessage says what lacks when CPU and memory would fit.
+func (e *NoCapacityError) ShortMessage() string {
+	switch e.Short {
+	case "disk":
+		return fmt.Sprintf("no host has %d MB of disk free for it (its disk_mb, and its memory as saved state when paused)", e.DiskMB+e.MemoryMB)
+	case "addresses":
+		return "the hosts that would have room have no capsule address free (paused capsules hold theirs)"
+	}
+	return ""
 }
 
 // Is makes errors.Is(err, ErrNoCapacity) true.
@@ -232,6 +257,43 @@ func (s *Store) CreateCapsule(ctx context.Context, nc NewCapsule, ev Event) (Cap
 	return c, h, nil
 }
 
+// allocations fills in what the capsules of hosts (whose ids are ids, in
+// the same order) take: CPU and memory of the live ones, disk of the live
+// and paused ones, and the disk and number of those placed since each
+// host's last heartbeat.
+func allocations(ctx context.Context, tx pgx.Tx, hosts []scheduler.Host, ids []string) error {
+	rows, err := tx.Query(ctx, `
+		SELECT c.host_id::text,
+		       coalesce(sum(c.vcpus) FILTER (WHERE c.status IN `+liveStatusesSQL+`), 0),
+		       coalesce(sum(c.memory_mb) FILTER (WHERE c.status IN `+liveStatusesSQL+`), 0),
+		       coalesce(sum(c.disk_mb::bigint + c.memory_mb), 0),
+		       count(*) FILTER (WHERE c.created_at >= coalesce(h.last_heartbeat_at, '-infinity')),
+		       coalesce(sum(c.disk_mb::bigint + c.memory_mb) FILTER (WHERE c.created_at >= coalesce(h.last_heartbeat_at, '-infinity')), 0)
+		FROM capsules c JOIN hosts h ON h.id = c.host_id
+		WHERE c.host_id = ANY($1::uuid[]) AND c.status IN `+placedStatusesSQL+`
+		GROUP BY c.host_id`, ids)
+	if err != nil {
+		return err
+	}
+	byID := map[string]*scheduler.Host{}
+	for i := range hosts {
+		byID[hosts[i].ID] = &hosts[i]
+	}
+	var (
+		id                    string
+		vcpus, placed         int
+		mem, disk, placedDisk int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &vcpus, &mem, &disk, &placed, &placedDisk}, func() error {
+		if h := byID[id]; h != nil {
+			h.AllocatedVCPUs, h.AllocatedMemoryMB, h.AllocatedDiskMB = vcpus, mem, disk
+			h.Placed, h.PlacedDiskMB = placed, placedDisk
+		}
+		return nil
+	})
+	return err
+}
+
 func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, ev Event) (Capsule, Host, error) {
 	if nc.TemplateID != "" {
 		// Held until the capsule is in: a DELETE of the template (which
@@ -255,7 +317,9 @@ func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, e
 		return Capsule{}, Host{}, err
 	}
 	rows, err := tx.Query(ctx, `
-		SELECT id::text, type = 'byoc', cpus, memory_mb FROM hosts
+		SELECT id::text, type = 'byoc', cpus, memory_mb, disk_mb,
+		       CASE WHEN last_heartbeat_at IS NULL THEN -1 ELSE free_disk_mb END, coalesce(free_addresses, -1)
+		FROM hosts
 		WHERE status = 'online' AND (type = 'regular' OR team_id = $1)
 		  AND CASE WHEN $3::uuid IS NULL THEN $2 = ANY(templates) ELSE id = $3 END
 		ORDER BY id
@@ -265,7 +329,7 @@ func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, e
 	}
 	cands, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (scheduler.Host, error) {
 		var h scheduler.Host
-		err := row.Scan(&h.ID, &h.BYOC, &h.CPUs, &h.MemoryMB)
+		err := row.Scan(&h.ID, &h.BYOC, &h.CPUs, &h.MemoryMB, &h.DiskMB, &h.FreeDiskMB, &h.FreeAddresses)
 		return h, err
 	})
 	if err != nil {
@@ -280,36 +344,15 @@ func createCapsule(ctx context.Context, tx pgx.Tx, nc NewCapsule, meta []byte, e
 	for i, h := range cands {
 		ids[i] = h.ID
 	}
-	rows, err = tx.Query(ctx, `
-		SELECT host_id::text, sum(vcpus), sum(memory_mb) FROM capsules
-		WHERE host_id = ANY($1::uuid[]) AND status IN `+liveStatusesSQL+`
-		GROUP BY host_id`, ids)
-	if err != nil {
+	if err := allocations(ctx, tx, cands, ids); err != nil {
 		return Capsule{}, Host{}, err
 	}
-	used := map[string]scheduler.Host{}
-	var (
-		id   string
-		u    scheduler.Host
-		vcpu int
-		mem  int64
-	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &vcpu, &mem}, func() error {
-		u.AllocatedVCPUs, u.AllocatedMemoryMB = vcpu, mem
-		used[id] = u
-		return nil
-	})
-	if err != nil {
-		return Capsule{}, Host{}, err
-	}
-	for i := range cands {
-		cands[i].AllocatedVCPUs = used[cands[i].ID].AllocatedVCPUs
-		cands[i].AllocatedMemoryMB = used[cands[i].ID].AllocatedMemoryMB
-	}
-	best, ok := scheduler.Pick(cands, nc.VCPUs, int64(nc.MemoryMB))
+	ask := scheduler.Ask{VCPUs: nc.VCPUs, MemoryMB: int64(nc.MemoryMB), DiskMB: int64(nc.DiskMB)}
+	best, ok := scheduler.Pick(cands, ask)
 	if !ok {
-		e := &NoCapacityError{VCPUs: nc.VCPUs, MemoryMB: nc.MemoryMB, Hosts: len(cands)}
+		e := &NoCapacityError{VCPUs: nc.VCPUs, MemoryMB: nc.MemoryMB, DiskMB: nc.DiskMB, Hosts: len(cands)}
 		e.FreeVCPUs, e.FreeMemoryMB = scheduler.Free(cands)
+		e.Short = scheduler.Short(cands, ask)
 		return Capsule{}, Host{}, e
 	}
 	c, err := scanCapsule(tx.QueryRow(ctx, `
@@ -537,7 +580,7 @@ func (s *Store) ClaimResume(ctx context.Context, id string, quota Quota) (Capsul
 		if err != nil {
 			return err
 		}
-		if _, ok := scheduler.Pick([]scheduler.Host{h}, c.VCPUs, int64(c.MemoryMB)); !ok {
+		if _, ok := scheduler.Pick([]scheduler.Host{h}, scheduler.Ask{VCPUs: c.VCPUs, MemoryMB: int64(c.MemoryMB)}); !ok {
 			e := &NoCapacityError{VCPUs: c.VCPUs, MemoryMB: c.MemoryMB, Hosts: 1}
 			e.FreeVCPUs, e.FreeMemoryMB = scheduler.Free([]scheduler.Host{h})
 			return e

@@ -352,3 +352,76 @@ func TestListCapsules(t *testing.T) {
 		t.Errorf("status stopped,paused: got %v (%v), want only %s", stopped, err, ids[0])
 	}
 }
+
+// TestPlacementDiskAndAddresses: the scheduler counts each live or paused
+// capsule's disk (disk_mb + memory_mb, its saved state) against the host's
+// disk, and its address against the free addresses the host reported,
+// less the capsules placed since that report. A paused capsule keeps both;
+// a stopped one gives them back.
+func TestPlacementDiskAndAddresses(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	team := d.team()
+	// Disk: 5000 MB, 4500 usable; each capsule takes 1024 + 128 = 1152.
+	disk := d.host(hostSpec{cpus: 64, memoryMB: 1 << 20, templates: []string{"disky"}})
+	if _, err := d.conn.Exec(ctx, `UPDATE hosts SET disk_mb = 5000, free_disk_mb = 5000, last_heartbeat_at = now() WHERE id = $1`, disk); err != nil {
+		t.Fatal(err)
+	}
+	var placed []store.Capsule
+	for range 3 {
+		placed = append(placed, d.mustPlace(capsule(team, "disky", 1, 128)))
+	}
+	var full *store.NoCapacityError
+	if _, err := d.place(capsule(team, "disky", 1, 128)); !errors.As(err, &full) || full.Short != "disk" {
+		t.Fatalf("4th capsule on 4500 MB usable: got %v, want no capacity for disk", err)
+	}
+	if _, err := d.conn.Exec(ctx, `UPDATE capsules SET status = 'paused' WHERE id = $1`, placed[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.place(capsule(team, "disky", 1, 128)); !errors.As(err, &full) || full.Short != "disk" {
+		t.Errorf("with one capsule paused: got %v, want no capacity for disk (paused capsules hold their disk)", err)
+	}
+	if _, err := d.conn.Exec(ctx, `UPDATE capsules SET status = 'stopped' WHERE id = $1`, placed[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	d.mustPlace(capsule(team, "disky", 1, 128))
+	// Reported free disk: 3000 MB free fits 2 capsules placed after the
+	// report, not 3.
+	if _, err := d.conn.Exec(ctx, `UPDATE capsules SET status = 'stopped' WHERE host_id = $1`, disk); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.conn.Exec(ctx, `UPDATE hosts SET free_disk_mb = 3000, last_heartbeat_at = clock_timestamp() WHERE id = $1`, disk); err != nil {
+		t.Fatal(err)
+	}
+	d.mustPlace(capsule(team, "disky", 1, 128))
+	d.mustPlace(capsule(team, "disky", 1, 128))
+	if _, err := d.place(capsule(team, "disky", 1, 128)); !errors.As(err, &full) || full.Short != "disk" {
+		t.Errorf("past the reported free disk: got %v, want no capacity for disk", err)
+	}
+
+	// Addresses: the host reported 2 free.
+	addr := d.host(hostSpec{cpus: 64, memoryMB: 1 << 20, templates: []string{"addry"}})
+	if _, err := d.conn.Exec(ctx, `UPDATE hosts SET free_disk_mb = 100000, free_addresses = 2, last_heartbeat_at = now() WHERE id = $1`, addr); err != nil {
+		t.Fatal(err)
+	}
+	a := d.mustPlace(capsule(team, "addry", 1, 128))
+	d.mustPlace(capsule(team, "addry", 1, 128))
+	if _, err := d.place(capsule(team, "addry", 1, 128)); !errors.As(err, &full) || full.Short != "addresses" {
+		t.Fatalf("3rd capsule on 2 free addresses: got %v, want no capacity for addresses", err)
+	}
+	// The next heartbeat reports none free (one capsule is paused: it
+	// keeps its address); still no room.
+	if _, err := d.conn.Exec(ctx, `UPDATE capsules SET status = 'paused' WHERE id = $1`, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.conn.Exec(ctx, `UPDATE hosts SET free_addresses = 0, last_heartbeat_at = clock_timestamp() WHERE id = $1`, addr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.place(capsule(team, "addry", 1, 128)); !errors.As(err, &full) || full.Short != "addresses" {
+		t.Errorf("no address free: got %v, want no capacity for addresses", err)
+	}
+	// A resume needs no new address.
+	if _, err := d.store.ClaimResume(ctx, a.ID, store.Quota{}); err != nil {
+		t.Errorf("resuming the paused capsule on a host with no address free: %v", err)
+	}
+}

@@ -40,6 +40,12 @@ type Host struct {
 	FreeDiskMB   int64
 	Capsules     json.RawMessage // as last reported by the agent
 	Templates    []string        // templates the agent has on disk, as last reported
+	// FreeAddresses is how many more capsules the host's address pool
+	// takes, as last reported; -1 when the agent has not reported it.
+	FreeAddresses int
+	// TLSPin is the pin of the agent's TLS key (internal/hosttls), the
+	// only key the control plane accepts from it; "" until one is known.
+	TLSPin string
 	// AllocatedVCPUs and AllocatedMemoryMB are what the host's live
 	// capsules take (see liveStatuses), the scheduler's own accounting.
 	AllocatedVCPUs    int
@@ -73,6 +79,9 @@ type HostSpec struct {
 	Runtime      string
 	AgentVersion string
 	Hostname     string
+	// TLSPin is the pin of the agent's TLS key; registration replaces
+	// whatever was pinned before.
+	TLSPin string
 }
 
 // Capacity is what an agent reports in a heartbeat.
@@ -83,19 +92,24 @@ type Capacity struct {
 	Capsules     json.RawMessage
 	// Templates replaces the host's template list (nil: none).
 	Templates []string
+	// FreeAddresses is how many more capsules the host's address pool
+	// takes; nil when the agent does not report it.
+	FreeAddresses *int
 }
 
 const hostColumns = `id::text, type, coalesce(team_id::text, ''), status, arch, cpus, memory_mb, disk_mb,
 	runtime, address, hostname, agent_version, free_cpus, free_memory_mb, free_disk_mb, capsules,
 	templates, (SELECT coalesce(sum(c.vcpus), 0) FROM capsules c WHERE c.host_id = hosts.id AND c.status IN ` + liveStatusesSQL + `),
 	(SELECT coalesce(sum(c.memory_mb), 0) FROM capsules c WHERE c.host_id = hosts.id AND c.status IN ` + liveStatusesSQL + `),
-	last_heartbeat_at, registered_at, created_at, coalesce(created_by::text, '')`
+	last_heartbeat_at, registered_at, created_at, coalesce(created_by::text, ''),
+	coalesce(free_addresses, -1), tls_spki_sha256`
 
 func scanHost(row pgx.Row) (Host, error) {
 	var h Host
 	err := row.Scan(&h.ID, &h.Type, &h.TeamID, &h.Status, &h.Arch, &h.CPUs, &h.MemoryMB, &h.DiskMB,
 		&h.Runtime, &h.Address, &h.Hostname, &h.AgentVersion, &h.FreeCPUs, &h.FreeMemoryMB, &h.FreeDiskMB,
-		&h.Capsules, &h.Templates, &h.AllocatedVCPUs, &h.AllocatedMemoryMB, &h.LastHeartbeatAt, &h.RegisteredAt, &h.CreatedAt, &h.CreatedBy)
+		&h.Capsules, &h.Templates, &h.AllocatedVCPUs, &h.AllocatedMemoryMB, &h.LastHeartbeatAt, &h.RegisteredAt, &h.CreatedAt, &h.CreatedBy,
+		&h.FreeAddresses, &h.TLSPin)
 	return h, err
 }
 
@@ -233,10 +247,11 @@ func (s *Store) Register(ctx context.Context, tokenHash string, spec HostSpec, c
 			UPDATE hosts SET status = 'online', address = $2, arch = $3, cpus = $4, memory_mb = $5,
 			       disk_mb = $6, runtime = $7, agent_version = $8, hostname = $9,
 			       free_cpus = $4, free_memory_mb = $5, free_disk_mb = $6,
-			       registered_at = now(), last_heartbeat_at = now()
+			       registered_at = now(), last_heartbeat_at = now(), tls_spki_sha256 = $10,
+			       free_addresses = NULL
 			WHERE id = $1
 			RETURNING `+hostColumns, hostID, spec.Address, spec.Arch, spec.CPUs, spec.MemoryMB,
-			spec.DiskMB, spec.Runtime, spec.AgentVersion, spec.Hostname))
+			spec.DiskMB, spec.Runtime, spec.AgentVersion, spec.Hostname, spec.TLSPin))
 		if err != nil {
 			return err
 		}
@@ -303,14 +318,58 @@ func (s *Store) Heartbeat(ctx context.Context, hostID string, c Capacity) (reviv
 	var prev string
 	err = s.pool.QueryRow(ctx, `
 		UPDATE hosts h SET status = 'online', last_heartbeat_at = now(),
-		       free_cpus = $2, free_memory_mb = $3, free_disk_mb = $4, capsules = $5, templates = $6
+		       free_cpus = $2, free_memory_mb = $3, free_disk_mb = $4, capsules = $5, templates = $6,
+		       free_addresses = $7
 		FROM (SELECT id, status FROM hosts WHERE id = $1 FOR UPDATE) old
 		WHERE h.id = old.id
-		RETURNING old.status`, hostID, c.FreeCPUs, c.FreeMemoryMB, c.FreeDiskMB, []byte(capsules), templates).Scan(&prev)
+		RETURNING old.status`, hostID, c.FreeCPUs, c.FreeMemoryMB, c.FreeDiskMB, []byte(capsules), templates,
+		c.FreeAddresses).Scan(&prev)
 	if err != nil {
 		return false, notFound("recording heartbeat", err)
 	}
 	return prev == HostUnreachable, nil
+}
+
+// ErrPinMismatch is PinHostKey's answer when the host has another key
+// pinned than the one its agent now presents.
+var ErrPinMismatch = errors.New("the host has another TLS key pinned")
+
+// PinHostKey pins pin as host hostID's agent TLS key when none is pinned
+// yet (a host registered before agents served TLS), writing ev (actor,
+// team, resource and the pin filled in), and reports whether it did. The
+// same pin again changes nothing; another one returns ErrPinMismatch and
+// changes nothing: only a new registration replaces a pin. An unknown host
+// returns ErrNotFound.
+func (s *Store) PinHostKey(ctx context.Context, hostID, pin string, ev Event) (pinned bool, err error) {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		var teamID, old string
+		err := tx.QueryRow(ctx, `
+			SELECT coalesce(team_id::text, ''), tls_spki_sha256 FROM hosts WHERE id = $1 FOR UPDATE`, hostID).Scan(&teamID, &old)
+		if err != nil {
+			return err
+		}
+		switch old {
+		case pin:
+			return nil
+		case "":
+		default:
+			return ErrPinMismatch
+		}
+		if _, err := tx.Exec(ctx, `UPDATE hosts SET tls_spki_sha256 = $2 WHERE id = $1`, hostID, pin); err != nil {
+			return err
+		}
+		pinned = true
+		ev.TeamID, ev.ActorType, ev.ActorID, ev.ResourceID = teamID, ActorHost, hostID, hostID
+		ev.Metadata = map[string]any{"tls_spki_sha256": pin}
+		return writeEvent(ctx, tx, ev)
+	})
+	if errors.Is(err, ErrPinMismatch) {
+		return false, fmt.Errorf("pinning host key: %w", err)
+	}
+	if err != nil {
+		return false, notFound("pinning host key", err)
+	}
+	return pinned, nil
 }
 
 // SetHostAddress records addr as where the control plane reaches host

@@ -193,6 +193,65 @@ func checkQuota(ctx context.Context, tx pgx.Tx, teamID string, def Quota, ask ca
 	return nil
 }
 
+// ClaimSnapshot starts a snapshot of capsule capsuleID (of team teamID,
+// on host hostID) as template tid, in one transaction: under the team's
+// lock, as creates and resumes are, it checks that one more snapshot fits
+// the team's snapshot quota (def with its override applied), counting its
+// snapshot templates and its snapshots under way; it moves the capsule from
+// was to pausing; and it records the snapshot request (BeginSnapshot), so
+// that concurrent snapshots are counted one after the other and exactly
+// the quota's number get through. Past the quota it returns a
+// *QuotaError; a capsule no longer in was, ErrConflict (with the capsule
+// as it is).
+func (s *Store) ClaimSnapshot(ctx context.Context, teamID, capsuleID, was, tid, hostID string, def Quota) (Capsule, error) {
+	var c Capsule
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var one int
+		if err := tx.QueryRow(ctx, `SELECT 1 FROM teams WHERE id = $1 FOR UPDATE`, teamID).Scan(&one); err != nil {
+			return fmt.Errorf("locking team: %w", err)
+		}
+		o, err := teamOverride(ctx, tx, teamID)
+		if err != nil {
+			return err
+		}
+		if max := o.Apply(def).Snapshots; max > 0 {
+			var used int
+			err := tx.QueryRow(ctx, `
+				SELECT (SELECT count(*) FROM templates t WHERE t.team_id = $1 AND t.kind = 'snapshot') +
+				       (SELECT count(*) FROM snapshot_requests r WHERE r.team_id = $1
+				          AND NOT EXISTS (SELECT 1 FROM templates t WHERE t.id = r.template_id))`, teamID).Scan(&used)
+			if err != nil {
+				return err
+			}
+			if used+1 > max {
+				return &QuotaError{Limit: "snapshots", Max: int64(max), Used: int64(used), Asked: 1}
+			}
+		}
+		c, err = scanCapsule(tx.QueryRow(ctx, `
+			UPDATE capsules SET status = 'pausing', status_reason = '', updated_at = now(), settle_from_host = false,
+			       paused_at = NULL, snapshot_bytes = 0
+			WHERE id = $1 AND team_id = $2 AND status = $3
+			RETURNING `+capsuleColumns, capsuleID, teamID, was))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return currentStatusConflict(ctx, tx, capsuleID, &c)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO snapshot_requests (template_id, host_id, team_id) VALUES ($1, $2, $3)`,
+			tid, hostID, teamID)
+		return err
+	})
+	var qe *QuotaError
+	if errors.As(err, &qe) {
+		return c, err
+	}
+	if err != nil {
+		return c, notFound("claiming capsule snapshot", err)
+	}
+	return c, nil
+}
+
 // CheckSnapshotQuota returns a *QuotaError when team teamID holds as many
 // snapshots as its quota allows (def with its override applied).
 func (s *Store) CheckSnapshotQuota(ctx context.Context, teamID string, def Quota) error {

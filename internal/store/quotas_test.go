@@ -3,8 +3,11 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
+
+	"github.com/google/uuid"
 
 	"github.com/wrenn-dev/wrenn/internal/store"
 )
@@ -125,4 +128,76 @@ func TestConcurrentCreatesQuota(t *testing.T) {
 	if placed != 3 || busy != 7 {
 		t.Errorf("%d placed and %d refused as busy, want 3 and 7", placed, busy)
 	}
+}
+
+// TestConcurrentSnapshotsQuota starts 10 snapshots at once (of 10 running
+// capsules) for a team allowed 3 snapshots, one of which it holds: the
+// quota is checked under the team's lock in the claim, counting snapshots
+// under way, so exactly 2 get through. Once they are recorded as
+// templates and their requests end, the count is still 3: no more.
+func TestConcurrentSnapshotsQuota(t *testing.T) {
+	ctx := context.Background()
+	d := newDB(t)
+	host := d.host(hostSpec{cpus: 64, memoryMB: 1 << 20})
+	team := d.team()
+	quota := store.Quota{Snapshots: 3}
+	var ids []string
+	for range 10 {
+		c := d.mustPlace(capsule(team, "minimal", 1, 128))
+		if _, err := d.store.SetCapsuleStatus(ctx, c.ID, []string{store.CapsuleStarting}, store.CapsuleRunning, ""); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, c.ID)
+	}
+	if _, err := d.store.CreateSnapshot(ctx, store.NewSnapshot{
+		ID: uuid.NewString(), Name: "held", TeamID: team, HostID: host, SourceCapsuleID: ids[0], VCPUs: 1, MemoryMB: 128, DiskMB: 1024,
+	}, createEvent(team)); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		claimed []string // template ids
+		refused []string // capsule ids, still running
+	)
+	for _, id := range ids {
+		wg.Go(func() {
+			tid := uuid.NewString()
+			_, err := d.store.ClaimSnapshot(ctx, team, id, store.CapsuleRunning, tid, host, quota)
+			var qe *store.QuotaError
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				claimed = append(claimed, tid)
+			case errors.As(err, &qe) && qe.Limit == "snapshots":
+				refused = append(refused, id)
+			default:
+				t.Errorf("ClaimSnapshot: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(claimed) != 2 || len(refused) != 8 {
+		t.Fatalf("10 concurrent snapshots with 1 of 3 held: %d claimed, %d refused; want 2 and 8", len(claimed), len(refused))
+	}
+	// Recorded (the template row before the request ends, as the service
+	// does): counted once, not twice, and still full.
+	for i, tid := range claimed {
+		if _, err := d.store.CreateSnapshot(ctx, store.NewSnapshot{
+			ID: tid, Name: fmt.Sprintf("s%d", i), TeamID: team, HostID: host, SourceCapsuleID: ids[0], VCPUs: 1, MemoryMB: 128, DiskMB: 1024,
+		}, createEvent(team)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.store.ClaimSnapshot(ctx, team, refused[0], store.CapsuleRunning, uuid.NewString(), host, store.Quota{Snapshots: 4}); err != nil {
+		t.Errorf("a 4th snapshot with a quota of 4 while 2 recorded ones still have requests: %v (counted twice?)", err)
+	}
+	for _, tid := range claimed {
+		if err := d.store.EndSnapshot(ctx, tid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := d.store.ClaimSnapshot(ctx, team, refused[1], store.CapsuleRunning, uuid.NewString(), host, quota)
+	wantQuota(t, "a snapshot past 3 held", err, "snapshots")
 }

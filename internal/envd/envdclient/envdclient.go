@@ -9,6 +9,7 @@ package envdclient
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -129,6 +130,15 @@ type Option func(*options)
 type options struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	wrap func(http.RoundTripper) http.RoundTripper
+	tls  *tls.Config
+}
+
+// WithTLS makes the client speak TLS with cfg (an https:// base URL):
+// RPCs over HTTP/2, file transfers over HTTP/1.1, as without TLS. The
+// control plane uses it to reach envd through an agent whose key it has
+// pinned (internal/hosttls).
+func WithTLS(cfg *tls.Config) Option {
+	return func(o *options) { o.tls = cfg }
 }
 
 // WithTransportWrapper makes every request pass through wrap's round
@@ -158,8 +168,9 @@ type Client struct {
 // New returns a client for the envd at baseURL (e.g. "http://10.11.0.2:49983")
 // that sends token (which may be empty before /init).
 //
-// RPCs go over unencrypted HTTP/2 (h2c), which client-streaming input needs;
-// file transfers go over HTTP/1.1, which streams large bodies faster.
+// RPCs go over HTTP/2 (h2c, or over TLS with WithTLS), which client-streaming
+// input needs; file transfers go over HTTP/1.1, which streams large bodies
+// faster.
 func New(baseURL, token string, opts ...Option) *Client {
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	o := options{dial: dialer.DialContext, wrap: func(rt http.RoundTripper) http.RoundTripper { return rt }}
@@ -174,7 +185,6 @@ func New(baseURL, token string, opts ...Option) *Client {
 		// the answer before connect's limits see it.
 		DisableCompression: true,
 	}
-	rpcTransport.Protocols.SetUnencryptedHTTP2(true)
 	fileTransport := &http.Transport{
 		DialContext:         o.dial,
 		MaxIdleConnsPerHost: 16,
@@ -182,6 +192,17 @@ func New(baseURL, token string, opts ...Option) *Client {
 		WriteBufferSize:     256 << 10,
 		ReadBufferSize:      256 << 10,
 		DisableCompression:  true,
+	}
+	if o.tls != nil {
+		rpcTransport.TLSClientConfig = o.tls.Clone()
+		rpcTransport.Protocols.SetHTTP2(true)
+		fileTransport.TLSClientConfig = o.tls.Clone()
+		fileTransport.Protocols = new(http.Protocols)
+		fileTransport.Protocols.SetHTTP1(true)
+		fileTransport.TLSHandshakeTimeout = 10 * time.Second
+		rpcTransport.TLSHandshakeTimeout = 10 * time.Second
+	} else {
+		rpcTransport.Protocols.SetUnencryptedHTTP2(true)
 	}
 	c := &Client{
 		base: strings.TrimRight(baseURL, "/"),

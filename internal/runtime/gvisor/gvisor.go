@@ -49,6 +49,11 @@ type Config struct {
 	// NoFile is RLIMIT_NOFILE (soft and hard) of the capsule's first
 	// process, which its children inherit; 0 means DefaultNoFile.
 	NoFile uint64
+	// HostFDs bounds the host file descriptors the sandbox (sentry) and
+	// its gofer may each hold open (runsc --fdlimit), so that a capsule
+	// opening files without end cannot take the host's; 0 means
+	// DefaultHostFDs.
+	HostFDs int
 	// Logger receives one line per lifecycle event.
 	Logger *slog.Logger
 }
@@ -99,6 +104,12 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.NoFile < MinNoFile || cfg.NoFile > MaxNoFile {
 		return nil, fmt.Errorf("gvisor: open files limit %d is outside %d..%d", cfg.NoFile, MinNoFile, MaxNoFile)
 	}
+	if cfg.HostFDs == 0 {
+		cfg.HostFDs = DefaultHostFDs
+	}
+	if cfg.HostFDs < MinHostFDs || cfg.HostFDs > MaxNoFile {
+		return nil, fmt.Errorf("gvisor: host file descriptor limit %d is outside %d..%d", cfg.HostFDs, MinHostFDs, MaxNoFile)
+	}
 	return &Driver{cfg: cfg, log: log, drainers: map[string]*drainer{}}, nil
 }
 
@@ -117,6 +128,11 @@ const (
 	// own ceiling (kernel.MaxFdLimit).
 	MinNoFile = 64
 	MaxNoFile = 1 << 20
+	// DefaultHostFDs is the host file descriptors a capsule's sentry and
+	// gofer may each hold; MinHostFDs is the fewest Config.HostFDs takes
+	// (an idle sandbox holds a few hundred).
+	DefaultHostFDs = 16384
+	MinHostFDs     = 1024
 )
 
 // Name implements runtime.Driver.
@@ -189,7 +205,8 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, subcommand ...st
 	// without it. Capsule root is the sentry's root, not the host's, and
 	// is available through the API anyway.
 	args = append(args, "--network="+network,
-		fmt.Sprintf("--overlay2=root:dir=%s,size=%dm", overlay, spec.DiskMB), "--allow-suid")
+		fmt.Sprintf("--overlay2=root:dir=%s,size=%dm", overlay, spec.DiskMB), "--allow-suid",
+		fmt.Sprintf("--fdlimit=%d", d.cfg.HostFDs))
 	args = append(args, subcommand...)
 	args = append(args, "--bundle", bundle, spec.ID)
 	if err := ctx.Err(); err != nil {
