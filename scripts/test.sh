@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Wrenn's whole test suite: installs what the tests need (runsc, the
-# minimal template, Chromium and the built dashboard), checks the frontend,
+# minimal template and its ext4 image, the microVM guest kernel, QEMU,
+# Chromium and the built dashboard), checks the frontend,
 # starts a throw-away PostgreSQL cluster in a temporary directory on a free
 # port, runs `go test`, and removes the cluster afterwards whatever happened.
 #
@@ -29,7 +30,19 @@ if [ ! -f "$WRENN_TEST_IMAGES/minimal/template.json" ] ||
 	scripts/build-image.sh minimal "$WRENN_TEST_IMAGES"
 	echo "$image_key" >"$WRENN_TEST_IMAGES/minimal.sha256"
 fi
-export WRENN_TEST_RUNSC WRENN_TEST_IMAGES
+# The Firecracker driver's guest, booted under QEMU's emulation in a test
+# (internal/runtime/firecracker): the minimal template's ext4 image and the
+# guest kernel. The kernel is built once per input (a few minutes; the
+# unpacked source stays for the next build) into the shared test cache.
+if [ ! -f "$WRENN_TEST_IMAGES/minimal.ext4" ] || [ "$WRENN_TEST_IMAGES/minimal.ext4" -ot "$WRENN_TEST_IMAGES/minimal/template.json" ] ||
+	[ "$WRENN_TEST_IMAGES/minimal.ext4" -ot scripts/build-ext4.sh ]; then
+	scripts/build-ext4.sh minimal "$WRENN_TEST_IMAGES"
+fi
+apt_install qemu-system-x86 e2fsprogs util-linux
+WRENN_TEST_KERNEL=/var/lib/wrenn-test/kernels/vmlinux
+scripts/build-kernel.sh "$(dirname "$WRENN_TEST_KERNEL")"
+touch "$(dirname "$WRENN_TEST_KERNEL")"
+export WRENN_TEST_RUNSC WRENN_TEST_IMAGES WRENN_TEST_KERNEL
 # Screenshots and other artefacts of the tests (the dashboard's browser
 # tests put theirs in test-results/dashboard/).
 WRENN_TEST_OUTPUT_DIR=${WRENN_TEST_OUTPUT_DIR:-$PWD/test-results}
