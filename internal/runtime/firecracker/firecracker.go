@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/runtime"
@@ -134,3 +136,24 @@ func errOr(err, alt error) error {
 	}
 	return alt
 }
+
+// Unusable says what this host lacks to run Firecracker microVMs with the
+// binary bin: /dev/kvm, hardware virtualization behind it (a kernel can
+// offer a paravirtual /dev/kvm on a CPU without VMX or SVM, which
+// Firecracker cannot use), or the binary. "" means nothing is missing.
+func Unusable(bin string) string { return unusable("/dev/kvm", "/proc/cpuinfo", bin) }
+
+func unusable(kvm, cpuinfo, bin string) string {
+	var missing []string
+	if _, err := os.Stat(kvm); err != nil {
+		missing = append(missing, fmt.Sprintf("no %s", kvm))
+	} else if b, err := os.ReadFile(cpuinfo); err != nil || !virtFlag.Match(b) {
+		missing = append(missing, fmt.Sprintf("%s exists but the CPU offers no hardware virtualization (no vmx or svm flag in %s)", kvm, cpuinfo))
+	}
+	if st, err := os.Stat(bin); err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		missing = append(missing, fmt.Sprintf("no firecracker binary at %s", bin))
+	}
+	return strings.Join(missing, "; ")
+}
+
+var virtFlag = regexp.MustCompile(`(?m)^flags\s*:.*\b(vmx|svm)\b`)
