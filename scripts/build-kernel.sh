@@ -15,7 +15,9 @@
 # build is skipped when vmlinux.inputs already names the same package
 # version, config fragment and script. KERNEL_VERSION=<debian version>
 # refuses any other version of the package. The unpacked source is kept in
-# <kernels-dir>/.build for the next build of the same version.
+# <kernels-dir>/.build for the next build of the same version, and a build
+# that was stopped goes on where it was. KERNEL_JOBS sets make's -j (default:
+# the number of CPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -73,8 +75,9 @@ while IFS= read -r line; do
 done <"$fragment"
 [ -z "$missing" ] || die "kernel config lost:$missing (check their dependencies in $src/.config)"
 
-log "kernel: building vmlinux with $(nproc) jobs (a few minutes)"
-make -C "$src" -s ARCH=x86_64 -j"$(nproc)" vmlinux >"$build/build.log" 2>&1 ||
+jobs=${KERNEL_JOBS:-$(nproc)}
+log "kernel: building vmlinux with $jobs jobs (a few minutes)"
+make -C "$src" -s ARCH=x86_64 -j"$jobs" vmlinux >"$build/build.log" 2>&1 ||
 	{ tail -n 40 "$build/build.log" >&2; die "kernel build failed (log above, whole log in $build/build.log)"; }
 install -m 0644 "$src/vmlinux" "$kernels/.vmlinux.new"
 install -m 0644 "$src/.config" "$kernels/vmlinux.config"
