@@ -14,8 +14,10 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/wrenn-dev/wrenn/internal/network"
 	"github.com/wrenn-dev/wrenn/internal/runtime"
 	"github.com/wrenn-dev/wrenn/internal/runtime/runtimetest"
+	"github.com/wrenn-dev/wrenn/internal/stacktest"
 )
 
 func TestMain(m *testing.M) {
@@ -416,4 +418,70 @@ func leftovers(t *testing.T, cfg Config) {
 			t.Errorf("left in the state directory: %s", e.Name())
 		}
 	}
+}
+
+// TestPauseResumeInNamespace runs a VM in a capsule namespace made by the
+// network package (a tap bridged with the veth): the fake Firecracker, put
+// there by nsenter, must find the tap by name, at boot and when loading the
+// saved state. A pause (Checkpoint, Destroy) and resume (Restore in the same
+// namespace, at the same address) then work as the agent does them.
+func TestPauseResumeInNamespace(t *testing.T) {
+	s := newFakeSetup(t)
+	ctx := context.Background()
+	prefix, cidr := stacktest.NetworkPool(t)
+	dir := t.TempDir()
+	nm, err := network.New(ctx, network.Config{CIDR: cidr, StateDir: filepath.Join(dir, "network"), NetnsDir: filepath.Join(dir, "netns"), Prefix: prefix, Peer: network.PeerTap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := nm.Uninstall(context.Background()); err != nil {
+			t.Errorf("removing the test network: %v", err)
+		}
+	})
+	d, err := New(s.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := s.spec(t, uuid.NewString())
+	slot, err := nm.Setup(ctx, spec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Device: nm.Device(), Address: slot.Address, Gateway: slot.HostAddr}
+	if _, err := d.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Destroy(context.Background(), spec.ID) })
+	image := t.TempDir()
+	if err := d.Checkpoint(ctx, spec.ID, image); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Destroy(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Restore(ctx, spec, image); err != nil {
+		t.Fatalf("Restore at the same address: %v", err)
+	}
+	if info, err := d.Info(ctx, spec.ID); err != nil || info.State != runtime.StateRunning {
+		t.Fatalf("after Restore Info = %+v, %v; want running", info, err)
+	}
+	// Without the tap (another namespace's peer, or none), Firecracker
+	// cannot attach the guest's network: Create fails and leaves nothing.
+	other := s.spec(t, uuid.NewString())
+	other.Network = spec.Network
+	other.Network.Device = "tap9"
+	if _, err := d.Create(ctx, other); err == nil || !strings.Contains(err.Error(), "tap9") {
+		t.Fatalf("Create on a missing tap = %v, want an error naming it", err)
+	}
+	if _, err := d.Info(ctx, other.ID); err == nil {
+		t.Fatal("a failed Create left a record")
+	}
+	if err := d.Destroy(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := nm.Teardown(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	leftovers(t, s.cfg)
 }
