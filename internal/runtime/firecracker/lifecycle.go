@@ -105,7 +105,9 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, imageDir string)
 	rec := record{ID: spec.ID, Dir: spec.Dir, Root: l.Root, Socket: l.Socket, Jail: l.Jail, Address: addressOf(spec), StartedAt: started}
 	defer func() {
 		if err != nil {
-			d.remove(rec)
+			if rerr := d.remove(rec); rerr != nil {
+				d.log.Error("cleaning up after a failed start", "capsule_id", spec.ID, "err", rerr)
+			}
 		}
 	}()
 	if err := d.prepareRoot(ctx, spec, l, imageDir); err != nil {
