@@ -55,13 +55,13 @@ func TestMachineFor(t *testing.T) {
 		{
 			name: "capsule with network", spec: base, vcpus: 2, memMiB: 512,
 			bootArgs: "reboot=k panic=1 pci=off rw root=/dev/vda rootfstype=ext4 8250.nr_uarts=0 quiet " +
-				"ip=10.88.0.6::10.88.0.5:255.255.255.252::eth0:off init=/usr/bin/envd -- --hostname=capsule-0f8e7a1c",
+				"ip=10.88.0.6::10.88.0.5:255.255.255.252:capsule-0f8e7a1c:eth0:off init=/usr/bin/envd",
 			mac: "06:00:0a:58:00:06",
 		},
 		{
 			name: "serial console", spec: base, serial: true, vcpus: 2, memMiB: 512,
 			bootArgs: "reboot=k panic=1 pci=off rw root=/dev/vda rootfstype=ext4 console=ttyS0 " +
-				"ip=10.88.0.6::10.88.0.5:255.255.255.252::eth0:off init=/usr/bin/envd -- --hostname=capsule-0f8e7a1c",
+				"ip=10.88.0.6::10.88.0.5:255.255.255.252:capsule-0f8e7a1c:eth0:off init=/usr/bin/envd",
 			mac: "06:00:0a:58:00:06",
 		},
 		{

@@ -71,16 +71,22 @@ func machineFor(spec runtime.Spec, kernel string, serial bool) (machine, error) 
 }
 
 // bootArgs is the guest kernel's command line: root on the first virtio
-// block device, read-write; envd as init (with the capsule's hostname
-// after "--", which the kernel hands to init); the capsule's address on
-// eth0 from ip= (the kernel's IP autoconfiguration, CONFIG_IP_PNP), so the
-// guest answers at it before envd starts; no PCI (virtio-mmio only).
+// block device, read-write; envd as init; the capsule's address and
+// hostname on eth0 from ip= (the kernel's IP autoconfiguration,
+// CONFIG_IP_PNP, which also sets the hostname), so the guest answers at its
+// address before envd starts; no PCI (virtio-mmio only). Nothing goes after
+// a "--": the VMM (Firecracker, QEMU's microvm) appends the virtio-mmio
+// devices to the command line, and after "--" they would be init's
+// arguments instead of the kernel's.
 func bootArgs(spec runtime.Spec, serial bool) (string, error) {
 	args := []string{"reboot=k", "panic=1", "pci=off", "rw", "root=/dev/vda", "rootfstype=ext4"}
 	if serial {
 		args = append(args, "console=ttyS0")
 	} else {
 		args = append(args, "8250.nr_uarts=0", "quiet")
+	}
+	if spec.Hostname != "" && !hostnameRe.MatchString(spec.Hostname) {
+		return "", fmt.Errorf("hostname %q cannot go on a kernel command line", spec.Hostname)
 	}
 	if spec.Network.NetnsPath != "" {
 		n := spec.Network
@@ -89,15 +95,9 @@ func bootArgs(spec runtime.Spec, serial bool) (string, error) {
 		}
 		mask := net.IP(net.CIDRMask(n.Address.Bits(), 32)).String()
 		// client::gateway:netmask:hostname:device:autoconf
-		args = append(args, fmt.Sprintf("ip=%s::%s:%s::%s:off", n.Address.Addr(), n.Gateway, mask, netIface))
+		args = append(args, fmt.Sprintf("ip=%s::%s:%s:%s:%s:off", n.Address.Addr(), n.Gateway, mask, spec.Hostname, netIface))
 	}
 	args = append(args, "init="+runtime.EnvdPath)
-	if spec.Hostname != "" {
-		if !hostnameRe.MatchString(spec.Hostname) {
-			return "", fmt.Errorf("hostname %q cannot go on a kernel command line", spec.Hostname)
-		}
-		args = append(args, "--", "--hostname="+spec.Hostname)
-	}
 	return strings.Join(args, " "), nil
 }
 
