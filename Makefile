@@ -14,6 +14,7 @@ RUNSC_VERSION := v0.0.0-20260905035102-160fafc42237
 # kept when its inputs are unchanged.
 TEMPLATES ?= minimal base
 IMAGES_DIR ?= $(or $(WRENN_DIR),/var/lib/wrenn)/images
+KERNELS_DIR ?= $(or $(WRENN_DIR),/var/lib/wrenn)/kernels
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/wrenn-dev/wrenn/internal/version.Version=$(VERSION)
 
@@ -21,7 +22,7 @@ LDFLAGS := -s -w -X github.com/wrenn-dev/wrenn/internal/version.Version=$(VERSIO
 -include .env
 export
 
-.PHONY: help build dashboard wrenn-cp wrenn-agent envd wrenn runsc images proto migrate-up migrate-down migrate-status \
+.PHONY: help build dashboard wrenn-cp wrenn-agent envd wrenn runsc images kernel proto migrate-up migrate-down migrate-status \
 	dev dev-agent fmt vet lint test check bench clean
 
 help: ## list targets
@@ -63,8 +64,12 @@ wrenn: ## build the command-line client
 runsc: ## build gVisor's runsc (pinned) into /usr/local/bin/runsc if missing or outdated
 	scripts/install-runsc.sh $(RUNSC_VERSION)
 
-images: envd ## build the capsule templates in TEMPLATES (default minimal base) into IMAGES_DIR
+images: envd ## build the capsule templates in TEMPLATES (default minimal base) into IMAGES_DIR, each with its microVM disk <name>.ext4
 	for t in $(TEMPLATES); do scripts/build-image.sh "$$t" "$(IMAGES_DIR)" || exit 1; done
+	for t in $(TEMPLATES); do scripts/build-ext4.sh "$$t" "$(IMAGES_DIR)" || exit 1; done
+
+kernel: ## build the Firecracker guest kernel (Debian's linux-source-6.1, tinyconfig + scripts/kernel/microvm.config) into KERNELS_DIR; cached by its inputs
+	scripts/build-kernel.sh "$(KERNELS_DIR)"
 
 proto: ## regenerate Go code from proto/ (committed)
 	GOBIN=$(TOOLS) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)

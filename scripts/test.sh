@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Wrenn's whole test suite: installs what the tests need (runsc, the
-# minimal and base templates, Chromium and the built dashboard), checks the frontend,
+# minimal and base templates, the minimal template's ext4 image, the microVM
+# guest kernel, QEMU, Chromium and the built dashboard), checks the frontend,
 # starts a throw-away PostgreSQL cluster in a temporary directory on a free
 # port, runs `go test`, and removes the cluster afterwards whatever happened.
 #
@@ -23,14 +24,26 @@ make --no-print-directory runsc envd >/dev/null
 WRENN_TEST_RUNSC=/usr/local/bin/runsc
 image_key=$(cat builds/envd scripts/build-image.sh scripts/lib.sh | sha256sum | cut -d' ' -f1)
 WRENN_TEST_IMAGES=/var/lib/wrenn-test/${image_key:0:16}/images
-mkdir -p "$WRENN_TEST_IMAGES" /var/lib/wrenn-test/cache
-touch "$WRENN_TEST_IMAGES/.." /var/lib/wrenn-test/cache
+mkdir -p "$WRENN_TEST_IMAGES" /var/lib/wrenn-test/cache /var/lib/wrenn-test/kernels
+touch "$WRENN_TEST_IMAGES/.." /var/lib/wrenn-test/cache /var/lib/wrenn-test/kernels
 find /var/lib/wrenn-test -mindepth 1 -maxdepth 1 -mmin +1440 -exec rm -rf {} +
 for template in minimal base; do
 	# build-image.sh keeps a template whose inputs are unchanged.
 	WRENN_IMAGE_CACHE=/var/lib/wrenn-test/cache scripts/build-image.sh "$template" "$WRENN_TEST_IMAGES"
 done
-export WRENN_TEST_RUNSC WRENN_TEST_IMAGES
+# The Firecracker driver's guest, booted under QEMU's emulation in a test
+# (internal/runtime/firecracker): the minimal template's ext4 image and the
+# guest kernel. The kernel is built once per input (a few minutes; the
+# unpacked source stays for the next build) into the shared test cache.
+if [ ! -f "$WRENN_TEST_IMAGES/minimal.ext4" ] || [ "$WRENN_TEST_IMAGES/minimal.ext4" -ot "$WRENN_TEST_IMAGES/minimal/template.json" ] ||
+	[ "$WRENN_TEST_IMAGES/minimal.ext4" -ot scripts/build-ext4.sh ]; then
+	scripts/build-ext4.sh minimal "$WRENN_TEST_IMAGES"
+fi
+apt_install qemu-system-x86 e2fsprogs util-linux
+WRENN_TEST_KERNEL=/var/lib/wrenn-test/kernels/vmlinux
+scripts/build-kernel.sh "$(dirname "$WRENN_TEST_KERNEL")"
+touch "$(dirname "$WRENN_TEST_KERNEL")"
+export WRENN_TEST_RUNSC WRENN_TEST_IMAGES WRENN_TEST_KERNEL
 # Screenshots and other artefacts of the tests (the dashboard's browser
 # tests put theirs in test-results/dashboard/).
 WRENN_TEST_OUTPUT_DIR=${WRENN_TEST_OUTPUT_DIR:-$PWD/test-results}

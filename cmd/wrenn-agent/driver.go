@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/agent"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/runtime"
+	"github.com/wrenn-dev/wrenn/internal/runtime/firecracker"
 	"github.com/wrenn-dev/wrenn/internal/runtime/gvisor"
 )
 
@@ -29,7 +29,13 @@ func openDriver(cfg config.Agent, log *slog.Logger) (runtime.Driver, error) {
 			Logger:       log,
 		})
 	case config.RuntimeFirecracker:
-		return nil, errors.New("the Firecracker driver is not part of this build yet; set WRENN_RUNTIME=gvisor")
+		return firecracker.New(firecracker.Config{
+			Firecracker: cfg.FirecrackerBin,
+			Jailer:      cfg.FirecrackerJailer,
+			Kernel:      filepath.Join(cfg.Dir, "kernels", "vmlinux"),
+			StateDir:    filepath.Join(cfg.Dir, "firecracker"),
+			Logger:      log,
+		})
 	}
 	return nil, fmt.Errorf("unknown runtime %q", cfg.Runtime)
 }

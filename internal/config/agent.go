@@ -35,6 +35,9 @@ type Agent struct {
 	Runtime string
 	// FirecrackerBin is the Firecracker binary (WRENN_FIRECRACKER_BIN).
 	FirecrackerBin string
+	// FirecrackerJailer is Firecracker's jailer (WRENN_FIRECRACKER_JAILER);
+	// "" runs Firecracker without it.
+	FirecrackerJailer string
 	// Runsc is gVisor's runsc binary (WRENN_RUNSC).
 	Runsc string
 	// CapsuleCIDR is the IPv4 pool capsule addresses come from, one /30
@@ -99,6 +102,7 @@ func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	c.ListenAddr = r.listenAddr("WRENN_HOST_LISTEN_ADDR", ":50051")
 	c.HeartbeatInterval = r.duration("WRENN_HEARTBEAT_INTERVAL", 30*time.Second)
 	c.FirecrackerBin = r.string("WRENN_FIRECRACKER_BIN", "/usr/local/bin/firecracker")
+	c.FirecrackerJailer = r.string("WRENN_FIRECRACKER_JAILER", "")
 	c.Runsc = r.string("WRENN_RUNSC", "/usr/local/bin/runsc")
 	c.CapsuleCIDR = r.prefix("WRENN_CAPSULE_CIDR", "10.88.0.0/16")
 	c.NetworkPrefix = r.string("WRENN_NETWORK_PREFIX", "wr")

@@ -1,0 +1,159 @@
+// Package firecracker is the runtime driver for Firecracker microVMs: one
+// Firecracker process per capsule (under the jailer when one is
+// configured), configured through Firecracker's API socket with the
+// firecracker-go-sdk client, booting the project's vmlinux with envd as
+// init on a copy-on-write copy of the template's ext4 image, its virtio-net
+// backed by the tap device the network manager puts in the capsule's
+// namespace. Pause and snapshots are Firecracker full snapshots. The driver
+// keeps one record per capsule under its state directory, so that an agent
+// started again finds its VMs (List) and can stop them (Destroy).
+//
+// docs/runtime.md describes the mapping onto runtime.Driver and what is
+// verified where: microVMs need /dev/kvm with hardware virtualization.
+package firecracker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/runtime"
+)
+
+// Config configures the driver. Everything Firecracker needs that a
+// runtime.Spec does not carry is a per-host setting here.
+type Config struct {
+	// Firecracker is the firecracker binary (WRENN_FIRECRACKER_BIN).
+	Firecracker string
+	// Jailer is the jailer binary; "" runs Firecracker without it (see
+	// docs/runtime.md for what that gives up).
+	Jailer string
+	// UID and GID are what the jailer drops Firecracker's privileges to.
+	// The capsule's tap device must be usable by them; the network
+	// manager creates taps owned by root, so 0 is the only value that
+	// works with it today.
+	UID, GID int
+	// ChrootBase is the jailer's --chroot-base-dir. It is kept short
+	// (default <StateDir>/jail): the API socket inside the chroot must fit
+	// a Unix socket path (107 bytes).
+	ChrootBase string
+	// Kernel is the guest kernel ($WRENN_DIR/kernels/vmlinux, `make kernel`).
+	Kernel string
+	// StateDir holds the driver's record of each VM ($WRENN_DIR/firecracker).
+	StateDir string
+	// SerialConsole keeps the guest's serial console (ttyS0) on, its output
+	// in the capsule's firecracker.log. Off, the guest has no serial port at
+	// all (8250.nr_uarts=0): a capsule cannot fill the host's disk through
+	// it, and a console costs each VM exit on every byte.
+	SerialConsole bool
+	// BootTimeout bounds how long Create waits for the API socket and the
+	// boot calls; 0 means 10 s.
+	BootTimeout time.Duration
+	// Logger receives one line per lifecycle event.
+	Logger *slog.Logger
+}
+
+// Driver runs capsules as Firecracker microVMs. It is safe for concurrent
+// use on different capsules.
+type Driver struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New checks cfg and returns a driver. The binaries and the kernel must
+// exist; whether /dev/kvm works is Firecracker's to find out at the first
+// start (Usable tells ahead).
+func New(cfg Config) (*Driver, error) {
+	if cfg.Firecracker == "" {
+		return nil, errors.New("firecracker: the firecracker binary path is required")
+	}
+	path, err := exec.LookPath(cfg.Firecracker)
+	if err != nil {
+		return nil, fmt.Errorf("firecracker: finding the firecracker binary: %w", err)
+	}
+	cfg.Firecracker = path
+	if cfg.Jailer != "" {
+		if cfg.Jailer, err = exec.LookPath(cfg.Jailer); err != nil {
+			return nil, fmt.Errorf("firecracker: finding the jailer: %w", err)
+		}
+	}
+	if !filepath.IsAbs(cfg.StateDir) {
+		return nil, fmt.Errorf("firecracker: state dir %q must be absolute", cfg.StateDir)
+	}
+	if st, err := os.Stat(cfg.Kernel); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("firecracker: guest kernel %q (build it with `make kernel`): %w", cfg.Kernel, errOr(err, errors.New("not a regular file")))
+	}
+	if cfg.ChrootBase == "" {
+		cfg.ChrootBase = filepath.Join(cfg.StateDir, "jail")
+	}
+	if cfg.BootTimeout == 0 {
+		cfg.BootTimeout = 10 * time.Second
+	}
+	for _, dir := range []string{cfg.StateDir, cfg.ChrootBase} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("firecracker: creating %s: %w", dir, err)
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Driver{cfg: cfg, log: log}, nil
+}
+
+// Name implements runtime.Driver.
+func (d *Driver) Name() string { return "firecracker" }
+
+// NetworkPeer implements runtime.NetworkPeerer: a microVM's virtio-net is
+// backed by a tap device.
+func (d *Driver) NetworkPeer() string { return runtime.PeerTap }
+
+// ImagePath is the disk image of the template whose directory is dir
+// ($WRENN_DIR/images/<name> → $WRENN_DIR/images/<name>.ext4), the layout
+// `make images` writes.
+func ImagePath(dir string) string { return filepath.Clean(dir) + ".ext4" }
+
+// UsableTemplate implements runtime.Driver: a microVM boots from the
+// template's ext4 image next to its directory.
+func (d *Driver) UsableTemplate(dir string) error {
+	img := ImagePath(dir)
+	st, err := os.Stat(img)
+	if err != nil || !st.Mode().IsRegular() {
+		return fmt.Errorf("template %s has no disk image %s (make images): %w", dir, img, errOr(err, errors.New("not a regular file")))
+	}
+	return nil
+}
+
+func errOr(err, alt error) error {
+	if err != nil {
+		return err
+	}
+	return alt
+}
+
+// Unusable says what this host lacks to run Firecracker microVMs with the
+// binary bin: /dev/kvm, hardware virtualization behind it (a kernel can
+// offer a paravirtual /dev/kvm on a CPU without VMX or SVM, which
+// Firecracker cannot use), or the binary. "" means nothing is missing.
+func Unusable(bin string) string { return unusable("/dev/kvm", "/proc/cpuinfo", bin) }
+
+func unusable(kvm, cpuinfo, bin string) string {
+	var missing []string
+	if _, err := os.Stat(kvm); err != nil {
+		missing = append(missing, fmt.Sprintf("no %s", kvm))
+	} else if b, err := os.ReadFile(cpuinfo); err != nil || !virtFlag.Match(b) {
+		missing = append(missing, fmt.Sprintf("%s exists but the CPU offers no hardware virtualization (no vmx or svm flag in %s)", kvm, cpuinfo))
+	}
+	if st, err := os.Stat(bin); err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		missing = append(missing, fmt.Sprintf("no firecracker binary at %s", bin))
+	}
+	return strings.Join(missing, "; ")
+}
+
+var virtFlag = regexp.MustCompile(`(?m)^flags\s*:.*\b(vmx|svm)\b`)
