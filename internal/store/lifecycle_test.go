@@ -76,7 +76,8 @@ func TestHostLossAndReconcile(t *testing.T) {
 
 	// A pause in flight is not touched; one left for longer than the
 	// stale age is settled from the report.
-	d.exec(`UPDATE hosts SET status = 'online', last_heartbeat_at = now() WHERE id = $1`, h)
+	// As a heartbeat would, the host reports its free disk with it.
+	d.exec(`UPDATE hosts SET status = 'online', last_heartbeat_at = now(), free_disk_mb = disk_mb WHERE id = $1`, h)
 	fresh, stale := d.running(capsule(team, "minimal", 1, 256)), d.running(capsule(team, "minimal", 1, 256))
 	for _, c := range []store.Capsule{fresh, stale} {
 		if _, err := d.store.SetCapsuleStatus(ctx, c.ID, []string{store.CapsuleRunning}, store.CapsulePausing, ""); err != nil {
