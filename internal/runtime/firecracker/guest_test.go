@@ -106,7 +106,7 @@ func TestGuestBootsUnderQEMU(t *testing.T) {
 	go func() { exited <- qemu.Wait() }()
 	t.Cleanup(func() {
 		_ = qemu.Process.Kill()
-		_ = <-exited
+		t.Logf("qemu ended: %v", <-exited)
 		if err := nm.Teardown(context.Background(), id); err != nil {
 			t.Errorf("tearing the capsule network down: %v", err)
 		}
