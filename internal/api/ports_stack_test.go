@@ -34,21 +34,19 @@ import (
 // is needed: requests go to the control plane's address with its Host.
 const proxyDomain = "ports.wrenn.test"
 
-// buildPortServer builds testdata/portserver (static) once per test
-// binary and returns its path.
-var buildPortServer = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("/var/tmp", "wrenn-portserver-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "portserver")
+// buildPortServer builds testdata/portserver (static) into a directory of
+// t's that is removed when t ends, and returns its path; Go's build cache
+// makes every build after the first quick.
+func buildPortServer(t testing.TB) (string, error) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "portserver")
 	cmd := exec.Command("go", "build", "-o", bin, "./testdata/portserver")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building portserver: %w: %s", err, out)
 	}
 	return bin, nil
-})
+}
 
 // portCapsule is a capsule running busybox httpd on 8080 (serving
 // /www/index.html) and portserver on 8081.
@@ -61,7 +59,7 @@ type portCapsule struct {
 // GET /ports lists them.
 func startPortServers(t testing.TB, cc *capsuleClient) *portCapsule {
 	t.Helper()
-	bin, err := buildPortServer()
+	bin, err := buildPortServer(t)
 	if err != nil {
 		t.Fatal(err)
 	}
