@@ -24,7 +24,11 @@ import (
 )
 
 const (
-	hostTimeout       = 2 * time.Second
+	// hostTimeout is several seconds, not one or two: a heartbeat lists
+	// the host's sandboxes with `runsc list`, which took over 2 s while the
+	// API package's stack tests loaded both cores, and an idle host marked
+	// unreachable made capsules "missing" in tests about something else.
+	hostTimeout       = 5 * time.Second
 	monitorInterval   = 500 * time.Millisecond
 	heartbeatInterval = 300 * time.Millisecond
 	// credentialTTL is short so that the agent must refresh its
