@@ -135,6 +135,22 @@ func proxyError(w http.ResponseWriter, status int, code, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"code": code, "message": msg})
 }
 
+// runningTarget returns the address and envd token of running capsule id
+// for the proxies; otherwise it answers with fail (404 for a capsule this
+// agent does not have, 409 for one that is not running) and reports false.
+func runningTarget(w http.ResponseWriter, caps *Capsules, id string, fail func(http.ResponseWriter, int, string, string)) (addr, token string, ok bool) {
+	addr, token, err := caps.envdTarget(id)
+	switch {
+	case errors.Is(err, errCapsuleNotFound):
+		fail(w, http.StatusNotFound, "not_found", err.Error())
+		return "", "", false
+	case err != nil:
+		fail(w, http.StatusConflict, "failed_precondition", err.Error())
+		return "", "", false
+	}
+	return addr, token, true
+}
+
 func (p *envdProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if p.caps == nil {
@@ -146,13 +162,8 @@ func (p *envdProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		proxyError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
 		return
 	}
-	addr, token, err := p.caps.envdTarget(id)
-	switch {
-	case errors.Is(err, errCapsuleNotFound):
-		proxyError(w, http.StatusNotFound, "not_found", err.Error())
-		return
-	case err != nil:
-		proxyError(w, http.StatusConflict, "failed_precondition", err.Error())
+	addr, token, ok := runningTarget(w, p.caps, id, proxyError)
+	if !ok {
 		return
 	}
 	transport := p.h1

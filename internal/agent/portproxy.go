@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -86,13 +85,8 @@ func (p *portProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		portError(w, http.StatusForbidden, "permission_denied", "port 49983 is envd's and is never proxied")
 		return
 	}
-	addr, _, err := p.caps.envdTarget(id)
-	switch {
-	case errors.Is(err, errCapsuleNotFound):
-		portError(w, http.StatusNotFound, "not_found", err.Error())
-		return
-	case err != nil:
-		portError(w, http.StatusConflict, "failed_precondition", err.Error())
+	addr, _, ok := runningTarget(w, p.caps, id, portError)
+	if !ok {
 		return
 	}
 	prefix := hostauth.PortProxyPath(id, rawPort)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/wrenn-dev/wrenn/internal/egress"
 )
@@ -138,8 +137,7 @@ func (s *Store) CreateSnapshot(ctx context.Context, ns NewSnapshot, ev Event) (T
 			        (SELECT network_policy FROM capsules WHERE id = $9))
 			RETURNING `+templateColumns, ns.ID, ns.Name, ns.TeamID, ns.SizeBytes, ns.VCPUs, ns.MemoryMB, ns.DiskMB,
 			ns.HostID, ns.SourceCapsuleID, ns.ID, "snapshot of capsule "+ns.SourceCapsuleID))
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		if isUniqueViolation(err) {
 			return ErrNameTaken
 		}
 		if err != nil {
