@@ -207,15 +207,43 @@ func ScratchDir(t testing.TB) string {
 	return dir
 }
 
-// NetworkPool returns a random network prefix and a random /22 inside
-// 10.208.0.0/12, so that stacks in parallel tests and packages keep apart.
+// poolLockDir holds one lock file per /22 of NetworkPool. A lock is held
+// with flock by the test that uses the /22, so that the stacks of tests
+// and packages running at the same time never share addresses (a picked
+// /22 that another stack holds gave a capsule's route to the other stack's
+// envd); the kernel drops the lock when the process ends, so a crashed
+// run leaves no claim behind.
+const poolLockDir = "/run/lock/wrenn-test-pools"
+
+// NetworkPool returns a random network prefix and a /22 inside
+// 10.208.0.0/12 that no other test on this machine holds until t ends, so
+// that stacks in parallel tests and packages keep apart.
 func NetworkPool(t testing.TB) (prefix string, cidr netip.Prefix) {
 	t.Helper()
-	n, err := rand.Int(rand.Reader, big.NewInt(1<<10))
-	if err != nil {
+	if err := os.MkdirAll(poolLockDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	i := int(n.Int64())
+	i := -1
+	for range 4096 {
+		n, err := rand.Int(rand.Reader, big.NewInt(1<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(filepath.Join(poolLockDir, strconv.FormatInt(n.Int64(), 10)), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			_ = f.Close()
+			continue
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		i = int(n.Int64())
+		break
+	}
+	if i < 0 {
+		t.Fatal("every test address pool is held by another test")
+	}
 	cidr = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(208 + i>>6), byte((i & 63) << 2), 0}), 22)
 	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
 	b := []byte{'t', 0, 0, 0, 0}
