@@ -85,6 +85,22 @@ func (s *server) used(r *http.Request, c store.Capsule, action string, meta map[
 	}
 }
 
+// startUse marks the start of an operation on c that keepActive then
+// keeps alive: runningCapsule read c as running, but the TTL reaper may
+// have claimed it since, and an operation begun under a pause would be
+// cut by it. After startUse the reaper cannot claim c until its timeout
+// has passed again, by which time keepActive has touched it.
+func (s *server) startUse(ctx context.Context, c store.Capsule) error {
+	ok, err := s.store.StartCapsuleUse(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errorf(codeCapsuleNotRunning, "capsule %s is no longer running (it was paused or destroyed meanwhile)", c.ID)
+	}
+	return nil
+}
+
 // keepActive touches c at once and then every activeEveryFor its timeout
 // until ctx ends, for operations that may outlast the capsule's idle
 // timeout. The first touch matters: an operation that starts just before

@@ -210,6 +210,9 @@ func (s *server) exec(answers execAnswers) http.Handler {
 			encode(w, http.StatusAccepted, answers.background(c, req.processSpec, pid))
 			return nil
 		}
+		if err := s.startUse(r.Context(), c); err != nil {
+			return err
+		}
 		active, stopActive := context.WithCancel(r.Context())
 		go s.keepActive(active, c)
 		res, pid, err := s.runForeground(r.Context(), ec, &envdv1.StartRequest{Process: cfg, Tag: req.Tag}, timeout)

@@ -104,6 +104,9 @@ func (b *uploadBody) failed() error {
 // upload streams body into path and records the write.
 func (s *server) upload(w http.ResponseWriter, r *http.Request, c store.Capsule, ec *envdclient.Client,
 	path string, body io.Reader, opts envdclient.UploadOptions) error {
+	if err := s.startUse(r.Context(), c); err != nil {
+		return err
+	}
 	ctx, stop := context.WithCancel(r.Context())
 	defer stop()
 	go s.keepActive(ctx, c)
@@ -231,6 +234,9 @@ func (p pathRequest) check() error {
 // headers; header's Range, if any, is passed to envd.
 func (s *server) download(w http.ResponseWriter, r *http.Request, c store.Capsule, ec *envdclient.Client,
 	path, user string, header http.Header) error {
+	if err := s.startUse(r.Context(), c); err != nil {
+		return err
+	}
 	ctx, stop := context.WithCancel(r.Context())
 	defer stop()
 	resp, err := ec.Open(ctx, path, user, header)

@@ -80,6 +80,9 @@ func (s *server) handlePTY() http.Handler {
 		if err != nil {
 			return err
 		}
+		if err := s.startUse(r.Context(), c); err != nil {
+			return err
+		}
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		// Started before the upgrade, so that a bad cwd or user is a plain

@@ -476,6 +476,10 @@ func (s *server) execStream(w http.ResponseWriter, r *http.Request, sel *envdv1.
 		ss.fail(ctx, err)
 		return nil
 	}
+	if err := s.startUse(ctx, c); err != nil {
+		ss.fail(ctx, err)
+		return nil
+	}
 	ps, start, err := startProcess(ctx, ec, &envdv1.StartRequest{Process: cfg, Tag: spec.Tag, Stdin: true})
 	if err != nil {
 		// As for POST /exec: not_found is the program or cwd.

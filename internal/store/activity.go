@@ -36,6 +36,23 @@ func (s *Store) TouchCapsule(ctx context.Context, id string) error {
 	return nil
 }
 
+// StartCapsuleUse records that an operation which may outlast the
+// capsule's idle timeout (a foreground command, a transfer) begins on
+// capsule id, and reports false when the capsule is no longer running.
+// Unlike TouchCapsule it always writes, so that it and the TTL reaper's
+// claim are ordered by the row's lock: either the reaper claimed the
+// capsule first and the operation is refused, or the operation's touch
+// came first and the reaper finds the capsule in use.
+func (s *Store) StartCapsuleUse(ctx context.Context, id string) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `
+		UPDATE capsules SET last_active_at = now()
+		WHERE id = $1 AND status = 'running'`, id)
+	if err != nil {
+		return false, fmt.Errorf("recording capsule activity: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // RecordCapsuleUse touches capsule id as TouchCapsule does and writes ev,
 // in one round trip: it runs after every command and file operation, on
 // the path whose latency users feel.

@@ -228,6 +228,18 @@ func TestClaimIdleCapsules(t *testing.T) {
 	if _, err := d.store.PingCapsule(ctx, idle.ID); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("ping of a pausing capsule: %v, want a conflict", err)
 	}
+	// An operation that starts on a claimed capsule is refused; one that
+	// starts first keeps the reaper away, however stale the capsule was.
+	if ok, err := d.store.StartCapsuleUse(ctx, idle.ID); ok || err != nil {
+		t.Errorf("StartCapsuleUse of a pausing capsule = %v, %v; want false", ok, err)
+	}
+	d.exec(`UPDATE capsules SET last_active_at = now() - interval '1 minute' WHERE id = $1`, busy.ID)
+	if ok, err := d.store.StartCapsuleUse(ctx, busy.ID); !ok || err != nil {
+		t.Errorf("StartCapsuleUse of a running capsule = %v, %v; want true", ok, err)
+	}
+	if got, err := d.store.ClaimIdleCapsules(ctx, 10); err != nil || len(got) != 0 {
+		t.Errorf("claim after an operation started = %+v, %v; want none", got, err)
+	}
 }
 
 // TestClaimResumeCapacity refuses a resume when the host's memory went to
