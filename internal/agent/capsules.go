@@ -163,6 +163,10 @@ type Capsules struct {
 
 	pool *pool
 
+	// receiving serializes templates received from other hosts
+	// (ReceiveTemplate).
+	receiving sync.Mutex
+
 	stopHooks []func(address string) // run when a pause or destroy stops a sandbox; guarded by mu
 }
 

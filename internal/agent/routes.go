@@ -41,5 +41,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(hostauth.PortProxyPath("{id}", "{port}")+"/", ports)
 	// So does a template import: it is bound to the template's name.
 	mux.Handle("POST "+hostproto.TemplateImportPath("{name}"), s.importHandler())
+	// And a template's move from one host to another (transfer.go).
+	mux.Handle("GET "+hostproto.TemplateExportPath("{name}"), s.exportHandler())
+	mux.Handle("POST "+hostproto.TemplateReceivePath("{name}"), s.receiveHandler())
 	return mux
 }

@@ -619,13 +619,27 @@ func TestTTLStack(t *testing.T) {
 		a := createFrom(t, st, map[string]any{"template": "minimal", "timeout_sec": 2}).want(t, "create", http.StatusCreated)
 		return &capsuleClient{t: t, st: st, tm: st.Team, id: a.str("id")}
 	}
-	idle, busy, attached := mk(), mk(), mk()
+	idle := mk()
 
-	// attached has a terminal open, in which nothing is typed.
+	// attached has a terminal open, in which nothing is typed. A terminal
+	// opened after the capsule's first 2 s is refused (the reaper paused
+	// it first); then another capsule is tried.
 	ctx := testCtx(t, 30*time.Second)
-	conn, _, err := attached.dial(ctx, "/pty")
-	if err != nil {
-		t.Fatal(err)
+	var (
+		conn     *websocket.Conn
+		attached *capsuleClient
+	)
+	for attempt := 1; conn == nil; attempt++ {
+		attached = mk()
+		c, status, err := attached.dial(ctx, "/pty")
+		switch {
+		case err == nil:
+			conn = c
+		case status == http.StatusConflict && attempt < 5:
+			t.Logf("attempt %d: the capsule was paused before its terminal opened; trying again", attempt)
+		default:
+			t.Fatal(err)
+		}
 	}
 	defer func() { _ = conn.CloseNow() }()
 	if m := readMsg(t, ctx, conn); m.Type != "start" {
@@ -634,8 +648,7 @@ func TestTTLStack(t *testing.T) {
 
 	// busy runs a 5 s command in the foreground: it must stay running
 	// throughout, and the command must finish.
-	done := make(chan answer, 1)
-	go func() { done <- busy.exec(map[string]any{"cmd": "sleep 5; echo done", "timeout_sec": 30}) }()
+	busy, done := startBusy(t, st, 2, "sleep 5; echo done")
 
 	start := time.Now()
 	idleSince := dbStatus(t, st, idle.id).LastActiveAt
@@ -868,42 +881,56 @@ func TestHostLossDeadSandboxStack(t *testing.T) {
 // paused under it. The command keeps touching the capsule every 250 ms,
 // but touches less than a second apart used to be dropped, so its
 // last_active_at could be more than its 1 s timeout old.
-//
-// On a loaded host the command may reach the control plane only after the
-// capsule's first second of idleness: the reaper then pauses it first and
-// the command is refused with capsule_not_running, which is right, but
-// proves nothing, so the test tries again with a new capsule. A pause
-// that cuts a command already started fails the test.
 func TestTTLShortTimeoutStack(t *testing.T) {
 	t.Parallel()
 	st := startStack(t, stacktest.Options{ReaperInterval: 100 * time.Millisecond})
+	busy, done := startBusy(t, st, 1, "sleep 4; echo done")
+	var got answer
+	for got.status == 0 {
+		if s := dbStatus(t, st, busy.id).Status; s != "running" {
+			t.Fatalf("capsule running a command became %s", s)
+		}
+		select {
+		case got = <-done:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	got.want(t, "the long command", http.StatusOK)
+	if got.str("stdout") != "done\n" {
+		t.Errorf("long command: %s", got.raw)
+	}
+}
+
+// startBusy creates a capsule with timeout_sec timeout, runs cmd in it in
+// the foreground and returns once the control plane has begun the command
+// (its first touch moved last_active_at), with the channel of its answer.
+// On a loaded host the command may reach the control plane only after the
+// capsule's first timeout: the reaper then pauses it first and the command
+// is refused with capsule_not_running, which is right but proves nothing,
+// so another capsule is tried.
+func startBusy(t *testing.T, st *stacktest.Stack, timeout int, cmd string) (*capsuleClient, chan answer) {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		a := createFrom(t, st, map[string]any{"template": "minimal", "timeout_sec": 1}).want(t, "create", http.StatusCreated)
+		a := createFrom(t, st, map[string]any{"template": "minimal", "timeout_sec": timeout}).want(t, "create", http.StatusCreated)
 		busy := &capsuleClient{t: t, st: st, tm: st.Team, id: a.str("id")}
+		created := dbStatus(t, st, busy.id).LastActiveAt
 		done := make(chan answer, 1)
-		go func() { done <- busy.exec(map[string]any{"cmd": "sleep 4; echo done", "timeout_sec": 30}) }()
-		var got answer
-		became := ""
-		for got.status == 0 {
-			if s := dbStatus(t, st, busy.id).Status; s != "running" && became == "" {
-				became = s
+		go func() { done <- busy.exec(map[string]any{"cmd": cmd, "timeout_sec": 30}) }()
+		for {
+			if dbStatus(t, st, busy.id).LastActiveAt.After(created) {
+				return busy, done
 			}
 			select {
-			case got = <-done:
-			case <-time.After(50 * time.Millisecond):
+			case got := <-done:
+				if got.status == http.StatusConflict && got.code() == "capsule_not_running" && attempt < 5 {
+					t.Logf("attempt %d: the capsule was paused before the command reached it; trying again", attempt)
+				} else {
+					t.Fatalf("the command was answered before it began: %d %s", got.status, got.raw)
+				}
+			case <-time.After(10 * time.Millisecond):
+				continue
 			}
+			break
 		}
-		if became != "" && got.status == http.StatusConflict && got.code() == "capsule_not_running" && attempt < 5 {
-			t.Logf("attempt %d: the capsule was paused before the command reached it; trying again", attempt)
-			continue
-		}
-		if became != "" {
-			t.Fatalf("capsule running a command became %s; the command got %d %s", became, got.status, got.raw)
-		}
-		got.want(t, "the long command", http.StatusOK)
-		if got.str("stdout") != "done\n" {
-			t.Errorf("long command: %s", got.raw)
-		}
-		return
 	}
 }

@@ -206,7 +206,8 @@ func New(d Deps) *Server {
 	s.portTransports = newPortTransports(s.agentAddrs.Dialer())
 	s.capsules = lifecycle.New(lifecycle.Deps{
 		Store: s.store, Logger: s.log, Agent: s.capsuleService, ReaperInterval: s.cfg.ReaperInterval, Quota: s.defaultQuota(),
-		Metrics: lifecycle.Metrics{Pause: s.metrics.pause, Resume: s.metrics.resume, Snapshot: s.metrics.snapshot},
+		CopyTemplate: s.copyTemplate,
+		Metrics:      lifecycle.Metrics{Pause: s.metrics.pause, Resume: s.metrics.resume, Snapshot: s.metrics.snapshot},
 	})
 	s.builds = s.newBuilds(d.BuildReapEvery, d.BuildStaleAfter)
 	return &Server{Handler: s.hostRouting(s.routes()), s: s}

@@ -132,12 +132,21 @@ type userStack struct {
 	hostID   string
 }
 
+// stackOptions adjust the agent of a userStack before it starts.
+type stackOptions struct {
+	// templates are the templates of WRENN_TEST_IMAGES it has (default:
+	// minimal).
+	templates []string
+	// env changes its environment.
+	env func(map[string]string)
+}
+
 // startUserStack starts a control plane on a fresh database, signs a user
 // up, creates an API key, and registers an agent whose templates are the
 // ones `make test` built; it returns once the host is online.
-func startUserStack(t *testing.T) *userStack {
+func startUserStack(t *testing.T, opts ...stackOptions) *userStack {
 	t.Helper()
-	_, images := stacktest.Env(t)
+	stacktest.Env(t)
 	dbURL := testdb.New(t)
 	migrate := start(t, "wrenn-cp-migrate", bin.cp, map[string]string{"DATABASE_URL": dbURL}, "migrate", "up")
 	if code := migrate.wait(t, 60*time.Second); code != 0 {
@@ -160,29 +169,45 @@ func startUserStack(t *testing.T) *userStack {
 	user.must(http.StatusCreated, "POST", "/v1/api-keys", map[string]any{"name": "e2e", "scopes": adminScopes}, &key)
 	api := &client{t: t, base: cpURL, header: http.Header{"X-Api-Key": {key.Key}}}
 
-	hostID, regToken := createHost(t, api)
-	agentDir := stacktest.ScratchDir(t)
-	stacktest.LinkImages(t, images, filepath.Join(agentDir, "images"))
-	agentAddr := freeAddr(t)
-	env := agentEnv(t, cpURL, agentDir, agentAddr)
-	u := &userStack{api: api, cp: cp, dbURL: dbURL, cpAddr: cpAddr, agentEnv: env, agentDir: agentDir, hostID: hostID}
-	u.agent = start(t, "wrenn-agent", bin.agent, env, "--register", regToken, "--address", agentAddr)
+	u := &userStack{api: api, cp: cp, dbURL: dbURL, cpAddr: cpAddr}
+	var o stackOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	u.hostID, u.agentDir, u.agentEnv, u.agent = u.startAgent(t, o)
+	return u
+}
+
+// startAgent registers a new host of u's control plane and starts its
+// agent, with images from `make test` and options o; it returns once the
+// host is online.
+func (u *userStack) startAgent(t *testing.T, o stackOptions) (hostID, dir string, env map[string]string, agent *process) {
+	t.Helper()
+	_, images := stacktest.Env(t)
+	hostID, regToken := createHost(t, u.api)
+	dir = stacktest.ScratchDir(t)
+	stacktest.LinkImages(t, images, filepath.Join(dir, "images"), o.templates...)
+	addr := freeAddr(t)
+	env = agentEnv(t, "http://"+u.cpAddr, dir, addr)
+	if o.env != nil {
+		o.env(env)
+	}
+	agent = start(t, "wrenn-agent", bin.agent, env, "--register", regToken, "--address", addr)
 	eventually(t, 15*time.Second, "host online with the minimal template", func() error {
-		if u.agent.exited() {
-			t.Fatalf("wrenn-agent exited:\n%s", u.agent.logs())
+		if agent.exited() {
+			t.Fatalf("wrenn-agent exited:\n%s", agent.logs())
 		}
 		var h struct {
 			Status    string   `json:"status"`
 			Templates []string `json:"templates"`
 		}
-		api.must(http.StatusOK, "GET", "/v1/hosts/"+hostID, nil, &h)
+		u.api.must(http.StatusOK, "GET", "/v1/hosts/"+hostID, nil, &h)
 		if h.Status != "online" || !slices.Contains(h.Templates, "minimal") {
 			return errorString("host is " + h.Status + " with templates " + strings.Join(h.Templates, ","))
 		}
 		return nil
 	})
-
-	return u
+	return hostID, dir, env, agent
 }
 
 type errorString string

@@ -131,6 +131,43 @@ func TemplateImportPath(name string) string { return "/templates/" + name + "/im
 // importing template name.
 func TemplateImportProcedure(name string) string { return "template-import:" + name }
 
+// TemplateExportPath is the agent's route (GET) that streams template
+// name — its directory, and its disk image where the runtime has one — as
+// one tar stream (entries "template/…" and "image.ext4"), for a host that
+// lacks it. The call carries a token for TemplateExportProcedure(name)
+// bound to its request line. The answer ends with the trailer
+// TemplateDigestTrailer: the SHA-256 of the whole stream.
+func TemplateExportPath(name string) string { return "/templates/" + name + "/export" }
+
+// TemplateExportProcedure is the subject of the control plane's token for
+// exporting template name.
+func TemplateExportProcedure(name string) string { return "template-export:" + name }
+
+// TemplateReceivePath is the agent's route (POST) that takes template
+// name as TemplateExportPath streams it, with the same trailer, and puts
+// it in place once the digest matches. The call carries a token for
+// TemplateReceiveProcedure(name) bound to its request line; the answer is
+// a ReceivedTemplate.
+func TemplateReceivePath(name string) string { return "/templates/" + name + "/receive" }
+
+// TemplateReceiveProcedure is the subject of the control plane's token for
+// sending template name to a host.
+func TemplateReceiveProcedure(name string) string { return "template-receive:" + name }
+
+// TemplateDigestTrailer is the HTTP trailer that carries the hex SHA-256
+// of a template's tar stream, from the exporting host through the control
+// plane to the receiving one: a stream cut short at an entry's boundary is
+// still a valid tar stream, and the digest is what tells.
+const TemplateDigestTrailer = "Wrenn-Template-Sha256"
+
+// ReceivedTemplate answers TemplateReceivePath: the template is in place
+// (Existed: it already was, and nothing was written).
+type ReceivedTemplate struct {
+	Name      string `json:"name"`
+	SizeBytes int64  `json:"size_bytes"`
+	Existed   bool   `json:"existed"`
+}
+
 // ImportLine is one line of an import's answer: progress (Log), then the
 // template made, or why the import failed.
 type ImportLine struct {

@@ -11,6 +11,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/capsule"
 	"github.com/wrenn-dev/wrenn/internal/egress"
 	"github.com/wrenn-dev/wrenn/internal/rules"
+	"github.com/wrenn-dev/wrenn/internal/scheduler"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	hostagentv1 "github.com/wrenn-dev/wrenn/proto/hostagent/v1"
 )
@@ -85,9 +86,6 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 			return store.Capsule{}, errorf(TemplateUnavailable, "snapshot %q was on a host that has been deleted; it cannot be restored", tmpl.Name)
 		}
 	}
-	if tmpl.Kind == store.TemplateImage && tmpl.HostID == "" {
-		return store.Capsule{}, errorf(TemplateUnavailable, "template %q was imported on a host that has been deleted; build it again", tmpl.Name)
-	}
 	if req.VCPUs != nil {
 		vcpus = *req.VCPUs
 	}
@@ -127,13 +125,36 @@ func (s *Service) Create(ctx context.Context, req CreateRequest, ev store.Event)
 	ev = withMeta(ev, map[string]any{
 		"template": tmpl.Name, "vcpus": vcpus, "memory_mb": memory, "disk_mb": disk, "timeout_sec": timeout,
 	})
-	c, h, err := s.store.CreateCapsule(ctx, store.NewCapsule{
+	nc := store.NewCapsule{
 		TeamID: req.TeamID, Template: tmpl.Name, VCPUs: vcpus, MemoryMB: memory, DiskMB: disk,
 		TimeoutSec: timeout, Metadata: req.Metadata, CreatedBy: req.CreatedBy,
-		TemplateID: tmpl.ID, AgentTemplate: tmpl.AgentName, HostID: tmpl.HostID, Quota: s.quota,
+		TemplateID: tmpl.ID, AgentTemplate: tmpl.AgentName, Quota: s.quota,
 		Network:     policy,
 		PublicPorts: req.PublicPorts, AutoResume: req.AutoResume,
-	}, ev)
+	}
+	if tmpl.Kind == store.TemplateSnapshot {
+		nc.HostID = tmpl.HostID // its saved state is there only
+	}
+	c, h, err := s.store.CreateCapsule(ctx, nc, ev)
+	// No host with the template can take the capsule: copy the template to
+	// one that can, and place again. Twice: a heartbeat sent just before
+	// the copy ended may have taken the template off the host's list (a
+	// second copy finds it there and ends at once).
+	for range 2 {
+		if !placeWithCopy(tmpl, err) {
+			break
+		}
+		ask := scheduler.Ask{VCPUs: vcpus, MemoryMB: int64(memory), DiskMB: int64(disk)}
+		cerr := s.bringTemplate(ctx, req.TeamID, tmpl, ask)
+		if errors.Is(cerr, store.ErrNoHost) {
+			break
+		}
+		if cerr != nil {
+			s.log.WarnContext(ctx, "template copy failed", "template", tmpl.Name, "err", cerr)
+			return store.Capsule{}, errorf(NoHost, "no online host with template %q can take this capsule, and copying the template to another host failed: %v", tmpl.Name, cerr)
+		}
+		c, h, err = s.store.CreateCapsule(ctx, nc, ev)
+	}
 	var full *store.NoCapacityError
 	switch {
 	case errors.Is(err, store.ErrTemplateGone):

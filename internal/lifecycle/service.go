@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/wrenn-dev/wrenn/internal/store"
 	"github.com/wrenn-dev/wrenn/proto/hostagent/v1/hostagentv1connect"
@@ -71,6 +72,9 @@ type Deps struct {
 	// Quota is every team's default quota; a platform admin may set other
 	// limits for one team. The zero Quota limits nothing.
 	Quota store.Quota
+	// CopyTemplate streams template agentName from host from to host to
+	// and returns its size; nil leaves templates where they are.
+	CopyTemplate func(ctx context.Context, from, to store.Host, agentName string) (int64, error)
 }
 
 // Service is the control plane's capsule service. Its methods are safe for
@@ -87,11 +91,16 @@ type Service struct {
 	// is under way (see cleanUpHost), so that heartbeats that keep
 	// reporting one do not pile removals on it.
 	leftovers sync.Map
+	// copyTemplate is Deps.CopyTemplate; copies makes concurrent creates
+	// that need one template on one host wait for a single copy.
+	copyTemplate func(ctx context.Context, from, to store.Host, agentName string) (int64, error)
+	copies       singleflight.Group
 }
 
 // New returns the capsule service.
 func New(d Deps) *Service {
-	s := &Service{store: d.Store, log: d.Logger, agent: d.Agent, metrics: d.Metrics, quota: d.Quota, reaperEvery: d.ReaperInterval}
+	s := &Service{store: d.Store, log: d.Logger, agent: d.Agent, metrics: d.Metrics, quota: d.Quota, reaperEvery: d.ReaperInterval,
+		copyTemplate: d.CopyTemplate}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

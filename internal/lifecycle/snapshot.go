@@ -205,6 +205,18 @@ func (s *Service) DeleteSnapshot(ctx context.Context, teamID, name string, ev st
 // the host still exists; a failure is logged and left to the orphan
 // clean-up of heartbeats.
 func (s *Service) removeSnapshotFiles(ctx context.Context, t store.Template) {
+	if copyable(t) {
+		// Copied to the hosts that needed it: each holds it.
+		hosts, err := s.store.HostsWithTemplate(ctx, t.AgentName)
+		if err != nil {
+			s.log.WarnContext(ctx, "listing the hosts of a deleted template; their heartbeats will report it as an orphan",
+				"template_id", t.ID, "err", err)
+		}
+		for _, h := range hosts {
+			s.deleteTemplateBestEffort(ctx, h, t.AgentName)
+		}
+		return
+	}
 	if t.HostID == "" {
 		return
 	}

@@ -349,17 +349,27 @@ type unpacker struct {
 	root     *os.Root
 	dir      string
 	progress func(string)
+	// literal: names are plain names, not whiteouts (UnpackTree).
+	literal bool
+	// cur is directory curDir of root, open (see dirRoot).
+	cur    *os.Root
+	curDir string
 }
 
 func (u *unpacker) entry(hdr *tar.Header, body io.Reader) error {
 	name := clean(hdr.Name)
 	base := path.Base(name)
-	if strings.HasPrefix(base, whiteoutPrefix) {
+	if !u.literal && strings.HasPrefix(base, whiteoutPrefix) {
 		return nil // applied in the first pass
 	}
 	if name == "" {
 		// The root's own entry: its owner and mode, nothing to create.
 		return u.meta(".", hdr)
+	}
+	if u.literal {
+		// A tree's stream has each directory before what it holds, into
+		// an empty directory: nothing to make first or to replace.
+		return u.fresh(name, hdr, body)
 	}
 	if err := u.root.MkdirAll(path.Dir(name), 0o755); err != nil {
 		return fmt.Errorf("making parent of %s: %w", name, err)
@@ -374,6 +384,11 @@ func (u *unpacker) entry(hdr *tar.Header, body io.Reader) error {
 			}
 		}
 	}
+	return u.create(name, hdr, body)
+}
+
+// create makes entry name of hdr, whose parent exists.
+func (u *unpacker) create(name string, hdr *tar.Header, body io.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		if err := u.root.Mkdir(name, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
