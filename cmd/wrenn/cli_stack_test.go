@@ -433,7 +433,7 @@ func TestCLIStack(t *testing.T) {
 		if r.code != 1 || !strings.Contains(r.stderr, "exit code 4") || !strings.Contains(r.stderr, "broken") {
 			t.Errorf("failing template build: %d %q %q", r.code, r.stdout, r.stderr)
 		}
-		u.failsWith(2, "want --recipe FILE or --image FILE", "template", "build", name)
+		u.failsWith(2, "want one of --recipe FILE, --image FILE or --from REF", "template", "build", name)
 	})
 
 	t.Run("rm", func(t *testing.T) {

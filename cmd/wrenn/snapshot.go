@@ -82,12 +82,19 @@ func (c *cli) templateBuild(ctx context.Context, args []string) error {
 	c.jsonFlag(fs)
 	recipe := fs.String("recipe", "", "recipe file (JSON; - for stdin)")
 	image := fs.String("image", "", "OCI image layout or docker save archive (tar)")
+	from := fs.String("from", "", "image reference the control plane pulls (python:3.12-slim)")
 	detach := fs.Bool("detach", false, "print the build id and return without following it")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || (*recipe == "") == (*image == "") {
-		return usageError("template build: want --recipe FILE or --image FILE, and a template name")
+	given := 0
+	for _, s := range []string{*recipe, *image, *from} {
+		if s != "" {
+			given++
+		}
+	}
+	if fs.NArg() != 1 || given != 1 {
+		return usageError("template build: want one of --recipe FILE, --image FILE or --from REF, and a template name")
 	}
 	cl, err := c.client()
 	if err != nil {
@@ -105,6 +112,8 @@ func (c *cli) templateBuild(ctx context.Context, args []string) error {
 			return fmt.Errorf("reading recipe: %w", err)
 		}
 		b, err = cl.BuildFromRecipe(ctx, fs.Arg(0), json.RawMessage(raw))
+	} else if *from != "" {
+		b, err = cl.BuildFromRef(ctx, fs.Arg(0), *from)
 	} else {
 		f, ferr := os.Open(*image)
 		if ferr != nil {

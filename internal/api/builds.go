@@ -85,7 +85,20 @@ func (s *server) newBuilds(reapEvery, staleAfter time.Duration) *builds.Service 
 	return builds.New(builds.Deps{
 		Store: s.store, Logger: s.log.With("component", "builds"), Capsules: s.capsules, Agent: s.capsuleService,
 		Envd: s.envdFor, Import: s.importOnAgent, ReapEvery: reapEvery, StaleAfter: staleAfter,
+		Pull: s.pullImage,
 	})
+}
+
+// pullImage is builds.Deps.Pull, through the operator's registry policy.
+func (s *server) pullImage(ctx context.Context, ref, dst string, progress func(string)) (int64, error) {
+	if s.pull == nil {
+		return 0, errors.New("this control plane pulls no images")
+	}
+	r, err := s.pull.Parse(ref)
+	if err != nil {
+		return 0, err
+	}
+	return s.pull.Pull(ctx, r, dst, progress)
 }
 
 // importOnAgent streams body to host h's template import (see
@@ -150,7 +163,7 @@ func (s *server) handleCreateTemplate() http.Handler {
 		case "application/json", "":
 			b, err = s.startFromJSON(w, r, p)
 		default:
-			return errorf(codeInvalid, "Content-Type must be application/json (a recipe or an image_path) or multipart/form-data (an image upload), not %q", ct)
+			return errorf(codeInvalid, "Content-Type must be application/json (a recipe, an image reference or an image_path) or multipart/form-data (an image upload), not %q", ct)
 		}
 		if err != nil {
 			return buildError(err)
@@ -167,6 +180,7 @@ func (s *server) startFromJSON(w http.ResponseWriter, r *http.Request, p princip
 		Public    bool            `json:"public"`
 		Recipe    json.RawMessage `json:"recipe"`
 		ImagePath string          `json:"image_path"`
+		Image     string          `json:"image"`
 		VCPUs     int             `json:"vcpus"`
 		MemoryMB  int             `json:"memory_mb"`
 		DiskMB    int             `json:"disk_mb"`
@@ -179,9 +193,25 @@ func (s *server) startFromJSON(w http.ResponseWriter, r *http.Request, p princip
 		return store.Build{}, errorf(codeForbidden, "only platform admins may build public templates")
 	}
 	breq := builds.Request{TeamID: p.TeamID, CreatedBy: p.UserID, Name: req.Name, Public: req.Public}
+	sources := 0
+	for _, given := range []bool{len(req.Recipe) > 0, req.ImagePath != "", req.Image != ""} {
+		if given {
+			sources++
+		}
+	}
 	switch {
-	case len(req.Recipe) > 0 && req.ImagePath != "":
-		return store.Build{}, errorf(codeInvalid, "give recipe or image_path, not both")
+	case sources > 1:
+		return store.Build{}, errorf(codeInvalid, "give one of recipe, image and image_path")
+	case req.Image != "":
+		if s.pull == nil {
+			return store.Build{}, errorf(codeInvalid, "this control plane pulls no images; upload the image instead")
+		}
+		ref, err := s.pull.Parse(req.Image)
+		if err != nil {
+			return store.Build{}, errorf(codeInvalid, "image: %v", err)
+		}
+		return s.builds.StartImage(r.Context(), builds.ImageRequest{Request: breq, Ref: ref.Name(),
+			VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskMB}, s.event(r, p, "template.build.start", nil))
 	case len(req.Recipe) > 0:
 		if req.VCPUs != 0 || req.MemoryMB != 0 || req.DiskMB != 0 {
 			return store.Build{}, errorf(codeInvalid, "a recipe gives its sizes in recipe.vcpus, recipe.memory_mb and recipe.disk_mb")
@@ -221,7 +251,7 @@ func (s *server) startFromJSON(w http.ResponseWriter, r *http.Request, p princip
 		return s.builds.StartImage(r.Context(), builds.ImageRequest{Request: breq, Archive: staged,
 			VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, DiskMB: req.DiskMB}, s.event(r, p, "template.build.start", nil))
 	default:
-		return store.Build{}, errorf(codeInvalid, "give a recipe (JSON), an image upload (multipart/form-data, part \"image\") or, as a platform admin, an image_path")
+		return store.Build{}, errorf(codeInvalid, "give a recipe or an image reference (JSON), an image upload (multipart/form-data, part \"image\") or, as a platform admin, an image_path")
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/wrenn-dev/wrenn/internal/builds"
 	"github.com/wrenn-dev/wrenn/internal/config"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
+	"github.com/wrenn-dev/wrenn/internal/imagepull"
 	"github.com/wrenn-dev/wrenn/internal/lifecycle"
 	"github.com/wrenn-dev/wrenn/internal/store"
 	"github.com/wrenn-dev/wrenn/internal/web"
@@ -54,6 +55,8 @@ type Deps struct {
 
 // server holds the dependencies shared by the handlers.
 type server struct {
+	// pull fetches images for builds by reference (WRENN_IMAGE_REGISTRIES).
+	pull      *imagepull.Policy
 	store     *store.Store
 	log       *slog.Logger
 	cfg       config.ControlPlane
@@ -196,6 +199,13 @@ func New(d Deps) *Server {
 		s.registry = prometheus.NewRegistry()
 	}
 	s.agentAddrs = agentaddr.New(d.Config.AgentAllowedCIDRs)
+	// LoadControlPlane has checked the registries: an error here is a
+	// configuration made by hand (tests), which then pulls nothing.
+	if p, err := imagepull.New(d.Config.ImageRegistries, d.Config.ImageRegistryCIDRs, maxImageUpload); err == nil {
+		s.pull = p
+	} else {
+		s.log.Error("image pulls are off", "err", err)
+	}
 	s.agents = newAgentLinks(d.AgentClient, s.agentAddrs.Dialer())
 	s.metrics = newMetrics(s.registry, s.store, s.log)
 	s.proxyDomain = d.Config.ProxyDomain

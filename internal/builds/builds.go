@@ -26,6 +26,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -85,6 +86,10 @@ type Deps struct {
 	// name with default sizes sizes, and returns the agent's answer: JSON
 	// lines of hostproto.ImportLine.
 	Import func(ctx context.Context, h store.Host, name string, sizes [3]int, body io.Reader) (io.ReadCloser, error)
+	// Pull fetches image reference ref (checked when the build was
+	// asked for) into the new file dst as an image archive, telling
+	// progress what it fetches; nil means images are not pulled.
+	Pull func(ctx context.Context, ref, dst string, progress func(string)) (int64, error)
 	// Heartbeat is how often a runner touches its build (default 2 s);
 	// StaleAfter how old a running build's touch may get before the
 	// reaper fails it (default 30 s); ReapEvery how often the reaper
@@ -150,6 +155,9 @@ type ImageRequest struct {
 	// Archive is a file holding the image (OCI layout or docker save, as
 	// a tar file). The build takes it over and removes it when done.
 	Archive string
+	// Ref, instead of Archive, is an image reference the build pulls
+	// first (Deps.Pull).
+	Ref string
 	// Sizes are the template's default vCPUs, memory and disk (MB);
 	// zero takes 1, 512 and 2048.
 	VCPUs, MemoryMB, DiskMB int
@@ -182,10 +190,16 @@ func (s *Service) record(ctx context.Context, r Request, source string, recipe j
 func (s *Service) StartImage(ctx context.Context, req ImageRequest, ev store.Event) (store.Build, error) {
 	keep := false
 	defer func() {
-		if !keep {
+		if !keep && req.Archive != "" {
 			_ = os.Remove(req.Archive)
 		}
 	}()
+	if (req.Archive == "") == (req.Ref == "") {
+		return store.Build{}, errorf(Invalid, "give an image archive or an image reference")
+	}
+	if req.Ref != "" && s.d.Pull == nil {
+		return store.Build{}, errorf(Invalid, "this control plane pulls no images; upload the image instead")
+	}
 	if err := req.check(); err != nil {
 		return store.Build{}, err
 	}
@@ -206,15 +220,28 @@ func (s *Service) StartImage(ctx context.Context, req ImageRequest, ev store.Eve
 	case req.DiskMB < rules.MinDiskMB:
 		return store.Build{}, errorf(Invalid, "disk_mb must be at least %d, not %d", rules.MinDiskMB, req.DiskMB)
 	}
-	ev.Metadata = mergeMeta(ev.Metadata, map[string]any{"name": req.Name, "source": store.BuildFromImage, "public": req.Public})
-	b, err := s.record(ctx, req.Request, store.BuildFromImage, nil, 3, ev)
+	meta := map[string]any{"name": req.Name, "source": store.BuildFromImage, "public": req.Public}
+	steps, first := 3, 1
+	if req.Ref != "" {
+		meta["image"] = req.Ref
+		steps, first = 4, 2
+	}
+	ev.Metadata = mergeMeta(ev.Metadata, meta)
+	b, err := s.record(ctx, req.Request, store.BuildFromImage, nil, steps, ev)
 	if err != nil {
 		return store.Build{}, err
 	}
 	keep = true
 	s.launch(b, func(ctx context.Context, r *run) error {
+		if req.Ref != "" {
+			r.begin(ctx, 1, "pull "+req.Ref)
+			req.Archive = filepath.Join(os.TempDir(), "wrenn-pull-"+b.ID+".tar")
+			if _, err := s.d.Pull(ctx, req.Ref, req.Archive, func(l string) { r.info(ctx, l) }); err != nil {
+				return err
+			}
+		}
 		defer func() { _ = os.Remove(req.Archive) }()
-		return s.buildImage(ctx, r, req)
+		return s.buildImage(ctx, r, req, first)
 	})
 	return b, nil
 }

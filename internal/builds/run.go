@@ -162,8 +162,8 @@ type templateConfig struct {
 
 // buildImage sends the archive to a host, which makes the template, and
 // records it.
-func (s *Service) buildImage(ctx context.Context, r *run, req ImageRequest) error {
-	r.begin(ctx, 1, "send the image to a host")
+func (s *Service) buildImage(ctx context.Context, r *run, req ImageRequest, first int) error {
+	r.begin(ctx, first, "send the image to a host")
 	h, err := s.d.Store.ImportHost(ctx, r.b.TeamID)
 	if errors.Is(err, store.ErrNotFound) {
 		return errors.New("no host is online to import the image on; try again when one is")
@@ -194,7 +194,7 @@ func (s *Service) buildImage(ctx context.Context, r *run, req ImageRequest) erro
 	}()
 	f, err := os.Open(req.Archive)
 	if err != nil {
-		return fmt.Errorf("reading the uploaded image: %w", err)
+		return fmt.Errorf("reading the image: %w", err)
 	}
 	defer func() { _ = f.Close() }()
 	if fi, err := f.Stat(); err == nil {
@@ -205,7 +205,7 @@ func (s *Service) buildImage(ctx context.Context, r *run, req ImageRequest) erro
 		return fmt.Errorf("sending the image to host %s: %w", h.ID, err)
 	}
 	defer func() { _ = body.Close() }()
-	r.begin(ctx, 2, "unpack the image on the host")
+	r.begin(ctx, first+1, "unpack the image on the host")
 	var made *hostproto.ImportedTemplate
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -235,7 +235,7 @@ func (s *Service) buildImage(ctx context.Context, r *run, req ImageRequest) erro
 	if made == nil {
 		return errors.New("the host ended the import without a template")
 	}
-	r.begin(ctx, 3, "record the template")
+	r.begin(ctx, first+2, "record the template")
 	cfg := templateConfig{Image: &made.Config, User: made.Config.User, Workdir: made.Config.WorkingDir}
 	for _, kv := range made.Config.Env {
 		if k, v, found := strings.Cut(kv, "="); found && k != "PATH" {

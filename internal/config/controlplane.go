@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/agentaddr"
+	"github.com/wrenn-dev/wrenn/internal/imagepull"
 )
 
 // ControlPlane holds the settings of wrenn-cp. Every field names its
@@ -92,6 +93,15 @@ type ControlPlane struct {
 	// (127.0.0.0/8 for an agent on the control plane's machine, in
 	// development). Every dial to an agent is checked too.
 	AgentAllowedCIDRs []netip.Prefix `env:"WRENN_AGENT_ALLOWED_CIDRS" default:"(unset)"`
+	// ImageRegistries are the registries templates may be built from by
+	// image reference (comma-separated host[:port]; "http://host[:port]"
+	// for one served over plain http; "none" turns pulls off). Pulls are
+	// anonymous.
+	ImageRegistries []string `env:"WRENN_IMAGE_REGISTRIES" default:"docker.io,ghcr.io,quay.io,gcr.io,mcr.microsoft.com,public.ecr.aws,registry.k8s.io"`
+	// ImageRegistryCIDRs, when set, are the only ranges a pull may
+	// connect to, as WRENN_AGENT_ALLOWED_CIDRS for agents: unset, any
+	// address but loopback, link-local, metadata and other special ones.
+	ImageRegistryCIDRs []netip.Prefix `env:"WRENN_IMAGE_REGISTRY_CIDRS" default:"(unset)"`
 	// Quota* are every team's default quota (a platform admin may set
 	// other limits for one team); 0 means no limit. Running capsules are
 	// those that take CPU and memory (starting, running, pausing,
@@ -147,6 +157,8 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		AutoMigrate:          r.bool("WRENN_AUTO_MIGRATE", true),
 		ProxyDomain:          strings.ToLower(strings.TrimSpace(r.string("WRENN_PROXY_DOMAIN", ""))),
 		AgentAllowedCIDRs:    r.prefixList(agentaddr.EnvVar),
+		ImageRegistries:      registryList(r.string("WRENN_IMAGE_REGISTRIES", strings.Join(imagepull.DefaultRegistries, ","))),
+		ImageRegistryCIDRs:   r.prefixList("WRENN_IMAGE_REGISTRY_CIDRS"),
 
 		QuotaRunningCapsules:   r.intIn("WRENN_QUOTA_RUNNING_CAPSULES", 20, 0, 1<<30),
 		QuotaVCPUs:             r.intIn("WRENN_QUOTA_VCPUS", 40, 0, 1<<30),
@@ -183,6 +195,9 @@ func LoadControlPlane(getenv func(string) string) (ControlPlane, error) {
 		return ControlPlane{}, fmt.Errorf("config: WRENN_BOOTSTRAP_TOKEN must be at least 32 bytes (got %d); generate one with `openssl rand -hex 32`", len(c.BootstrapToken))
 	case c.Signup != SignupOpen && c.Signup != SignupClosed:
 		return ControlPlane{}, fmt.Errorf("config: WRENN_SIGNUP=%q: must be open or closed", c.Signup)
+	}
+	if _, err := imagepull.New(c.ImageRegistries, nil, 1); err != nil {
+		return ControlPlane{}, fmt.Errorf("config: WRENN_IMAGE_REGISTRIES: %w", err)
 	}
 	if err := checkProxyDomain(c.ProxyDomain); err != nil {
 		return ControlPlane{}, fmt.Errorf("config: WRENN_PROXY_DOMAIN=%q: %w", c.ProxyDomain, err)
@@ -237,4 +252,18 @@ func checkProxyDomain(d string) error {
 		}
 	}
 	return nil
+}
+
+// registryList splits WRENN_IMAGE_REGISTRIES; "none" is no registry.
+func registryList(v string) []string {
+	if strings.EqualFold(strings.TrimSpace(v), "none") {
+		return nil
+	}
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -55,6 +55,21 @@ func (c *Client) BuildFromRecipe(ctx context.Context, name string, recipe json.R
 	return &out, nil
 }
 
+// BuildFromRef starts a build of template name from image reference ref
+// ("python:3.12-slim"), which the control plane pulls from a registry its
+// operator allows. It returns the build, running.
+func (c *Client) BuildFromRef(ctx context.Context, name, ref string) (*Build, error) {
+	body := struct {
+		Name  string `json:"name"`
+		Image string `json:"image"`
+	}{name, ref}
+	var out Build
+	if err := c.call(ctx, request{method: http.MethodPost, path: "/v1/templates", json: body}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // BuildFromImage starts a build of template name from image, an OCI image
 // layout or `docker save` archive (one tar file), streamed as it is read.
 func (c *Client) BuildFromImage(ctx context.Context, name string, image io.Reader) (*Build, error) {
