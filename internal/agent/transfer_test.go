@@ -21,7 +21,7 @@ import (
 
 // transferHost is a Capsules with only what template transfers use: an
 // images directory and a driver that can tell a usable template.
-func transferHost(t *testing.T) *Capsules {
+func transferHost(t testing.TB) *Capsules {
 	t.Helper()
 	dir := t.TempDir()
 	drv, err := gvisor.New(gvisor.Config{Runsc: "/bin/true", StateDir: filepath.Join(dir, "runsc")})

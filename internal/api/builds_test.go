@@ -76,7 +76,9 @@ func TestBuildBadInput(t *testing.T) {
 		{"relative path", admin, map[string]any{"name": "x", "image_path": "image.tar"}, 400, "invalid_request", "absolute"},
 		{"missing path", admin, map[string]any{"name": "x", "image_path": "/nonexistent/image.tar"}, 400, "invalid_request", "image_path"},
 		{"not an image", admin, map[string]any{"name": "x", "image_path": "/etc/passwd"}, 400, "invalid_request", "not a tar file"},
-		{"both", admin, map[string]any{"name": "x", "image_path": "/etc/passwd", "recipe": steps(run)}, 400, "invalid_request", "not both"},
+		{"both", admin, map[string]any{"name": "x", "image_path": "/etc/passwd", "recipe": steps(run)}, 400, "invalid_request", "give one of"},
+		{"reference and recipe", admin, map[string]any{"name": "x", "image": "python:3", "recipe": steps(run)}, 400, "invalid_request", "give one of"},
+		{"reference without pulls", admin, map[string]any{"name": "x", "image": "python:3"}, 400, "invalid_request", "pulls no images"},
 		{"not JSON", user, "{", 400, "invalid_request", ""},
 	}
 	for _, c := range cases {

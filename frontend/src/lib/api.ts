@@ -266,6 +266,7 @@ export const api = {
   // Template builds.
   buildFromRecipe: (name: string, recipe: unknown) => call<Build>('POST', '/v1/templates', { body: { name, recipe } }),
   buildFromImage: (name: string, image: File) => buildFromImage(name, image),
+  buildFromRef: (name: string, image: string) => call<Build>('POST', '/v1/templates', { body: { name, image } }),
   listBuilds: (signal?: AbortSignal) => call<Build[]>('GET', '/v1/templates/builds', { signal }),
   getBuild: (id: string, signal?: AbortSignal) => call<Build>('GET', `/v1/templates/builds/${enc(id)}`, { signal }),
   cancelBuild: (id: string) => call<Build>('POST', `/v1/templates/builds/${enc(id)}/cancel`),
