@@ -42,7 +42,9 @@ func BenchmarkTemplateCopy(b *testing.B) {
 		t0 = time.Now()
 		pr, pw := io.Pipe()
 		sum := sha256.New()
-		go func() { _ = pw.CloseWithError(from.ExportTemplate(context.Background(), "base", io.MultiWriter(pw, sum))) }()
+		go func() {
+			_ = pw.CloseWithError(from.ExportTemplate(context.Background(), "base", io.MultiWriter(pw, sum)))
+		}()
 		if _, err := to.ReceiveTemplate(context.Background(), "base", pr, func() string { return hex.EncodeToString(sum.Sum(nil)) }); err != nil {
 			b.Fatal(err)
 		}
