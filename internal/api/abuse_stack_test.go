@@ -166,7 +166,17 @@ func consoleBytes(t *testing.T, agentDir, runtimeID string) int64 {
 // a command every 100 ms and must answer each time within a second; each
 // attack must be stopped where the per-attack tests say. The figures
 // (peak host threads, control-plane heap, disk taken) are logged.
+//
+// Its one-second rule is about the attacks, not about other tests: run
+// beside the rest of the suite (two packages at once on 2 cores, load
+// averages of 40 when several suites shared the machine) answers of
+// several seconds were seen whatever the attack. So it runs alone, after
+// the rest: `make test` runs it again with WRENN_TEST_ALONE=1 once `go
+// test ./...` is done, and without that setting it skips.
 func TestAbuseStack(t *testing.T) {
+	if os.Getenv("WRENN_TEST_ALONE") != "1" {
+		t.Skip("the abuse suite measures latency, so it runs alone: `make test` runs it after the rest, with WRENN_TEST_ALONE=1")
+	}
 	const pidsLimit = 256
 	st := stacktest.Start(t, stacktest.Options{ColdStarts: true, CapsulePids: pidsLimit})
 	victimTeam := st.NewTeam(t)
@@ -350,15 +360,9 @@ func TestAbuseStack(t *testing.T) {
 	t.Logf("abuse suite: %v; other team's capsule answered %d times, slowest %v; host threads before %d, peak %d (+%d; bombed capsule peak %d tasks, limit %d); control-plane heap peak %.1f MiB; console log %d KiB after 32 MiB; writable layer %d MiB after 400 MiB into 256; %d request series after 2,000 invented methods (%d before)",
 		time.Since(started).Round(time.Millisecond), probe.answers, probe.worst.Round(time.Millisecond), baseTasks, probe.peakTasks,
 		probe.peakTasks-baseTasks, peakBomb, pidsLimit, probe.peakHeapMB, console>>10, overlay>>20, series, seriesBefore)
-	// Every answer must come, and within a second. On a machine shared
-	// with other test runs (load averages of 40 on 2 cores were seen) a
-	// few answers took longer whatever the attack; up to 2 % of them may
-	// take up to 5 s, and each slow one is logged.
+	// Every answer must come, and within a second.
 	failed, slow := probe.failed, probe.slow
-	if len(slow) > 0 {
-		t.Logf("answers over 1 s: %v", slow)
-	}
-	if probe.answers < 20 || len(failed) > 0 || len(slow)*50 > probe.answers || probe.worst > 5*time.Second {
+	if probe.answers < 20 || len(failed) > 0 || len(slow) > 0 {
 		t.Errorf("the other team's capsule answered %d times, slowest %v; failed: %v; over 1 s: %v", probe.answers, probe.worst, failed, slow)
 	}
 }
