@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -68,20 +66,6 @@ func (u user) failsWith(code int, want string, args ...string) {
 	if r.code != code || !strings.Contains(r.stderr, want) || strings.Count(strings.TrimSuffix(r.stderr, "\n"), "\n") > 1 {
 		u.t.Errorf("wrenn %s: exit %d, stderr %q; want exit %d and one line with %q", strings.Join(args, " "), r.code, r.stderr, code, want)
 	}
-}
-
-func fileSum(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func TestCLIStack(t *testing.T) {
@@ -231,7 +215,7 @@ func TestCLIStack(t *testing.T) {
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
-		want := fileSum(t, local)
+		want := stacktest.FileSum(t, local)
 		start := time.Now()
 		r := u.ok("cp", "--progress", local, id+":/var/tmp/cli/")
 		if !strings.Contains(r.stderr, "100.0 MiB / 100.0 MiB  100%") {
@@ -248,7 +232,7 @@ func TestCLIStack(t *testing.T) {
 		}
 		start = time.Now()
 		u.ok("cp", id+":/var/tmp/cli/big.bin", back)
-		if got := fileSum(t, filepath.Join(back, "big.bin")); got != want {
+		if got := stacktest.FileSum(t, filepath.Join(back, "big.bin")); got != want {
 			t.Errorf("downloaded sha256 %s, want %s", got, want)
 		}
 		t.Logf("wrenn cp 100 MiB: up %v, down %v", up.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))

@@ -1,8 +1,6 @@
 package e2e_test
 
 import (
-	"crypto/sha256"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/scheduler"
+	"github.com/wrenn-dev/wrenn/internal/stacktest"
 )
 
 // TestTemplateReachesHostThatLacksIt: host A has the base template and no
@@ -82,7 +81,7 @@ func TestTemplateReachesHostThatLacksIt(t *testing.T) {
 		t.Fatalf("host B's images/base: %v %v, want a directory", fi, err)
 	}
 	for _, p := range []string{"template.json", "rootfs/usr/bin/sudo", "rootfs/usr/bin/envd", "rootfs/etc/passwd"} {
-		if a, b := fileSum(t, filepath.Join(u.agentDir, "images", "base", p)), fileSum(t, filepath.Join(dirB, "images", "base", p)); a != b {
+		if a, b := stacktest.FileSum(t, filepath.Join(u.agentDir, "images", "base", p)), stacktest.FileSum(t, filepath.Join(dirB, "images", "base", p)); a != b {
 			t.Errorf("%s differs between host A and host B", p)
 		}
 	}
@@ -104,21 +103,4 @@ func TestTemplateReachesHostThatLacksIt(t *testing.T) {
 	for _, id := range []string{c.ID, c2.ID, filler.ID} {
 		u.api.must(http.StatusNoContent, "DELETE", "/v1/capsules/"+id, nil, nil)
 	}
-}
-
-// fileSum is the SHA-256 of file p.
-func fileSum(t *testing.T, p string) [32]byte {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	var out [32]byte
-	copy(out[:], h.Sum(nil))
-	return out
 }

@@ -3,7 +3,10 @@ package stacktest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -116,4 +119,19 @@ func OverlayBytes(t testing.TB, agentDir, runtimeID string) int64 {
 		}
 	}
 	return total
+}
+
+// FileSum returns the hex SHA-256 of the file at path.
+func FileSum(t testing.TB, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
