@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 
 	"github.com/wrenn-dev/wrenn/internal/envd"
 	"github.com/wrenn-dev/wrenn/internal/version"
@@ -38,6 +39,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *showVersion {
 		_, err := fmt.Fprintln(stdout, version.Version)
 		return err
+	}
+	// An environment variable, not a flag: an envd that does not know it
+	// still starts.
+	if v := getenv("WRENN_ENVD_MAX_PROCS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("WRENN_ENVD_MAX_PROCS=%q: want a number of processes", v)
+		}
+		cfg.MaxProcs = n
 	}
 	if cfg.Debug || getenv("ENVD_DEBUG") == "1" {
 		cfg.Debug = true

@@ -34,6 +34,11 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// BufferSize is the per-process output replay buffer in bytes.
 	BufferSize int
+	// MaxProcs, when above 0 and envd is init, bounds the tasks of the
+	// processes envd starts (and theirs) with a pids cgroup of the
+	// capsule's own kernel, so that a fork loop meets EAGAIN inside
+	// before the runtime runs out of host tasks (WRENN_ENVD_MAX_PROCS).
+	MaxProcs int
 }
 
 // DefaultConfig returns the defaults.

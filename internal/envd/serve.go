@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wrenn-dev/wrenn/internal/envd/process"
 	"github.com/wrenn-dev/wrenn/internal/envd/sysinit"
 	"github.com/wrenn-dev/wrenn/internal/version"
 )
@@ -43,7 +44,17 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}
 	}
 
-	s := NewServer(cfg, logger, isInit)
+	var limit process.Cgroup
+	if isInit && cfg.MaxProcs > 0 {
+		in, own, err := sysinit.ProcessCgroup(cfg.MaxProcs)
+		if err != nil {
+			logger.Warn("no process limit inside the capsule", "err", err)
+		} else {
+			limit = process.Cgroup{Tasks: in, Own: own}
+			logger.Info("process limit", "max", cfg.MaxProcs)
+		}
+	}
+	s := newServer(cfg, logger, isInit, limit)
 	reapCtx, stopReaping := context.WithCancel(context.Background())
 	reaped := make(chan struct{})
 	go func() {

@@ -38,11 +38,18 @@ type Server struct {
 
 // NewServer returns a server; isInit says whether envd is the capsule's init.
 func NewServer(cfg Config, logger *slog.Logger, isInit bool) *Server {
+	return newServer(cfg, logger, isInit, process.Cgroup{})
+}
+
+// newServer is NewServer whose processes start in the pids cgroup limit
+// (none when zero).
+func newServer(cfg Config, logger *slog.Logger, isInit bool, limit process.Cgroup) *Server {
 	s := &Server{log: logger, cfg: cfg, isInit: isInit, metrics: &metricsSampler{}}
 	s.table = process.NewTable(process.Options{
 		Logger:     logger,
 		BufferSize: cfg.BufferSize,
 		Defaults:   s.processDefaults,
+		Cgroup:     limit,
 	})
 	s.files = files.NewService(logger, cfg.Keepalive, func() string { return s.processDefaults().User })
 	return s

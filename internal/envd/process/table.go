@@ -13,7 +13,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,6 +57,16 @@ type Options struct {
 	MaxFinishedBytes int
 	// Defaults returns the current defaults; nil means none.
 	Defaults func() Defaults
+	// Cgroup, when set, is the pids cgroup processes start in, so that
+	// they and what they start count against its limit while envd
+	// itself does not (see sysinit.ProcessCgroup).
+	Cgroup Cgroup
+}
+
+// Cgroup names the v1 tasks files of the cgroup processes start in and of
+// envd's own.
+type Cgroup struct {
+	Tasks, Own string
 }
 
 // DefaultPath is the PATH of processes whose environment sets none.
@@ -427,7 +439,7 @@ func (t *Table) Start(req *envdv1.StartRequest) (*Proc, error) {
 			return nil, fmt.Errorf("starting process: %w: a running process has tag %q", ErrExists, p.tag)
 		}
 	}
-	err = cmd.Start()
+	err = t.startInCgroup(cmd)
 	if err == nil {
 		p.pid = cmd.Process.Pid
 		t.mu.Lock()
@@ -710,4 +722,35 @@ func envList(env map[string]string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// startInCgroup starts cmd in the cgroup of Options.Cgroup, when there is
+// one: the capsule's kernel offers no clone into a cgroup, so the thread
+// that forks is moved into it for the fork (cgroup v1 moves single
+// threads through tasks) and back after, and the child is born inside. A
+// move after the fork would let what the child forks at once escape.
+// Root inside the capsule may still move its processes out: the limit
+// keeps runaway programs from crashing the runtime; it is no wall against
+// the capsule's own root, who can only hurt the capsule.
+func (t *Table) startInCgroup(cmd *exec.Cmd) error {
+	cg := t.opts.Cgroup
+	if cg.Tasks == "" {
+		return cmd.Start()
+	}
+	runtime.LockOSThread()
+	tid := []byte(strconv.Itoa(unix.Gettid()))
+	if err := os.WriteFile(cg.Tasks, tid, 0); err != nil {
+		runtime.UnlockOSThread()
+		t.log.Warn("entering the capsule's pids cgroup", "err", err)
+		return cmd.Start()
+	}
+	err := cmd.Start()
+	if berr := os.WriteFile(cg.Own, tid, 0); berr != nil {
+		// Left locked, the thread ends with its goroutine instead of
+		// starting more of envd's work inside the limit.
+		t.log.Warn("leaving the capsule's pids cgroup", "err", berr)
+		return err
+	}
+	runtime.UnlockOSThread()
+	return err
 }

@@ -10,6 +10,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -154,4 +157,54 @@ func SetHostname(name string) error {
 		return fmt.Errorf("setting hostname: %w", err)
 	}
 	return nil
+}
+
+// processCgroupDir is the pids cgroup of the processes envd starts, in the
+// cgroup file system the runtime mounts at /sys/fs/cgroup (gVisor's own,
+// inside the capsule).
+const processCgroupDir = "/sys/fs/cgroup/pids/capsule"
+
+// ProcessCgroup makes the pids cgroup of the processes envd starts, limited
+// to max tasks, and returns the tasks files of that cgroup and of envd's
+// own: envd forks each process from a thread it moved into the first, so
+// that the process is born there (a move after the fork would let what it
+// forks at once escape), and moves the thread back. envd stays outside: at
+// the limit it can still start threads and answer.
+//
+// Why: gVisor's systrap platform gives every task inside a host task of
+// its own, and a sandbox whose host cgroup refuses one dies ("createStub:
+// failed to get clone"); a limit inside, below the host's, turns that into
+// EAGAIN for the program that forks.
+func ProcessCgroup(max int) (capsuleTasks, ownTasks string, err error) {
+	root := filepath.Dir(processCgroupDir)
+	if _, err := os.Stat(root); err != nil {
+		return "", "", fmt.Errorf("no pids cgroup file system: %w", err)
+	}
+	own, err := ownCgroup("pids")
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.Mkdir(processCgroupDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", "", fmt.Errorf("making the capsule's pids cgroup: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(processCgroupDir, "pids.max"), []byte(strconv.Itoa(max)), 0); err != nil {
+		return "", "", fmt.Errorf("limiting the capsule's pids cgroup: %w", err)
+	}
+	return filepath.Join(processCgroupDir, "tasks"), filepath.Join(root, own, "tasks"), nil
+}
+
+// ownCgroup returns this process's cgroup path in the v1 hierarchy of
+// controller, from /proc/self/cgroup ("7:pids:/some/path").
+func ownCgroup(controller string) (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 && slices.Contains(strings.Split(parts[1], ","), controller) {
+			return parts[2], nil
+		}
+	}
+	return "", fmt.Errorf("no %s cgroup in /proc/self/cgroup", controller)
 }

@@ -119,6 +119,9 @@ const (
 	// capsule: each one costs the sandbox a stub process of a few
 	// threads on the host.
 	DefaultPidsLimit = 1024
+	// capsuleTaskHeadroom is the host tasks a capsule's sandbox, gofer and
+	// envd keep beyond those of its processes (an idle one uses about 25).
+	capsuleTaskHeadroom = 64
 	// MinPidsLimit is about what an idle capsule's sandbox and gofer
 	// need (the sentry's threads alone are a few dozen).
 	MinPidsLimit = 128
@@ -629,6 +632,8 @@ func (d *Driver) bundleSpec(spec runtime.Spec) *specs.Spec {
 			Env: []string{
 				"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 				"HOME=/root",
+				// envd bounds what it starts inside (see CapsuleProcs).
+				"WRENN_ENVD_MAX_PROCS=" + strconv.FormatInt(CapsuleProcs(d.cfg.PidsLimit), 10),
 			},
 			Cwd: "/",
 			// Inside gVisor, capabilities act on the sentry's own kernel,
@@ -647,6 +652,9 @@ func (d *Driver) bundleSpec(spec runtime.Spec) *specs.Spec {
 			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			// gVisor's own cgroup file system, where envd makes the pids
+			// cgroup of the capsule's processes (CapsuleProcs).
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"},
 		},
 		Linux: &specs.Linux{
 			Namespaces:  namespaces,
@@ -674,4 +682,20 @@ var allCapabilities = []string{
 	"CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
 	"CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
 	"CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
+}
+
+// CapsuleProcs is how many tasks (processes and threads) the programs in a
+// capsule may have, for a host pids limit of pidsLimit: envd enforces it
+// inside with a pids cgroup of gVisor's own kernel. It must stay well
+// below what the host limit allows. gVisor's systrap platform gives every
+// task inside host tasks of its own (about two, measured), and a sandbox
+// whose host cgroup refuses one panics ("createStub: failed to get
+// clone") and takes the capsule with it, where a limit inside only makes
+// the forking program's fork fail with EAGAIN. And a fork refused inside
+// has made its host task first (gVisor forks the address space before it
+// charges the pids cgroup): a fork bomb at the limit inside keeps about
+// as many again in flight. Hence a quarter of what is left once the
+// sandbox's own tasks are counted: 240 for the default 1024.
+func CapsuleProcs(pidsLimit int64) int64 {
+	return max(16, (pidsLimit-capsuleTaskHeadroom)/4)
 }
