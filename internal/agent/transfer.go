@@ -2,6 +2,7 @@ package agent
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -29,6 +30,9 @@ import (
 // the other, with the SHA-256 of the stream as a trailer, checked before
 // the template is put in place. Snapshot templates do not move: their
 // saved state belongs to their host's runtime.
+
+// transferBuffer is the buffer on each side of a template's stream.
+const transferBuffer = 1 << 20
 
 // Entry names of a template's tar stream.
 const (
@@ -135,14 +139,20 @@ func (c *Capsules) ExportTemplate(ctx context.Context, name string, w io.Writer)
 	if err != nil {
 		return fmt.Errorf("exporting template %s: %w", name, err)
 	}
-	tw := tar.NewWriter(w)
+	// A template is tens of thousands of small entries: buffered, they
+	// leave in large writes instead of a TLS record each.
+	bw := bufio.NewWriterSize(w, transferBuffer)
+	tw := tar.NewWriter(bw)
 	if err := ociimage.PackTree(ctx, tw, dir, transferDir); err != nil {
 		return fmt.Errorf("exporting template %s: %w", name, err)
 	}
 	if err := packFile(tw, filepath.Join(c.imagesDir(), name)+".ext4", transferImage); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("exporting template %s: %w", name, err)
 	}
-	return tw.Close()
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return bw.Flush()
 }
 
 // packFile writes the regular file p to tw as entry name.
@@ -201,13 +211,16 @@ func (c *Capsules) ReceiveTemplate(ctx context.Context, name string, body io.Rea
 	defer func() { _ = os.RemoveAll(staging) }()
 	sum := sha256.New()
 	guarded := &diskGuard{r: body, dir: staging}
-	if err := ociimage.UnpackTree(ctx, io.TeeReader(guarded, sum), staging); err != nil {
+	// Everything read from body is hashed once, read-ahead included: the
+	// rest is drained through the same reader before the digest is taken.
+	stream := bufio.NewReaderSize(io.TeeReader(guarded, sum), transferBuffer)
+	if err := ociimage.UnpackTree(ctx, stream, staging); err != nil {
 		if guarded.err != nil {
 			err = guarded.err
 		}
 		return out, fmt.Errorf("receiving template %s: %w", name, err)
 	}
-	if err := checkDigest(body, sum, digest); err != nil {
+	if err := checkDigest(stream, sum, digest); err != nil {
 		return out, err
 	}
 	tmpl, image := filepath.Join(staging, transferDir), filepath.Join(staging, transferImage)
@@ -283,11 +296,12 @@ func (g *diskGuard) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// checkDigest reads what is left of body (a tar stream's padding), so that
-// its trailer has arrived, and compares the digest of the whole stream
-// with the one the sender gave.
-func checkDigest(body io.Reader, sum hash.Hash, digest func() string) error {
-	if _, err := io.Copy(sum, body); err != nil {
+// checkDigest reads what is left of stream (a tar stream's padding), whose
+// bytes sum hashes as they are read, so that the body's trailer has
+// arrived, and compares the digest of the whole stream with the one the
+// sender gave.
+func checkDigest(stream io.Reader, sum hash.Hash, digest func() string) error {
+	if _, err := io.Copy(io.Discard, stream); err != nil {
 		return fmt.Errorf("receiving template: %w", err)
 	}
 	want, got := digest(), hex.EncodeToString(sum.Sum(nil))
