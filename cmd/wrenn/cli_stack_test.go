@@ -413,6 +413,12 @@ func TestCLIStack(t *testing.T) {
 			t.Fatalf("template build: %d %q %q", r.code, r.stdout, r.stderr)
 		}
 		defer u.ok("snapshot", "rm", name)
+		// The same in YAML.
+		r = u.run("base: minimal\nsteps:\n  - run: echo made from yaml > /root/made\n", "template", "build", "--recipe", "-", name+"-yaml")
+		if r.code != 0 || r.stdout != name+"-yaml\n" || !strings.Contains(r.stderr, "step 2/3: RUN echo made from yaml") {
+			t.Fatalf("template build from YAML: %d %q %q", r.code, r.stdout, r.stderr)
+		}
+		defer u.ok("snapshot", "rm", name+"-yaml")
 		r = u.run(`{"base": "minimal", "steps": [{"run": "echo broken >&2; exit 4"}]}`, "template", "build", "--recipe", "-", name+"-bad")
 		if r.code != 1 || !strings.Contains(r.stderr, "exit code 4") || !strings.Contains(r.stderr, "broken") {
 			t.Errorf("failing template build: %d %q %q", r.code, r.stdout, r.stderr)

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/wrenn-dev/wrenn/pkg/wrenn"
 )
 
@@ -80,7 +82,7 @@ func (c *cli) template(ctx context.Context, args []string) error {
 func (c *cli) templateBuild(ctx context.Context, args []string) error {
 	fs := c.flags("template build")
 	c.jsonFlag(fs)
-	recipe := fs.String("recipe", "", "recipe file (JSON; - for stdin)")
+	recipe := fs.String("recipe", "", "recipe file (JSON or YAML; - for stdin)")
 	image := fs.String("image", "", "OCI image layout or docker save archive (tar)")
 	from := fs.String("from", "", "image reference the control plane pulls (python:3.12-slim)")
 	detach := fs.Bool("detach", false, "print the build id and return without following it")
@@ -110,6 +112,9 @@ func (c *cli) templateBuild(ctx context.Context, args []string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("reading recipe: %w", err)
+		}
+		if raw, err = recipeJSON(raw); err != nil {
+			return err
 		}
 		b, err = cl.BuildFromRecipe(ctx, fs.Arg(0), json.RawMessage(raw))
 	} else if *from != "" {
@@ -195,4 +200,21 @@ func (c *cli) listTemplates(ctx context.Context, name string, args []string, onl
 			ago(t.CreatedAt), src})
 	}
 	return c.table([]string{"NAME", "KIND", "VCPUS", "MEMORY", "CREATED", "SOURCE CAPSULE"}, rows)
+}
+
+// recipeJSON returns recipe as JSON: as it is when it is JSON, else read as
+// YAML, which recipes are easier to write in.
+func recipeJSON(recipe []byte) ([]byte, error) {
+	if json.Valid(recipe) {
+		return recipe, nil
+	}
+	var doc any
+	if err := yaml.Unmarshal(recipe, &doc); err != nil {
+		return nil, fmt.Errorf("the recipe is neither JSON nor YAML: %w", err)
+	}
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("the recipe's YAML has no JSON form (keys must be strings): %w", err)
+	}
+	return out, nil
 }

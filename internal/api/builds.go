@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/wrenn-dev/wrenn/internal/builds"
 	"github.com/wrenn-dev/wrenn/internal/hostproto"
@@ -162,8 +164,13 @@ func (s *server) handleCreateTemplate() http.Handler {
 			b, err = s.startUpload(w, r, p)
 		case "application/json", "":
 			b, err = s.startFromJSON(w, r, p)
+		case "application/yaml", "application/x-yaml", "text/yaml":
+			if err := yamlAsJSON(w, r); err != nil {
+				return err
+			}
+			b, err = s.startFromJSON(w, r, p)
 		default:
-			return errorf(codeInvalid, "Content-Type must be application/json (a recipe, an image reference or an image_path) or multipart/form-data (an image upload), not %q", ct)
+			return errorf(codeInvalid, "Content-Type must be application/json or application/yaml (a recipe, an image reference or an image_path) or multipart/form-data (an image upload), not %q", ct)
 		}
 		if err != nil {
 			return buildError(err)
@@ -516,4 +523,32 @@ func (s *server) handleBuildLogs() http.Handler {
 			}
 		}
 	})
+}
+
+// yamlAsJSON replaces r's body, a YAML document (recipes are easier to
+// write in YAML), with the same document in JSON, which the JSON path then
+// checks as it checks any request. go.yaml.in/yaml refuses documents whose
+// aliases would expand without bound.
+func yamlAsJSON(w http.ResponseWriter, r *http.Request) error {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRecipeBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorf(codeTooLarge, "request body is larger than %d bytes", int64(maxRecipeBody))
+		}
+		return errorf(codeInvalid, "reading request body: %v", err)
+	}
+	var doc any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return errorf(codeInvalid, "request body is not YAML: %v", err)
+	}
+	if _, ok := doc.(map[string]any); !ok {
+		return errorf(codeInvalid, "request body must be a YAML mapping with string keys (name, recipe, …)")
+	}
+	js, err := json.Marshal(doc)
+	if err != nil {
+		return errorf(codeInvalid, "request body cannot be read as JSON (keys must be strings): %v", err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(js))
+	return nil
 }

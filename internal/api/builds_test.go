@@ -127,6 +127,26 @@ func TestBuildBadInput(t *testing.T) {
 			}
 		})
 	}
+	// YAML requests go the JSON way, with its checks.
+	bomb := "a: &a [x, x, x, x, x, x, x, x, x]\n"
+	for i, prev := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+		next := string(rune('b' + i))
+		bomb += next + ": &" + next + " [" + strings.Repeat("*"+prev+", ", 8) + "*" + prev + "]\n"
+	}
+	for _, y := range []struct{ name, body, want string }{
+		{"not YAML", "name: [unclosed", "not YAML"},
+		{"a list", "- name: x\n", "mapping"},
+		{"unknown field", "name: x\nrecipe:\n  base: minimal\n  steps:\n    - run: 'true'\ncolour: red\n", "colour"},
+		{"bad name", "name: Not A Name!\nrecipe:\n  base: minimal\n  steps:\n    - run: 'true'\n", "not a template name"},
+		{"alias bomb", bomb, "not YAML"},
+	} {
+		t.Run("yaml "+y.name, func(t *testing.T) {
+			r := e.call("POST", "/v1/templates", []byte(y.body), append(user.bearer(), "Content-Type", "application/yaml")...)
+			if r.status != 400 || r.errCode() != "invalid_request" || !strings.Contains(string(r.raw), y.want) {
+				t.Errorf("got %d %s, want 400 with %q", r.status, r.raw, y.want)
+			}
+		})
+	}
 	r := e.call("POST", "/v1/templates", "x", append(user.bearer(), "Content-Type", "text/plain")...)
 	if r.status != 400 || r.errCode() != "invalid_request" {
 		t.Errorf("text/plain: %d %s", r.status, r.raw)
