@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -374,6 +375,52 @@ func TestCLIStack(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 9 || string(rest) != "got-int\n" {
 			t.Errorf("after SIGINT: output %q, %v; want got-int and exit 9", rest, err)
 		}
+	})
+
+	t.Run("ports", func(t *testing.T) {
+		u := u.in(t)
+		// busybox httpd goes to the background by itself.
+		u.ok("exec", id, "--", "mkdir -p /www && echo hello-port > /www/index.html && httpd -p 8080 -h /www")
+		var ports []wrenn.Port
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			r := u.ok("port", "ls", "--json", id)
+			if err := json.Unmarshal([]byte(r.stdout), &ports); err != nil {
+				t.Fatalf("port ls --json: %q (%v)", r.stdout, err)
+			}
+			if slices.ContainsFunc(ports, func(p wrenn.Port) bool { return p.Port == 8080 && p.Listening }) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("port ls never showed 8080 listening: %+v", ports)
+			}
+		}
+		if r := u.ok("port", "ls", id); !strings.HasPrefix(r.stdout, "PORT") || !strings.Contains(r.stdout, "8080") {
+			t.Errorf("port ls:\n%s", r.stdout)
+		}
+		get := func(url string) (int, string) {
+			t.Helper()
+			res, err := http.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = res.Body.Close() }()
+			b, _ := io.ReadAll(res.Body)
+			return res.StatusCode, string(b)
+		}
+		signed := strings.TrimSpace(u.ok("port", "url", "--ttl", "10m", id, "8080").stdout)
+		if code, body := get(signed); code != http.StatusOK || !strings.Contains(body, "hello-port") {
+			t.Errorf("the signed URL %s answered %d %q", signed, code, body)
+		}
+		plain := strings.TrimSpace(u.ok("port", "public", id, "8080").stdout)
+		if code, body := get(plain); code != http.StatusOK || !strings.Contains(body, "hello-port") {
+			t.Errorf("the public port %s answered %d %q", plain, code, body)
+		}
+		u.ok("port", "private", id, "8080")
+		if code, _ := get(plain); code != http.StatusUnauthorized {
+			t.Errorf("the port made private again answered %d without credentials, want 401", code)
+		}
+		u.failsWith(2, "not a port", "port", "url", id, "http")
+		u.failsWith(1, "forbidden", "port", "url", id, "49983")
 	})
 
 	t.Run("pause, resume, snapshot", func(t *testing.T) {

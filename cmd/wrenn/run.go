@@ -60,8 +60,11 @@ Commands:
   snapshot ls                       list the team's snapshots
   snapshot rm <name>                delete a snapshot
   template ls                       list templates
-  template build --recipe F | --image F <name>
+  template build --recipe F | --image F | --from REF <name>
                                     build a template and follow its log
+  port ls <id>                      list the ports something listens on in a capsule
+  port url [--ttl D] <id> <port>    print a signed URL of a port that works without credentials
+  port public|private <id> <port>   open a port to anyone, or close it again
   completion bash|zsh               print a shell completion script
   version                           print the version
 
@@ -139,6 +142,8 @@ func (c *cli) run(ctx context.Context, args []string) error {
 		return c.template(ctx, rest)
 	case "ps":
 		return c.ps(ctx, rest)
+	case "port", "ports":
+		return c.port(ctx, rest)
 	case "attach":
 		return c.attach(ctx, rest)
 	case "kill":
