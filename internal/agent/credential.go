@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/durable"
 )
 
 // CredentialFile is the name, under WRENN_DIR, of the file holding the
@@ -80,7 +82,7 @@ func SaveCredential(dir string, c Credential) error {
 		return fmt.Errorf("saving credential: %w", err)
 	}
 	b = append(b, '\n')
-	if err := writeFileAtomic(filepath.Join(dir, CredentialFile), b, 0o600); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, CredentialFile), b, 0o600); err != nil {
 		return fmt.Errorf("saving credential: %w", err)
 	}
 	return nil

@@ -5,58 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/wrenn-dev/wrenn/internal/durable"
 )
 
-// Durable writes: every record the agent keeps on disk (the host
-// credential, capsule records, saved-state and snapshot metadata) is written
-// with these helpers, so that a crash or power loss leaves the old file or
+// Records: every record the agent keeps on disk (the host credential,
+// capsule records, saved-state and snapshot metadata) is written with
+// internal/durable, so that a crash or power loss leaves the old file or
 // the new one, never half of one.
-
-// writeFileAtomic replaces path with data: temporary file with mode perm
-// from the start (a secret is never readable by others, not even briefly),
-// fsync, rename, fsync of the directory. A crash leaves the old file or the
-// new one, never a torn one.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() { _ = os.Remove(tmp) }() // fails harmlessly once renamed
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir fsyncs a directory, making the entries in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = d.Close() }()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	return nil
-}
 
 // writeJSONDurable writes v as JSON to path atomically and synced.
 func writeJSONDurable(path string, v any) error {
@@ -64,7 +20,7 @@ func writeJSONDurable(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b, 0o600)
+	return durable.WriteFile(path, b, 0o600)
 }
 
 // writeRecord saves rec in dir atomically and durably.
@@ -73,7 +29,7 @@ func writeRecord(dir string, rec *capsuleRecord) error {
 	if err != nil {
 		return fmt.Errorf("encoding capsule record: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, recordFile), b, 0o600); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, recordFile), b, 0o600); err != nil {
 		return fmt.Errorf("saving capsule record: %w", err)
 	}
 	return nil

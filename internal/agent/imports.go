@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wrenn-dev/wrenn/internal/durable"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/hostproto"
 	"github.com/wrenn-dev/wrenn/internal/ociimage"
@@ -176,7 +177,7 @@ func (c *Capsules) Import(ctx context.Context, name string, body io.Reader, size
 		}
 		return hostproto.ImportedTemplate{}, fmt.Errorf("putting template in place: %w", err)
 	}
-	if err := syncDir(c.imagesDir()); err != nil {
+	if err := durable.Sync(c.imagesDir()); err != nil {
 		return hostproto.ImportedTemplate{}, err
 	}
 	progress(fmt.Sprintf("template ready: %d bytes", size))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/capsule"
+	"github.com/wrenn-dev/wrenn/internal/durable"
 	"github.com/wrenn-dev/wrenn/internal/egress"
 	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	"github.com/wrenn-dev/wrenn/internal/rules"
@@ -402,13 +403,13 @@ func (c *Capsules) makeTemplate(rec *capsuleRecord, name string) (TemplateInfo, 
 	if err := writeJSONDurable(filepath.Join(tmp, templateSnapMeta), meta); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(filepath.Join(tmp, templateSnapDir)); err != nil {
+	if err := durable.Sync(filepath.Join(tmp, templateSnapDir)); err != nil {
 		return fail(err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(c.imagesDir()); err != nil {
+	if err := durable.Sync(c.imagesDir()); err != nil {
 		return TemplateInfo{}, err
 	}
 	size, _ := dirSize(filepath.Join(final, templateSnapDir))

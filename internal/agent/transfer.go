@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wrenn-dev/wrenn/internal/durable"
 	"github.com/wrenn-dev/wrenn/internal/hostauth"
 	"github.com/wrenn-dev/wrenn/internal/hostproto"
 	"github.com/wrenn-dev/wrenn/internal/ociimage"
@@ -255,7 +256,7 @@ func (c *Capsules) ReceiveTemplate(ctx context.Context, name string, body io.Rea
 		}
 		return out, fmt.Errorf("putting template in place: %w", err)
 	}
-	if err := syncDir(c.imagesDir()); err != nil {
+	if err := durable.Sync(c.imagesDir()); err != nil {
 		return out, err
 	}
 	out.SizeBytes = templateSize(final)

@@ -10,11 +10,7 @@ import (
 // idle capsule from its timeout.
 func (s *server) handleCapsuleMetrics() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, err := s.runningCapsule(r)
-		if err != nil {
-			return err
-		}
-		ec, err := s.capsuleEnvd(r.Context(), c)
+		c, ec, err := s.runningEnvd(r)
 		if err != nil {
 			return err
 		}

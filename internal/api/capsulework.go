@@ -57,6 +57,18 @@ func (s *server) runningCapsule(r *http.Request) (store.Capsule, error) {
 	return c, nil
 }
 
+// runningEnvd returns the caller's running capsule {id} (runningCapsule)
+// and the client of its envd (capsuleEnvd): what an operation inside the
+// capsule needs first.
+func (s *server) runningEnvd(r *http.Request) (store.Capsule, *envdclient.Client, error) {
+	c, err := s.runningCapsule(r)
+	if err != nil {
+		return c, nil, err
+	}
+	ec, err := s.capsuleEnvd(r.Context(), c)
+	return c, ec, err
+}
+
 // capsuleEnvd returns the (shared) client for c's envd, through its agent.
 func (s *server) capsuleEnvd(ctx context.Context, c store.Capsule) (*envdclient.Client, error) {
 	ec, err := s.envdFor(ctx, c)

@@ -64,16 +64,6 @@ func parseMode(field, m string) (uint32, error) {
 	return uint32(v), nil
 }
 
-// fileCall prepares a file operation: the running capsule and its envd.
-func (s *server) fileCall(r *http.Request) (store.Capsule, *envdclient.Client, error) {
-	c, err := s.runningCapsule(r)
-	if err != nil {
-		return c, nil, err
-	}
-	ec, err := s.capsuleEnvd(r.Context(), c)
-	return c, ec, err
-}
-
 // uploadBody wraps a request body handed to envd, so that a client that
 // stops sending midway is told so rather than blamed on the capsule.
 // The transport reads it in a goroutine of its own, which may still be
@@ -125,7 +115,7 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request, c store.Capsule,
 
 func (s *server) handleWriteFile() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, ec, err := s.fileCall(r)
+		c, ec, err := s.runningEnvd(r)
 		if err != nil {
 			return err
 		}
@@ -195,7 +185,7 @@ func (s *server) handleWriteFile() http.Handler {
 
 func (s *server) handlePutFile() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, ec, err := s.fileCall(r)
+		c, ec, err := s.runningEnvd(r)
 		if err != nil {
 			return err
 		}
@@ -267,7 +257,7 @@ func (s *server) download(w http.ResponseWriter, r *http.Request, c store.Capsul
 
 func (s *server) handleReadFile() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, ec, err := s.fileCall(r)
+		c, ec, err := s.runningEnvd(r)
 		if err != nil {
 			return err
 		}
@@ -284,7 +274,7 @@ func (s *server) handleReadFile() http.Handler {
 
 func (s *server) handleGetFile() http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, ec, err := s.fileCall(r)
+		c, ec, err := s.runningEnvd(r)
 		if err != nil {
 			return err
 		}
@@ -303,7 +293,7 @@ func (s *server) handleListFiles() http.Handler {
 		Depth *int `json:"depth"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, ec, err := s.fileCall(r)
+		c, ec, err := s.runningEnvd(r)
 		if err != nil {
 			return err
 		}
@@ -355,7 +345,7 @@ func (s *server) handleMakeDir() http.Handler {
 		Mode    string `json:"mode"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, ec, err := s.fileCall(r)
+		c, ec, err := s.runningEnvd(r)
 		if err != nil {
 			return err
 		}
@@ -394,7 +384,7 @@ func (s *server) handleRemoveFile() http.Handler {
 		Recursive *bool `json:"recursive"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, ec, err := s.fileCall(r)
+		c, ec, err := s.runningEnvd(r)
 		if err != nil {
 			return err
 		}

@@ -186,11 +186,7 @@ func (s *server) handleListPorts() http.Handler {
 		Ports []portJSON `json:"ports"`
 	}
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		c, err := s.runningCapsule(r)
-		if err != nil {
-			return err
-		}
-		ec, err := s.capsuleEnvd(r.Context(), c)
+		c, ec, err := s.runningEnvd(r)
 		if err != nil {
 			return err
 		}

@@ -434,11 +434,7 @@ func (s *server) handleExecStream() http.Handler {
 // attached to the process sel, or, when sel is nil, to one started from
 // the client's first message.
 func (s *server) execStream(w http.ResponseWriter, r *http.Request, sel *envdv1.ProcessSelector, d *wsDialect) error {
-	c, err := s.runningCapsule(r)
-	if err != nil {
-		return err
-	}
-	ec, err := s.capsuleEnvd(r.Context(), c)
+	c, ec, err := s.runningEnvd(r)
 	if err != nil {
 		return err
 	}

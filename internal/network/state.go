@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/wrenn-dev/wrenn/internal/durable"
 	"github.com/wrenn-dev/wrenn/internal/egress"
 )
 
@@ -39,27 +40,10 @@ func writeRecord(dir string, r record) error {
 	if err != nil {
 		return fmt.Errorf("encoding allocation: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+r.CapsuleID+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("creating allocation file: %w", err)
+	if err := durable.WriteFile(recordPath(dir, r.CapsuleID), data, 0o600); err != nil {
+		return fmt.Errorf("saving allocation: %w", err)
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // fails harmlessly after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("writing allocation file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("syncing allocation file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("closing allocation file: %w", err)
-	}
-	if err := os.Rename(tmp, recordPath(dir, r.CapsuleID)); err != nil {
-		return fmt.Errorf("renaming allocation file: %w", err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // removeRecord deletes the allocation of capsuleID; a missing file is not an
@@ -68,19 +52,7 @@ func removeRecord(dir, capsuleID string) error {
 	if err := os.Remove(recordPath(dir, capsuleID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing allocation file: %w", err)
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("opening state directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing state directory: %w", err)
-	}
-	return nil
+	return durable.Sync(dir)
 }
 
 // readRecords loads every allocation in dir, removing temporary files a

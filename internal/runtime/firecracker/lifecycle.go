@@ -19,6 +19,7 @@ import (
 	"github.com/firecracker-microvm/firecracker-go-sdk/client/models"
 	"github.com/sirupsen/logrus"
 
+	"github.com/wrenn-dev/wrenn/internal/durable"
 	"github.com/wrenn-dev/wrenn/internal/runtime"
 )
 
@@ -472,11 +473,11 @@ func (d *Driver) save(ctx context.Context, c *sdk.Client, r record, imageDir str
 		return err
 	}
 	for _, f := range []string{memFile, vmstateFile, diskFile, addressFile, "."} {
-		if err := syncPath(filepath.Join(imageDir, f)); err != nil {
+		if err := durable.Sync(filepath.Join(imageDir, f)); err != nil {
 			return err
 		}
 	}
-	return syncPath(filepath.Dir(imageDir))
+	return durable.Sync(filepath.Dir(imageDir))
 }
 
 // Thaw implements runtime.Checkpointer.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/wrenn-dev/wrenn/internal/durable"
 )
 
 // record is what the driver keeps about one VM in <StateDir>/<id>.json:
@@ -61,26 +63,10 @@ func (d *Driver) writeRecord(r record) error {
 	if err != nil {
 		return err
 	}
-	tmp := d.recordPath(r.ID) + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := durable.WriteFile(d.recordPath(r.ID), b, 0o600); err != nil {
 		return fmt.Errorf("writing record: %w", err)
 	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, d.recordPath(r.ID))
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("writing record: %w", err)
-	}
-	return syncPath(d.cfg.StateDir)
+	return nil
 }
 
 // records lists every record in the state directory.
@@ -152,18 +138,6 @@ func kill(r record, timeout time.Duration) error {
 			return fmt.Errorf("firecracker (pid %d) still runs %v after SIGKILL", r.PID, timeout)
 		}
 		time.Sleep(5 * time.Millisecond)
-	}
-	return nil
-}
-
-func syncPath(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = f.Close() }()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", path, err)
 	}
 	return nil
 }

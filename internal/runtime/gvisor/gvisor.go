@@ -25,6 +25,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/wrenn-dev/wrenn/internal/durable"
 	"github.com/wrenn-dev/wrenn/internal/runtime"
 )
 
@@ -305,27 +306,15 @@ func syncTree(dir string) error {
 	}
 	for _, e := range entries {
 		if e.Type().IsRegular() {
-			if err := syncPath(filepath.Join(dir, e.Name())); err != nil {
+			if err := durable.Sync(filepath.Join(dir, e.Name())); err != nil {
 				return err
 			}
 		}
 	}
-	if err := syncPath(dir); err != nil {
+	if err := durable.Sync(dir); err != nil {
 		return err
 	}
-	return syncPath(filepath.Dir(dir))
-}
-
-func syncPath(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = f.Close() }()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", path, err)
-	}
-	return nil
+	return durable.Sync(filepath.Dir(dir))
 }
 
 // validate reports what makes spec unusable.
