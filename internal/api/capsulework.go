@@ -113,21 +113,22 @@ func (s *server) startUse(ctx context.Context, c store.Capsule) error {
 	return nil
 }
 
-// keepActive touches c at once and then every activeEveryFor its timeout
-// until ctx ends, for operations that may outlast the capsule's idle
-// timeout. The first touch matters: an operation that starts just before
-// the timeout would otherwise be paused under it.
+// keepActive touches c every activeEveryFor its timeout until ctx ends,
+// for operations that may outlast the capsule's idle timeout. Such an
+// operation begins with startUse, which is the first touch (and the one
+// that matters: an operation that starts just before the timeout would
+// otherwise be paused under it).
 func (s *server) keepActive(ctx context.Context, c store.Capsule) {
 	t := time.NewTicker(activeEveryFor(c.TimeoutSec))
 	defer t.Stop()
 	for {
-		if err := s.store.TouchCapsule(ctx, c.ID); err != nil && ctx.Err() == nil {
-			s.log.WarnContext(ctx, "recording capsule activity", "capsule_id", c.ID, "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if err := s.store.TouchCapsule(ctx, c.ID); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "recording capsule activity", "capsule_id", c.ID, "err", err)
 		}
 	}
 }

@@ -221,6 +221,9 @@ func (s *server) compatPTY() http.Handler {
 		if err != nil {
 			return err
 		}
+		if err := s.startUse(r.Context(), c); err != nil {
+			return err
+		}
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
 		conn, err := websocket.Accept(w, r, nil)

@@ -502,6 +502,9 @@ func (s *server) execStream(w http.ResponseWriter, r *http.Request, sel *envdv1.
 // looked up before the upgrade, so an unknown one is a plain 404.
 func (s *server) attach(ctx context.Context, cancel context.CancelFunc, w http.ResponseWriter, r *http.Request,
 	c store.Capsule, ec *envdclient.Client, sel *envdv1.ProcessSelector, d *wsDialect) error {
+	if err := s.startUse(r.Context(), c); err != nil {
+		return err
+	}
 	ps, start, err := connectProcess(ctx, ec, sel)
 	if err != nil {
 		return s.envdError(r.Context(), c, processErrors, err)
