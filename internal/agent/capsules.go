@@ -160,6 +160,10 @@ type Capsules struct {
 	mu       sync.Mutex
 	capsules map[string]*capsuleRecord // by capsule id; guarded by mu
 	busy     map[string]bool           // ids with an operation in progress; guarded by mu
+	// checking are the busy ids held by the heartbeat's check of a
+	// capsule (confirmedStatus), which an operation waits out instead of
+	// failing on; guarded by mu.
+	checking map[string]bool
 
 	pool *pool
 
@@ -195,7 +199,8 @@ func OpenCapsules(ctx context.Context, cfg CapsulesConfig) (*Capsules, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Capsules{cfg: cfg, log: cfg.Logger, capsules: map[string]*capsuleRecord{}, busy: map[string]bool{}}
+	c := &Capsules{cfg: cfg, log: cfg.Logger, capsules: map[string]*capsuleRecord{}, busy: map[string]bool{},
+		checking: map[string]bool{}}
 	if err := os.MkdirAll(c.sandboxesDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("opening capsules: %w", err)
 	}
@@ -348,20 +353,48 @@ func (c *Capsules) networkOf(slot network.Slot) runtime.Network {
 	return runtime.Network{NetnsPath: slot.NetnsPath, Device: c.cfg.Network.Device(), Address: slot.Address, Gateway: slot.HostAddr}
 }
 
+// checkWait bounds how long an operation waits for the heartbeat's check
+// of its capsule (a runsc state, or a thaw) to end.
+const checkWait = 10 * time.Second
+
 // claim marks id busy, so that no other operation on it runs meanwhile.
+// An operation under way makes it fail; the heartbeat's check of the
+// capsule is housekeeping, not an operation of anyone's, and is waited
+// out (up to checkWait).
 func (c *Capsules) claim(id string) bool {
+	deadline := time.Now().Add(checkWait)
+	for {
+		c.mu.Lock()
+		if !c.busy[id] {
+			c.busy[id] = true
+			c.mu.Unlock()
+			return true
+		}
+		checking := c.checking[id]
+		c.mu.Unlock()
+		if !checking || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// claimCheck is claim for the heartbeat's check of capsule id: it never
+// waits, and operations wait for it.
+func (c *Capsules) claimCheck(id string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.busy[id] {
 		return false
 	}
-	c.busy[id] = true
+	c.busy[id], c.checking[id] = true, true
 	return true
 }
 
 func (c *Capsules) release(id string) {
 	c.mu.Lock()
 	delete(c.busy, id)
+	delete(c.checking, id)
 	c.mu.Unlock()
 }
 
@@ -667,7 +700,7 @@ func (c *Capsules) confirmedStatus(ctx context.Context, id string) string {
 		status, runtimeID = rec.Status, rec.RuntimeID
 	}
 	c.mu.Unlock()
-	if !ok || status != capsuleRunning || !c.claim(id) {
+	if !ok || status != capsuleRunning || !c.claimCheck(id) {
 		return status
 	}
 	defer c.release(id)
