@@ -350,7 +350,8 @@ func (c *Capsules) hasTemplate(name string) bool {
 
 // networkOf is what the driver is told of the network slot gives a capsule.
 func (c *Capsules) networkOf(slot network.Slot) runtime.Network {
-	return runtime.Network{NetnsPath: slot.NetnsPath, Device: c.cfg.Network.Device(), Address: slot.Address, Gateway: slot.HostAddr}
+	addr, gw := c.cfg.Network.Sandbox(slot)
+	return runtime.Network{NetnsPath: slot.NetnsPath, Device: c.cfg.Network.Device(), Address: addr, Gateway: gw}
 }
 
 // checkWait bounds how long an operation waits for the heartbeat's check

@@ -244,6 +244,10 @@ func (m *Manager) lockID(id string) func() {
 // (Config.Device).
 func (m *Manager) Device() string { return m.cfg.Device() }
 
+// Sandbox is the address and gateway slot's sandbox configures itself
+// with (Config.Sandbox).
+func (m *Manager) Sandbox(slot Slot) (netip.Prefix, netip.Addr) { return m.cfg.Sandbox(slot) }
+
 // Lookup returns the slot of capsuleID once Setup has completed for it.
 func (m *Manager) Lookup(capsuleID string) (Slot, bool) {
 	m.mu.Lock()
@@ -434,9 +438,9 @@ func (m *Manager) build(slot Slot) error {
 }
 
 // configurePeer readies the inside of slot's namespace for the manager's
-// peer: lo up, then the veth end with the capsule's address and default
-// route (PeerVeth), or a tap bridged with the veth end (PeerTap). Each
-// step is a no-op when already done.
+// peer: lo up, the veth end with the capsule's address and default route,
+// and for PeerTap the tap routed to it (routeTap). Each step is a no-op
+// when already done.
 func (m *Manager) configurePeer(slot Slot) error {
 	ns, err := netns.GetFromPath(slot.NetnsPath)
 	if err != nil {
@@ -459,9 +463,6 @@ func (m *Manager) configurePeer(slot Slot) error {
 	if err != nil {
 		return fmt.Errorf("finding %s in netns: %w", PeerIface, err)
 	}
-	if m.cfg.Peer == PeerTap {
-		return bridgeTap(ns, h, eth)
-	}
 	if err := h.AddrReplace(eth, &netlink.Addr{IPNet: ipNet(slot.Address)}); err != nil {
 		return fmt.Errorf("adding capsule address: %w", err)
 	}
@@ -476,62 +477,10 @@ func (m *Manager) configurePeer(slot Slot) error {
 	if err := h.RouteReplace(route); err != nil {
 		return fmt.Errorf("adding default route: %w", err)
 	}
-	return nil
-}
-
-// bridgeTap makes namespace ns (h its netlink handle) a wire between the
-// veth end eth and a persistent tap TapIface: both in bridge BridgeIface,
-// all up, no address. Frames the microVM sends on the tap leave on the
-// veth and meet the host's firewall there.
-func bridgeTap(ns netns.NsHandle, h *netlink.Handle, eth netlink.Link) error {
-	br, err := h.LinkByName(BridgeIface)
-	if _, missing := errors.AsType[netlink.LinkNotFoundError](err); missing {
-		err = h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: BridgeIface}})
-		if err == nil {
-			br, err = h.LinkByName(BridgeIface)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("creating bridge %s: %w", BridgeIface, err)
-	}
-	tap, err := h.LinkByName(TapIface)
-	if _, missing := errors.AsType[netlink.LinkNotFoundError](err); missing {
-		err = createTap(ns)
-		if err == nil {
-			tap, err = h.LinkByName(TapIface)
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("creating tap %s: %w", TapIface, err)
-	}
-	for _, port := range []netlink.Link{eth, tap} {
-		if port.Attrs().MasterIndex != br.Attrs().Index {
-			if err := h.LinkSetMaster(port, br); err != nil {
-				return fmt.Errorf("adding %s to %s: %w", port.Attrs().Name, BridgeIface, err)
-			}
-		}
-	}
-	for _, l := range []netlink.Link{br, eth, tap} {
-		if err := h.LinkSetUp(l); err != nil {
-			return fmt.Errorf("bringing %s up: %w", l.Attrs().Name, err)
-		}
+	if m.cfg.Peer == PeerTap {
+		return routeTap(ns, h, slot)
 	}
 	return nil
-}
-
-// createTap creates the persistent tap TapIface in namespace ns. A tap is
-// made with an ioctl on /dev/net/tun, which acts in the calling thread's
-// namespace, so it runs in ns (runInNetns).
-func createTap(ns netns.NsHandle) error {
-	return runInNetns(ns, func() error {
-		return netlink.LinkAdd(&netlink.Tuntap{
-			LinkAttrs: netlink.LinkAttrs{Name: TapIface},
-			Mode:      netlink.TUNTAP_MODE_TAP,
-			// No packet-information header, as VMMs such as Firecracker
-			// open it (they add the virtio-net header flag themselves).
-			Flags: netlink.TUNTAP_NO_PI,
-		})
-	})
 }
 
 // configureHost gives the host end of slot's veth its address and brings it

@@ -5,6 +5,7 @@ package network
 import (
 	"context"
 	"errors"
+	"net/netip"
 
 	"github.com/wrenn-dev/wrenn/internal/egress"
 )
@@ -37,6 +38,9 @@ func (m *Manager) Renew(ctx context.Context, capsuleID string) (Slot, error) {
 
 // Device is PeerIface: there are no namespaces here.
 func (m *Manager) Device() string { return PeerIface }
+
+// Sandbox is the capsule's address and gateway: there are no taps here.
+func (m *Manager) Sandbox(slot Slot) (netip.Prefix, netip.Addr) { return slot.Address, slot.HostAddr }
 
 // FreeSlots is 0: there are no addresses here.
 func (m *Manager) FreeSlots() int { return 0 }

@@ -4,9 +4,10 @@
 // from other capsules and from private and link-local ranges while letting
 // it reach the internet. What the sandbox attaches to inside the namespace
 // is its peer (Config.Peer): the capsule end of the veth for gVisor, whose
-// netstack takes it over, or a tap device bridged to it for a microVM,
-// whose kernel holds the capsule's address. Everything here is enforced on
-// the host, in front of the veth, whichever the peer.
+// netstack takes it over, or a tap device for a microVM, routed to the
+// veth with the capsule's address translated to and from the guest's fixed
+// one (GuestAddr). Everything here is enforced on the host, in front of the
+// veth, whichever the peer.
 //
 // Allocations persist in a state directory so that an agent restart
 // re-adopts running capsules without reassigning a live address.
@@ -17,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -38,21 +40,35 @@ const (
 	// capsule's address and default route: gVisor's netstack takes both
 	// over when the sandbox starts.
 	PeerVeth Peer = "veth"
-	// PeerTap is a tap device (TapIface) in a bridge (BridgeIface) with
-	// the capsule end of the veth, and no address in the namespace: a
-	// microVM's kernel holds the capsule's address and default route on
-	// its own interface, reached through the tap, so the host sees the
-	// capsule on the veth exactly as with PeerVeth.
+	// PeerTap is a tap device (TapIface) beside the capsule end of the
+	// veth, the namespace routing between them. The veth end holds the
+	// capsule's address as with PeerVeth; the microVM's kernel holds
+	// GuestAddr, the same in every capsule, and the namespace translates
+	// the one to the other (DNAT in, SNAT out). A guest's address is part
+	// of its saved memory, so a fixed one is what lets a saved VM come back
+	// in another capsule, at another address; the host sees the capsule on
+	// the veth exactly as with PeerVeth.
 	PeerTap Peer = "tap"
 )
 
-// TapIface and BridgeIface are the tap device and the bridge of a PeerTap
-// namespace. The tap's name is part of a microVM's saved state, so it is
-// the same in every namespace.
-const (
-	TapIface    = "tap0"
-	BridgeIface = "br0"
+// TapIface is the tap device of a PeerTap namespace. Its name is part of a
+// microVM's saved state, so it is the same in every namespace.
+const TapIface = "tap0"
+
+// TapAddr and GuestAddr are the two ends of the link between a PeerTap
+// namespace and its microVM: the tap's address, the guest's gateway, and
+// the guest's own. Link-local, because they never leave the namespace:
+// what goes out on the veth carries the capsule's address.
+var (
+	TapAddr   = netip.MustParsePrefix("169.254.0.1/30")
+	GuestAddr = netip.MustParsePrefix("169.254.0.2/30")
 )
+
+// TapMAC is the tap's MAC address in every PeerTap namespace. A saved
+// guest remembers its gateway's MAC (its ARP cache is in its memory), so
+// the tap it finds after a restore in another namespace must have the
+// same one.
+var TapMAC = net.HardwareAddr{0x06, 0x00, 0xa9, 0xfe, 0x00, 0x01}
 
 // legacyNetnsDir is where agents before Config.NetnsDir mounted capsule
 // namespaces. New moves the namespaces it finds there into Config.NetnsDir,
@@ -178,6 +194,16 @@ func (c Config) Device() string {
 		return TapIface
 	}
 	return PeerIface
+}
+
+// Sandbox is the address and default gateway the sandbox of slot
+// configures itself with: the capsule's own and the host end's for
+// PeerVeth, GuestAddr and TapAddr for PeerTap.
+func (c Config) Sandbox(slot Slot) (addr netip.Prefix, gateway netip.Addr) {
+	if c.Peer == PeerTap {
+		return GuestAddr, TapAddr.Addr()
+	}
+	return slot.Address, slot.HostAddr
 }
 
 // Slot is the network of one capsule.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -67,10 +68,13 @@ func readFrame(t *testing.T, tap *os.File, what string, match func([]byte) bool)
 }
 
 // TestTapPeer checks the namespace of a PeerTap network the way a microVM
-// uses it: a tap bridged with the veth, no address in the namespace, and
-// the host reaching the capsule's address through it — the host's ARP
-// request comes out of the tap, and once a guest answers, so does the
-// host's packet. Renew keeps it, Teardown leaves nothing.
+// uses it: the veth end holds the capsule's address, the tap TapAddr, and
+// the namespace translates between the capsule's address and GuestAddr.
+// Attached to the tap as a VMM is, the test sees the host's packet to the
+// capsule's address arrive for GuestAddr (after an ARP request it
+// answers), and its own packets from GuestAddr leave on the host's veth
+// from the capsule's address, while one sent from any other address does
+// not leave at all. Renew keeps it, Teardown leaves nothing.
 func TestTapPeer(t *testing.T) {
 	t.Parallel()
 	cfg := newTestConfig(t)
@@ -84,7 +88,10 @@ func TestTapPeer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Setup: %v", err)
 	}
-	checkBridged := func(when string) {
+	if addr, gw := m.Sandbox(slot); addr != GuestAddr || gw != TapAddr.Addr() {
+		t.Errorf("Sandbox = %v via %v, want %v via %v", addr, gw, GuestAddr, TapAddr.Addr())
+	}
+	checkRouted := func(when string) {
 		t.Helper()
 		ns, err := netns.GetFromPath(slot.NetnsPath)
 		if err != nil {
@@ -96,17 +103,10 @@ func TestTapPeer(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer h.Close()
-		br, err := h.LinkByName(BridgeIface)
-		if err != nil {
-			t.Fatalf("%s: bridge: %v", when, err)
-		}
-		for _, name := range []string{PeerIface, TapIface} {
+		for name, want := range map[string]netip.Prefix{PeerIface: slot.Address, TapIface: TapAddr} {
 			l, err := h.LinkByName(name)
 			if err != nil {
 				t.Fatalf("%s: %s: %v", when, name, err)
-			}
-			if l.Attrs().MasterIndex != br.Attrs().Index {
-				t.Errorf("%s: %s is not in %s", when, name, BridgeIface)
 			}
 			if l.Attrs().Flags&net.FlagUp == 0 {
 				t.Errorf("%s: %s is down", when, name)
@@ -115,18 +115,22 @@ func TestTapPeer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(addrs) != 0 {
-				t.Errorf("%s: %s has addresses %v; the guest holds the capsule's address", when, name, addrs)
+			if len(addrs) != 1 || addrs[0].IPNet.String() != want.String() {
+				t.Errorf("%s: %s has addresses %v, want %v", when, name, addrs, want)
+			}
+			if name == TapIface && l.Attrs().HardwareAddr.String() != TapMAC.String() {
+				t.Errorf("%s: %s has MAC %v, want %v", when, name, l.Attrs().HardwareAddr, TapMAC)
 			}
 		}
 		if _, ok := errors.AsType[netlink.LinkNotFoundError](func() error { _, err := netlink.LinkByName(TapIface); return err }()); !ok {
 			t.Errorf("%s: a %s exists in the host's namespace", when, TapIface)
 		}
 	}
-	checkBridged("after Setup")
+	checkRouted("after Setup")
 
 	tap := openTap(t, slot.NetnsPath)
 	capsule := slot.Address.Addr().As4()
+	guest := GuestAddr.Addr().As4()
 	conn, err := net.Dial("udp4", net.JoinHostPort(slot.Address.Addr().String(), "9"))
 	if err != nil {
 		t.Fatal(err)
@@ -136,35 +140,64 @@ func TestTapPeer(t *testing.T) {
 	if _, err := conn.Write(payload); err != nil {
 		t.Fatal(err)
 	}
-	// An ARP request (opcode 1) for the capsule's address, from the host.
-	req := readFrame(t, tap, "the host's ARP request", func(f []byte) bool {
+	// The namespace asks for GuestAddr's MAC (ARP request, opcode 1).
+	req := readFrame(t, tap, "the namespace's ARP request", func(f []byte) bool {
 		return len(f) >= 42 && binary.BigEndian.Uint16(f[12:]) == unix.ETH_P_ARP &&
-			binary.BigEndian.Uint16(f[20:]) == 1 && bytes.Equal(f[38:42], capsule[:])
+			binary.BigEndian.Uint16(f[20:]) == 1 && bytes.Equal(f[38:42], guest[:])
 	})
-	hostMAC, hostIP := req[22:28], req[28:32]
+	tapMAC, tapIP := append([]byte(nil), req[22:28]...), req[28:32]
+	if !bytes.Equal(tapIP, TapAddr.Addr().AsSlice()) || !bytes.Equal(tapMAC, TapMAC) {
+		t.Errorf("ARP request from %v at %v, want the tap's %v at %v", net.IP(tapIP), net.HardwareAddr(tapMAC), TapAddr.Addr(), TapMAC)
+	}
 	guestMAC := []byte{0x02, 0x00, 0x00, 0x00, 0x00, 0x02}
 	reply := make([]byte, 0, 42)
-	reply = append(reply, hostMAC...)
+	reply = append(reply, tapMAC...)
 	reply = append(reply, guestMAC...)
 	reply = binary.BigEndian.AppendUint16(reply, unix.ETH_P_ARP)
 	reply = append(reply, 0, 1, 8, 0, 6, 4, 0, 2) // Ethernet, IPv4, reply
 	reply = append(reply, guestMAC...)
-	reply = append(reply, capsule[:]...)
-	reply = append(reply, hostMAC...)
-	reply = append(reply, hostIP...)
+	reply = append(reply, guest[:]...)
+	reply = append(reply, tapMAC...)
+	reply = append(reply, tapIP...)
 	if _, err := tap.Write(reply); err != nil {
 		t.Fatalf("answering the ARP request: %v", err)
 	}
-	// The host's UDP packet follows, to the guest's MAC.
+	// The host's UDP packet follows, to the guest's MAC and, translated,
+	// to GuestAddr.
 	readFrame(t, tap, "the host's UDP packet", func(f []byte) bool {
 		return len(f) >= 42 && bytes.Equal(f[0:6], guestMAC) && binary.BigEndian.Uint16(f[12:]) == unix.ETH_P_IP &&
-			f[23] == unix.IPPROTO_UDP && bytes.Equal(f[30:34], capsule[:]) && bytes.HasSuffix(f, payload)
+			f[23] == unix.IPPROTO_UDP && bytes.Equal(f[30:34], guest[:]) && bytes.HasSuffix(f, payload)
 	})
+
+	// Out: the guest's packets leave on the host's veth from the capsule's
+	// address; a spoofed one is dropped in the namespace. The packet
+	// socket sees frames before the host's firewall does.
+	veth := capture(t, slot.HostIface)
+	dst := [4]byte{192, 0, 2, 1} // TEST-NET-1: routed out, never answered
+	spoofed := []byte("spoofed " + id)
+	honest := []byte("from the guest " + id)
+	for _, p := range []struct {
+		src     [4]byte
+		payload []byte
+	}{{[4]byte{169, 254, 0, 3}, spoofed}, {capsule, spoofed}, {guest, honest}} {
+		if _, err := tap.Write(udpFrame(tapMAC, guestMAC, p.src, dst, p.payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := readFrame(t, veth, "the guest's packet on the host's veth", func(f []byte) bool {
+		if len(f) >= 42 && bytes.Contains(f, spoofed) {
+			t.Errorf("a packet the guest sent from another address left the namespace: %x", f)
+		}
+		return len(f) >= 42 && binary.BigEndian.Uint16(f[12:]) == unix.ETH_P_IP && bytes.HasSuffix(f, honest)
+	})
+	if src := out[26:30]; !bytes.Equal(src, capsule[:]) {
+		t.Errorf("the guest's packet left from %v, want the capsule's %v", net.IP(src), slot.Address.Addr())
+	}
 
 	if _, err := m.Renew(context.Background(), id); err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
-	checkBridged("after Renew")
+	checkRouted("after Renew")
 	tap.Close()
 	if err := m.Teardown(context.Background(), id); err != nil {
 		t.Fatalf("Teardown: %v", err)
@@ -175,6 +208,55 @@ func TestTapPeer(t *testing.T) {
 	if _, err := netlink.LinkByName(slot.HostIface); err == nil {
 		t.Errorf("host veth %s left after Teardown", slot.HostIface)
 	}
+}
+
+// capture opens a packet socket on the host interface name, returning it
+// as a file of the Ethernet frames the interface receives.
+func capture(t *testing.T, name string) *os.File {
+	t.Helper()
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proto := binary.BigEndian.Uint16([]byte{byte(unix.ETH_P_ALL >> 8), byte(unix.ETH_P_ALL)})
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(hostToNet(proto)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: hostToNet(proto), Ifindex: l.Attrs().Index}); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// hostToNet puts a big-endian 16-bit value in the byte order the packet
+// socket calls expect (network order in a host integer).
+func hostToNet(v uint16) uint16 {
+	b := binary.BigEndian.AppendUint16(nil, v)
+	return binary.NativeEndian.Uint16(b)
+}
+
+// udpFrame is an Ethernet frame carrying an IPv4 UDP datagram (port 9 to
+// 9, no UDP checksum) from src to dst.
+func udpFrame(dstMAC, srcMAC []byte, src, dst [4]byte, payload []byte) []byte {
+	f := append(append(append([]byte(nil), dstMAC...), srcMAC...), 0x08, 0x00)
+	ip := []byte{0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, unix.IPPROTO_UDP, 0, 0}
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
+	ip = append(append(ip, src[:]...), dst[:]...)
+	var sum uint32
+	for i := 0; i < len(ip); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	udp := []byte{0, 9, 0, 9, 0, 0, 0, 0}
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	return append(append(append(f, ip...), udp...), payload...)
 }
 
 func TestConfigValidatePeer(t *testing.T) {

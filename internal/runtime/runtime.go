@@ -59,9 +59,13 @@ type Network struct {
 	// goes through: the capsule end of a veth pair, which gVisor's netstack
 	// takes over ("eth0"), or the tap device a VM's virtio-net is backed by.
 	Device string
-	// Address is the capsule's address and prefix (e.g. 10.88.0.2/30), and
-	// Gateway the host end of its veth. gVisor takes both from the
-	// namespace; Firecracker passes them to the guest kernel.
+	// Address and Gateway are what the sandbox configures itself with
+	// (network.Config.Sandbox). With a veth they are the capsule's address
+	// and prefix (e.g. 10.88.0.2/30) and the host end of its veth, which
+	// gVisor takes from the namespace. With a tap they are the guest's
+	// fixed link address and the tap's, which Firecracker passes to the
+	// guest kernel; the namespace translates the guest's address to the
+	// capsule's, so a saved guest comes back in any capsule.
 	Address netip.Prefix
 	Gateway netip.Addr
 }
@@ -119,8 +123,9 @@ const (
 	// PeerVeth: the capsule end of the veth pair, taken over by a user-space
 	// network stack such as gVisor's.
 	PeerVeth = "veth"
-	// PeerTap: a tap device bridged with the veth, backing a microVM's
-	// virtio-net; the guest kernel holds the capsule's address.
+	// PeerTap: a tap device routed to the veth, backing a microVM's
+	// virtio-net; the guest kernel holds a fixed address that the
+	// namespace translates to the capsule's.
 	PeerTap = "tap"
 )
 

@@ -409,6 +409,13 @@ func TestRestoreAtAnotherAddress(t *testing.T) {
 	}
 }
 
+// sandboxNetwork is the runtime.Network the agent gives the capsule of
+// slot (agent's networkOf).
+func sandboxNetwork(nm *network.Manager, slot network.Slot) runtime.Network {
+	addr, gw := nm.Sandbox(slot)
+	return runtime.Network{NetnsPath: slot.NetnsPath, Device: nm.Device(), Address: addr, Gateway: gw}
+}
+
 // leftovers fails t if the driver's state directory still holds a record.
 func leftovers(t *testing.T, cfg Config) {
 	t.Helper()
@@ -421,10 +428,12 @@ func leftovers(t *testing.T, cfg Config) {
 }
 
 // TestPauseResumeInNamespace runs a VM in a capsule namespace made by the
-// network package (a tap bridged with the veth): the fake Firecracker, put
+// network package (a tap routed to the veth): the fake Firecracker, put
 // there by nsenter, must find the tap by name, at boot and when loading the
 // saved state. A pause (Checkpoint, Destroy) and resume (Restore in the same
-// namespace, at the same address) then work as the agent does them.
+// namespace) then work as the agent does them, and so does a launch of the
+// saved state as another capsule, in another namespace at another address
+// (the guest's own address is the same in both: network.GuestAddr).
 func TestPauseResumeInNamespace(t *testing.T) {
 	s := newFakeSetup(t)
 	ctx := context.Background()
@@ -448,7 +457,7 @@ func TestPauseResumeInNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec.Network = runtime.Network{NetnsPath: slot.NetnsPath, Device: nm.Device(), Address: slot.Address, Gateway: slot.HostAddr}
+	spec.Network = sandboxNetwork(nm, slot)
 	if _, err := d.Create(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
@@ -465,6 +474,28 @@ func TestPauseResumeInNamespace(t *testing.T) {
 	}
 	if info, err := d.Info(ctx, spec.ID); err != nil || info.State != runtime.StateRunning {
 		t.Fatalf("after Restore Info = %+v, %v; want running", info, err)
+	}
+	clone := s.spec(t, uuid.NewString())
+	slot2, err := nm.Setup(ctx, clone.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone.Network = sandboxNetwork(nm, slot2)
+	if slot2.Address == slot.Address || clone.Network.Address != spec.Network.Address {
+		t.Fatalf("capsule addresses %v and %v, guest addresses %v and %v: want two capsule addresses, one guest address",
+			slot.Address, slot2.Address, spec.Network.Address, clone.Network.Address)
+	}
+	if _, err := d.Restore(ctx, clone, image); err != nil {
+		t.Fatalf("Restore as another capsule at another address: %v", err)
+	}
+	if info, err := d.Info(ctx, clone.ID); err != nil || info.State != runtime.StateRunning {
+		t.Fatalf("after Restore of the clone Info = %+v, %v; want running", info, err)
+	}
+	if err := d.Destroy(ctx, clone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := nm.Teardown(ctx, clone.ID); err != nil {
+		t.Fatal(err)
 	}
 	// Without the tap (another namespace's peer, or none), Firecracker
 	// cannot attach the guest's network: Create fails and leaves nothing.

@@ -42,7 +42,10 @@ func (d *Driver) Create(ctx context.Context, spec runtime.Spec) (runtime.Info, e
 // template's, a fresh Firecracker process in the capsule's namespace (the
 // tap has the same name in every namespace, as the saved VM expects), then
 // snapshot/load with resume_vm. The guest kernel keeps the address it had
-// when it was saved, so a saved state restores only at that address.
+// when it was saved, so a saved state restores only where the sandbox's
+// address is that one: with a tap peer that is network.GuestAddr in every
+// capsule, the namespace translating it to the capsule's own, so a saved
+// VM comes back in any capsule.
 func (d *Driver) Restore(ctx context.Context, spec runtime.Spec, imageDir string) (runtime.Info, error) {
 	for _, f := range []string{vmstateFile, memFile, diskFile} {
 		if st, err := os.Stat(filepath.Join(imageDir, f)); err != nil || !st.Mode().IsRegular() {
@@ -60,7 +63,8 @@ func (d *Driver) Restore(ctx context.Context, spec runtime.Spec, imageDir string
 	return d.launch(ctx, spec, imageDir)
 }
 
-// addressFile records a saved state's guest address.
+// addressFile records a saved state's guest address (the guest's own, not
+// the capsule's).
 const addressFile = "address"
 
 func addressOf(spec runtime.Spec) string {

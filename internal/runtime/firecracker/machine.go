@@ -71,10 +71,11 @@ func machineFor(spec runtime.Spec, kernel string, serial bool) (machine, error) 
 }
 
 // bootArgs is the guest kernel's command line: root on the first virtio
-// block device, read-write; envd as init; the capsule's address and
-// hostname on eth0 from ip= (the kernel's IP autoconfiguration,
-// CONFIG_IP_PNP, which also sets the hostname), so the guest answers at its
-// address before envd starts; no PCI (virtio-mmio only). Nothing goes after
+// block device, read-write; envd as init; the sandbox's address (with a
+// tap peer the fixed network.GuestAddr, which the capsule's namespace
+// translates to the capsule's) and hostname on eth0 from ip= (the kernel's
+// IP autoconfiguration, CONFIG_IP_PNP, which also sets the hostname), so
+// the guest answers before envd starts; no PCI (virtio-mmio only). Nothing goes after
 // a "--": the VMM (Firecracker, QEMU's microvm) appends the virtio-mmio
 // devices to the command line, and after "--" they would be init's
 // arguments instead of the kernel's.
@@ -103,8 +104,9 @@ func bootArgs(spec runtime.Spec, serial bool) (string, error) {
 
 var hostnameRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
-// guestMAC is a locally administered MAC made of the capsule's address, so
-// that it is the same whenever the same capsule is resumed.
+// guestMAC is a locally administered MAC made of the guest's address
+// (06:00:a9:fe:00:02 for network.GuestAddr), the same in every capsule, as
+// a saved guest expects it.
 func guestMAC(spec runtime.Spec) string {
 	a := spec.Network.Address.Addr().As4()
 	return fmt.Sprintf("06:00:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3])
