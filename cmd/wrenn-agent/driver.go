@@ -30,11 +30,12 @@ func openDriver(cfg config.Agent, log *slog.Logger) (runtime.Driver, error) {
 		})
 	case config.RuntimeFirecracker:
 		return firecracker.New(firecracker.Config{
-			Firecracker: cfg.FirecrackerBin,
-			Jailer:      cfg.FirecrackerJailer,
-			Kernel:      filepath.Join(cfg.Dir, "kernels", "vmlinux"),
-			StateDir:    filepath.Join(cfg.Dir, "firecracker"),
-			Logger:      log,
+			Firecracker:   cfg.FirecrackerBin,
+			Jailer:        cfg.FirecrackerJailer,
+			Kernel:        filepath.Join(cfg.Dir, "kernels", "vmlinux"),
+			StateDir:      filepath.Join(cfg.Dir, "firecracker"),
+			DiffSnapshots: cfg.FirecrackerDiffSnapshots,
+			Logger:        log,
 		})
 	}
 	return nil, fmt.Errorf("unknown runtime %q", cfg.Runtime)

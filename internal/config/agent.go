@@ -38,6 +38,10 @@ type Agent struct {
 	// FirecrackerJailer is Firecracker's jailer (WRENN_FIRECRACKER_JAILER);
 	// "" runs Firecracker without it.
 	FirecrackerJailer string
+	// FirecrackerDiffSnapshots lets a restored VM's next pause write only
+	// the memory it changed (WRENN_FIRECRACKER_DIFF_SNAPSHOTS, default
+	// true; needs Firecracker 1.6 or later).
+	FirecrackerDiffSnapshots bool
 	// Runsc is gVisor's runsc binary (WRENN_RUNSC).
 	Runsc string
 	// CapsuleCIDR is the IPv4 pool capsule addresses come from, one /30
@@ -103,6 +107,7 @@ func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	c.HeartbeatInterval = r.duration("WRENN_HEARTBEAT_INTERVAL", 30*time.Second)
 	c.FirecrackerBin = r.string("WRENN_FIRECRACKER_BIN", "/usr/local/bin/firecracker")
 	c.FirecrackerJailer = r.string("WRENN_FIRECRACKER_JAILER", "")
+	c.FirecrackerDiffSnapshots = r.bool("WRENN_FIRECRACKER_DIFF_SNAPSHOTS", true)
 	c.Runsc = r.string("WRENN_RUNSC", "/usr/local/bin/runsc")
 	c.CapsuleCIDR = r.prefix("WRENN_CAPSULE_CIDR", "10.88.0.0/16")
 	c.NetworkPrefix = r.string("WRENN_NETWORK_PREFIX", "wr")

@@ -233,7 +233,7 @@ func newFakeSetup(t *testing.T) fakeSetup {
 	images := filepath.Join(dir, "images")
 	makeTemplate(t, images, "tiny")
 	return fakeSetup{
-		cfg:    Config{Firecracker: fc, Kernel: kernel, StateDir: filepath.Join(dir, "state"), BootTimeout: 20 * time.Second},
+		cfg:    Config{Firecracker: fc, Kernel: kernel, StateDir: filepath.Join(dir, "state"), BootTimeout: 20 * time.Second, DiffSnapshots: true},
 		images: images,
 	}
 }

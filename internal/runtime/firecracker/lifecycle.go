@@ -19,7 +19,6 @@ import (
 	"github.com/firecracker-microvm/firecracker-go-sdk/client/models"
 	"github.com/sirupsen/logrus"
 
-	"github.com/wrenn-dev/wrenn/internal/durable"
 	"github.com/wrenn-dev/wrenn/internal/runtime"
 )
 
@@ -107,7 +106,8 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, imageDir string)
 
 	// From here on a failure removes what was made.
 	started := time.Now()
-	rec := record{ID: spec.ID, Dir: spec.Dir, Root: l.Root, Socket: l.Socket, Jail: l.Jail, Address: addressOf(spec), StartedAt: started}
+	rec := record{ID: spec.ID, Dir: spec.Dir, Root: l.Root, Socket: l.Socket, Jail: l.Jail, Address: addressOf(spec), StartedAt: started,
+		DirtyTracked: imageDir != "" && d.diffSnapshots()}
 	defer func() {
 		if err != nil {
 			if rerr := d.remove(rec); rerr != nil {
@@ -136,9 +136,7 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, imageDir string)
 	if imageDir == "" {
 		err = boot(ctx, c, m)
 	} else {
-		_, err = c.LoadSnapshot(ctx, &models.SnapshotLoadParams{
-			SnapshotPath: ptr(vmstateFile), MemFilePath: ptr(memFile), ResumeVM: true,
-		})
+		err = d.load(ctx, rec, rec.DirtyTracked)
 	}
 	if err != nil {
 		return runtime.Info{}, fmt.Errorf("%w%s", err, logTail(spec.Dir))
@@ -287,9 +285,15 @@ func cgroupV2() bool {
 
 // client is the firecracker-go-sdk API client of r's socket.
 func (d *Driver) client(r record) *sdk.Client {
+	return sdk.NewClient(r.Socket, quietLogger(), false)
+}
+
+// quietLogger is a logger for the SDK that says nothing: the driver logs
+// what matters itself.
+func quietLogger() *logrus.Entry {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	return sdk.NewClient(r.Socket, logrus.NewEntry(log), false)
+	return logrus.NewEntry(log)
 }
 
 // waitSocket waits until r's API socket accepts connections, failing early
@@ -394,7 +398,7 @@ func (d *Driver) remove(r record) error {
 		return err
 	}
 	var errs []error
-	for _, f := range []string{diskFile, socketFile, memFile, vmstateFile} {
+	for _, f := range []string{diskFile, socketFile, memFile, mergingFile, vmstateFile} {
 		if err := os.Remove(filepath.Join(r.Root, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -446,42 +450,6 @@ func (d *Driver) Checkpoint(ctx context.Context, id, imageDir string) error {
 		return fmt.Errorf("checkpointing capsule %s: %w", id, err)
 	}
 	return nil
-}
-
-// save writes paused VM r's snapshot into its root (Firecracker sees
-// relative names there, inside a jail too), then moves it and a copy of
-// the disk into imageDir and syncs them.
-func (d *Driver) save(ctx context.Context, c *sdk.Client, r record, imageDir string) error {
-	for _, f := range []string{memFile, vmstateFile} {
-		_ = os.Remove(filepath.Join(r.Root, f))
-	}
-	if _, err := c.CreateSnapshot(ctx, &models.SnapshotCreateParams{
-		SnapshotType: models.SnapshotCreateParamsSnapshotTypeFull,
-		MemFilePath:  ptr(memFile), SnapshotPath: ptr(vmstateFile),
-	}); err != nil {
-		return fmt.Errorf("creating snapshot: %w", err)
-	}
-	for _, f := range []string{memFile, vmstateFile} {
-		src, dst := filepath.Join(r.Root, f), filepath.Join(imageDir, f)
-		if err := os.Rename(src, dst); err != nil {
-			if err := copyDisk(ctx, src, dst); err != nil {
-				return err
-			}
-			_ = os.Remove(src)
-		}
-	}
-	if err := copyDisk(ctx, filepath.Join(r.Root, diskFile), filepath.Join(imageDir, diskFile)); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(imageDir, addressFile), []byte(r.Address+"\n"), 0o600); err != nil {
-		return err
-	}
-	for _, f := range []string{memFile, vmstateFile, diskFile, addressFile, "."} {
-		if err := durable.Sync(filepath.Join(imageDir, f)); err != nil {
-			return err
-		}
-	}
-	return durable.Sync(filepath.Dir(imageDir))
 }
 
 // Thaw implements runtime.Checkpointer.

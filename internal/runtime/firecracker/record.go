@@ -34,6 +34,10 @@ type record struct {
 	// state keeps it, since the guest kernel holds it in memory.
 	Address   string    `json:"address,omitempty"`
 	StartedAt time.Time `json:"started_at"`
+	// DirtyTracked: the VM was loaded from the memory file in its root
+	// with dirty page tracking on, so its next snapshot may be a diff
+	// written back onto that file (see save).
+	DirtyTracked bool `json:"dirty_tracked,omitempty"`
 }
 
 func (d *Driver) recordPath(id string) string {
