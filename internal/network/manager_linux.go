@@ -478,7 +478,7 @@ func (m *Manager) configurePeer(slot Slot) error {
 		return fmt.Errorf("adding default route: %w", err)
 	}
 	if m.cfg.Peer == PeerTap {
-		return routeTap(ns, h, slot)
+		return routeTap(ns, h, slot, m.cfg.TapGroup)
 	}
 	return nil
 }

@@ -100,6 +100,13 @@ type Config struct {
 	// Peer is what sandboxes attach to in their namespace; PeerVeth when
 	// empty. It is the runtime's choice (see runtime.NetworkPeer).
 	Peer Peer
+	// TapGroup is the group that may attach to a PeerTap namespace's tap
+	// without CAP_NET_ADMIN: the group Firecracker's jailer drops every
+	// VM to. 0 (the zero value) means nobody but root may: the tap is
+	// owned by uid 0 and has no group. gid 0 itself is never a tap group
+	// (root needs none). Applied when a tap is created; a tap that exists
+	// already keeps the group it was made with.
+	TapGroup int
 	// Logger receives one line per setup and teardown; slog.Default when nil.
 	Logger *slog.Logger
 
@@ -136,6 +143,9 @@ func (c *Config) Validate() error {
 	case PeerVeth, PeerTap:
 	default:
 		return fmt.Errorf("network peer %q: not %q or %q", c.Peer, PeerVeth, PeerTap)
+	}
+	if c.TapGroup < 0 || int64(c.TapGroup) >= 1<<32-1 {
+		return fmt.Errorf("tap group %d: not a gid (0 for root only)", c.TapGroup)
 	}
 	if len(c.Prefix) > 5 {
 		return fmt.Errorf("network prefix %q: longer than 5 characters", c.Prefix)

@@ -22,11 +22,12 @@ const natTable = "wrenn_tap"
 // handle), whose veth end already holds slot's address: the persistent
 // tap with TapAddr and TapMAC, forwarding on, and natTable translating the capsule's
 // address to GuestAddr on the way in and back on the way out. Every step
-// is a no-op when already done.
-func routeTap(ns netns.NsHandle, h *netlink.Handle, slot Slot) error {
+// is a no-op when already done. A tap made here may be attached to by the
+// members of group (createTap).
+func routeTap(ns netns.NsHandle, h *netlink.Handle, slot Slot, group int) error {
 	tap, err := h.LinkByName(TapIface)
 	if _, missing := errors.AsType[netlink.LinkNotFoundError](err); missing {
-		err = createTap(ns)
+		err = createTap(ns, group)
 		if err == nil {
 			tap, err = h.LinkByName(TapIface)
 		}
@@ -54,18 +55,49 @@ func routeTap(ns netns.NsHandle, h *netlink.Handle, slot Slot) error {
 	return writeTapNAT(ns, slot)
 }
 
-// createTap creates the persistent tap TapIface in namespace ns. A tap is
-// made with an ioctl on /dev/net/tun, which acts in the calling thread's
+// createTap creates the persistent tap TapIface in namespace ns, usable
+// without CAP_NET_ADMIN by the members of group (0: by nobody). A tap is
+// made with ioctls on /dev/net/tun, which act in the calling thread's
 // namespace, so it runs in ns (runInNetns).
-func createTap(ns netns.NsHandle) error {
+//
+// The kernel lets a process without CAP_NET_ADMIN attach to a persistent
+// tap unless the tap has an owner that is not its euid, or a group it is
+// not in; a tap with neither is open to everyone. So a tap always gets one
+// of the two: group alone when there is one (the VMs behind it each run
+// as a uid of their own, so an owner would shut them out), else owner
+// uid 0. netlink.Tuntap cannot express "group, no owner": it always sets
+// both (its zero values mean root, not unset), hence the ioctls here. The
+// group is set before TUNSETPERSIST, so that a failure never leaves a
+// persistent tap behind with the wrong access: until then, closing the
+// file descriptor removes the tap.
+func createTap(ns netns.NsHandle, group int) error {
 	return runInNetns(ns, func() error {
-		return netlink.LinkAdd(&netlink.Tuntap{
-			LinkAttrs: netlink.LinkAttrs{Name: TapIface},
-			Mode:      netlink.TUNTAP_MODE_TAP,
-			// No packet-information header, as VMMs such as Firecracker
-			// open it (they add the virtio-net header flag themselves).
-			Flags: netlink.TUNTAP_NO_PI,
-		})
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = unix.Close(fd) }()
+		ifr, err := unix.NewIfreq(TapIface)
+		if err != nil {
+			return err
+		}
+		// No packet-information header, as VMMs such as Firecracker open
+		// it (they add the virtio-net header flag themselves).
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			return fmt.Errorf("TUNSETIFF: %w", err)
+		}
+		if group > 0 {
+			if err := unix.IoctlSetInt(fd, unix.TUNSETGROUP, group); err != nil {
+				return fmt.Errorf("TUNSETGROUP %d: %w", group, err)
+			}
+		} else if err := unix.IoctlSetInt(fd, unix.TUNSETOWNER, 0); err != nil {
+			return fmt.Errorf("TUNSETOWNER 0: %w", err)
+		}
+		if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
+			return fmt.Errorf("TUNSETPERSIST: %w", err)
+		}
+		return nil
 	})
 }
 
