@@ -144,6 +144,22 @@ func PeerOf(d Driver) string {
 	return PeerVeth
 }
 
+// TapGrouper is a PeerTap driver whose VMMs attach to their tap without
+// root's privileges: TapGroup is the gid they run in, which the network
+// manager makes the group of every capsule's tap (0: root only).
+type TapGrouper interface {
+	TapGroup() int
+}
+
+// TapGroupOf is the group that must be able to attach to driver d's taps;
+// 0 (root only) for a driver without TapGroup.
+func TapGroupOf(d Driver) int {
+	if g, ok := d.(TapGrouper); ok {
+		return g.TapGroup()
+	}
+	return 0
+}
+
 // Checkpointer is a driver that can save a capsule whole — memory,
 // processes, open files and its writable layer — and start a capsule again
 // from what it saved. Pause, resume and snapshots need it; the agent

@@ -29,6 +29,9 @@ type layout struct {
 	// Jail is the directory the jailer made for this VM ("" without one);
 	// Destroy removes it.
 	Jail string
+	// UID is the uid the jailer runs this VM's Firecracker as (0 without
+	// a jailer); it is taken at launch (reserveUID), not by layoutOf.
+	UID int
 }
 
 // layoutOf is capsule spec's layout under driver configuration cfg.
@@ -56,7 +59,7 @@ func layoutOf(cfg Config, spec runtime.Spec) (layout, error) {
 // Without a jailer, nsenter puts Firecracker into the capsule's network
 // namespace (where its tap is) and execs it, so the process started is
 // Firecracker itself. With the jailer, the jailer does that and more: a
-// chroot at l.Root, Firecracker's privileges dropped to cfg.UID/GID, its
+// chroot at l.Root, Firecracker's privileges dropped to l.UID and cfg.GID, its
 // own cgroup bounding memory and CPU, new PID and mount namespaces.
 // cgroupV2 says which cgroup files the limits go to.
 func command(cfg Config, spec runtime.Spec, l layout, cgroupV2 bool) (string, []string) {
@@ -70,7 +73,7 @@ func command(cfg Config, spec runtime.Spec, l layout, cgroupV2 bool) (string, []
 	args := []string{
 		"--id", spec.ID,
 		"--exec-file", cfg.Firecracker,
-		"--uid", strconv.Itoa(cfg.UID),
+		"--uid", strconv.Itoa(l.UID),
 		"--gid", strconv.Itoa(cfg.GID),
 		"--chroot-base-dir", cfg.ChrootBase,
 		"--new-pid-ns",

@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/wrenn-dev/wrenn/internal/runtime"
@@ -35,11 +36,16 @@ type Config struct {
 	// Jailer is the jailer binary; "" runs Firecracker without it (see
 	// docs/runtime.md for what that gives up).
 	Jailer string
-	// UID and GID are what the jailer drops Firecracker's privileges to.
-	// The capsule's tap device must be usable by them; the network
-	// manager creates taps owned by root, so 0 is the only value that
-	// works with it today.
-	UID, GID int
+	// With a jailer, every VM's Firecracker runs as a uid of its own, the
+	// lowest of UIDBase … UIDBase+UIDCount-1 no other VM of this driver
+	// has (record.UID), and in group GID, the one group all VMs share:
+	// their taps are made attachable by GID (network.Config.TapGroup), and
+	// the read-only files a jail shares with the host or with other jails
+	// (the kernel, saved state) are root:GID 0440. A uid of its own keeps
+	// a compromised VMM away from every other VM's files and processes.
+	// UIDCount 0 means 65536. Unused without a jailer (Firecracker then
+	// runs as root).
+	UIDBase, UIDCount, GID int
 	// ChrootBase is the jailer's --chroot-base-dir. It is kept short
 	// (default <StateDir>/jail): the API socket inside the chroot must fit
 	// a Unix socket path (107 bytes).
@@ -74,6 +80,11 @@ type Driver struct {
 	log *slog.Logger
 	// version is the firecracker binary's release, read once at New.
 	version version
+
+	// uidMu guards taking a uid: reserved holds the uids of launches
+	// that have one and have not written their record yet.
+	uidMu    sync.Mutex
+	reserved map[int]bool
 }
 
 // New checks cfg and returns a driver. The binaries and the kernel must
@@ -91,6 +102,12 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Jailer != "" {
 		if cfg.Jailer, err = exec.LookPath(cfg.Jailer); err != nil {
 			return nil, fmt.Errorf("firecracker: finding the jailer: %w", err)
+		}
+		if cfg.UIDCount == 0 {
+			cfg.UIDCount = 65536
+		}
+		if err := checkIDs(cfg); err != nil {
+			return nil, fmt.Errorf("firecracker: %w", err)
 		}
 	}
 	if !filepath.IsAbs(cfg.StateDir) {
@@ -114,11 +131,32 @@ func New(cfg Config) (*Driver, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Driver{cfg: cfg, log: log, version: binaryVersion(context.Background(), cfg.Firecracker)}
+	d := &Driver{cfg: cfg, log: log, version: binaryVersion(context.Background(), cfg.Firecracker), reserved: map[int]bool{}}
 	if cfg.DiffSnapshots && !d.diffSnapshots() {
 		log.Warn("Firecracker diff snapshots are off: they need Firecracker 1.6 or later", "version", d.version)
 	}
 	return d, nil
+}
+
+// maxID is the largest uid or gid: (uid_t)-1 means "none" to the kernel.
+const maxID = 1<<32 - 2
+
+// checkIDs refuses a jailer uid range or gid that would run a VM as root,
+// or as an id the kernel cannot hold.
+func checkIDs(cfg Config) error {
+	switch {
+	case cfg.UIDBase <= 0:
+		return fmt.Errorf("jailer uid base %d: must be above 0 (a VM must not run as root)", cfg.UIDBase)
+	case cfg.GID <= 0:
+		return fmt.Errorf("jailer gid %d: must be above 0 (a VM must not run in root's group)", cfg.GID)
+	case int64(cfg.GID) > maxID:
+		return fmt.Errorf("jailer gid %d: above the largest gid %d", cfg.GID, int64(maxID))
+	case cfg.UIDCount < 1:
+		return fmt.Errorf("jailer uid count %d: must be at least 1", cfg.UIDCount)
+	case int64(cfg.UIDBase)+int64(cfg.UIDCount)-1 > maxID:
+		return fmt.Errorf("jailer uids %d + %d: the range passes the largest uid %d", cfg.UIDBase, cfg.UIDCount, int64(maxID))
+	}
+	return nil
 }
 
 // Name implements runtime.Driver.
@@ -127,6 +165,16 @@ func (d *Driver) Name() string { return "firecracker" }
 // NetworkPeer implements runtime.NetworkPeerer: a microVM's virtio-net is
 // backed by a tap device.
 func (d *Driver) NetworkPeer() string { return runtime.PeerTap }
+
+// TapGroup implements runtime.TapGrouper: with a jailer, every VM runs in
+// group GID, which must be able to attach to its tap; without one,
+// Firecracker runs as root and the tap is root's alone.
+func (d *Driver) TapGroup() int {
+	if d.cfg.Jailer == "" {
+		return 0
+	}
+	return d.cfg.GID
+}
 
 // ImagePath is the disk image of the template whose directory is dir
 // ($WRENN_DIR/images/<name> → $WRENN_DIR/images/<name>.ext4), the layout

@@ -141,11 +141,12 @@ func TestCommand(t *testing.T) {
 	direct := Config{Firecracker: "/usr/local/bin/firecracker", Kernel: "/w/kernels/vmlinux", StateDir: "/w/firecracker", ChrootBase: "/w/firecracker/jail"}
 	jailed := direct
 	jailed.Jailer = "/usr/local/bin/jailer"
-	jailed.UID, jailed.GID = 123, 456
+	jailed.UIDBase, jailed.UIDCount, jailed.GID = 1500000000, 65536, 1400000000
 	tests := []struct {
 		name     string
 		cfg      Config
 		spec     runtime.Spec
+		uid      int // the VM's own uid (reserveUID)
 		v2       bool
 		bin      string
 		args     string
@@ -166,16 +167,16 @@ func TestCommand(t *testing.T) {
 			root: "/w/sandboxes/c1", sock: "/w/sandboxes/c1/api.sock", sockArg: "/w/sandboxes/c1/api.sock", kernel: "/w/kernels/vmlinux",
 		},
 		{
-			name: "jailer, cgroup v2", cfg: jailed, spec: spec, v2: true, bin: "/usr/local/bin/jailer",
-			args: "--id c1 --exec-file /usr/local/bin/firecracker --uid 123 --gid 456 --chroot-base-dir /w/firecracker/jail --new-pid-ns " +
+			name: "jailer, cgroup v2", cfg: jailed, spec: spec, uid: 1500000000, v2: true, bin: "/usr/local/bin/jailer",
+			args: "--id c1 --exec-file /usr/local/bin/firecracker --uid 1500000000 --gid 1400000000 --chroot-base-dir /w/firecracker/jail --new-pid-ns " +
 				"--netns /w/netns/wr-c1 --cgroup-version 2 --cgroup memory.max=335544320 --cgroup cpu.max=200000 100000 " +
 				"-- --api-sock /api.sock --id c1 --level Warning",
 			root: "/w/firecracker/jail/firecracker/c1/root", sock: "/w/firecracker/jail/firecracker/c1/root/api.sock", sockArg: "/api.sock",
 			kernel: "vmlinux", jailPath: "/w/firecracker/jail/firecracker/c1",
 		},
 		{
-			name: "jailer, cgroup v1, no network", cfg: jailed, spec: noNet, bin: "/usr/local/bin/jailer",
-			args: "--id c1 --exec-file /usr/local/bin/firecracker --uid 123 --gid 456 --chroot-base-dir /w/firecracker/jail --new-pid-ns " +
+			name: "jailer, cgroup v1, no network", cfg: jailed, spec: noNet, uid: 1500065535, bin: "/usr/local/bin/jailer",
+			args: "--id c1 --exec-file /usr/local/bin/firecracker --uid 1500065535 --gid 1400000000 --chroot-base-dir /w/firecracker/jail --new-pid-ns " +
 				"--cgroup-version 1 --cgroup memory.limit_in_bytes=335544320 --cgroup cpu.cfs_period_us=100000 --cgroup cpu.cfs_quota_us=200000 " +
 				"-- --api-sock /api.sock --id c1 --level Warning",
 			root: "/w/firecracker/jail/firecracker/c1/root", sock: "/w/firecracker/jail/firecracker/c1/root/api.sock", sockArg: "/api.sock",
@@ -188,9 +189,10 @@ func TestCommand(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if l.Root != tt.root || l.Socket != tt.sock || l.SocketArg != tt.sockArg || l.Kernel != tt.kernel || l.Jail != tt.jailPath {
+			if l.Root != tt.root || l.Socket != tt.sock || l.SocketArg != tt.sockArg || l.Kernel != tt.kernel || l.Jail != tt.jailPath || l.UID != 0 {
 				t.Errorf("layout = %+v", l)
 			}
+			l.UID = tt.uid
 			bin, args := command(tt.cfg, tt.spec, l, tt.v2)
 			if bin != tt.bin || strings.Join(args, " ") != tt.args {
 				t.Errorf("command\n got %s %s\nwant %s %s", bin, strings.Join(args, " "), tt.bin, tt.args)

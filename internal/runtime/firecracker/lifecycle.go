@@ -108,6 +108,14 @@ func (d *Driver) launch(ctx context.Context, spec runtime.Spec, imageDir string)
 	started := time.Now()
 	rec := record{ID: spec.ID, Dir: spec.Dir, Root: l.Root, Socket: l.Socket, Jail: l.Jail, Address: addressOf(spec), StartedAt: started,
 		DirtyTracked: imageDir != "" && d.diffSnapshots()}
+	// The VM's own uid, held from here until after the record holding it
+	// is written or removed (this defer runs after the one below).
+	uid, releaseUID, err := d.reserveUID()
+	if err != nil {
+		return runtime.Info{}, err
+	}
+	defer releaseUID()
+	rec.UID, l.UID = uid, uid
 	defer func() {
 		if err != nil {
 			if rerr := d.remove(rec); rerr != nil {
@@ -184,13 +192,27 @@ func boot(ctx context.Context, c *sdk.Client, m machine) error {
 
 // prepareRoot makes the VM's root directory: its disk (a copy of the
 // template's image grown to the capsule's size, or of the saved disk), the
-// saved state to load, and in a jail the kernel, all owned by the user the
-// jailer runs Firecracker as.
+// saved state to load, and in a jail the kernel.
+//
+// In a jail, what is the VM's own — the root (where Firecracker makes its
+// socket and writes snapshots) and the disk — is owned by the VM's uid
+// and the group, 0700 and 0600. What shares its inode with a file outside
+// the jail is root:GID 0440, readable by the VM and writable by none: the
+// saved state, hard-linked from the capsule's saved directory or from a
+// snapshot template many capsules restore from, and the kernel. Owned by
+// the VM's uid, a compromised VMM could rewrite such a file under every
+// other capsule that restores from it (the uid is another VM's after this
+// one is destroyed, too). The kernel is hard-linked rather than copied for
+// the same reason the saved state is: root:GID 0440 makes the link safe to
+// share, and a copy would cost every VM megabytes of disk for nothing. The
+// host's kernel file becomes root:GID 0440 with it, which changes nothing
+// for root, who builds and reads it.
 func (d *Driver) prepareRoot(ctx context.Context, spec runtime.Spec, l layout, imageDir string) error {
 	if err := os.MkdirAll(l.Root, 0o700); err != nil {
 		return err
 	}
 	disk := filepath.Join(l.Root, diskFile)
+	var shared []string
 	if imageDir == "" {
 		if err := copyDisk(ctx, ImagePath(spec.Image), disk); err != nil {
 			return err
@@ -206,25 +228,34 @@ func (d *Driver) prepareRoot(ctx context.Context, spec runtime.Spec, l layout, i
 			if err := linkOrCopy(ctx, filepath.Join(imageDir, f), filepath.Join(l.Root, f)); err != nil {
 				return err
 			}
+			shared = append(shared, filepath.Join(l.Root, f))
 		}
 	}
-	owned := []string{disk}
-	if l.Jail != "" {
-		kernel := filepath.Join(l.Root, l.Kernel)
-		if err := linkOrCopy(ctx, d.cfg.Kernel, kernel); err != nil {
+	if l.Jail == "" {
+		return nil
+	}
+	kernel := filepath.Join(l.Root, l.Kernel)
+	if err := linkOrCopy(ctx, d.cfg.Kernel, kernel); err != nil {
+		return err
+	}
+	shared = append(shared, kernel)
+	for _, p := range shared {
+		if err := setOwner(p, 0, d.cfg.GID, 0o440); err != nil {
 			return err
 		}
-		owned = append(owned, l.Root, kernel)
-		if imageDir != "" {
-			owned = append(owned, filepath.Join(l.Root, memFile), filepath.Join(l.Root, vmstateFile))
-		}
-		for _, p := range owned {
-			if err := os.Lchown(p, d.cfg.UID, d.cfg.GID); err != nil {
-				return err
-			}
-		}
 	}
-	return nil
+	if err := setOwner(disk, l.UID, d.cfg.GID, 0o600); err != nil {
+		return err
+	}
+	return setOwner(l.Root, l.UID, d.cfg.GID, 0o700)
+}
+
+// setOwner gives path owner uid:gid and permissions mode.
+func setOwner(path string, uid, gid int, mode os.FileMode) error {
+	if err := os.Lchown(path, uid, gid); err != nil {
+		return err
+	}
+	return os.Chmod(path, mode)
 }
 
 // linkOrCopy hard-links src at dst, or copies it (reflinked where the file

@@ -30,6 +30,9 @@ type record struct {
 	Root   string `json:"root"`
 	Socket string `json:"socket"`
 	Jail   string `json:"jail,omitempty"`
+	// UID is the uid the jailer runs the VM as (0 without a jailer): held
+	// by this VM until its record is removed (reserveUID).
+	UID int `json:"uid,omitempty"`
 	// Address is the guest's address (empty without a network): a saved
 	// state keeps it, since the guest kernel holds it in memory.
 	Address   string    `json:"address,omitempty"`

@@ -156,6 +156,14 @@ func (d *Driver) save(ctx context.Context, c *sdk.Client, r record, imageDir str
 	}
 	written := loaded
 	if r.DirtyTracked && soleLink(loaded) {
+		// In a jail the loaded file is root:GID 0440 (prepareRoot), which
+		// the VM cannot write. With no other link left it is this VM's
+		// alone, so it may own it: the uid shares it with nobody.
+		if r.Jail != "" {
+			if err := setOwner(loaded, r.UID, d.cfg.GID, 0o600); err != nil {
+				return err
+			}
+		}
 		if err := os.Rename(loaded, merging); err != nil {
 			return err
 		}
