@@ -32,6 +32,9 @@ func openDriver(cfg config.Agent, log *slog.Logger) (runtime.Driver, error) {
 		return firecracker.New(firecracker.Config{
 			Firecracker:   cfg.FirecrackerBin,
 			Jailer:        cfg.FirecrackerJailer,
+			UIDBase:       cfg.FirecrackerUIDBase,
+			UIDCount:      config.FirecrackerUIDCount,
+			GID:           cfg.FirecrackerGID,
 			Kernel:        filepath.Join(cfg.Dir, "kernels", "vmlinux"),
 			StateDir:      filepath.Join(cfg.Dir, "firecracker"),
 			DiffSnapshots: cfg.FirecrackerDiffSnapshots,

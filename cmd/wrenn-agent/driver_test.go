@@ -38,4 +38,22 @@ func TestOpenDriverFirecracker(t *testing.T) {
 	if d.Name() != "firecracker" || runtime.PeerOf(d) != runtime.PeerTap {
 		t.Errorf("driver %s with peer %s, want firecracker on a tap", d.Name(), runtime.PeerOf(d))
 	}
+	if g := runtime.TapGroupOf(d); g != 0 {
+		t.Errorf("without a jailer the tap group is %d, want 0 (root only: Firecracker runs as root)", g)
+	}
+	// With the jailer, the VMs' group is the one their taps are made for.
+	cfg.FirecrackerJailer = filepath.Join(t.TempDir(), "jailer")
+	if err := os.WriteFile(cfg.FirecrackerJailer, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openDriver(cfg, nil); err == nil || !strings.Contains(err.Error(), "must be above 0") {
+		t.Fatalf("openDriver with a jailer and uid base 0 = %v, want a refusal (VMs would run as root)", err)
+	}
+	cfg.FirecrackerUIDBase, cfg.FirecrackerGID = config.DefaultFirecrackerID, config.DefaultFirecrackerID+1
+	if d, err = openDriver(cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	if g := runtime.TapGroupOf(d); g != config.DefaultFirecrackerID+1 {
+		t.Errorf("with the jailer the tap group is %d, want WRENN_FIRECRACKER_GID %d", g, config.DefaultFirecrackerID+1)
+	}
 }

@@ -30,6 +30,7 @@ func OpenCapsulesFromConfig(ctx context.Context, cfg config.Agent, driver runtim
 		NetnsDir: filepath.Join(cfg.Dir, "netns"),
 		Prefix:   cfg.NetworkPrefix,
 		Peer:     network.Peer(runtime.PeerOf(driver)),
+		TapGroup: runtime.TapGroupOf(driver),
 		Logger:   log,
 
 		DNSUpstreams: cfg.CapsuleDNSUpstreams,

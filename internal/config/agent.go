@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -42,6 +43,12 @@ type Agent struct {
 	// the memory it changed (WRENN_FIRECRACKER_DIFF_SNAPSHOTS, default
 	// true; needs Firecracker 1.6 or later).
 	FirecrackerDiffSnapshots bool
+	// FirecrackerUIDBase is the first of the FirecrackerUIDCount uids the
+	// jailer runs VMs as, one each (WRENN_FIRECRACKER_UID_BASE), and
+	// FirecrackerGID the group all of them run in, which may attach to
+	// the capsules' taps (WRENN_FIRECRACKER_GID). Unused without a jailer.
+	FirecrackerUIDBase int
+	FirecrackerGID     int
 	// Runsc is gVisor's runsc binary (WRENN_RUNSC).
 	Runsc string
 	// CapsuleCIDR is the IPv4 pool capsule addresses come from, one /30
@@ -80,6 +87,23 @@ type Agent struct {
 	LogFormat string
 }
 
+// FirecrackerUIDCount is how many uids from FirecrackerUIDBase jailed VMs
+// take, one each: as many VMs as a host can run at once.
+const FirecrackerUIDCount = 65536
+
+// DefaultFirecrackerID is the default of WRENN_FIRECRACKER_UID_BASE and of
+// WRENN_FIRECRACKER_GID: in the ids systemd leaves unused
+// (1879048192–2147352575, docs/runtime.md), so far from regular users
+// (1000–60000), from systemd's dynamic users and from the ranges useradd
+// hands out in /etc/subuid (100000 up to 600100000) and systemd-nspawn picks
+// for containers (524288–1879048191), and below 2^31, which some tools
+// take for a negative id.
+const DefaultFirecrackerID = 2_000_000_000
+
+// maxFirecrackerUIDBase keeps the last uid of the range below 2^32-1,
+// which the kernel reads as "no uid".
+const maxFirecrackerUIDBase int64 = 1<<32 - 2 - (FirecrackerUIDCount - 1)
+
 // networkPrefix is what WRENN_NETWORK_PREFIX may be: short enough that
 // "<prefix>-<slot>" fits a 15-byte interface name.
 var networkPrefix = regexp.MustCompile(`^[a-z][a-z0-9]{0,4}$`)
@@ -108,6 +132,15 @@ func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	c.FirecrackerBin = r.string("WRENN_FIRECRACKER_BIN", "/usr/local/bin/firecracker")
 	c.FirecrackerJailer = r.string("WRENN_FIRECRACKER_JAILER", "")
 	c.FirecrackerDiffSnapshots = r.bool("WRENN_FIRECRACKER_DIFF_SNAPSHOTS", true)
+	c.FirecrackerUIDBase = r.int("WRENN_FIRECRACKER_UID_BASE", DefaultFirecrackerID)
+	if c.FirecrackerUIDBase < 1 || int64(c.FirecrackerUIDBase) > maxFirecrackerUIDBase {
+		r.fail("WRENN_FIRECRACKER_UID_BASE", strconv.Itoa(c.FirecrackerUIDBase),
+			fmt.Sprintf("must be 1..%d: never root, and its %d uids below 2^32-1", maxFirecrackerUIDBase, FirecrackerUIDCount))
+	}
+	c.FirecrackerGID = r.int("WRENN_FIRECRACKER_GID", DefaultFirecrackerID)
+	if c.FirecrackerGID < 1 || int64(c.FirecrackerGID) > 1<<32-2 {
+		r.fail("WRENN_FIRECRACKER_GID", strconv.Itoa(c.FirecrackerGID), "must be 1..4294967294: never root's group")
+	}
 	c.Runsc = r.string("WRENN_RUNSC", "/usr/local/bin/runsc")
 	c.CapsuleCIDR = r.prefix("WRENN_CAPSULE_CIDR", "10.88.0.0/16")
 	c.NetworkPrefix = r.string("WRENN_NETWORK_PREFIX", "wr")

@@ -62,11 +62,12 @@ func attachTap(tun string) string {
 	return who + " result=ok"
 }
 
-// Credentials of the test's unprivileged processes: far from real users,
-// in the range the agent's default Firecracker uids and gid are taken from.
+// Credentials of the test's unprivileged processes, far from real users:
+// vmGroup and vmUID are the agent's default Firecracker gid and a uid of
+// its default range.
 const (
-	vmGroup    = 1500000000
-	vmUID      = 1500000007
+	vmGroup    = 2000000000
+	vmUID      = 2000000007
 	otherUID   = 1400000001
 	otherGroup = 1400000001
 )
