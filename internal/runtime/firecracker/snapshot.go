@@ -2,6 +2,7 @@ package firecracker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	ops "github.com/firecracker-microvm/firecracker-go-sdk/client/operations"
 	openapi "github.com/go-openapi/runtime"
 	"github.com/go-openapi/strfmt"
+	"golang.org/x/sys/unix"
 
 	"github.com/wrenn-dev/wrenn/internal/durable"
 )
@@ -160,7 +162,7 @@ func (d *Driver) save(ctx context.Context, c *sdk.Client, r record, imageDir str
 		// the VM cannot write. With no other link left it is this VM's
 		// alone, so it may own it: the uid shares it with nobody.
 		if r.Jail != "" {
-			if err := setOwner(loaded, r.UID, d.cfg.GID, 0o600); err != nil {
+			if err := ownRegular(loaded, r.UID, d.cfg.GID, 0o600); err != nil {
 				return err
 			}
 		}
@@ -178,20 +180,30 @@ func (d *Driver) save(ctx context.Context, c *sdk.Client, r record, imageDir str
 		return fmt.Errorf("creating %s snapshot: %w", params.SnapshotType, err)
 	}
 	d.log.Debug("snapshot written", "capsule_id", r.ID, "type", params.SnapshotType)
+	// From here the files come out of a root a jailed VMM owns and may
+	// have tampered with: only a regular file with one link is taken,
+	// never a symlink (which would be followed outside the jail), and what
+	// is taken becomes root's (sealed).
 	moves := []struct{ src, dst string }{
 		{written, filepath.Join(imageDir, memFile)},
 		{filepath.Join(r.Root, vmstateFile), filepath.Join(imageDir, vmstateFile)},
 	}
 	for _, m := range moves {
 		if err := os.Rename(m.src, m.dst); err != nil {
-			if err := copyDisk(ctx, m.src, m.dst); err != nil {
+			if err := copyNoFollow(ctx, m.src, m.dst); err != nil {
 				return err
 			}
 			_ = os.Remove(m.src)
 		}
 	}
-	if err := copyDisk(ctx, filepath.Join(r.Root, diskFile), filepath.Join(imageDir, diskFile)); err != nil {
+	if err := copyNoFollow(ctx, filepath.Join(r.Root, diskFile), filepath.Join(imageDir, diskFile)); err != nil {
 		return err
+	}
+	for _, f := range []string{memFile, vmstateFile, diskFile} {
+		if err := ownRegular(filepath.Join(imageDir, f), 0, 0, 0o600); err != nil {
+			_ = os.Remove(filepath.Join(imageDir, f)) // a symlink goes, not its target
+			return fmt.Errorf("taking the VM's %s: %w", f, err)
+		}
 	}
 	if err := os.WriteFile(filepath.Join(imageDir, addressFile), []byte(r.Address+"\n"), 0o600); err != nil {
 		return err
@@ -202,6 +214,45 @@ func (d *Driver) save(ctx context.Context, c *sdk.Client, r record, imageDir str
 		}
 	}
 	return durable.Sync(filepath.Dir(imageDir))
+}
+
+// copyNoFollow copies src to dst as copyDisk does, except that a symlink
+// at src is copied as a symlink, not followed (ownRegular then refuses it).
+func copyNoFollow(ctx context.Context, src, dst string) error {
+	if err := run(ctx, "cp", "--reflink=auto", "--sparse=always", "--no-dereference", src, dst); err != nil {
+		_ = os.Remove(dst)
+		return fmt.Errorf("copying %s: %w", src, err)
+	}
+	return nil
+}
+
+// ownRegular gives the file at path owner uid:gid and permissions mode, if
+// it is a regular file with a single link. It acts on the file it opened
+// without following a symlink, so a name swapped meanwhile by someone who
+// can write the directory (a jailed VMM in its root) changes nothing else.
+func ownRegular(path string, uid, gid int, mode os.FileMode) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return fmt.Errorf("%s is a symlink, not a regular file", path)
+	}
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", path, err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("checking %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		return fmt.Errorf("%s is not a regular file with one link (mode %o, %d links)", path, st.Mode, st.Nlink)
+	}
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return fmt.Errorf("owning %s: %w", path, err)
+	}
+	if err := unix.Fchmod(fd, uint32(mode.Perm())); err != nil {
+		return fmt.Errorf("owning %s: %w", path, err)
+	}
+	return nil
 }
 
 // soleLink reports whether path is a regular file no other name links to.

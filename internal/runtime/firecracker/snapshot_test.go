@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/uuid"
@@ -151,5 +153,71 @@ func mustMkdir(t *testing.T, dir string) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(fmt.Errorf("making %s: %w", dir, err))
+	}
+}
+
+// TestSaveTakesOnlyTheVMsOwnFiles: a jailed VMM owns its root and could
+// put a symlink to a host file where its disk or state was, or keep a
+// second link to them. A checkpoint then fails; it neither copies the
+// host file into the saved state nor changes its owner or mode.
+func TestSaveTakesOnlyTheVMsOwnFiles(t *testing.T) {
+	s := newFakeSetup(t)
+	d, err := New(s.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("host secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spec := s.spec(t, uuid.NewString())
+	if _, err := d.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Destroy(context.Background(), spec.ID) })
+	r, err := d.readRecord(spec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(r.Root, diskFile)
+	if err := os.Remove(disk); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, disk); err != nil {
+		t.Fatal(err)
+	}
+	image := t.TempDir()
+	if err := d.Checkpoint(ctx, spec.ID, image); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("Checkpoint over a disk swapped for a symlink = %v, want a refusal", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(image, diskFile)); err == nil && strings.Contains(string(b), "host secret") {
+		t.Fatal("the host file behind the symlink was copied into the saved state")
+	}
+	st, err := os.Stat(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sys := st.Sys().(*syscall.Stat_t); st.Mode().Perm() != 0o600 || sys.Uid != 0 {
+		t.Fatalf("the host file is now %v uid %d", st.Mode(), sys.Uid)
+	}
+
+	// ownRegular refuses a symlink and a file with a second link.
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := ownRegular(link, 4242, 4242, 0o666); err == nil {
+		t.Fatal("ownRegular followed a symlink")
+	}
+	hard := filepath.Join(filepath.Dir(secret), "hard")
+	if err := os.Link(secret, hard); err != nil {
+		t.Fatal(err)
+	}
+	if err := ownRegular(hard, 4242, 4242, 0o666); err == nil {
+		t.Fatal("ownRegular took a file with a second link")
+	}
+	if st, _ := os.Stat(secret); st.Mode().Perm() != 0o600 || st.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Fatalf("the host file is now %v uid %d", st.Mode(), st.Sys().(*syscall.Stat_t).Uid)
 	}
 }
