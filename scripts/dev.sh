@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make dev`: runs Wrenn on this machine for development. Installs what is
-# missing, builds the binaries, runsc and the minimal and base templates, starts a
+# missing, builds the binaries, runsc and the minimal and base templates (and
+# the guest kernel on a Firecracker host), starts a
 # private PostgreSQL under $WRENN_DEV_DIR/postgres (unless DATABASE_URL is
 # set), migrates, starts the control plane, makes sure an admin account and an
 # API key exist, registers and starts a local agent, and prints how to use
@@ -89,6 +90,12 @@ export WRENN_BOOTSTRAP_TOKEN
 
 log "building binaries, runsc and the minimal and base templates (the first time: ~1 min for runsc, a few minutes for base)"
 make --no-print-directory build runsc images >/dev/null
+# On a host where the agent runs Firecracker microVMs (WRENN_RUNTIME, or auto
+# with hardware virtualization and the binary), it also needs the guest kernel.
+if [ "$(builds/wrenn-agent runtime)" = firecracker ]; then
+	log "building the Firecracker guest kernel (the first time: about 7 min on 2 cores)"
+	make --no-print-directory kernel >/dev/null
+fi
 
 log "migrating"
 builds/wrenn-cp migrate up

@@ -25,6 +25,9 @@ const usage = `Usage:
   wrenn-agent remove-capsules                          destroy every capsule on this host and
                                                        remove the agent's network (namespaces,
                                                        veths, firewall table); keeps the credential
+  wrenn-agent runtime                                  print the runtime this host runs capsules
+                                                       with (gvisor or firecracker), from
+                                                       WRENN_RUNTIME and what the host offers
   wrenn-agent --version
 
 Settings come from the environment (WRENN_CP_URL is required); see docs/agent.md.
@@ -55,6 +58,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if fs.NArg() == 1 && fs.Arg(0) == "remove-capsules" {
 		return removeCapsules(ctx, getenv, stderr)
+	}
+	if fs.NArg() == 1 && fs.Arg(0) == "runtime" {
+		rt, err := config.AgentRuntime(getenv)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout, rt)
+		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))

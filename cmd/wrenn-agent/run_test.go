@@ -140,3 +140,21 @@ func TestRunStopsCleanly(t *testing.T) {
 		t.Fatal("run did not return after cancel")
 	}
 }
+
+// TestRunRuntime: `wrenn-agent runtime` prints the runtime the agent would
+// run, with no other setting needed, and refuses an unknown one.
+func TestRunRuntime(t *testing.T) {
+	for rt, want := range map[string]string{"gvisor": "gvisor\n", "firecracker": "firecracker\n"} {
+		var stdout bytes.Buffer
+		if err := run(context.Background(), []string{"wrenn-agent", "runtime"}, getenv(map[string]string{"WRENN_RUNTIME": rt}), &stdout, &bytes.Buffer{}); err != nil {
+			t.Fatalf("WRENN_RUNTIME=%s: %v", rt, err)
+		}
+		if stdout.String() != want {
+			t.Errorf("WRENN_RUNTIME=%s printed %q, want %q", rt, stdout.String(), want)
+		}
+	}
+	err := run(context.Background(), []string{"wrenn-agent", "runtime"}, getenv(map[string]string{"WRENN_RUNTIME": "kvm"}), &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "WRENN_RUNTIME") {
+		t.Errorf("WRENN_RUNTIME=kvm: %v, want an error naming it", err)
+	}
+}

@@ -121,6 +121,38 @@ func LoadAgent(getenv func(string) string) (Agent, error) {
 	return loadAgent(getenv, agentProbe{kvm: "/dev/kvm", cpuinfo: "/proc/cpuinfo"})
 }
 
+// AgentRuntime is the runtime an agent started with this environment runs:
+// WRENN_RUNTIME resolved as LoadAgent does (auto → firecracker on a host
+// that can, gvisor elsewhere), without needing the rest of its settings.
+// `wrenn-agent runtime` prints it, so that set-up scripts build what that
+// runtime needs.
+func AgentRuntime(getenv func(string) string) (string, error) {
+	return agentRuntime(getenv, agentProbe{kvm: "/dev/kvm", cpuinfo: "/proc/cpuinfo"})
+}
+
+func agentRuntime(getenv func(string) string, probe agentProbe) (string, error) {
+	r := &reader{getenv: getenv}
+	rt := r.runtime(probe, r.string("WRENN_FIRECRACKER_BIN", "/usr/local/bin/firecracker"))
+	return rt, r.err
+}
+
+// runtime resolves WRENN_RUNTIME; bin is the Firecracker binary auto
+// looks for.
+func (r *reader) runtime(probe agentProbe, bin string) string {
+	switch rt := strings.ToLower(r.string("WRENN_RUNTIME", "auto")); rt {
+	case "auto":
+		if firecrackerUsable(probe, bin) {
+			return RuntimeFirecracker
+		}
+		return RuntimeGVisor
+	case RuntimeGVisor, RuntimeFirecracker:
+		return rt
+	default:
+		r.fail("WRENN_RUNTIME", rt, "must be auto, gvisor or firecracker")
+		return ""
+	}
+}
+
 func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	r := &reader{getenv: getenv}
 	var c Agent
@@ -165,17 +197,7 @@ func loadAgent(getenv func(string) string, probe agentProbe) (Agent, error) {
 	c.LogLevel = r.logLevel("WRENN_LOG_LEVEL")
 	c.LogFormat = r.logFormat("WRENN_LOG_FORMAT")
 
-	switch rt := strings.ToLower(r.string("WRENN_RUNTIME", "auto")); rt {
-	case "auto":
-		c.Runtime = RuntimeGVisor
-		if firecrackerUsable(probe, c.FirecrackerBin) {
-			c.Runtime = RuntimeFirecracker
-		}
-	case RuntimeGVisor, RuntimeFirecracker:
-		c.Runtime = rt
-	default:
-		r.fail("WRENN_RUNTIME", rt, "must be auto, gvisor or firecracker")
-	}
+	c.Runtime = r.runtime(probe, c.FirecrackerBin)
 
 	if r.err != nil {
 		return Agent{}, r.err

@@ -211,7 +211,18 @@ func TestLoadAgentAutoRuntime(t *testing.T) {
 			if got.Runtime != tt.want {
 				t.Errorf("runtime = %q, want %q", got.Runtime, tt.want)
 			}
+			// AgentRuntime resolves the same without WRENN_CP_URL.
+			rt, err := agentRuntime(envOf(map[string]string{"WRENN_FIRECRACKER_BIN": bin}), probe)
+			if err != nil || rt != tt.want {
+				t.Errorf("agentRuntime = %q, %v; want %q", rt, err, tt.want)
+			}
 		})
+	}
+	for rt, want := range map[string]string{"gvisor": RuntimeGVisor, "FIRECRACKER": RuntimeFirecracker, "kvm": ""} {
+		got, err := agentRuntime(envOf(map[string]string{"WRENN_RUNTIME": rt}), noFirecracker(t))
+		if got != want || (want == "") != (err != nil) {
+			t.Errorf("WRENN_RUNTIME=%s: agentRuntime = %q, %v; want %q", rt, got, err, want)
+		}
 	}
 }
 
