@@ -165,13 +165,17 @@ func (c *Capsules) Import(ctx context.Context, name string, body io.Reader, size
 	if err := writeJSONDurable(filepath.Join(tmpl, importMeta), importedMeta{Config: cfg, ImportedAt: time.Now().UTC()}); err != nil {
 		return hostproto.ImportedTemplate{}, fmt.Errorf("writing %s: %w", importMeta, err)
 	}
+	suffix, err := c.templateImage(ctx, tmpl, progress)
+	if err != nil {
+		return hostproto.ImportedTemplate{}, err
+	}
 	if err := c.cfg.Driver.UsableTemplate(tmpl); err != nil {
 		return hostproto.ImportedTemplate{}, fmt.Errorf("imported template is not usable: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return hostproto.ImportedTemplate{}, err
 	}
-	if err := os.Rename(tmpl, final); err != nil {
+	if err := placeTemplate(tmpl, final, suffix); err != nil {
 		if _, serr := os.Lstat(final); serr == nil {
 			return hostproto.ImportedTemplate{}, fmt.Errorf("%w: %s", errTemplateExists, name)
 		}
@@ -183,6 +187,46 @@ func (c *Capsules) Import(ctx context.Context, name string, body io.Reader, size
 	progress(fmt.Sprintf("template ready: %d bytes", size))
 	c.log.Info("template imported", "template", name, "size_bytes", size)
 	return hostproto.ImportedTemplate{Name: name, SizeBytes: size, EnvdVersion: envdVersion, Config: cfg}, nil
+}
+
+// templateImage makes the boot file of template directory dir where the
+// driver boots one (runtime.TemplateImager: Firecracker's ext4 image), and
+// returns its suffix beside dir; "" when the driver boots the directory.
+func (c *Capsules) templateImage(ctx context.Context, dir string, progress func(string)) (string, error) {
+	ti, ok := c.cfg.Driver.(runtime.TemplateImager)
+	if !ok {
+		return "", nil
+	}
+	suffix, err := ti.MakeTemplateImage(ctx, dir)
+	if err != nil {
+		return "", err
+	}
+	if st, err := os.Stat(dir + suffix); err == nil {
+		progress(fmt.Sprintf("disk image for %s: %d bytes", c.cfg.Driver.Name(), st.Size()))
+	}
+	return suffix, nil
+}
+
+// placeTemplate renames the template directory tmpl to final, and its
+// boot file tmpl+suffix (if suffix is not "") to final+suffix first: a
+// template whose directory is in place is whole. On failure neither is
+// left at final.
+func placeTemplate(tmpl, final, suffix string) error {
+	if suffix != "" {
+		if _, err := os.Lstat(final); err == nil {
+			return fmt.Errorf("%s exists", final)
+		}
+		if err := os.Rename(tmpl+suffix, final+suffix); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(tmpl, final); err != nil {
+		if suffix != "" {
+			_ = os.Remove(final + suffix)
+		}
+		return err
+	}
+	return nil
 }
 
 // receive writes body to the file p and returns its size.

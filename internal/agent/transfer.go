@@ -228,13 +228,17 @@ func (c *Capsules) ReceiveTemplate(ctx context.Context, name string, body io.Rea
 	if _, err := os.Stat(filepath.Join(tmpl, templateSnapMeta)); err == nil {
 		return out, fmt.Errorf("template %s: %w", name, errTemplateSnapshot)
 	}
-	// The runtime looks for a disk image beside the directory.
-	hasImage := false
+	// The runtime looks for a disk image beside the directory: the one the
+	// sender had, or one made here from the rootfs (a template from a
+	// gVisor host reaching a Firecracker one).
+	suffix := ""
 	if _, err := os.Stat(image); err == nil {
-		hasImage = true
-		if err := os.Rename(image, tmpl+".ext4"); err != nil {
+		suffix = ".ext4"
+		if err := os.Rename(image, tmpl+suffix); err != nil {
 			return out, fmt.Errorf("receiving template %s: %w", name, err)
 		}
+	} else if suffix, err = c.templateImage(ctx, tmpl, func(string) {}); err != nil {
+		return out, fmt.Errorf("receiving template %s: %w", name, err)
 	}
 	if err := c.cfg.Driver.UsableTemplate(tmpl); err != nil {
 		return out, fmt.Errorf("%w: the received template is not usable here: %w", ociimage.ErrInvalid, err)
@@ -245,15 +249,7 @@ func (c *Capsules) ReceiveTemplate(ctx context.Context, name string, body io.Rea
 	if err := ctx.Err(); err != nil {
 		return out, err
 	}
-	if hasImage {
-		if err := os.Rename(tmpl+".ext4", final+".ext4"); err != nil {
-			return out, fmt.Errorf("putting template image in place: %w", err)
-		}
-	}
-	if err := os.Rename(tmpl, final); err != nil {
-		if hasImage {
-			_ = os.Remove(final + ".ext4")
-		}
+	if err := placeTemplate(tmpl, final, suffix); err != nil {
 		return out, fmt.Errorf("putting template in place: %w", err)
 	}
 	if err := durable.Sync(c.imagesDir()); err != nil {

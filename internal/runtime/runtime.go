@@ -160,6 +160,17 @@ func TapGroupOf(d Driver) int {
 	return 0
 }
 
+// TemplateImager is a driver that boots a template from a file made out of
+// its rootfs rather than from the directory itself (Firecracker: an ext4
+// image). The agent calls it for a template it has just imported, or
+// received from another host without such a file, before UsableTemplate.
+type TemplateImager interface {
+	// MakeTemplateImage writes the boot file of the template directory dir
+	// (whose rootfs is complete) beside it, as dir+suffix, whole or not at
+	// all, and returns suffix; the agent moves it along with dir.
+	MakeTemplateImage(ctx context.Context, dir string) (suffix string, err error)
+}
+
 // Checkpointer is a driver that can save a capsule whole — memory,
 // processes, open files and its writable layer — and start a capsule again
 // from what it saved. Pause, resume and snapshots need it; the agent

@@ -179,7 +179,7 @@ func (d *Driver) TapGroup() int {
 // ImagePath is the disk image of the template whose directory is dir
 // ($WRENN_DIR/images/<name> → $WRENN_DIR/images/<name>.ext4), the layout
 // `make images` writes.
-func ImagePath(dir string) string { return filepath.Clean(dir) + ".ext4" }
+func ImagePath(dir string) string { return filepath.Clean(dir) + imageSuffix }
 
 // UsableTemplate implements runtime.Driver: a microVM boots from the
 // template's ext4 image next to its directory.
