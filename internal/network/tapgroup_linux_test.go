@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -196,5 +197,61 @@ func TestTapGroup(t *testing.T) {
 			// that did attach has let go of the tap.
 			openTap(t, slot.NetnsPath).Close()
 		})
+	}
+}
+
+// TestTapGroupChangedOnRenew: a capsule's tap was made for one group, and
+// the agent's VMs now run in another (WRENN_FIRECRACKER_GID changed, or the
+// jailer was added). Its resume (Renew, with no VMM attached) makes the tap
+// again for the new group, so the VMM can attach; the old group cannot.
+func TestTapGroupChangedOnRenew(t *testing.T) {
+	t.Parallel()
+	cfg := newTestConfig(t)
+	cfg.Peer = PeerTap
+	cfg.TapGroup = otherGroup
+	m := newTestManager(t, cfg)
+	id := uuid.NewString()
+	slot, err := m.Setup(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	defer func() { _ = m.Teardown(context.Background(), id) }()
+	member := syscall.Credential{Uid: vmUID, Gid: vmGroup}
+	if got := attachAs(t, slot.NetnsPath, &member); !strings.HasSuffix(got, "result=EPERM") {
+		t.Fatalf("before the change a member of %d attached to a tap made for %d: %s", vmGroup, otherGroup, got)
+	}
+	m.cfg.TapGroup = vmGroup
+	if _, err := m.Renew(context.Background(), id); err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	if got := attachAs(t, slot.NetnsPath, &member); !strings.HasSuffix(got, "result=ok") {
+		t.Fatalf("after Renew for group %d its member could not attach: %s", vmGroup, got)
+	}
+	old := syscall.Credential{Uid: otherUID, Gid: otherGroup}
+	if got := attachAs(t, slot.NetnsPath, &old); !strings.HasSuffix(got, "result=EPERM") {
+		t.Fatalf("after Renew a member of the old group %d still attached: %s", otherGroup, got)
+	}
+	checkTapRoute(t, slot)
+}
+
+// checkTapRoute checks that the tap of slot has its address and MAC.
+func checkTapRoute(t *testing.T, slot Slot) {
+	t.Helper()
+	err := inNetns(slot.NetnsPath, func() error {
+		l, err := netlink.LinkByName(TapIface)
+		if err != nil {
+			return err
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		if len(addrs) != 1 || addrs[0].IPNet.String() != TapAddr.String() || l.Attrs().HardwareAddr.String() != TapMAC.String() {
+			return fmt.Errorf("tap has %v at %v, want %v at %v", addrs, l.Attrs().HardwareAddr, TapAddr, TapMAC)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

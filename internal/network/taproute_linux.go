@@ -35,6 +35,21 @@ func routeTap(ns netns.NsHandle, h *netlink.Handle, slot Slot, group int) error 
 	if err != nil {
 		return fmt.Errorf("creating tap %s: %w", TapIface, err)
 	}
+	// A tap made for another group (the agent's VMs now run in another
+	// one, or with no jailer) would shut the VMM out; nothing is attached
+	// to it here (a new capsule, or a paused one resuming), so it is made
+	// again. The kernel reports no group as 0.
+	if tt, ok := tap.(*netlink.Tuntap); ok && tt.Group != uint32(max(group, 0)) {
+		if err := h.LinkDel(tap); err != nil {
+			return fmt.Errorf("removing tap %s made for group %d: %w", TapIface, tt.Group, err)
+		}
+		if err := createTap(ns, group); err != nil {
+			return fmt.Errorf("creating tap %s: %w", TapIface, err)
+		}
+		if tap, err = h.LinkByName(TapIface); err != nil {
+			return fmt.Errorf("creating tap %s: %w", TapIface, err)
+		}
+	}
 	if !bytes.Equal(tap.Attrs().HardwareAddr, TapMAC) {
 		if err := h.LinkSetHardwareAddr(tap, TapMAC); err != nil {
 			return fmt.Errorf("setting the tap's MAC: %w", err)
