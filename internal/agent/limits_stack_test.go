@@ -223,21 +223,31 @@ func TestPauseAtPidsLimit(t *testing.T) {
 	id := c.GetSpec().GetCapsuleId()
 	pidsFile := stacktest.CapsulePidsFile(t, c.GetRuntimeId())
 	client := s.Envd(t, id)
-	// Sleepers, in the background, until fork fails.
-	stacktest.Run(t, client, `(i=0; while [ $i -lt 400 ]; do sleep 1000 & i=$((i+1)); done) </dev/null >/dev/null 2>&1 &`)
+	// Sleepers, in the background, until fork fails. The filling shell
+	// then becomes a sleeper itself: were it to exit, it would free the
+	// slot the test's next start takes (CI once lost the race that way).
+	stacktest.Run(t, client, `(i=0; while [ $i -lt 400 ]; do sleep 1000 & i=$((i+1)); done; exec sleep 1000) </dev/null >/dev/null 2>&1 &`)
+	// A start refused at the limit fails with EAGAIN; anything else (a
+	// start that still works, or a slow answer on a loaded host) is
+	// remembered for the failure message.
+	var last string
 	full := func() bool {
 		_, _, err := stacktest.TimedRun(client, "true", 10*time.Second)
+		last = fmt.Sprint(err)
 		return err != nil && strings.Contains(err.Error(), "resource temporarily unavailable")
 	}
-	host, reached := 0, false
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && !reached; time.Sleep(200 * time.Millisecond) {
+	host, reached, tries := 0, false, 0
+	start := time.Now()
+	for deadline := start.Add(60 * time.Second); time.Now().Before(deadline) && !reached; time.Sleep(200 * time.Millisecond) {
 		reached, host = full(), max(host, stacktest.ReadInt(pidsFile))
+		tries++
 	}
 	time.Sleep(time.Second)
 	host = max(host, stacktest.ReadInt(pidsFile))
 	t.Logf("at the limit inside (%d tasks), the capsule's host cgroup holds %d of %d", gvisor.CapsuleProcs(limit), host, limit)
 	if !reached {
-		t.Fatalf("a new process still starts after 20 s of sleepers: the limit inside (%d) was not reached", gvisor.CapsuleProcs(limit))
+		t.Fatalf("no start was refused with EAGAIN in %v of sleepers (%d tries; the last: %s): the limit inside (%d) was not reached",
+			time.Since(start).Round(time.Second), tries, last, gvisor.CapsuleProcs(limit))
 	}
 	if host >= limit {
 		t.Fatalf("the capsule's host cgroup reached its limit %d: the limit inside did not hold", limit)
