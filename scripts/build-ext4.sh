@@ -11,7 +11,9 @@
 # The image is sized to the tree plus a quarter and 16 MiB of room; each
 # capsule gets its own copy-on-write copy grown to its disk_mb, so the
 # shared image stays small. It is written next to its final place and
-# renamed into it, so a reader never sees half an image.
+# renamed into it, so a reader never sees half an image. The work is done by
+# `wrenn-agent template-image` (built here if needed), the code the agent
+# runs for the templates it imports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -23,17 +25,9 @@ rootfs="$images/$name/rootfs"
 [ -d "$rootfs" ] || die "no template directory $rootfs: build it first (scripts/build-image.sh $name)"
 [ -f "$rootfs/usr/bin/envd" ] || die "$rootfs has no /usr/bin/envd"
 command -v mkfs.ext4 >/dev/null || apt_install e2fsprogs
-
-used_kib=$(du -sk "$rootfs" | cut -f1)
-size_kib=$((used_kib + used_kib / 4 + 16384))
-tmp=$(mktemp "$images/.$name.ext4.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
-# -d copies the tree with owners, modes, links and device nodes; no journal
-# checksums or other features an older guest kernel could refuse are added
-# beyond mke2fs's ext4 defaults.
-mkfs.ext4 -q -F -L rootfs -d "$rootfs" "$tmp" "${size_kib}k" ||
-	die "mkfs.ext4 -d $rootfs failed"
-chmod 0644 "$tmp"
-mv -f "$tmp" "$images/$name.ext4"
-trap - EXIT
-log "image $name: $images/$name.ext4 ($((size_kib / 1024)) MiB)"
+# The image is made by the agent's own code (firecracker.MakeImage), the one
+# the agent also runs for templates it imports or receives.
+agent=builds/wrenn-agent
+make --no-print-directory wrenn-agent >/dev/null
+image=$("$agent" template-image "$images/$name") || die "making the image of $images/$name failed"
+log "image $name: $image ($(($(stat -c %s "$image") / 1048576)) MiB)"

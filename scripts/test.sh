@@ -36,7 +36,8 @@ done
 # guest kernel. The kernel is built once per input (a few minutes; the
 # unpacked source stays for the next build) into the shared test cache.
 if [ ! -f "$WRENN_TEST_IMAGES/minimal.ext4" ] || [ "$WRENN_TEST_IMAGES/minimal.ext4" -ot "$WRENN_TEST_IMAGES/minimal/template.json" ] ||
-	[ "$WRENN_TEST_IMAGES/minimal.ext4" -ot scripts/build-ext4.sh ]; then
+	[ "$WRENN_TEST_IMAGES/minimal.ext4" -ot scripts/build-ext4.sh ] ||
+	[ "$WRENN_TEST_IMAGES/minimal.ext4" -ot internal/runtime/firecracker/disk.go ]; then
 	scripts/build-ext4.sh minimal "$WRENN_TEST_IMAGES"
 fi
 apt_install qemu-system-x86 e2fsprogs util-linux

@@ -14,6 +14,7 @@ import (
 
 	"github.com/wrenn-dev/wrenn/internal/agent"
 	"github.com/wrenn-dev/wrenn/internal/config"
+	"github.com/wrenn-dev/wrenn/internal/runtime/firecracker"
 	"github.com/wrenn-dev/wrenn/internal/version"
 )
 
@@ -28,6 +29,9 @@ const usage = `Usage:
   wrenn-agent runtime                                  print the runtime this host runs capsules
                                                        with (gvisor or firecracker), from
                                                        WRENN_RUNTIME and what the host offers
+  wrenn-agent template-image <template-dir>             write <template-dir>.ext4, the disk image a
+                                                       Firecracker microVM boots, from its rootfs
+                                                       (what "make images" runs)
   wrenn-agent --version
 
 Settings come from the environment (WRENN_CP_URL is required); see docs/agent.md.
@@ -65,6 +69,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		_, err = fmt.Fprintln(stdout, rt)
+		return err
+	}
+	if fs.NArg() == 2 && fs.Arg(0) == "template-image" {
+		suffix, err := firecracker.MakeImage(ctx, fs.Arg(1))
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(stdout, filepath.Clean(fs.Arg(1))+suffix)
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -32,9 +32,22 @@ import (
 
 // copyDisk makes dst a copy-on-write (or sparse) copy of src.
 func copyDisk(ctx context.Context, src, dst string) error {
-	if err := run(ctx, "cp", "--reflink=auto", "--sparse=always", src, dst); err != nil {
+	return copyFile(ctx, src, dst)
+}
+
+// copyNoFollow copies src to dst as copyDisk does, except that a symlink
+// at src is copied as a symlink, not followed (ownRegular then refuses it).
+func copyNoFollow(ctx context.Context, src, dst string) error {
+	return copyFile(ctx, src, dst, "--no-dereference")
+}
+
+// copyFile is cp with reflinks where the file system has them, sparse
+// otherwise, and the extra flags; a failed copy leaves no dst.
+func copyFile(ctx context.Context, src, dst string, flags ...string) error {
+	args := append([]string{"--reflink=auto", "--sparse=always"}, flags...)
+	if err := run(ctx, "cp", append(args, src, dst)...); err != nil {
 		_ = os.Remove(dst)
-		return fmt.Errorf("copying disk %s: %w", src, err)
+		return fmt.Errorf("copying %s: %w", src, err)
 	}
 	return nil
 }
@@ -84,12 +97,20 @@ func run(ctx context.Context, name string, args ...string) error {
 // imageSuffix names a template's disk image beside its directory.
 const imageSuffix = ".ext4"
 
-// MakeTemplateImage implements runtime.TemplateImager: the template's ext4
-// image, made from dir/rootfs with `mkfs.ext4 -d` exactly as
-// scripts/build-ext4.sh makes it for `make images` (no loop mount; sized to
-// the tree plus a quarter and 16 MiB), written beside its place and renamed
-// into it.
+// MakeTemplateImage implements runtime.TemplateImager with MakeImage.
 func (d *Driver) MakeTemplateImage(ctx context.Context, dir string) (string, error) {
+	return MakeImage(ctx, dir)
+}
+
+// MakeImage writes the ext4 image of template directory dir,
+// ImagePath(dir), and returns its suffix beside dir: made from dir/rootfs
+// with `mkfs.ext4 -d` (no loop mount, no privileges beyond reading the
+// tree), sized to the tree plus a quarter and 16 MiB (each capsule grows
+// its own copy to its disk_mb), written next to its place and renamed into
+// it, so a reader never sees half an image. It is the one implementation:
+// the agent calls it for templates it imports or receives, and `make
+// images` through scripts/build-ext4.sh and `wrenn-agent template-image`.
+func MakeImage(ctx context.Context, dir string) (string, error) {
 	rootfs := filepath.Join(dir, "rootfs")
 	if st, err := os.Stat(filepath.Join(rootfs, runtime.EnvdPath)); err != nil || !st.Mode().IsRegular() {
 		return "", fmt.Errorf("making the disk image of %s: its rootfs has no %s", dir, runtime.EnvdPath)

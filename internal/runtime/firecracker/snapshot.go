@@ -216,16 +216,6 @@ func (d *Driver) save(ctx context.Context, c *sdk.Client, r record, imageDir str
 	return durable.Sync(filepath.Dir(imageDir))
 }
 
-// copyNoFollow copies src to dst as copyDisk does, except that a symlink
-// at src is copied as a symlink, not followed (ownRegular then refuses it).
-func copyNoFollow(ctx context.Context, src, dst string) error {
-	if err := run(ctx, "cp", "--reflink=auto", "--sparse=always", "--no-dereference", src, dst); err != nil {
-		_ = os.Remove(dst)
-		return fmt.Errorf("copying %s: %w", src, err)
-	}
-	return nil
-}
-
 // ownRegular gives the file at path owner uid:gid and permissions mode, if
 // it is a regular file with a single link. It acts on the file it opened
 // without following a symlink, so a name swapped meanwhile by someone who
