@@ -91,42 +91,7 @@ func TestTapPeer(t *testing.T) {
 	if addr, gw := m.Sandbox(slot); addr != GuestAddr || gw != TapAddr.Addr() {
 		t.Errorf("Sandbox = %v via %v, want %v via %v", addr, gw, GuestAddr, TapAddr.Addr())
 	}
-	checkRouted := func(when string) {
-		t.Helper()
-		ns, err := netns.GetFromPath(slot.NetnsPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ns.Close()
-		h, err := netlink.NewHandleAt(ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		for name, want := range map[string]netip.Prefix{PeerIface: slot.Address, TapIface: TapAddr} {
-			l, err := h.LinkByName(name)
-			if err != nil {
-				t.Fatalf("%s: %s: %v", when, name, err)
-			}
-			if l.Attrs().Flags&net.FlagUp == 0 {
-				t.Errorf("%s: %s is down", when, name)
-			}
-			addrs, err := h.AddrList(l, netlink.FAMILY_V4)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(addrs) != 1 || addrs[0].IPNet.String() != want.String() {
-				t.Errorf("%s: %s has addresses %v, want %v", when, name, addrs, want)
-			}
-			if name == TapIface && l.Attrs().HardwareAddr.String() != TapMAC.String() {
-				t.Errorf("%s: %s has MAC %v, want %v", when, name, l.Attrs().HardwareAddr, TapMAC)
-			}
-		}
-		if _, ok := errors.AsType[netlink.LinkNotFoundError](func() error { _, err := netlink.LinkByName(TapIface); return err }()); !ok {
-			t.Errorf("%s: a %s exists in the host's namespace", when, TapIface)
-		}
-	}
-	checkRouted("after Setup")
+	checkRouted(t, slot, "after Setup")
 
 	tap := openTap(t, slot.NetnsPath)
 	capsule := slot.Address.Addr().As4()
@@ -197,7 +162,7 @@ func TestTapPeer(t *testing.T) {
 	if _, err := m.Renew(context.Background(), id); err != nil {
 		t.Fatalf("Renew: %v", err)
 	}
-	checkRouted("after Renew")
+	checkRouted(t, slot, "after Renew")
 	tap.Close()
 	if err := m.Teardown(context.Background(), id); err != nil {
 		t.Fatalf("Teardown: %v", err)
@@ -207,6 +172,45 @@ func TestTapPeer(t *testing.T) {
 	}
 	if _, err := netlink.LinkByName(slot.HostIface); err == nil {
 		t.Errorf("host veth %s left after Teardown", slot.HostIface)
+	}
+}
+
+// checkRouted checks slot's PeerTap namespace: eth0 with the capsule's
+// address and the tap with TapAddr and TapMAC, both up, and no tap in the
+// host's namespace.
+func checkRouted(t *testing.T, slot Slot, when string) {
+	t.Helper()
+	ns, err := netns.GetFromPath(slot.NetnsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for name, want := range map[string]netip.Prefix{PeerIface: slot.Address, TapIface: TapAddr} {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatalf("%s: %s: %v", when, name, err)
+		}
+		if l.Attrs().Flags&net.FlagUp == 0 {
+			t.Errorf("%s: %s is down", when, name)
+		}
+		addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(addrs) != 1 || addrs[0].IPNet.String() != want.String() {
+			t.Errorf("%s: %s has addresses %v, want %v", when, name, addrs, want)
+		}
+		if name == TapIface && l.Attrs().HardwareAddr.String() != TapMAC.String() {
+			t.Errorf("%s: %s has MAC %v, want %v", when, name, l.Attrs().HardwareAddr, TapMAC)
+		}
+	}
+	if _, ok := errors.AsType[netlink.LinkNotFoundError](func() error { _, err := netlink.LinkByName(TapIface); return err }()); !ok {
+		t.Errorf("%s: a %s exists in the host's namespace", when, TapIface)
 	}
 }
 

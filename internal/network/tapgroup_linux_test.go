@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -231,27 +230,5 @@ func TestTapGroupChangedOnRenew(t *testing.T) {
 	if got := attachAs(t, slot.NetnsPath, &old); !strings.HasSuffix(got, "result=EPERM") {
 		t.Fatalf("after Renew a member of the old group %d still attached: %s", otherGroup, got)
 	}
-	checkTapRoute(t, slot)
-}
-
-// checkTapRoute checks that the tap of slot has its address and MAC.
-func checkTapRoute(t *testing.T, slot Slot) {
-	t.Helper()
-	err := inNetns(slot.NetnsPath, func() error {
-		l, err := netlink.LinkByName(TapIface)
-		if err != nil {
-			return err
-		}
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-		if err != nil {
-			return err
-		}
-		if len(addrs) != 1 || addrs[0].IPNet.String() != TapAddr.String() || l.Attrs().HardwareAddr.String() != TapMAC.String() {
-			return fmt.Errorf("tap has %v at %v, want %v at %v", addrs, l.Attrs().HardwareAddr, TapAddr, TapMAC)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	checkRouted(t, slot, "after Renew for another group")
 }
