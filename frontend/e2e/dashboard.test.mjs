@@ -13,7 +13,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   BASE, OUT, launchBrowser, eventually, apiClient, sha256, rand, focusInside, isFocused, waitHidden, waitVisible,
-  axeViolations, pageOverflow, tableOverflow,
+  axeViolations, pageOverflow, tableOverflow, describePages,
 } from './helpers.mjs';
 
 const WIDE = { width: 1280, height: 800 };
@@ -53,10 +53,25 @@ let currentTest = '';
 
 /** test() that records which test is running, for the console report. */
 function step(name, opts, fn) {
-  test(name, opts, (t) => {
+  test(name, opts, async (t) => {
     currentTest = name;
-    return fn(t);
+    try {
+      return await fn(t);
+    } catch (err) {
+      throw await described(err);
+    }
   });
+}
+
+/** err, with what the browser's pages were doing when it was thrown (once). */
+async function described(err) {
+  if (err instanceof Error && !err.pagesDescribed && browser) {
+    const pages = `\nthe browser's pages at the failure:\n${await describePages(browser)}`;
+    err.message += pages;
+    if (typeof err.stack === 'string') err.stack += pages; // what node --test prints
+    err.pagesDescribed = true;
+  }
+  return err;
 }
 
 function watch(p) {
@@ -769,6 +784,8 @@ step('accessibility: axe finds nothing serious or critical on any page or dialog
     await dialogScan('/team', p.getByRole('button', { name: 'Add member', exact: true }), 'Add member');
     await go('Audit log', 'Audit log');
     await scan(p, '/audit');
+  } catch (err) {
+    throw await described(err); // while its pages are still open
   } finally {
     await outCtx.close();
     await inCtx.close();

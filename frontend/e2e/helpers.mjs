@@ -2,6 +2,7 @@
 // Run by internal/e2e/dashboard_test.go against a real wrenn-cp; see there.
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
@@ -45,6 +46,35 @@ export async function eventually(what, check, timeout = 10_000, every = 100) {
     }
     await new Promise((r) => setTimeout(r, every));
   }
+}
+
+/**
+ * What every open page of browser is doing, one line each, for the message
+ * of a failed step: how fast its script answers and whether it still gets
+ * animation frames (an action waits for two frames to call an element
+ * stable), with the machine's load. A page whose script does not answer is
+ * busy; one that answers but gets no frame is not being drawn.
+ */
+export async function describePages(browser) {
+  const within = (promise, ms) =>
+    Promise.race([
+      promise.then(
+        (v) => v,
+        (err) => `error: ${String(err?.message ?? err).split('\n')[0]}`,
+      ),
+      new Promise((r) => setTimeout(() => r(`no answer in ${ms} ms`), ms)),
+    ]);
+  const lines = [`load average: ${(await readFile('/proc/loadavg', 'utf8').catch(() => '?')).trim()}`];
+  for (const ctx of browser.contexts()) {
+    for (const q of ctx.pages()) {
+      const t0 = Date.now();
+      const state = await within(q.evaluate(() => `${document.visibilityState}, focus ${document.hasFocus()}`), 5000);
+      const t1 = Date.now();
+      const frame = await within(q.evaluate(() => new Promise((r) => requestAnimationFrame(() => r('drawn')))), 5000);
+      lines.push(`page ${q.url()}: script answered (${state}) in ${t1 - t0} ms; animation frame: ${frame} after ${Date.now() - t1} ms`);
+    }
+  }
+  return lines.join('\n');
 }
 
 /** A small API client (fetch from node) authenticated with an API key. */
