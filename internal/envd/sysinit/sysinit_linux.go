@@ -184,13 +184,40 @@ func ProcessCgroup(max int) (capsuleTasks, ownTasks string, err error) {
 	if err != nil {
 		return "", "", err
 	}
+	ownTasks, err = ownTasksFile(root, own, os.Getpid())
+	if err != nil {
+		return "", "", err
+	}
 	if err := os.Mkdir(processCgroupDir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", "", fmt.Errorf("making the capsule's pids cgroup: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(processCgroupDir, "pids.max"), []byte(strconv.Itoa(max)), 0); err != nil {
 		return "", "", fmt.Errorf("limiting the capsule's pids cgroup: %w", err)
 	}
-	return filepath.Join(processCgroupDir, "tasks"), filepath.Join(root, own, "tasks"), nil
+	return filepath.Join(processCgroupDir, "tasks"), ownTasks, nil
+}
+
+// ownTasksFile finds the tasks file of the cgroup that process pid is in,
+// in the hierarchy mounted at root. /proc/self/cgroup gives that cgroup's
+// path from the hierarchy's root (own), but a runtime may mount only the
+// container's part of the hierarchy: gVisor mounts the sandbox's cgroup
+// (/<container id>) as the root, so the path as given names no directory
+// there. The path is tried from itself down to its last parts and to the
+// mount's root, and the first tasks file that lists pid is the one.
+func ownTasksFile(root, own string, pid int) (string, error) {
+	parts := strings.Split(strings.Trim(own, "/"), "/")
+	want := strconv.Itoa(pid)
+	for i := 0; i <= len(parts); i++ {
+		file := filepath.Join(append(append([]string{root}, parts[i:]...), "tasks")...)
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		if slices.Contains(strings.Fields(string(b)), want) {
+			return file, nil
+		}
+	}
+	return "", fmt.Errorf("found no tasks file under %s listing this process (pid %d, cgroup %s)", root, pid, own)
 }
 
 // ownCgroup returns this process's cgroup path in the v1 hierarchy of
