@@ -13,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
 )
 
@@ -555,12 +556,25 @@ func waitUntil(t testing.TB, cond func() bool) {
 // TestReconnect).
 func TestPtyHungUpWhenItsStreamGoes(t *testing.T) {
 	in := newEnvd(t)
+	// envd started with SIGHUP ignored (nohup, or a CI runner that does
+	// the same): its processes must still start with the default, or a
+	// terminal's shell would outlive its hangup.
+	nohup := startEnvd(t, []string{"nohup"})
+	nohup.Token = "test-token-nohup"
+	if err := nohup.Client.Init(context.Background(), envdclient.InitRequest{AccessToken: nohup.Token}); err != nil {
+		t.Fatalf("init: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, c := range []struct{ name, script, signal string }{
-		{"a shell", "", "SIGHUP"},
-		{"one that ignores SIGHUP", "trap '' HUP; echo trapped; while :; do sleep 0.05; done", "SIGKILL"},
+	for _, c := range []struct {
+		name, script, signal string
+		in                   *instance
+	}{
+		{"a shell", "", "SIGHUP", in},
+		{"a shell, envd started under nohup", "", "SIGHUP", nohup},
+		{"one that ignores SIGHUP", "trap '' HUP; echo trapped; while :; do sleep 0.05; done", "SIGKILL", in},
 	} {
+		in := c.in
 		t.Run(c.name, func(t *testing.T) {
 			req := cmd("sh")
 			if c.script != "" {

@@ -32,6 +32,22 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	// Register for the signals before anything else: as PID 1 a signal
 	// without a handler is ignored.
 	sigCtx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	// The processes envd starts inherit the signals it ignores, and exec
+	// keeps them ignored. Started with SIGHUP ignored (under nohup, say),
+	// envd would give its terminals shells that a hangup cannot end.
+	// Catching SIGHUP itself, and doing nothing with it, makes them start
+	// with the default instead.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() {
+		signal.Stop(hup) // no delivery after it returns
+		close(hup)
+	}()
+	go func() {
+		for range hup {
+			logger.Debug("SIGHUP ignored")
+		}
+	}()
 	defer stop()
 	if isInit {
 		if err := sysinit.Mount(logger); err != nil {
