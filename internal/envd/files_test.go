@@ -126,6 +126,24 @@ func TestRangeDownload(t *testing.T) {
 	}
 }
 
+// TestDownloadPseudoFile reads a /proc file, which says it is empty until
+// read: its bytes must come whole, not as the zero its size promises.
+func TestDownloadPseudoFile(t *testing.T) {
+	in := newEnvd(t)
+	got := download(t, in, "/proc/self/status")
+	if !bytes.HasPrefix(got, []byte("Name:")) || !bytes.Contains(got, []byte("\nPid:")) {
+		t.Errorf("download of /proc/self/status = %q, want the process status", got)
+	}
+	// A really empty file is still empty, with a 200.
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := download(t, in, empty); len(got) != 0 {
+		t.Errorf("download of an empty file = %q", got)
+	}
+}
+
 func TestUploadReplacesAtomically(t *testing.T) {
 	in := newEnvd(t)
 	ctx := context.Background()

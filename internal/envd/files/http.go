@@ -60,8 +60,27 @@ func (s *Service) Download() http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
+		if fi.Size() == 0 || !seekable(f) {
+			// Files of /proc, /sys and cgroup file systems say they are
+			// empty, and some cannot seek: their size is known only once
+			// read. They are sent whole as they read, without ranges.
+			if _, err := io.CopyBuffer(w, f, make([]byte, copyBufferSize)); err != nil {
+				s.log.Debug("download cut short", "path", path, "err", err)
+			}
+			return
+		}
 		http.ServeContent(w, r, "", fi.ModTime(), f)
 	})
+}
+
+// seekable reports whether f can seek to its end and back, which
+// http.ServeContent needs to learn the size and serve ranges.
+func seekable(f *os.File) bool {
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		return false
+	}
+	_, err := f.Seek(0, io.SeekStart)
+	return err == nil
 }
 
 // Upload serves POST /files?path=...&mode=...&user=...: it streams the body
