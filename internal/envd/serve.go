@@ -36,18 +36,11 @@ func Serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	// keeps them ignored. Started with SIGHUP ignored (under nohup, say),
 	// envd would give its terminals shells that a hangup cannot end.
 	// Catching SIGHUP itself, and doing nothing with it, makes them start
-	// with the default instead.
+	// with the default instead. Nobody reads the channel: a signal that
+	// finds it full is dropped, never blocked on.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer func() {
-		signal.Stop(hup) // no delivery after it returns
-		close(hup)
-	}()
-	go func() {
-		for range hup {
-			logger.Debug("SIGHUP ignored")
-		}
-	}()
+	defer signal.Stop(hup)
 	defer stop()
 	if isInit {
 		if err := sysinit.Mount(logger); err != nil {
