@@ -64,7 +64,7 @@ func (s *Service) Download() http.Handler {
 			// Files of /proc, /sys and cgroup file systems say they are
 			// empty, and some cannot seek: their size is known only once
 			// read. They are sent whole as they read, without ranges.
-			if _, err := io.CopyBuffer(w, f, make([]byte, copyBufferSize)); err != nil {
+			if _, err := io.Copy(w, f); err != nil {
 				s.log.Debug("download cut short", "path", path, "err", err)
 			}
 			return
