@@ -116,7 +116,12 @@ func startEnvd(t testing.TB, prefix []string, args ...string) *instance {
 // newEnvd starts envd and initializes it with a fresh token.
 func newEnvd(t testing.TB, args ...string) *instance {
 	t.Helper()
-	in := startEnvd(t, nil, args...)
+	return initEnvd(t, startEnvd(t, nil, args...))
+}
+
+// initEnvd gives a started envd its access token, as the agent does.
+func initEnvd(t testing.TB, in *instance) *instance {
+	t.Helper()
 	in.Token = "test-token-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	if err := in.Client.Init(context.Background(), envdclient.InitRequest{AccessToken: in.Token}); err != nil {
 		t.Fatalf("init: %v", err)

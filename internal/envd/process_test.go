@@ -13,7 +13,6 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/wrenn-dev/wrenn/internal/envd/envdclient"
 	envdv1 "github.com/wrenn-dev/wrenn/proto/envd/v1"
 )
 
@@ -559,11 +558,7 @@ func TestPtyHungUpWhenItsStreamGoes(t *testing.T) {
 	// envd started with SIGHUP ignored (nohup, or a CI runner that does
 	// the same): its processes must still start with the default, or a
 	// terminal's shell would outlive its hangup.
-	nohup := startEnvd(t, []string{"nohup"})
-	nohup.Token = "test-token-nohup"
-	if err := nohup.Client.Init(context.Background(), envdclient.InitRequest{AccessToken: nohup.Token}); err != nil {
-		t.Fatalf("init: %v", err)
-	}
+	nohup := initEnvd(t, startEnvd(t, []string{"nohup"}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, c := range []struct {
