@@ -41,10 +41,14 @@ func readCounter(t *testing.T, client *envdclient.Client) int {
 }
 
 // prepareCapsule starts the counter loop and writes 1 MiB of random data
-// to /root/data in the capsule; it returns the data's SHA-256.
+// to /root/data in the capsule; it returns the data's SHA-256 once the loop
+// has written its first value (up to 10 s: the loop's shell may start after
+// the write on a loaded machine, and a first read would find no counter).
 func prepareCapsule(t *testing.T, client *envdclient.Client) string {
 	t.Helper()
-	r := stacktest.Run(t, client, counterLoop+` head -c 1048576 /dev/urandom > /root/data && sha256sum /root/data`)
+	r := stacktest.Run(t, client, counterLoop+` head -c 1048576 /dev/urandom > /root/data &&
+		n=0; while [ ! -s /tmp/counter ] && [ $n -lt 500 ]; do sleep 0.02; n=$((n+1)); done;
+		sha256sum /root/data`)
 	if r.ExitCode != 0 {
 		t.Fatalf("preparing the capsule: %+v", r)
 	}
